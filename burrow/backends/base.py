@@ -1,0 +1,157 @@
+"""The storage contract every backend fulfils, and the records that cross it.
+
+Backends deal in opaque payload and result bytes; typing happens above them. Each
+operation that ends or extends an attempt is *fenced*: it names the job id, the
+owner that claimed it and the attempt number, and only touches a row that still
+matches all three and is ``running``. A process that lost its lease therefore
+never overwrites a newer attempt; the backend reports such jobs as lost instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class OutcomeKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # back to queued at retry_at, the attempt counted
+    FAILED = "failed"
+    RELEASED = "released"  # back to queued now, the attempt given back (claimed, never started)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    task: str
+    payload: bytes
+    priority: int
+    max_retries: int
+    run_at: dt.datetime | None  # None: now, by the backend's clock
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: int
+    task: str
+    payload: bytes
+    priority: int
+    attempt: int
+    max_retries: int
+    run_at: dt.datetime
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended; the fence is (id, owner, attempt)."""
+
+    id: int
+    owner: str
+    attempt: int
+    kind: OutcomeKind
+    result: bytes | None = None
+    error: str | None = None
+    retry_in_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    task: str
+    state: JobState
+    priority: int
+    attempts: int
+    max_retries: int
+    run_at: dt.datetime
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    last_error: str | None
+    result: bytes | None
+    owner: str | None
+    lease_expires_at: dt.datetime | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """An attempt that did not succeed: why it ended and when."""
+
+    job_id: int
+    attempt: int
+    event: str  # "retried", "failed", "lease_expired", "released"
+    error: str | None
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReapedJob:
+    id: int
+    task: str
+    attempt: int
+    state: JobState  # queued again, or failed when its retries were spent
+
+
+class Backend(Protocol):
+    """One database holding burrow's tables. Implementations: sqlite, postgres."""
+
+    dialect: str
+
+    def migrate(self) -> None:
+        """Apply pending migrations, once, under a lock."""
+
+    def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
+        """Insert jobs in one statement; inside ``conn``'s transaction when given."""
+
+    def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
+        """Mark up to ``limit`` due queued jobs of ``tasks`` running for ``owner``."""
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Write outcomes in one round trip; returns the ids whose fence no longer held."""
+
+    def extend_leases(self, jobs: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
+        """Push out the leases of (id, owner, attempt); returns the ids that were lost."""
+
+    def reap_expired(self, limit: int = 1000) -> list[ReapedJob]:
+        """Requeue (or fail, if spent) running jobs whose lease has expired."""
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a queued job; False if it is in any other state."""
+
+    def get(self, job_id: int) -> JobRecord | None: ...
+
+    def history(self, job_id: int) -> list[HistoryEntry]: ...
+
+    def has_due(self, tasks: Sequence[str]) -> bool:
+        """Whether a claim of ``tasks`` could return a job now."""
+
+    def wait_for_jobs(self, timeout_s: float) -> bool:
+        """Block until new jobs may be due or the timeout; True if woken early."""
+
+    def register_process(self, owner: str, host: str, pid: int, role: str) -> None: ...
+
+    def heartbeat_process(self, owner: str) -> bool:
+        """Refresh this process's row; False if it was removed (presumed dead)."""
+
+    def remove_process(self, owner: str) -> None: ...
+
+    def reap_processes(self, stale_after_s: float) -> list[str]: ...
+
+    def after_fork(self) -> None:
+        """Drop connections inherited from the parent without closing its sockets."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,154 @@
+"""burrow's tables as SQLAlchemy Core objects, and the ordered migrations.
+
+The tables carry no schema name: a backend configured with a schema maps ``None``
+to it with ``schema_translate_map``, so one set of Table objects (and one compiled
+statement cache) serves every schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from burrow.backends.base import JobState
+
+UTC = dt.timezone.utc
+
+
+class Timestamp(sa.types.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every dialect.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time type: SQLAlchemy stores a
+    fixed-width ISO string, which sorts correctly only if every value has the same
+    offset, so values are converted to UTC before they are written and marked UTC
+    when they are read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: burrow needs timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+# An INTEGER PRIMARY KEY is SQLite's rowid; a BIGINT one would not be.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+jobs = sa.Table(
+    "burrow_jobs",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("task", sa.String(200), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", sa.String(16), nullable=False, server_default=JobState.QUEUED.value),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("run_at", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("started_at", Timestamp),
+    sa.Column("finished_at", Timestamp),
+    sa.Column("owner", sa.String(200)),
+    sa.Column("lease_expires_at", Timestamp),
+    sa.Column("last_error", sa.Text),
+    sa.Column("result", sa.LargeBinary),
+    sa.CheckConstraint(
+        "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="burrow_jobs_state_valid"
+    ),
+)
+
+# The claim's access path: only queued rows, already in claim order. Finished jobs,
+# however many, never enter it.
+sa.Index(
+    "burrow_jobs_queued_idx",
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=jobs.c.state == "queued",
+    sqlite_where=jobs.c.state == "queued",
+)
+# The reaper's access path: running rows by lease expiry.
+sa.Index(
+    "burrow_jobs_running_idx",
+    jobs.c.lease_expires_at,
+    postgresql_where=jobs.c.state == "running",
+    sqlite_where=jobs.c.state == "running",
+)
+
+history = sa.Table(
+    "burrow_job_history",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("at", Timestamp, nullable=False),
+)
+
+processes = sa.Table(
+    "burrow_processes",
+    metadata,
+    sa.Column("owner", sa.String(200), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("heartbeat_at", Timestamp, nullable=False),
+)
+
+schema_version = sa.Table(
+    "burrow_schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", Timestamp, nullable=False),
+)
+
+
+def _create_v1(conn: sa.Connection) -> None:
+    """The first schema: jobs, history, processes."""
+    for table in (jobs, history, processes):
+        table.create(conn, checkfirst=True)
+
+
+Migration = Callable[[sa.Connection], Any]
+
+# Append only: a released migration is never edited, its number never reused.
+MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _create_v1),)
+
+
+def current_version(conn: sa.Connection) -> int:
+    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema_version.c.version), 0))).scalar_one()
+
+
+def apply_migrations(conn: sa.Connection, now: dt.datetime) -> list[int]:
+    """Apply every migration newer than the stored version; the caller holds the lock.
+
+    Returns the versions applied, so that a caller can log them.
+    """
+    schema_version.create(conn, checkfirst=True)
+    done = current_version(conn)
+    applied = []
+    for version, migrate in MIGRATIONS:
+        if version > done:
+            migrate(conn)
+            conn.execute(sa.insert(schema_version).values(version=version, applied_at=now))
+            applied.append(version)
+    return applied

@@ -1,0 +1,317 @@
+"""Statements both dialects share, written once in SQLAlchemy Core.
+
+The dialects differ where it matters for speed or locking (claiming, batched
+finishing, waiting for work); those live in ``sqlite.py`` and ``postgres.py`` with
+the reason at the spot. Everything here is the same SQL on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from burrow.backends.base import (
+    HistoryEntry,
+    JobRecord,
+    JobState,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    ReapedJob,
+)
+from burrow.backends.schema import UTC, Timestamp, history, jobs, processes
+from burrow.errors import BackendError
+
+T = TypeVar("T")
+Clock = Callable[[], dt.datetime]
+
+LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+class SQLBackend:
+    """The shared half of a Backend; subclasses add claim, finish and extend_leases."""
+
+    dialect = "sql"
+
+    def __init__(self, engine: sa.Engine, *, schema: str | None = None, clock: Clock | None = None) -> None:
+        self.schema = schema
+        self._base_engine = engine
+        self._engine = engine.execution_options(schema_translate_map={None: schema}) if schema else engine
+        self._clock = clock
+
+    # -- time ---------------------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        """The backend's idea of now, in Python (the injected clock, or the host's)."""
+        return self._clock() if self._clock is not None else utc_now()
+
+    def _now(self) -> sa.ColumnElement[dt.datetime]:
+        """``now`` as SQL: a bound value here; PostgreSQL uses the server's clock."""
+        return sa.literal(self.now(), Timestamp)
+
+    def _at(self, delay_s: float) -> sa.ColumnElement[dt.datetime]:
+        return sa.literal(self.now() + dt.timedelta(seconds=delay_s), Timestamp)
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        """Wrap database errors once, at the backend boundary, with the operation named."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc.orig or exc)}") from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
+
+    def _write(self, operation: str, fn: Callable[[sa.Connection], T], *, retry: bool = True) -> T:
+        """Run ``fn`` in a write transaction; once more after a dropped connection.
+
+        A retry is safe for the fenced writes (they change nothing a second time)
+        and for claims (a claim whose commit was lost leaves jobs running under our
+        owner; their lease runs out and they are reaped). Inserts pass retry=False:
+        a lost commit acknowledgement must not become a duplicate job.
+        """
+        attempts = 2 if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._errors(operation), self._begin_write() as conn:
+                    return fn(conn)
+            except BackendError as exc:
+                cause = exc.__cause__
+                disconnected = isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated
+                if not disconnected or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _begin_write(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        return self._engine.begin()
+
+    def _read(self, operation: str, fn: Callable[[sa.Connection], T]) -> T:
+        with self._errors(operation), self._engine.connect() as conn:
+            return fn(conn)
+
+    # -- enqueue ------------------------------------------------------------------
+
+    def enqueue(self, new_jobs: Sequence[NewJob], conn: sa.Connection | None = None) -> list[int]:
+        """Insert all jobs with one multi-row INSERT ... RETURNING id."""
+        if not new_jobs:
+            return []
+        rows = [
+            {
+                "task": job.task,
+                "priority": job.priority,
+                "payload": job.payload,
+                "max_retries": job.max_retries,
+                "b_run_at": job.run_at,
+            }
+            for job in new_jobs
+        ]
+        now = self._now()
+        statement = (
+            sa.insert(jobs)
+            .values(
+                state=JobState.QUEUED.value,
+                attempts=0,
+                created_at=now,
+                run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=Timestamp), now),
+            )
+            .returning(jobs.c.id, sort_by_parameter_order=True)
+        )
+        tasks = sorted({job.task for job in new_jobs})
+
+        def insert(c: sa.Connection) -> list[int]:
+            ids = list(c.execute(statement, rows, execution_options=self._statement_options()).scalars())
+            self._notify(c, tasks)
+            return ids
+
+        if conn is not None:
+            with self._errors("enqueue"):
+                return insert(conn)
+        return self._write("enqueue", insert, retry=False)
+
+    def _statement_options(self) -> dict[str, Any]:
+        """Options that a caller's connection needs to find our tables."""
+        return {"schema_translate_map": {None: self.schema}} if self.schema else {}
+
+    def _notify(self, conn: sa.Connection, tasks: Sequence[str]) -> None:
+        """Tell waiting consumers that jobs arrived; SQLite consumers poll instead."""
+
+    # -- cancel, read -------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> bool:
+        """Queued -> cancelled; a running or finished job is left alone (zero rows)."""
+        statement = (
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
+            .values(state=JobState.CANCELLED.value, finished_at=self._now())
+        )
+        return self._write("cancel", lambda c: c.execute(statement).rowcount == 1)
+
+    def get(self, job_id: int) -> JobRecord | None:
+        statement = sa.select(jobs).where(jobs.c.id == job_id)
+        row = self._read("get", lambda c: c.execute(statement).one_or_none())
+        return None if row is None else _record(row)
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        statement = sa.select(history).where(history.c.job_id == job_id).order_by(history.c.id)
+        rows = self._read("history", lambda c: c.execute(statement).all())
+        return [HistoryEntry(r.job_id, r.attempt, r.event, r.error, r.at) for r in rows]
+
+    def counts(self) -> dict[JobState, int]:
+        statement = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
+        rows = self._read("counts", lambda c: c.execute(statement).all())
+        counts = dict.fromkeys(JobState, 0)
+        counts.update({JobState(state): n for state, n in rows})
+        return counts
+
+    def has_due(self, tasks: Sequence[str]) -> bool:
+        statement = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.state == JobState.QUEUED.value, jobs.c.run_at <= self._now(), self._task_filter(tasks))
+            .limit(1)
+        )
+        return self._read("has_due", lambda c: c.execute(statement).first() is not None)
+
+    def _task_filter(self, tasks: Sequence[str]) -> sa.ColumnElement[bool]:
+        return jobs.c.task.in_(list(tasks))
+
+    def wait_for_jobs(self, timeout_s: float, tasks: Sequence[str] = ()) -> bool:
+        """Poll for due work with a short, growing interval, up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.005
+        while True:
+            if tasks and self.has_due(tasks):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.1)
+
+    # -- leases -------------------------------------------------------------------
+
+    def reap_expired(self, limit: int = 1000) -> list[ReapedJob]:
+        """Requeue running jobs whose lease ran out, or fail them if their retries are spent.
+
+        Any process may reap: an expired lease means its owner stopped
+        heartbeating. The WHERE clause re-checks state and expiry under the row
+        lock, so two reapers racing on one row change it once.
+        """
+
+        def reap(conn: sa.Connection) -> list[ReapedJob]:
+            now = self._now()
+            expired = sa.and_(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires_at < now)
+            requeue = (
+                sa.update(jobs)
+                .where(expired, jobs.c.attempts <= jobs.c.max_retries)
+                .values(state=JobState.QUEUED.value, owner=None, lease_expires_at=None, run_at=now, last_error=LEASE_EXPIRED)
+                .returning(jobs.c.id, jobs.c.task, jobs.c.attempts)
+            )
+            fail = (
+                sa.update(jobs)
+                .where(expired, jobs.c.attempts > jobs.c.max_retries)
+                .values(
+                    state=JobState.FAILED.value, owner=None, lease_expires_at=None, finished_at=now, last_error=LEASE_EXPIRED
+                )
+                .returning(jobs.c.id, jobs.c.task, jobs.c.attempts)
+            )
+            reaped = [ReapedJob(r.id, r.task, r.attempts, JobState.QUEUED) for r in conn.execute(requeue)]
+            reaped += [ReapedJob(r.id, r.task, r.attempts, JobState.FAILED) for r in conn.execute(fail)]
+            self._record_history(conn, [(job.id, job.attempt, "lease_expired", LEASE_EXPIRED) for job in reaped])
+            if any(job.state is JobState.QUEUED for job in reaped):
+                self._notify(conn, sorted({job.task for job in reaped}))
+            return reaped
+
+        return self._write("reap_expired", reap)
+
+    def _record_history(self, conn: sa.Connection, entries: Sequence[tuple[int, int, str, str | None]]) -> None:
+        if entries:
+            at = self.now()
+            conn.execute(
+                sa.insert(history),
+                [{"job_id": j, "attempt": a, "event": e, "error": err, "at": at} for j, a, e, err in entries],
+            )
+
+    # -- processes ----------------------------------------------------------------
+
+    def register_process(self, owner: str, host: str, pid: int, role: str) -> None:
+        def register(conn: sa.Connection) -> None:
+            now = self.now()
+            conn.execute(sa.delete(processes).where(processes.c.owner == owner))
+            conn.execute(
+                sa.insert(processes).values(owner=owner, host=host, pid=pid, role=role, started_at=now, heartbeat_at=now)
+            )
+
+        self._write("register_process", register)
+
+    def heartbeat_process(self, owner: str) -> bool:
+        statement = sa.update(processes).where(processes.c.owner == owner).values(heartbeat_at=self._now())
+        return self._write("heartbeat_process", lambda c: c.execute(statement).rowcount == 1)
+
+    def remove_process(self, owner: str) -> None:
+        statement = sa.delete(processes).where(processes.c.owner == owner)
+        self._write("remove_process", lambda c: c.execute(statement))
+
+    def reap_processes(self, stale_after_s: float) -> list[str]:
+        """Forget processes that stopped heartbeating; their jobs come back by lease expiry."""
+        statement = (
+            sa.delete(processes).where(processes.c.heartbeat_at < self._at(-stale_after_s)).returning(processes.c.owner)
+        )
+        return self._write("reap_processes", lambda c: list(c.execute(statement).scalars()))
+
+    def list_processes(self) -> list[dict[str, Any]]:
+        rows = self._read("list_processes", lambda c: c.execute(sa.select(processes)).mappings().all())
+        return [dict(row) for row in rows]
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        """Forget pooled connections inherited over fork without closing the parent's sockets."""
+        self._base_engine.dispose(close=False)
+
+    def close(self) -> None:
+        self._base_engine.dispose()
+
+
+def history_entry(outcome: Outcome) -> tuple[int, int, str, str | None] | None:
+    """The history row an outcome leaves: every attempt that ended without success."""
+    if outcome.kind is OutcomeKind.RETRY:
+        return (outcome.id, outcome.attempt, "retried", outcome.error)
+    if outcome.kind is OutcomeKind.FAILED:
+        return (outcome.id, outcome.attempt, "failed", outcome.error)
+    return None
+
+
+def _record(row: sa.Row[Any]) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        task=row.task,
+        state=JobState(row.state),
+        priority=row.priority,
+        attempts=row.attempts,
+        max_retries=row.max_retries,
+        run_at=row.run_at,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        last_error=row.last_error,
+        result=row.result,
+        owner=row.owner,
+        lease_expires_at=row.lease_expires_at,
+        payload=row.payload,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,91 @@
+"""Typed payloads and results <-> orjson bytes.
+
+Storage deals only in opaque bytes; this module is the one place that knows how a
+Python value becomes those bytes and back. cattrs' orjson converter does the typed
+part (dataclasses, TypedDict, enums, Optional, datetimes, containers), so burrow
+does not hand-write a decoder for a solved problem.
+
+Two checks are added on top because orjson would otherwise store something the
+reader cannot trust: a float that is NaN or infinite (orjson writes it as null)
+and a naive datetime (its meaning depends on the reader's clock) are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any, Final
+
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+from burrow.errors import PayloadDecodeError, PayloadEncodeError
+
+_converter: Final = make_converter()
+
+# datetimes always leave burrow timezone-aware; fromisoformat keeps the offset.
+_converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+_converter.register_structure_hook(dt.datetime, lambda v, _: _aware(dt.datetime.fromisoformat(v)))
+
+_JSON_SCALARS: Final = (str, int, bool, type(None))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value.isoformat()!r}: burrow needs timezone-aware datetimes")
+    return value
+
+
+def _check_json(value: Any, path: str = "$") -> None:
+    """Refuse what orjson would silently alter: NaN/inf floats and naive datetimes."""
+    if isinstance(value, _JSON_SCALARS):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PayloadEncodeError(f"{path}: {value!r} is not valid JSON (NaN and infinity are refused)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]")
+    elif isinstance(value, dt.datetime) and value.tzinfo is None:
+        raise PayloadEncodeError(f"{path}: naive datetime {value.isoformat()!r}; use a timezone-aware one")
+
+
+def encode(value: Any, type_: Any = Any) -> bytes:
+    """Encode ``value`` (typed as ``type_``) to JSON bytes, or raise PayloadEncodeError."""
+    try:
+        plain = _converter.unstructure(value, unstructure_as=type_)
+    except Exception as exc:  # cattrs raises many kinds; the caller needs one
+        raise PayloadEncodeError(f"cannot encode {type(value).__name__}: {exc}") from exc
+    _check_json(plain)
+    try:
+        return orjson.dumps(plain)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise PayloadEncodeError(f"cannot encode {type(value).__name__}: {exc}") from exc
+
+
+def decode(data: bytes, type_: Any = Any) -> Any:
+    """Decode JSON bytes into ``type_``, or raise PayloadDecodeError (a PermanentError)."""
+    try:
+        plain = orjson.loads(data)
+        if type_ is Any:
+            return plain
+        return _converter.structure(plain, type_)
+    except Exception as exc:
+        raise PayloadDecodeError(f"cannot decode payload into {_type_name(type_)}: {_describe(exc)}") from exc
+
+
+def _type_name(type_: Any) -> str:
+    return getattr(type_, "__qualname__", None) or repr(type_)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error; cattrs' grouped errors name each bad field."""
+    from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+    from cattrs.v import transform_error
+
+    if isinstance(exc, (ClassValidationError, ForbiddenExtraKeysError)):
+        return "; ".join(transform_error(exc))
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,82 @@
+"""The running job's context and result capture, carried by contextvars.
+
+Go passes a ``ctx`` to every handler; Python has contextvars for the same purpose.
+Handlers keep a plain signature (``def handler(payload: P)``) and reach the job's
+identity through :func:`current_job`, which also works inside ``async def``
+handlers because asyncio copies the context into the task it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from burrow.errors import BurrowError
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """Who the running job is: what a handler may want to log or branch on."""
+
+    id: int
+    task: str
+    attempt: int
+    max_retries: int
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt > self.max_retries
+
+
+@dataclass(slots=True)
+class ResultCapture:
+    """A slot a handler's result is written into; ``data`` is None until captured.
+
+    It is a mutable object bound in a contextvar (not the bytes themselves) so that
+    a write from a copied context, such as an asyncio task, is still seen by the
+    worker that bound it.
+    """
+
+    data: bytes | None = None
+
+
+_current_job: ContextVar[JobContext | None] = ContextVar("burrow_current_job", default=None)
+_result_capture: ContextVar[ResultCapture | None] = ContextVar("burrow_result_capture", default=None)
+
+
+def current_job() -> JobContext:
+    """The context of the job this code runs in; a BurrowError outside a job."""
+    job = _current_job.get()
+    if job is None:
+        raise BurrowError("current_job() called outside a running job")
+    return job
+
+
+@contextlib.contextmanager
+def job_context(job: JobContext) -> Iterator[JobContext]:
+    """Bind ``job`` as the current job for the duration of the block."""
+    token = _current_job.set(job)
+    try:
+        yield job
+    finally:
+        _current_job.reset(token)
+
+
+@contextlib.contextmanager
+def with_result_capture(capture: ResultCapture) -> Iterator[ResultCapture]:
+    """Bind ``capture`` so that :func:`capture_result` inside the block fills it."""
+    token = _result_capture.set(capture)
+    try:
+        yield capture
+    finally:
+        _result_capture.reset(token)
+
+
+def capture_result(data: bytes) -> None:
+    """Store ``data`` as the running job's result; a BurrowError if nothing is bound."""
+    capture = _result_capture.get()
+    if capture is None:
+        raise BurrowError("capture_result() called with no ResultCapture bound (use with_result_capture)")
+    capture.data = bytes(data)

@@ -1,0 +1,84 @@
+"""The one exception hierarchy of burrow.
+
+Every error burrow raises derives from :class:`BurrowError`, so an application can
+catch burrow's failures without catching its own. Each class's docstring is its
+default message; a raised instance usually carries a sharper one that names the
+job, task, key or value at fault.
+"""
+
+from __future__ import annotations
+
+
+class BurrowError(Exception):
+    """burrow failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(BurrowError):
+    """The configuration is invalid."""
+
+
+class InvalidTaskName(BurrowError):
+    """A task name must match [A-Za-z0-9_][A-Za-z0-9_.:-]* and be at most 200 characters."""
+
+
+class DuplicateTask(BurrowError):
+    """A handler is already registered for this task name on this queue."""
+
+
+class TaskNotRegistered(BurrowError):
+    """No handler is registered for this task name."""
+
+
+class PayloadEncodeError(BurrowError):
+    """The payload cannot be encoded as JSON; nothing was stored."""
+
+
+class ResultEncodeError(BurrowError):
+    """The handler's return value cannot be encoded as JSON."""
+
+
+class JobNotFound(BurrowError, LookupError):
+    """No job has this id."""
+
+
+class JobNotFinished(BurrowError):
+    """The job has not finished yet, so it has no result."""
+
+
+class JobFailed(BurrowError):
+    """The job failed: its retries are spent or it raised a permanent error."""
+
+
+class JobCancelled(BurrowError):
+    """The job was cancelled before it ran."""
+
+
+class WaitTimeout(BurrowError, TimeoutError):
+    """The job did not finish within the time given."""
+
+
+class LeaseLost(BurrowError):
+    """This process no longer holds the job's lease; another attempt owns it."""
+
+
+class BackendError(BurrowError):
+    """The database could not be reached or refused the operation."""
+
+
+class ProtocolError(BurrowError):
+    """A malformed frame crossed a supervisor/worker pipe."""
+
+
+class PermanentError(BurrowError):
+    """The job can never succeed; it is failed at once, without retries."""
+
+
+class PayloadDecodeError(PermanentError):
+    """The stored payload cannot be decoded into the handler's payload type."""

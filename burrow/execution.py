@@ -1,0 +1,118 @@
+"""Run one claimed job and say how it ended.
+
+The in-process ``drain`` and the supervisor's workers both run jobs through
+:func:`execute`, so a job behaves the same wherever it runs: the same context
+binding, result capture, error text, retry decision and log events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import traceback
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from burrow import retry
+from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.context import JobContext, ResultCapture, job_context, with_result_capture
+from burrow.errors import PermanentError
+from burrow.tasks import JobConfig, JobHandlerFunc
+
+log = structlog.get_logger("burrow")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A handler registered on a queue under a task name, with its options."""
+
+    task: str
+    handler: JobHandlerFunc
+    config: JobConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDefaults:
+    """Backoff for tasks that did not set their own (config `[retry] base, max`)."""
+
+    base_s: float = retry.DEFAULT_BACKOFF_BASE_S
+    max_s: float = retry.DEFAULT_BACKOFF_MAX_S
+
+
+def execute(
+    job: ClaimedJob,
+    registration: Registration,
+    defaults: RetryDefaults = RetryDefaults(),
+    *,
+    interruptible: bool = True,
+) -> Outcome:
+    """Run ``job``'s handler and return its outcome; never raises for a handler's failure.
+
+    ``interruptible`` lets KeyboardInterrupt through (a person pressed Ctrl-C on an
+    in-process drain); a worker passes False because its SIGINT belongs to the
+    supervisor, so anything a handler raises there is that job's failure.
+    """
+    capture = ResultCapture()
+    context = JobContext(job.id, job.task, job.attempt, job.max_retries)
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(job_id=job.id, task=job.task, attempt=job.attempt):
+        log.info("job_started")
+        try:
+            with job_context(context), with_result_capture(capture):
+                _run(registration.handler, job.payload)
+        except KeyboardInterrupt as exc:
+            if interruptible:
+                raise
+            return _failed(job, registration, defaults, exc, started)
+        except BaseException as exc:  # SystemExit too: a handler's exit is its job's failure
+            return _failed(job, registration, defaults, exc, started)
+        duration_s = time.perf_counter() - started
+        log.info("job_succeeded", duration_ms=round(duration_s * 1000, 3))
+        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=capture.data)
+
+
+def _run(handler: JobHandlerFunc, payload: bytes) -> None:
+    outcome = handler(payload)
+    if inspect.isawaitable(outcome):
+        asyncio.run(_await(outcome))
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error line, then the traceback: what an operator needs in ``last_error``."""
+    head = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return head + "\n" + "".join(traceback.format_exception(exc)).rstrip()
+
+
+def failure_outcome(
+    job: ClaimedJob, config: JobConfig, defaults: RetryDefaults, error: str, *, permanent: bool
+) -> Outcome:
+    """Retry or fail ``job`` for ``error``, by its policy; used for deaths and timeouts too."""
+    base_s, max_s = config.backoff(defaults.base_s, defaults.max_s)
+    decision = retry.decide(job.attempt, job.max_retries, permanent=permanent, base_s=base_s, max_s=max_s)
+    if isinstance(decision, retry.Retry):
+        log.warning("job_retried", job_id=job.id, task=job.task, attempt=job.attempt,
+                    retry_in_s=round(decision.delay_s, 3), error=error.splitlines()[0])
+        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.RETRY, error=error, retry_in_s=decision.delay_s)
+    log.error("job_failed", job_id=job.id, task=job.task, attempt=job.attempt, error=error.splitlines()[0])
+    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.FAILED, error=error)
+
+
+def _failed(
+    job: ClaimedJob, registration: Registration, defaults: RetryDefaults, exc: BaseException, started: float
+) -> Outcome:
+    log.debug("job_errored", duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    permanent = isinstance(exc, PermanentError)
+    return failure_outcome(job, registration.config, defaults, describe_error(exc), permanent=permanent)
+
+
+def released(job: ClaimedJob) -> Outcome:
+    """Give a claimed, never started job back to the queue, with its attempt."""
+    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.RELEASED)

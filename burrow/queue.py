@@ -1,0 +1,293 @@
+"""JobQueue: the Queue implementation over a Backend.
+
+It owns the registry of handlers, turns API calls into backend operations and
+runs due jobs in-process (``drain``) through the same claim, execute and finish
+steps that supervisor workers use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from burrow import codec
+from burrow.backends import backend_for
+from burrow.backends.base import FINISHED_STATES, Backend, ClaimedJob, HistoryEntry, JobRecord, JobState, NewJob, Outcome
+from burrow.backends.sql import Clock
+from burrow.errors import (
+    BurrowError,
+    DuplicateTask,
+    JobCancelled,
+    JobFailed,
+    JobNotFinished,
+    JobNotFound,
+    WaitTimeout,
+)
+from burrow.execution import Registration, RetryDefaults, execute, released
+from burrow.tasks import JobConfig, JobHandlerFunc, JobOption, apply_options, check_task_name
+
+DEFAULT_LEASE_S = 30.0
+DRAIN_BATCH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What a job is now. Times are timezone-aware UTC; ``result`` is the stored bytes."""
+
+    id: int
+    task: str
+    state: JobState
+    priority: int
+    attempts: int
+    max_retries: int
+    run_at: dt.datetime
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    last_error: str | None
+    result: bytes | None
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> JobInfo:
+        return cls(
+            record.id,
+            record.task,
+            record.state,
+            record.priority,
+            record.attempts,
+            record.max_retries,
+            record.run_at,
+            record.created_at,
+            record.started_at,
+            record.finished_at,
+            record.last_error,
+            record.result,
+        )
+
+
+def new_owner(role: str) -> str:
+    """A name no other process, here or on another host, will ever use."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{secrets.token_hex(4)}"
+
+
+def _payload_bytes(payload: Any) -> bytes:
+    """Bytes are stored as given (already encoded); anything else becomes JSON."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    return codec.encode(payload)
+
+
+def _aware(run_at: dt.datetime | None) -> dt.datetime | None:
+    if run_at is not None and (run_at.tzinfo is None or run_at.utcoffset() is None):
+        raise BurrowError(f"run_at {run_at.isoformat()} is naive: pass a timezone-aware datetime")
+    return run_at
+
+
+class JobQueue:
+    """A queue of jobs in one database, and the handlers this process can run."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        retry_defaults: RetryDefaults = RetryDefaults(),
+    ) -> None:
+        self.backend = backend
+        self.lease_s = lease_s
+        self.retry_defaults = retry_defaults
+        self.owner = new_owner("drain")
+        self._registry: dict[str, Registration] = {}
+
+    # -- registry -----------------------------------------------------------------
+
+    def handle(self, type_name: str, handler: JobHandlerFunc, *options: JobOption) -> None:
+        """Run ``handler`` (bytes -> None, maybe async) for jobs of ``type_name`` here."""
+        check_task_name(type_name)
+        if type_name in self._registry:
+            raise DuplicateTask(f"task {type_name!r} is already registered on this queue")
+        if not callable(handler):
+            raise BurrowError(f"handler for {type_name!r} is not callable: {handler!r}")
+        self._registry[type_name] = Registration(type_name, handler, apply_options(options))
+
+    @property
+    def registrations(self) -> Mapping[str, Registration]:
+        return self._registry
+
+    def _config(self, type_name: str) -> JobConfig:
+        registration = self._registry.get(type_name)
+        return registration.config if registration else JobConfig()
+
+    # -- producing ----------------------------------------------------------------
+
+    def enqueue(
+        self,
+        type_name: str,
+        payload: Any,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        run_at: dt.datetime | None = None,
+        conn: Any = None,
+    ) -> int:
+        """Store one job; returns its id. ``conn``: enqueue inside that SQLAlchemy transaction."""
+        return self.enqueue_many(
+            type_name, [payload], priority=priority, max_retries=max_retries, run_at=run_at, conn=conn
+        )[0]
+
+    def enqueue_at(self, type_name: str, payload: Any, run_at: dt.datetime, *, conn: Any = None) -> int:
+        """Store a job that is not claimed before ``run_at`` (timezone-aware)."""
+        return self.enqueue(type_name, payload, run_at=run_at, conn=conn)
+
+    def enqueue_many(
+        self,
+        type_name: str,
+        payloads: Iterable[Any],
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        run_at: dt.datetime | None = None,
+        conn: Any = None,
+    ) -> list[int]:
+        """Store many jobs in one statement; every payload is encoded before any is stored."""
+        check_task_name(type_name)
+        config = self._config(type_name)
+        priority = config.priority if priority is None else priority
+        max_retries = config.max_retries if max_retries is None else max_retries
+        run_at = _aware(run_at)
+        jobs = [NewJob(type_name, _payload_bytes(p), priority, max_retries, run_at) for p in payloads]
+        return self.backend.enqueue(jobs, conn)
+
+    def dequeue(self, job_id: int) -> bool:
+        """Cancel a job that has not started (True); False for any other state."""
+        return self.backend.cancel(job_id)
+
+    # -- reading ------------------------------------------------------------------
+
+    def _record(self, job_id: int) -> JobRecord:
+        record = self.backend.get(job_id)
+        if record is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return record
+
+    def job(self, job_id: int) -> JobInfo:
+        return JobInfo.from_record(self._record(job_id))
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        """Every attempt of the job that ended without success, oldest first."""
+        return self.backend.history(job_id)
+
+    def result(self, job_id: int) -> bytes | None:
+        """The stored result bytes of a succeeded job (None if it captured none)."""
+        return _result_of(self._record(job_id))
+
+    def wait(self, job_id: int, timeout: float) -> JobInfo:
+        """Block until the job finished; WaitTimeout (a TimeoutError) after ``timeout`` s.
+
+        A failed or cancelled job raises what :meth:`result` raises.
+        """
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            record = self._record(job_id)
+            if record.state in FINISHED_STATES:
+                _result_of(record)
+                return JobInfo.from_record(record)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(f"job {job_id} ({record.task}) still {record.state} after {timeout:g}s")
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.1)
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        """Block until a job this queue handles may be due; True if woken before ``timeout``."""
+        return self.backend.wait_for_jobs(timeout, list(self._registry))
+
+    # -- running in-process -------------------------------------------------------
+
+    def drain(self, max_jobs: int | None = None) -> int:
+        """Run due jobs of registered tasks here until none are left; returns how many ran."""
+        tasks = list(self._registry)
+        ran = 0
+        while max_jobs is None or ran < max_jobs:
+            limit = DRAIN_BATCH if max_jobs is None else min(DRAIN_BATCH, max_jobs - ran)
+            batch = self.backend.claim(tasks, limit, self.owner, self.lease_s)
+            if not batch:
+                break
+            ran += self._run_batch(batch)
+        return ran
+
+    def _run_batch(self, batch: Sequence[ClaimedJob]) -> int:
+        """Run a claimed batch in order; whatever did not start goes back to the queue."""
+        outcomes: list[Outcome] = []
+        lease_renewed = time.monotonic()
+        try:
+            for index, job in enumerate(batch):
+                if time.monotonic() - lease_renewed > self.lease_s / 2:
+                    self.backend.extend_leases([(j.id, j.owner, j.attempt) for j in batch[index:]], self.lease_s)
+                    lease_renewed = time.monotonic()
+                outcomes.append(execute(job, self._registry[job.task], self.retry_defaults))
+        finally:
+            done = {outcome.id for outcome in outcomes}
+            self.backend.finish(outcomes + [released(job) for job in batch if job.id not in done])
+        return len(outcomes)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def migrate(self) -> None:
+        self.backend.migrate()
+
+    def after_fork(self) -> None:
+        """Call in a forked child before using the queue: new connections, new owner."""
+        self.backend.after_fork()
+        self.owner = new_owner("drain")
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+
+def _result_of(record: JobRecord) -> bytes | None:
+    if record.state is JobState.SUCCEEDED:
+        return record.result
+    name = f"job {record.id} ({record.task})"
+    if record.state is JobState.FAILED:
+        error = (record.last_error or "no error recorded").splitlines()[0]
+        raise JobFailed(f"{name} failed after {record.attempts} attempt(s): {error}")
+    if record.state is JobState.CANCELLED:
+        raise JobCancelled(f"{name} was cancelled")
+    raise JobNotFinished(f"{name} has not finished: it is {record.state}")
+
+
+def connect(
+    dsn: str = "sqlite:///burrow.db",
+    *,
+    schema: str | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
+    retry_defaults: RetryDefaults = RetryDefaults(),
+    clock: Clock | None = None,
+) -> JobQueue:
+    """Open the queue at ``dsn`` and apply pending migrations before returning.
+
+    ``schema`` (PostgreSQL) keeps this app's jobs apart from others on one server.
+    ``clock`` replaces the time source, for tests and simulations.
+    """
+    backend = backend_for(dsn, schema=schema, clock=clock)
+    try:
+        backend.migrate()
+    except BaseException:
+        backend.close()
+        raise
+    return JobQueue(backend, lease_s=lease_s, retry_defaults=retry_defaults)
