@@ -114,6 +114,9 @@ class Backend(Protocol):
     def migrate(self) -> None:
         """Apply pending migrations, once, under a lock."""
 
+    def ping(self) -> None:
+        """Raise BackendError unless the database answers."""
+
     def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
         """Insert jobs in one statement; inside ``conn``'s transaction when given."""
 
@@ -139,7 +142,9 @@ class Backend(Protocol):
     def has_due(self, tasks: Sequence[str]) -> bool:
         """Whether a claim of ``tasks`` could return a job now."""
 
-    def wait_for_jobs(self, timeout_s: float) -> bool:
+    def counts(self) -> dict[JobState, int]: ...
+
+    def wait_for_jobs(self, timeout_s: float, tasks: Sequence[str] = ()) -> bool:
         """Block until new jobs may be due or the timeout; True if woken early."""
 
     def register_process(self, owner: str, host: str, pid: int, role: str) -> None: ...

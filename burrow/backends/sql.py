@@ -100,6 +100,10 @@ class SQLBackend:
         with self._errors(operation), self._engine.connect() as conn:
             return fn(conn)
 
+    def ping(self) -> None:
+        """Prove the database answers (for --check and health probes); BackendError if not."""
+        self._read("ping", lambda c: c.execute(sa.select(sa.literal(1))).scalar_one())
+
     # -- enqueue ------------------------------------------------------------------
 
     def enqueue(self, new_jobs: Sequence[NewJob], conn: sa.Connection | None = None) -> list[int]:

@@ -182,7 +182,10 @@ def parse_size(text: str | int) -> int:
     return size.numerator
 
 
-_URL_USERINFO_RE: Final = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)(?P<password>.*)@")
+# Up to the first ":" of the user part, then to the last "@": over-redacting a
+# mistyped DSN is fine, leaking part of a password is not.
+_URL_USERINFO_RE: Final = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@]*:)(?P<password>.*)@")
+_BARE_USERINFO_RE: Final = re.compile(r"^(?P<head>[^:@]*:)(?P<password>.*)@")
 _URL_QUERY_PASSWORD_RE: Final = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 _KV_PASSWORD_RE: Final = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
 
@@ -192,12 +195,14 @@ def redact_dsn(dsn: str) -> str:
 
     The password is taken to run up to the *last* "@": an unescaped "@" or "/" in
     a password then hides too much rather than leaking the rest of it. A
-    ``password=`` query parameter and libpq's ``key=value`` form are covered too.
+    ``password=`` query parameter, libpq's ``key=value`` form and a mistyped URL
+    such as ``postgresql:/user:pw@host`` are covered too.
     """
-    if "://" not in dsn:
-        return _KV_PASSWORD_RE.sub(r"\1***", dsn)
-    redacted = _URL_USERINFO_RE.sub(r"\g<head>***@", dsn, count=1)
-    return _URL_QUERY_PASSWORD_RE.sub(r"\1***", redacted)
+    if "://" in dsn:
+        redacted = _URL_USERINFO_RE.sub(r"\g<head>***@", dsn, count=1)
+        return _URL_QUERY_PASSWORD_RE.sub(r"\1***", redacted)
+    redacted = _BARE_USERINFO_RE.sub(r"\g<head>***@", dsn, count=1)
+    return _KV_PASSWORD_RE.sub(r"\1***", redacted)
 
 
 # -- the file -----------------------------------------------------------------

@@ -102,7 +102,7 @@ class FrameDecoder:
         buffer = self._buffer
         if len(buffer) < _HEADER_SIZE:
             return _HEADER_SIZE - len(buffer)
-        (size,) = _HEADER.unpack_from(buffer)
+        size: int = _HEADER.unpack_from(buffer)[0]
         return _HEADER_SIZE + size - len(buffer)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:

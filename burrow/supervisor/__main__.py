@@ -1,0 +1,94 @@
+"""``python -m burrow.supervisor -c conf/jobs.toml``: the main job.
+
+Bad input ends here with one line on stderr and exit status 2; everything after
+start-up is the Supervisor's business.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from burrow.backends import backend_for
+from burrow.errors import BackendError, BurrowError, ConfigError
+from burrow.logging import configure_logging
+from burrow.queue import JobQueue
+from burrow.supervisor.apps import register_apps
+from burrow.supervisor.config import Config, load_config, redact_dsn
+from burrow.supervisor.supervisor import ExitCode, Supervisor, _retry
+
+
+def build_parser(prog: str = "python -m burrow.supervisor") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run burrow workers for the apps in a config file.")
+    parser.add_argument("-c", "--config", required=True, help="path to jobs.toml")
+    parser.add_argument("--jobs-database-dsn", metavar="DSN", help="overrides [database] dsn and BURROW_DATABASE_DSN")
+    parser.add_argument("--workers", type=int, metavar="N", help="overrides [supervisor] workers")
+    parser.add_argument("--check", action="store_true", help="validate config, apps and database; print the plan; exit")
+    return parser
+
+
+def _queue(config: Config, *, migrate: bool) -> JobQueue:
+    database = config.database
+    try:
+        backend = backend_for(database.dsn, schema=database.schema)
+        if migrate:
+            backend.migrate()
+        else:
+            backend.ping()
+    except BackendError as exc:
+        raise ConfigError(f"[database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
+    queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
+    register_apps(queue, config.supervisor.apps)
+    return queue
+
+
+def _plan(config: Config, queue: JobQueue) -> str:
+    s = config.supervisor
+    lines = [
+        f"config:   {config.path}",
+        f"database: {redact_dsn(config.database.dsn)}" + (f" (schema {config.database.schema})" if config.database.schema else ""),
+        f"workers:  {s.workers}, batch_size {s.batch_size}, lease {s.lease_timeout_s:g}s, heartbeat {s.heartbeat_interval_s:g}s",
+        f"shutdown: {s.shutdown_timeout_s:g}s; retry backoff {config.retry.base_s:g}s..{config.retry.max_s:g}s",
+        "tasks:",
+    ]
+    for name, registration in sorted(queue.registrations.items()):
+        c = registration.config
+        timeout = f", timeout {c.timeout_s:g}s" if c.timeout_s else ""
+        lines.append(f"  {name}  (priority {c.priority}, max_retries {c.max_retries}{timeout})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m burrow.supervisor") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # apps are named relative to where the operator runs us
+
+    def load() -> Config:
+        return load_config(args.config, dsn_override=args.jobs_database_dsn, workers_override=args.workers)
+
+    try:
+        config = load()
+        configure_logging(config.logging.format, config.logging.level)
+        queue = _queue(config, migrate=not args.check)
+    except BurrowError as exc:
+        print(f"burrow: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    if args.check:
+        print(_plan(config, queue))
+        queue.close()
+        return ExitCode.OK
+    try:
+        return Supervisor(config, queue, reload_config=load).run()
+    except BackendError as exc:
+        structlog.get_logger("burrow.supervisor").error("supervisor_failed", error=str(exc))
+        return ExitCode.FAILURE
+    finally:
+        queue.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Worker processes as the supervisor sees them: forking one, its pipes, its exit.
+
+Forking is the delicate part. Signals are blocked across ``fork`` so that a signal
+arriving in between cannot run the supervisor's handler in the child; the child
+then drops everything that belongs to the parent (signal handlers, the wake-up
+fd, the other workers' pipes, pooled database connections) before it runs a job.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from burrow.backends.base import ClaimedJob
+from burrow.supervisor.protocol import FrameDecoder, encode_frame
+
+# Everything the supervisor handles; blocked across fork, reset in the child.
+HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+
+
+class WorkerExit(enum.IntEnum):
+    """How a worker tells the supervisor why it exited on purpose."""
+
+    OK = 0  # asked to stop, or recycled (max jobs, memory): replace without backoff
+    BOOT_FAILED = 3  # could not start: respawning would fail the same way
+    ORPHANED = 4  # the supervisor is gone
+    CRASHED = 5  # burrow's own loop failed (a handler's error never gets here)
+
+
+def describe_exit(status: int) -> str:
+    """'exit status 3' or 'worker exited with signal 9 (SIGKILL)', for job errors and logs."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown"
+        return f"worker exited with signal {number} ({name})"
+    code = os.waitstatus_to_exitcode(status)
+    return f"worker exited with exit status {code}"
+
+
+@dataclass
+class InFlight:
+    """A job a worker claimed and has not reported; the first one is running."""
+
+    job: ClaimedJob
+    started_mono: float | None = None
+
+
+@dataclass
+class WorkerHandle:
+    pid: int
+    generation: int
+    read_fd: int  # worker -> supervisor
+    write_fd: int  # supervisor -> worker
+    spawned_mono: float
+    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    inflight: collections.deque[InFlight] = field(default_factory=collections.deque)
+    last_heard_mono: float = 0.0
+    booted: bool = False  # sent its hello
+    idle: bool = False
+    stopping: bool = False
+    kill_reason: str | None = None  # why the supervisor killed it, for the job's error
+    jobs_done: int = 0
+    exit_status: int | None = None
+    eof: bool = False
+
+    def send(self, message: dict[str, object]) -> bool:
+        """Best effort: a full or closed pipe means the worker is stuck or gone."""
+        try:
+            os.write(self.write_fd, encode_frame(message))
+            return True
+        except (BlockingIOError, BrokenPipeError, OSError):
+            return False
+
+    def kill(self, reason: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def running(self) -> InFlight | None:
+        return self.inflight[0] if self.inflight else None
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def spawn(
+    generation: int,
+    inherited_fds: Iterable[int],
+    child_main: Callable[[int, int], NoReturn],
+) -> WorkerHandle:
+    """Fork a worker that runs ``child_main(read_fd, write_fd)`` and never returns."""
+    to_parent_r, to_parent_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for fd in (to_parent_r, to_parent_w, to_child_r, to_child_w):
+            os.close(fd)
+        raise
+    if pid == 0:  # the child
+        try:
+            _reset_child_signals()
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            os.close(to_parent_r)
+            os.close(to_child_w)
+            for fd in inherited_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            child_main(to_child_r, to_parent_w)
+        finally:
+            os._exit(WorkerExit.CRASHED)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(to_parent_w)
+    os.close(to_child_r)
+    os.set_blocking(to_parent_r, False)
+    os.set_blocking(to_child_w, False)
+    now = time.monotonic()
+    return WorkerHandle(pid, generation, to_parent_r, to_child_w, now, last_heard_mono=now)
+
+
+def _reset_child_signals() -> None:
+    """The child starts with default handlers; Ctrl-C on the terminal belongs to the supervisor."""
+    signal.set_wakeup_fd(-1)
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

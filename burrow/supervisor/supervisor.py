@@ -1,0 +1,530 @@
+"""The supervisor: one selectors loop over worker pipes, signals and LISTEN.
+
+Each turn of the loop is a short list of steps: wait for events, read what the
+workers said, reap dead workers, write results in one batch, run the heartbeat
+tick when due (leases, process row, reaper, systemd), enforce deadlines, top the
+pool up. Signal handlers do nothing; ``signal.set_wakeup_fd`` puts the signal
+number on a pipe this loop reads, so every reaction to a signal happens here,
+outside the handler, where logging and database calls are safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.errors import BackendError, BurrowError, ConfigError, ProtocolError
+from burrow.execution import RetryDefaults, failure_outcome
+from burrow.queue import JobQueue, new_owner
+from burrow.supervisor import protocol
+from burrow.supervisor.apps import register_apps
+from burrow.supervisor.children import HANDLED_SIGNALS, InFlight, WorkerExit, WorkerHandle, describe_exit, spawn
+from burrow.supervisor.config import Config
+from burrow.supervisor.systemd import Notifier
+from burrow.supervisor.worker import WorkerSettings, worker_main
+from burrow.tasks import JobConfig
+
+log = structlog.get_logger("burrow.supervisor")
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MAX_SELECT_S = 0.25  # job timeouts and silence are checked at least this often
+_RESTART_BACKOFF_MIN_S = 0.1
+_RESTART_BACKOFF_MAX_S = 5.0
+_BOOT_TIMEOUT_S = 30.0
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILURE = 1
+    CONFIG = 2  # bad config or command line: fixing it is the operator's job
+    WORKER_BOOT_FAILED = 3  # workers cannot start; respawning would spin
+    INTERRUPTED = 130  # a second SIGINT: stopped at once
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        queue: JobQueue,
+        *,
+        reload_config: Callable[[], Config] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.backend = queue.backend
+        self.reload_config = reload_config
+        self.notifier = notifier or Notifier.from_environ()
+        self.owner = new_owner("supervisor")
+        self.state = State.STARTING
+        self.exit_code = ExitCode.OK
+        self.workers: dict[int, WorkerHandle] = {}
+        self.generation = 0
+        self.target_workers = config.supervisor.workers
+        self.pending: list[Outcome] = []
+        self.flush_retry_mono = 0.0
+        self.crashes = 0
+        self.next_spawn_mono = 0.0
+        self.next_tick_mono = 0.0
+        self.next_reap_mono = 0.0
+        self.drain_deadline_mono: float | None = None
+        self.last_db_ok_mono = time.monotonic()
+        self.ready_sent = False
+        self.jobs_done = 0
+        self.selector = selectors.DefaultSelector()
+        self.signal_r, self.signal_w = os.pipe()
+        self.listener: Any = None
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> ExitCode:
+        previous = self._install_signals()
+        try:
+            self._start()
+            while self.state is not State.STOPPED:
+                self._step()
+        finally:
+            self._cleanup(previous)
+        return self.exit_code
+
+    def _step(self) -> None:
+        for key, _ in self.selector.select(self._select_timeout()):
+            key.data()
+        now = time.monotonic()
+        self._reap_children(now)
+        self._flush(now)
+        if now >= self.next_tick_mono:
+            self._tick(now)
+        self._enforce_deadlines(now)
+        if self.state is State.RUNNING:
+            self._top_up(now)
+        elif self.state is State.DRAINING and not self.workers:
+            self._flush(now, force=True)
+            self.state = State.STOPPED
+
+    def _select_timeout(self) -> float:
+        now = time.monotonic()
+        deadline = self.next_tick_mono
+        if self.state is State.RUNNING and self._missing_workers() > 0:
+            deadline = min(deadline, self.next_spawn_mono)
+        if self.pending:
+            deadline = min(deadline, self.flush_retry_mono)
+        return min(max(deadline - now, 0.0), _MAX_SELECT_S)
+
+    # -- start and stop -----------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, Any]:
+        os.set_blocking(self.signal_r, False)
+        os.set_blocking(self.signal_w, False)
+        previous = {sig: signal.signal(sig, _record_only) for sig in HANDLED_SIGNALS}
+        signal.set_wakeup_fd(self.signal_w, warn_on_full_buffer=False)
+        self.selector.register(self.signal_r, selectors.EVENT_READ, self._on_signals)
+        return previous
+
+    def _start(self) -> None:
+        settings = self.config.supervisor
+        self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
+        self._open_listener()
+        log.info(
+            "supervisor_started",
+            pid=os.getpid(),
+            workers=settings.workers,
+            tasks=sorted(self.queue.registrations),
+            backend=self.backend.dialect,
+        )
+        self.state = State.RUNNING
+        self._top_up(time.monotonic())
+
+    def _begin_drain(self, reason: str) -> None:
+        """Stop claiming; let running jobs finish until shutdown_timeout."""
+        if self.state is State.DRAINING:
+            return
+        self.notifier.stopping()
+        self.state = State.DRAINING
+        timeout = self.config.supervisor.shutdown_timeout_s
+        self.drain_deadline_mono = time.monotonic() + timeout
+        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.workers))
+        for handle in self.workers.values():
+            self._stop_worker(handle)
+
+    def _stop_now(self, reason: str) -> None:
+        self._begin_drain(reason)
+        for handle in self.workers.values():
+            handle.kill(reason)
+
+    def _cleanup(self, previous: dict[int, Any]) -> None:
+        for handle in list(self.workers.values()):
+            handle.kill("supervisor exiting")
+        deadline = time.monotonic() + 5
+        while self.workers and time.monotonic() < deadline:
+            self._reap_children(time.monotonic())
+            time.sleep(0.01)
+        self._flush(time.monotonic(), force=True)
+        try:
+            self.backend.remove_process(self.owner)
+        except BackendError as exc:
+            log.warning("process_row_not_removed", error=str(exc))
+        signal.set_wakeup_fd(-1)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        self.selector.close()
+        os.close(self.signal_r)
+        os.close(self.signal_w)
+        if self.listener is not None:
+            self.listener.close()
+        log.info("supervisor_stopped", exit_code=int(self.exit_code), jobs_done=self.jobs_done)
+
+    # -- signals ------------------------------------------------------------------
+
+    def _on_signals(self) -> None:
+        try:
+            data = os.read(self.signal_r, 512)
+        except BlockingIOError:
+            return
+        for number in data:
+            self._on_signal(signal.Signals(number))
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if sig is signal.SIGCHLD:
+            return  # the loop reaps on every turn
+        log.info("signal_received", signal=sig.name)
+        if sig is signal.SIGINT and self.state is State.DRAINING:
+            self.exit_code = ExitCode.INTERRUPTED
+            self._stop_now("second SIGINT")
+        elif sig in (signal.SIGTERM, signal.SIGINT):
+            self._begin_drain(sig.name)
+        elif sig is signal.SIGHUP and self.state is State.RUNNING:
+            self._reload()
+        elif sig is signal.SIGTTIN and self.state is State.RUNNING:
+            self.target_workers += 1
+            log.info("workers_resized", target=self.target_workers)
+        elif sig is signal.SIGTTOU and self.state is State.RUNNING:
+            self.target_workers = max(1, self.target_workers - 1)
+            log.info("workers_resized", target=self.target_workers)
+
+    def _reload(self) -> None:
+        """New config and freshly imported app code; old workers finish and leave."""
+        if self.reload_config is None:
+            return
+        self.notifier.reloading()
+        try:
+            config = self.reload_config()
+            queue = JobQueue(self.backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
+            register_apps(queue, config.supervisor.apps, fresh=True)
+        except (ConfigError, BurrowError) as exc:
+            log.error("reload_failed", error=str(exc))
+            self.notifier.ready()
+            return
+        if config.database != self.config.database:
+            log.warning("reload_ignored_database", detail="a new [database] takes effect at restart")
+        self.config, self.queue = config, queue
+        self.target_workers = config.supervisor.workers
+        self.generation += 1
+        for handle in self.workers.values():
+            self._stop_worker(handle)
+        log.info("supervisor_reloaded", generation=self.generation, tasks=sorted(queue.registrations))
+        self.next_spawn_mono = 0.0
+        self._top_up(time.monotonic())
+        self.notifier.ready()
+
+    # -- workers ------------------------------------------------------------------
+
+    def _missing_workers(self) -> int:
+        return self.target_workers - len(self._current_workers())
+
+    def _current_workers(self) -> list[WorkerHandle]:
+        return [h for h in self.workers.values() if h.generation == self.generation and not h.stopping]
+
+    def _top_up(self, now: float) -> None:
+        current = self._current_workers()
+        for handle in sorted(current, key=lambda h: h.spawned_mono)[self.target_workers :]:
+            self._stop_worker(handle)
+        missing = self.target_workers - len(current)
+        while missing > 0 and now >= self.next_spawn_mono:
+            self._spawn()
+            missing -= 1
+
+    def _spawn(self) -> None:
+        settings = WorkerSettings(
+            config=self.config.supervisor,
+            retry=_retry(self.config),
+            notified=self.listener is not None,
+            supervisor_pid=os.getpid(),
+        )
+        queue = self.queue
+        handle = spawn(self.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
+        self.workers[handle.pid] = handle
+        self.selector.register(handle.read_fd, selectors.EVENT_READ, lambda: self._on_readable(handle))
+        log.info("worker_started", worker_pid=handle.pid, generation=handle.generation)
+
+    def _inherited_fds(self) -> list[int]:
+        """What a new child must close: our signal pipe, the selector, other workers' pipes."""
+        fds = [self.signal_r, self.signal_w, self.selector.fileno()]  # type: ignore[attr-defined]
+        for handle in self.workers.values():
+            fds += [handle.read_fd, handle.write_fd]
+        return fds
+
+    def _stop_worker(self, handle: WorkerHandle) -> None:
+        if not handle.stopping:
+            handle.stopping = True
+            handle.send({"t": protocol.STOP})
+
+    def _on_readable(self, handle: WorkerHandle) -> None:
+        try:
+            data = os.read(handle.read_fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._on_eof(handle)
+            return
+        now = time.monotonic()
+        handle.last_heard_mono = now
+        try:
+            for message in handle.decoder.feed(data):
+                self._on_message(handle, message, now)
+        except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+            log.error("worker_protocol_error", worker_pid=handle.pid, error=str(exc))
+            self._on_eof(handle)
+            handle.kill(f"protocol error: {exc}")
+
+    def _on_eof(self, handle: WorkerHandle) -> None:
+        if not handle.eof:
+            handle.eof = True
+            self.selector.unregister(handle.read_fd)
+
+    def _on_message(self, handle: WorkerHandle, message: dict[str, Any], now: float) -> None:
+        kind = message["t"]
+        if kind == protocol.RESULT:
+            self._on_result(handle, message, now)
+        elif kind == protocol.CLAIMED:
+            owner = message["owner"]
+            for job_id, attempt, task, max_retries in message["jobs"]:
+                job = ClaimedJob(job_id, task, b"", 0, attempt, max_retries, _EPOCH, owner)
+                handle.inflight.append(InFlight(job))
+            handle.inflight[0].started_mono = handle.inflight[0].started_mono or now
+            handle.idle = False
+        elif kind == protocol.READY:
+            handle.idle = True
+        elif kind == protocol.HELLO:
+            protocol.check_hello(message)
+            handle.booted = True
+            self._maybe_ready()
+        elif kind != protocol.HEARTBEAT:
+            raise ProtocolError(f"unexpected message type {kind!r}")
+
+    def _on_result(self, handle: WorkerHandle, message: dict[str, Any], now: float) -> None:
+        job_id = message["id"]
+        for index, flight in enumerate(handle.inflight):
+            if flight.job.id == job_id:
+                del handle.inflight[index]
+                break
+        else:
+            raise ProtocolError(f"result for job {job_id}, which this worker did not claim")
+        result = message.get("result")
+        data = result.encode() if result is not None else None
+        if "result_hex" in message:
+            data = bytes.fromhex(message["result_hex"])
+        kind = OutcomeKind(message["kind"])
+        self.pending.append(
+            Outcome(
+                job_id,
+                flight.job.owner,
+                message["attempt"],
+                kind,
+                result=data,
+                error=message.get("error"),
+                retry_in_s=float(message.get("retry_in_s", 0.0)),
+            )
+        )
+        if handle.inflight and handle.inflight[0].started_mono is None:
+            handle.inflight[0].started_mono = now
+        if kind is not OutcomeKind.RELEASED:
+            handle.jobs_done += 1
+            self.jobs_done += 1
+            self.crashes = 0  # a worker that finishes jobs is healthy again
+
+    def _maybe_ready(self) -> None:
+        if not self.ready_sent and sum(h.booted for h in self._current_workers()) >= self.target_workers:
+            self.ready_sent = True
+            self.notifier.ready()
+            log.info("supervisor_ready", workers=len(self.workers))
+
+    def _reap_children(self, now: float) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            handle = self.workers.pop(pid, None)
+            if handle is not None:
+                self._on_exit(handle, status, now)
+
+    def _on_exit(self, handle: WorkerHandle, status: int, now: float) -> None:
+        """Read its last words, then settle every job it held, in this same tick."""
+        while not handle.eof:
+            self._on_readable(handle)
+        handle.close()
+        reason = handle.kill_reason or describe_exit(status)
+        code = os.waitstatus_to_exitcode(status)
+        clean = os.WIFEXITED(status) and code == WorkerExit.OK and handle.kill_reason is None
+        shutting_down = self.state is State.DRAINING
+        for index, flight in enumerate(handle.inflight):
+            if index == 0 and flight.started_mono is not None and not shutting_down:
+                error = f"{reason} while running the job"
+                self.pending.append(failure_outcome(flight.job, self._job_config(flight.job.task), _retry(self.config), error, permanent=False))
+            else:
+                error = f"released: {reason}" if index == 0 and flight.started_mono is not None else None
+                self.pending.append(
+                    Outcome(flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error)
+                )
+        event = log.info if clean else log.error
+        event("worker_exited", worker_pid=handle.pid, reason=reason, jobs_done=handle.jobs_done, jobs_settled=len(handle.inflight))
+        if not handle.booted and os.WIFEXITED(status) and code == WorkerExit.BOOT_FAILED:
+            log.error("worker_boot_failed", worker_pid=handle.pid, detail="stopping: a new worker would fail the same way")
+            self.exit_code = ExitCode.WORKER_BOOT_FAILED
+            self._stop_now("a worker could not boot")
+        elif not clean and not handle.stopping:
+            self.crashes += 1
+            delay = min(_RESTART_BACKOFF_MAX_S, _RESTART_BACKOFF_MIN_S * 2 ** (self.crashes - 1))
+            self.next_spawn_mono = now + delay
+
+    def _job_config(self, task: str) -> JobConfig:
+        registration = self.queue.registrations.get(task)
+        return registration.config if registration else JobConfig()
+
+    # -- database -----------------------------------------------------------------
+
+    def _flush(self, now: float, *, force: bool = False) -> None:
+        """Write every pending outcome in one round trip; keep them if the database is away."""
+        if not self.pending or (now < self.flush_retry_mono and not force):
+            return
+        batch, self.pending = self.pending, []
+        try:
+            lost = self.backend.finish(batch)
+        except BackendError as exc:
+            self.pending = batch + self.pending
+            self.flush_retry_mono = now + 0.5
+            log.error("results_not_written", jobs=len(batch), error=str(exc))
+            return
+        for job_id in lost:
+            log.warning("job_lease_lost", job_id=job_id, detail="another attempt owns the job; this result was dropped")
+
+    def _tick(self, now: float) -> None:
+        """Leases, our process row, the reaper and systemd, every heartbeat interval."""
+        settings = self.config.supervisor
+        self.next_tick_mono = now + settings.heartbeat_interval_s
+        fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.workers.values() for f in h.inflight]
+        try:
+            for job_id in self.backend.extend_leases(fences, settings.lease_timeout_s):
+                log.warning("job_lease_lost", job_id=job_id)
+            if not self.backend.heartbeat_process(self.owner):
+                self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
+            if now >= self.next_reap_mono:
+                self.next_reap_mono = now + settings.reap_interval_s
+                self._reap_database()
+            if self.listener is None and self.state is State.RUNNING:
+                self._open_listener()
+        except BackendError as exc:
+            log.error("heartbeat_failed", error=str(exc), seconds_since_ok=round(now - self.last_db_ok_mono, 1))
+            self._guard_leases(now)
+        else:
+            self.last_db_ok_mono = now
+            self.notifier.watchdog()
+        busy = sum(1 for h in self.workers.values() if h.inflight)
+        self.notifier.status(f"{len(self.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
+
+    def _reap_database(self) -> None:
+        for job in self.backend.reap_expired():
+            log.warning("job_lease_expired", job_id=job.id, task=job.task, attempt=job.attempt, now=job.state.value)
+        stale_after = max(self.config.supervisor.lease_timeout_s, 3 * self.config.supervisor.heartbeat_interval_s)
+        for owner in self.backend.reap_processes(stale_after):
+            log.warning("process_presumed_dead", owner=owner)
+
+    def _guard_leases(self, now: float) -> None:
+        """With the database away, stop in-flight work before our leases can lapse.
+
+        Past that point another supervisor may reap and re-run the jobs; killing
+        ours first keeps an outage from turning into duplicate runs.
+        """
+        settings = self.config.supervisor
+        if now - self.last_db_ok_mono < settings.lease_timeout_s - 2 * settings.heartbeat_interval_s:
+            return
+        for handle in self.workers.values():
+            if handle.inflight:
+                handle.kill("database unreachable: stopped before the lease could lapse")
+
+    def _open_listener(self) -> None:
+        opener = getattr(self.backend, "listener", None)
+        if opener is None:
+            return
+        try:
+            self.listener = opener()
+        except BackendError as exc:
+            log.warning("listen_failed", error=str(exc))
+            return
+        self.selector.register(self.listener, selectors.EVENT_READ, self._on_notify)
+
+    def _on_notify(self) -> None:
+        try:
+            payloads = self.listener.poll()
+        except BackendError as exc:
+            log.warning("listen_lost", error=str(exc))
+            self.selector.unregister(self.listener)
+            self.listener = None
+            payloads = [""]
+        tasks = set(self.queue.registrations)
+        if any(not p or tasks.intersection(p.split(",")) for p in payloads):
+            for handle in self.workers.values():
+                if handle.idle and not handle.stopping:
+                    handle.idle = False
+                    handle.send({"t": protocol.WAKE})
+
+    # -- deadlines ----------------------------------------------------------------
+
+    def _enforce_deadlines(self, now: float) -> None:
+        settings = self.config.supervisor
+        silence_s = 3 * settings.heartbeat_interval_s
+        for handle in self.workers.values():
+            if handle.kill_reason is not None:
+                continue
+            if not handle.booted and now - handle.spawned_mono > _BOOT_TIMEOUT_S:
+                handle.kill(f"worker did not boot within {_BOOT_TIMEOUT_S:g}s")
+            elif now - handle.last_heard_mono > silence_s:
+                handle.kill(f"worker silent for {now - handle.last_heard_mono:.1f}s (no heartbeat)")
+            elif (running := handle.running()) is not None and running.started_mono is not None:
+                timeout_s = self._job_config(running.job.task).timeout_s
+                if timeout_s is not None and now - running.started_mono > timeout_s:
+                    handle.kill(f"timeout: the job ran longer than {timeout_s:g}s")
+        if self.drain_deadline_mono is not None and now > self.drain_deadline_mono:
+            for handle in self.workers.values():
+                if handle.kill_reason is None:
+                    handle.kill("shutdown_timeout reached")
+
+
+def _record_only(signum: int, frame: object) -> None:
+    """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
+
+
+def _retry(config: Config) -> RetryDefaults:
+    return RetryDefaults(config.retry.base_s, config.retry.max_s)

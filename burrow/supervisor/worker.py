@@ -1,0 +1,211 @@
+"""The worker: a forked child that claims jobs, runs them, and reports over its pipe.
+
+A worker writes nothing but claims to the database. Every outcome goes to the
+supervisor, which batches them into one round trip and owns the leases; so a
+worker that dies mid-job leaves nothing half-written, and its supervisor knows
+exactly which jobs it held.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import psutil
+import structlog
+
+from burrow.backends.base import Outcome
+from burrow.errors import BackendError
+from burrow.execution import RetryDefaults, execute, released
+from burrow.queue import JobQueue, new_owner
+from burrow.supervisor import protocol
+from burrow.supervisor.children import WorkerExit
+from burrow.supervisor.config import SupervisorConfig
+
+log = structlog.get_logger("burrow.worker")
+
+_PR_SET_PDEATHSIG = 1
+# On PostgreSQL the supervisor wakes idle workers on NOTIFY; this slower poll only
+# catches jobs scheduled for later (enqueue_at), which notify nobody when they fall due.
+_NOTIFIED_IDLE_POLL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    config: SupervisorConfig
+    retry: RetryDefaults
+    notified: bool  # the supervisor sends "wake" on new jobs (PostgreSQL LISTEN)
+    supervisor_pid: int
+
+
+def outcome_frame(outcome: Outcome) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "t": protocol.RESULT,
+        "id": outcome.id,
+        "attempt": outcome.attempt,
+        "kind": outcome.kind.value,
+    }
+    if outcome.result is not None:
+        try:
+            frame["result"] = outcome.result.decode()
+        except UnicodeDecodeError:
+            frame["result_hex"] = outcome.result.hex()
+    if outcome.error is not None:
+        frame["error"] = outcome.error
+    if outcome.retry_in_s:
+        frame["retry_in_s"] = outcome.retry_in_s
+    return frame
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, settings: WorkerSettings, read_fd: int, write_fd: int) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.decoder = protocol.FrameDecoder()
+        self.write_lock = threading.Lock()
+        self.stopping = False
+        self.jobs_done = 0
+        self.process = psutil.Process()
+
+    # -- pipe ---------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Frames from the job loop and the heartbeat thread must not interleave."""
+        data = protocol.encode_frame(message)
+        try:
+            with self.write_lock:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.write_fd, view) :]
+        except (BrokenPipeError, OSError):
+            os._exit(WorkerExit.ORPHANED)  # the supervisor is gone; its lease logic takes over
+
+    def poll_messages(self, timeout_s: float) -> bool:
+        """Read supervisor messages for up to ``timeout_s``; True if any arrived."""
+        ready, _, _ = select.select([self.read_fd], [], [], timeout_s)
+        if not ready:
+            return False
+        data = os.read(self.read_fd, 65536)
+        if not data:
+            os._exit(WorkerExit.ORPHANED)
+        for message in self.decoder.feed(data):
+            if message["t"] == protocol.STOP:
+                self.stopping = True
+        return True
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def heartbeat_loop(self) -> None:
+        """From a side thread, so a long job still heartbeats; also notices orphaning."""
+        interval = self.settings.config.heartbeat_interval_s
+        while True:
+            time.sleep(interval)
+            if os.getppid() != self.settings.supervisor_pid:
+                os._exit(WorkerExit.ORPHANED)
+            self.send({"t": protocol.HEARTBEAT})
+
+    def recycle_reason(self) -> str | None:
+        limit = self.settings.config.max_jobs_per_worker
+        if limit is not None and self.jobs_done >= limit:
+            return f"max_jobs_per_worker ({limit}) reached"
+        cap = self.settings.config.max_worker_memory_bytes
+        if cap is not None:
+            rss = self.process.memory_info().rss
+            if rss > cap:
+                return f"memory {rss} bytes over max_worker_memory ({cap})"
+        return None
+
+    def run(self) -> WorkerExit:
+        threading.Thread(target=self.heartbeat_loop, name="burrow-heartbeat", daemon=True).start()
+        config = self.settings.config
+        tasks = list(self.queue.registrations)
+        idle_pause = 0.005
+        backend_pause = 0.1
+        while not self.stopping:
+            self.poll_messages(0)
+            if self.stopping:
+                break
+            if (reason := self.recycle_reason()) is not None:
+                log.info("worker_recycling", reason=reason, jobs_done=self.jobs_done)
+                break
+            try:
+                batch = self.queue.backend.claim(tasks, config.batch_size, self.queue.owner, config.lease_timeout_s)
+                backend_pause = 0.1
+            except BackendError as exc:
+                log.warning("claim_failed", error=str(exc))
+                self.poll_messages(backend_pause)
+                backend_pause = min(backend_pause * 2, 5.0)
+                continue
+            if not batch:
+                self.send({"t": protocol.READY})
+                if self.settings.notified:
+                    self.poll_messages(_NOTIFIED_IDLE_POLL_S)
+                else:
+                    self.poll_messages(idle_pause)
+                    idle_pause = min(idle_pause * 2, config.poll_interval_s)
+                continue
+            idle_pause = 0.005
+            self.send(
+                {
+                    "t": protocol.CLAIMED,
+                    "owner": self.queue.owner,
+                    "jobs": [[j.id, j.attempt, j.task, j.max_retries] for j in batch],
+                }
+            )
+            self.run_batch(batch)
+        return WorkerExit.OK
+
+    def run_batch(self, batch: list[Any]) -> None:
+        registry = self.queue.registrations
+        for index, job in enumerate(batch):
+            if index and (self.stopping or self.recycle_reason() is not None):
+                for rest in batch[index:]:
+                    self.send(outcome_frame(released(rest)))
+                return
+            outcome = execute(job, registry[job.task], self.settings.retry, interruptible=False)
+            self.jobs_done += 1
+            self.send(outcome_frame(outcome))
+            self.poll_messages(0)
+
+
+def worker_main(queue: JobQueue, settings: WorkerSettings, read_fd: int, write_fd: int) -> NoReturn:
+    """The child's entry point after fork; it always ends in os._exit."""
+    code = WorkerExit.CRASHED
+    try:
+        _die_with_parent(settings.supervisor_pid)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(worker_pid=os.getpid())
+        try:
+            queue.after_fork()
+            queue.owner = new_owner("worker")
+            worker = Worker(queue, settings, read_fd, write_fd)
+            worker.send(protocol.hello())
+        except Exception as exc:
+            log.error("worker_boot_failed", error=str(exc))
+            code = WorkerExit.BOOT_FAILED
+        else:
+            code = worker.run()
+    except BaseException as exc:  # burrow's own loop failed; handlers' errors never get here
+        log.error("worker_crashed", error=f"{type(exc).__name__}: {exc}")
+        code = WorkerExit.CRASHED
+    finally:
+        os._exit(code)
+
+
+def _die_with_parent(supervisor_pid: int) -> None:
+    """Ask Linux to SIGKILL us when the supervisor dies; the heartbeat thread is the fallback."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != supervisor_pid:  # it died before prctl took effect
+        os._exit(WorkerExit.ORPHANED)

@@ -1,0 +1,310 @@
+"""conf/jobs.toml loading: every bad input is one line naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from burrow.errors import BurrowError, ConfigError
+from burrow.supervisor.config import (
+    Config,
+    DatabaseConfig,
+    LoggingConfig,
+    RetryConfig,
+    SupervisorConfig,
+    load_config,
+    parse_duration,
+    parse_size,
+    redact_dsn,
+)
+
+FULL = """
+[database]
+dsn = "postgresql://burrow@db.example/jobs"
+schema = "burrow"
+
+[supervisor]
+workers = 8
+apps = ["myapp.jobs:app", "other.pkg.mod:factory.jobs"]
+batch_size = 50
+heartbeat_interval = "500ms"
+lease_timeout = "1m"
+shutdown_timeout = "45s"
+max_jobs_per_worker = 1000
+max_worker_memory = "512MiB"
+reap_interval = 10
+poll_interval = "20ms"
+
+[retry]
+base = "1.5s"
+max = "2h"
+
+[logging]
+format = "json"
+level = "DEBUG"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "jobs.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path, **kwargs: Any) -> str:
+    """The error loading ``path`` raises, checked to be one line that names the file."""
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={}, **kwargs)
+    message = info.value.message
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    return message
+
+
+def test_full_file_loads_into_the_dataclasses(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    assert load_config(path, environ={}) == Config(
+        database=DatabaseConfig(dsn="postgresql://burrow@db.example/jobs", schema="burrow"),
+        supervisor=SupervisorConfig(
+            workers=8,
+            apps=("myapp.jobs:app", "other.pkg.mod:factory.jobs"),
+            batch_size=50,
+            heartbeat_interval_s=0.5,
+            lease_timeout_s=60.0,
+            shutdown_timeout_s=45.0,
+            max_jobs_per_worker=1000,
+            max_worker_memory_bytes=512 * 1024**2,
+            reap_interval_s=10.0,
+            poll_interval_s=0.02,
+        ),
+        retry=RetryConfig(base_s=1.5, max_s=7200.0),
+        logging=LoggingConfig(format="json", level="debug"),
+        path=path,
+    )
+
+
+def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    assert load_config(path, environ={}) == Config(path=path)
+
+
+def test_logging_format_unset_follows_the_terminal() -> None:
+    assert LoggingConfig().effective_format(isatty=True) == "console"
+    assert LoggingConfig().effective_format(isatty=False) == "json"
+    assert LoggingConfig(format="console").effective_format(isatty=False) == "console"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[superviser]\nworkers = 2\n", "[superviser]: unknown section (did you mean [supervisor]?)"),
+        ("[metrics]\nport = 1\n", "[metrics]: unknown section (known: [database], [supervisor], [retry], [logging])"),
+        ("workers = 2\n", "workers: unknown key outside any section (did you mean [supervisor] workers?)"),
+        ("[supervisor]\nworker = 2\n", "[supervisor] worker: unknown key (did you mean 'workers'?)"),
+        ("[retry]\nbase_s = 2\n", "[retry] base_s: unknown key (did you mean 'base'?)"),
+        (
+            '[supervisor]\nheartbeat_interval = "3 parsecs"\n',
+            "[supervisor] heartbeat_interval: bad duration '3 parsecs' (use e.g. \"500ms\", \"30s\", \"5m\")",
+        ),
+        (
+            '[supervisor]\nmax_worker_memory = "12 furlongs"\n',
+            "[supervisor] max_worker_memory: bad size '12 furlongs' (use e.g. \"512MB\", \"1GiB\", \"100kB\")",
+        ),
+        ("[supervisor]\nworkers = -1\n", "[supervisor] workers: must be between 1 and 256, got -1"),
+        ("[supervisor]\nworkers = 257\n", "[supervisor] workers: must be between 1 and 256, got 257"),
+        ('[supervisor]\nworkers = "2"\n', "[supervisor] workers: must be an integer, got '2'"),
+        ("[supervisor]\nworkers = true\n", "[supervisor] workers: must be an integer, got true"),
+        ("[supervisor]\nbatch_size = 0\n", "[supervisor] batch_size: must be between 1 and 10000, got 0"),
+        ('[supervisor]\npoll_interval = "0s"\n', "[supervisor] poll_interval: must be more than 0, got '0s'"),
+        (
+            '[supervisor]\nheartbeat_interval = "5s"\nlease_timeout = "10s"\n',
+            "[supervisor] lease_timeout: must be more than twice heartbeat_interval (5s), got 10s",
+        ),
+        ('[logging]\nlevel = "warn"\n', "[logging] level: must be one of debug, info, warning, error, got 'warn' (did you mean 'warning'?)"),
+        ('[logging]\nformat = "xml"\n', "[logging] format: must be one of console, json, got 'xml'"),
+        ('[supervisor]\napps = ["myapp.jobs"]\n', "[supervisor] apps: bad app 'myapp.jobs' (use \"package.module:attribute\")"),
+        ('[supervisor]\napps = ["a:b", "a:b"]\n', "[supervisor] apps: 'a:b' is listed twice"),
+        ('[supervisor]\napps = "a:b"\n', "[supervisor] apps: must be a list, e.g. ['a:b']"),
+        ('[retry]\nbase = "10s"\nmax = "5s"\n', "[retry] max: must be at least base (10s), got 5s"),
+        ("supervisor = 3\n", "[supervisor]: must be a table, got 3"),
+        (
+            '[database]\ndsn = "sqlite:///a.db"\ndsn_file = "dsn"\n',
+            "[database] dsn_file: set either dsn or dsn_file, not both",
+        ),
+        ('[database]\nschema = "a; drop"\n', "[database] schema: must be a plain SQL identifier (letters, digits, _), got 'a; drop'"),
+        ('[database]\n"bad\\nkey" = 1\n', "[database] 'bad\\nkey': unknown key (known: dsn, dsn_file, schema)"),
+    ],
+)
+def test_bad_input_is_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    assert config_error(path) == f"{path}: {expected}"
+
+
+def test_config_error_is_a_burrow_error() -> None:
+    assert issubclass(ConfigError, BurrowError)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    assert config_error(path) == f"{path}: cannot read: No such file or directory"
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[supervisor]\nworkers = 2\nbatch_size 5\n')
+    message = config_error(path)
+    assert message.startswith(f"{path}: invalid TOML: ")
+    assert "line 3" in message
+
+
+def test_bad_dsn_message_hides_the_password(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql:/user:hunter2@host/db"\n')
+    assert config_error(path) == (
+        f"{path}: [database] dsn: not a database URL: 'postgresql:***@host/db'"
+        " (use e.g. 'sqlite:///burrow.db' or 'postgresql://user@host/db')"
+    )
+
+
+def test_bad_dsn_override_names_its_source(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    message = config_error(path, dsn_override="host=db password=hunter2")
+    assert message.startswith(f"{path}: [database] dsn (from --jobs-database-dsn): not a database URL: ")
+    assert "hunter2" not in message
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"BURROW_DATABASE_DSN": "user:hunter2@host"})
+    assert info.value.message.startswith(f"{path}: [database] dsn (from BURROW_DATABASE_DSN): ")
+    assert "hunter2" not in info.value.message
+
+
+def test_workers_override_is_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    assert load_config(path, workers_override=5, environ={}).supervisor.workers == 5
+    assert config_error(path, workers_override=0) == (
+        f"{path}: [supervisor] workers (from the command line): must be between 1 and 256, got 0"
+    )
+
+
+def test_dsn_precedence_cli_then_env_then_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "sqlite:///file.db"\n')
+    env = {"BURROW_DATABASE_DSN": "sqlite:///env.db"}
+    assert load_config(path, environ={}).database.dsn == "sqlite:///file.db"
+    assert load_config(path, environ=env).database.dsn == "sqlite:///env.db"
+    assert load_config(path, environ={"BURROW_DATABASE_DSN": ""}).database.dsn == "sqlite:///file.db"
+    assert load_config(path, dsn_override="sqlite:///cli.db", environ=env).database.dsn == "sqlite:///cli.db"
+
+
+def test_dsn_file_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text("postgresql://burrow:s3cret@db/jobs\n", encoding="utf-8")
+    path = write(tmp_path, '[database]\ndsn_file = "dsn"\n')
+    assert load_config(path, environ={}).database.dsn == "postgresql://burrow:s3cret@db/jobs"
+
+
+def test_dsn_file_relative_to_credentials_directory(tmp_path: Path) -> None:
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "dsn").write_text("  sqlite:///from-credential.db \n", encoding="utf-8")
+    (tmp_path / "dsn").write_text("sqlite:///wrong.db", encoding="utf-8")
+    path = write(tmp_path, '[database]\ndsn_file = "dsn"\n')
+    config = load_config(path, environ={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert config.database.dsn == "sqlite:///from-credential.db"
+
+
+def test_dsn_file_missing_or_empty(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn_file = "absent"\n')
+    assert config_error(path) == (
+        f"{path}: [database] dsn_file: cannot read {str(tmp_path / 'absent')!r}: No such file or directory"
+    )
+    (tmp_path / "empty").write_text("\n", encoding="utf-8")
+    path = write(tmp_path, '[database]\ndsn_file = "empty"\n')
+    assert config_error(path) == f"{path}: [database] dsn_file: {str(tmp_path / 'empty')!r} is empty"
+
+
+def test_dsn_file_not_read_when_overridden(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn_file = "absent"\n')
+    env = {"BURROW_DATABASE_DSN": "sqlite:///env.db"}
+    assert load_config(path, environ=env).database.dsn == "sqlite:///env.db"
+
+
+def test_bad_dsn_from_a_file_never_shows_its_password(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text("postgresql//burrow:s3cret@db/jobs\n", encoding="utf-8")
+    path = write(tmp_path, '[database]\ndsn_file = "dsn"\n')
+    message = config_error(path)
+    assert message.startswith(f"{path}: [database] dsn_file: not a database URL: ")
+    assert "s3cret" not in message
+
+
+def test_redact_dsn() -> None:
+    assert redact_dsn("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
+    assert redact_dsn("postgresql+psycopg://user:secret@host:5432/db?sslmode=require") == (
+        "postgresql+psycopg://user:***@host:5432/db?sslmode=require"
+    )
+    assert redact_dsn("postgresql://user@host/db") == "postgresql://user@host/db"
+    assert redact_dsn("postgresql://host/db?user=u&password=secret&x=1") == (
+        "postgresql://host/db?user=u&password=***&x=1"
+    )
+    assert redact_dsn("postgresql://u:p@ss/w@rd@host/db") == "postgresql://u:***@host/db"
+    assert redact_dsn("host=db password='se cret' user=u") == "host=db password=*** user=u"
+    assert redact_dsn("postgresql:/u:secret@host/db") == "postgresql:***@host/db"
+    assert redact_dsn("postgresql:///u:secret@host/db") == "postgresql:///u:***@host/db"
+    assert redact_dsn("postgresql//u:secret@host/db") == "postgresql//u:***@host/db"
+    assert redact_dsn("sqlite:///var/lib/burrow/jobs.db") == "sqlite:///var/lib/burrow/jobs.db"
+    assert redact_dsn("sqlite:///burrow.db") == "sqlite:///burrow.db"
+
+
+def test_database_repr_hides_the_password() -> None:
+    text = repr(Config(database=DatabaseConfig(dsn="postgresql://u:secret@h/db")))
+    assert "secret" not in text
+    assert "postgresql://u:***@h/db" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1.5s", 1.5), (" 2 s ", 2.0),
+     ("0.1h", 360.0), ("45", 45.0), (3, 3.0), (0.25, 0.25), ("0", 0.0)],
+)
+def test_parse_duration(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "3 parsecs", "-1s", "1e3s", "5M", "1.5.s", "nan", "inf"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="bad duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), True])
+def test_parse_duration_rejects_numbers(value: float) -> None:
+    with pytest.raises(ValueError, match="bad duration"):
+        parse_duration(value)
+
+
+@given(st.integers(0, 10**9))
+def test_parse_duration_milliseconds(n: int) -> None:
+    assert parse_duration(f"{n}ms") == n / 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512MB", 512_000_000), ("1GiB", 1024**3), ("100kB", 100_000), ("100KB", 100_000), ("2kib", 2048),
+     ("1.5KiB", 1536), ("10 B", 10), ("4096", 4096), (4096, 4096)],
+)
+def test_parse_size(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MB", "12 furlongs", "-1MB", "0.5B", "1.0001kB", "1e6"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="bad size"):
+        parse_size(text)
+
+
+UNITS = {"": 1, "B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+         "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+
+
+@given(st.integers(0, 10**12), st.sampled_from(sorted(UNITS)))
+def test_parse_size_round_trips_each_unit(n: int, unit: str) -> None:
+    assert parse_size(f"{n}{unit}") == n * UNITS[unit]
