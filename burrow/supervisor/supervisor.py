@@ -133,7 +133,7 @@ class Supervisor:
     def _install_signals(self) -> dict[int, Any]:
         os.set_blocking(self.signal_r, False)
         os.set_blocking(self.signal_w, False)
-        previous = {sig: signal.signal(sig, _record_only) for sig in HANDLED_SIGNALS}
+        previous: dict[int, Any] = {sig: signal.signal(sig, _record_only) for sig in HANDLED_SIGNALS}
         signal.set_wakeup_fd(self.signal_w, warn_on_full_buffer=False)
         self.selector.register(self.signal_r, selectors.EVENT_READ, self._on_signals)
         return previous
@@ -276,7 +276,7 @@ class Supervisor:
 
     def _inherited_fds(self) -> list[int]:
         """What a new child must close: our signal pipe, the selector, other workers' pipes."""
-        fds = [self.signal_r, self.signal_w, self.selector.fileno()]  # type: ignore[attr-defined]
+        fds = [self.signal_r, self.signal_w, self.selector.fileno()]
         for handle in self.workers.values():
             fds += [handle.read_fd, handle.write_fd]
         return fds
@@ -391,10 +391,17 @@ class Supervisor:
         shutting_down = self.state is State.DRAINING
         for index, flight in enumerate(handle.inflight):
             if index == 0 and flight.started_mono is not None and not shutting_down:
-                error = f"{reason} while running the job"
-                self.pending.append(failure_outcome(flight.job, self._job_config(flight.job.task), _retry(self.config), error, permanent=False))
+                self.pending.append(
+                    failure_outcome(
+                        flight.job,
+                        self._job_config(flight.job.task),
+                        _retry(self.config),
+                        f"{reason} while running the job",
+                        permanent=False,
+                    )
+                )
             else:
-                error = f"released: {reason}" if index == 0 and flight.started_mono is not None else None
+                error: str | None = f"released: {reason}" if index == 0 and flight.started_mono is not None else None
                 self.pending.append(
                     Outcome(flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error)
                 )
