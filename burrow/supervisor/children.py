@@ -9,6 +9,7 @@ fd, the other workers' pipes, pooled database connections) before it runs a job.
 from __future__ import annotations
 
 import collections
+import ctypes
 import enum
 import os
 import signal
@@ -19,6 +20,8 @@ from typing import NoReturn
 
 from burrow.backends.base import ClaimedJob
 from burrow.supervisor.protocol import FrameDecoder, encode_frame
+
+_PR_SET_CHILD_SUBREAPER = 36
 
 # Everything the supervisor handles; blocked across fork, reset in the child.
 HANDLED_SIGNALS = (
@@ -95,6 +98,13 @@ class WorkerHandle:
         except ProcessLookupError:
             pass
 
+    def kill_group(self) -> None:
+        """SIGKILL what is left of the worker's process group (a handler's own children)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def running(self) -> InFlight | None:
         return self.inflight[0] if self.inflight else None
 
@@ -124,6 +134,7 @@ def spawn(
         raise
     if pid == 0:  # the child
         try:
+            os.setpgid(0, 0)  # its own group: grandchildren can be killed with it
             _reset_child_signals()
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             os.close(to_parent_r)
@@ -143,6 +154,15 @@ def spawn(
     os.set_blocking(to_child_w, False)
     now = time.monotonic()
     return WorkerHandle(pid, generation, to_parent_r, to_child_w, now, last_heard_mono=now)
+
+
+def become_subreaper() -> None:
+    """Orphaned grandchildren become our children, so waitpid reaps them: no zombies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_child_signals() -> None:

@@ -28,7 +28,15 @@ from burrow.execution import RetryDefaults, failure_outcome
 from burrow.queue import JobQueue, new_owner
 from burrow.supervisor import protocol
 from burrow.supervisor.apps import register_apps
-from burrow.supervisor.children import HANDLED_SIGNALS, InFlight, WorkerExit, WorkerHandle, describe_exit, spawn
+from burrow.supervisor.children import (
+    HANDLED_SIGNALS,
+    InFlight,
+    WorkerExit,
+    WorkerHandle,
+    become_subreaper,
+    describe_exit,
+    spawn,
+)
 from burrow.supervisor.config import Config
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.worker import WorkerSettings, worker_main
@@ -140,6 +148,7 @@ class Supervisor:
 
     def _start(self) -> None:
         settings = self.config.supervisor
+        become_subreaper()
         self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
         self._open_listener()
         log.info(
@@ -382,8 +391,8 @@ class Supervisor:
 
     def _on_exit(self, handle: WorkerHandle, status: int, now: float) -> None:
         """Read its last words, then settle every job it held, in this same tick."""
-        while not handle.eof:
-            self._on_readable(handle)
+        self._read_last_words(handle)
+        handle.kill_group()  # grandchildren a handler forked die with their worker
         handle.close()
         reason = handle.kill_reason or describe_exit(status)
         code = os.waitstatus_to_exitcode(status)
@@ -415,6 +424,28 @@ class Supervisor:
             self.crashes += 1
             delay = min(_RESTART_BACKOFF_MAX_S, _RESTART_BACKOFF_MIN_S * 2 ** (self.crashes - 1))
             self.next_spawn_mono = now + delay
+
+    def _read_last_words(self, handle: WorkerHandle) -> None:
+        """Frames a dead worker wrote before it died; stops at EOF or an empty pipe.
+
+        An empty pipe, not EOF, ends it when a grandchild still holds the write end.
+        """
+        while not handle.eof:
+            try:
+                data = os.read(handle.read_fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                for message in handle.decoder.feed(data):
+                    self._on_message(handle, message, time.monotonic())
+            except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+                log.error("worker_protocol_error", worker_pid=handle.pid, error=str(exc))
+                break
+        self._on_eof(handle)
 
     def _job_config(self, task: str) -> JobConfig:
         registration = self.queue.registrations.get(task)
