@@ -28,6 +28,7 @@ from burrow.errors import (
     JobFailed,
     JobNotFinished,
     JobNotFound,
+    PayloadEncodeError,
     WaitTimeout,
 )
 from burrow.execution import Registration, RetryDefaults, execute, released
@@ -35,6 +36,8 @@ from burrow.tasks import JobConfig, JobHandlerFunc, JobOption, apply_options, ch
 
 DEFAULT_LEASE_S = 30.0
 DRAIN_BATCH = 10
+# Jobs should carry references, not blobs: a row this size is already slow to claim.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +80,14 @@ def new_owner(role: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{role}:{secrets.token_hex(4)}"
 
 
-def _payload_bytes(payload: Any) -> bytes:
+def _payload_bytes(payload: Any, type_name: str, max_bytes: int) -> bytes:
     """Bytes are stored as given (already encoded); anything else becomes JSON."""
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        return bytes(payload)
-    return codec.encode(payload)
+    data = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else codec.encode(payload)
+    if len(data) > max_bytes:
+        raise PayloadEncodeError(
+            f"payload of {type_name!r} is {len(data)} bytes, over the {max_bytes}-byte cap (max_payload_bytes)"
+        )
+    return data
 
 
 def _aware(run_at: dt.datetime | None) -> dt.datetime | None:
@@ -99,10 +105,12 @@ class JobQueue:
         *,
         lease_s: float = DEFAULT_LEASE_S,
         retry_defaults: RetryDefaults = RetryDefaults(),
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.backend = backend
         self.lease_s = lease_s
         self.retry_defaults = retry_defaults
+        self.max_payload_bytes = max_payload_bytes
         self.owner = new_owner("drain")
         self._registry: dict[str, Registration] = {}
 
@@ -162,7 +170,10 @@ class JobQueue:
         priority = config.priority if priority is None else priority
         max_retries = config.max_retries if max_retries is None else max_retries
         run_at = _aware(run_at)
-        jobs = [NewJob(type_name, _payload_bytes(p), priority, max_retries, run_at) for p in payloads]
+        jobs = [
+            NewJob(type_name, _payload_bytes(p, type_name, self.max_payload_bytes), priority, max_retries, run_at)
+            for p in payloads
+        ]
         return self.backend.enqueue(jobs, conn)
 
     def dequeue(self, job_id: int) -> bool:
@@ -277,11 +288,13 @@ def connect(
     schema: str | None = None,
     lease_s: float = DEFAULT_LEASE_S,
     retry_defaults: RetryDefaults = RetryDefaults(),
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     clock: Clock | None = None,
 ) -> JobQueue:
     """Open the queue at ``dsn`` and apply pending migrations before returning.
 
     ``schema`` (PostgreSQL) keeps this app's jobs apart from others on one server.
+    ``max_payload_bytes`` caps an encoded payload; a larger one is refused at enqueue.
     ``clock`` replaces the time source, for tests and simulations.
     """
     backend = backend_for(dsn, schema=schema, clock=clock)
@@ -290,4 +303,4 @@ def connect(
     except BaseException:
         backend.close()
         raise
-    return JobQueue(backend, lease_s=lease_s, retry_defaults=retry_defaults)
+    return JobQueue(backend, lease_s=lease_s, retry_defaults=retry_defaults, max_payload_bytes=max_payload_bytes)
