@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import select
 import time
 from collections.abc import Sequence
@@ -23,13 +24,14 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
-from burrow.backends.schema import Timestamp, apply_migrations, jobs
-from burrow.backends.sql import Clock, SQLBackend, history_entry
+from burrow.backends.schema import Timestamp, apply_migrations, history, jobs
+from burrow.backends.sql import Clock, SQLBackend
 from burrow.errors import BackendError
 
 # Any constant works; it only has to be the same in every burrow process.
 MIGRATION_LOCK_KEY = 0x62757272  # "burr"
 _NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
+_IDENTIFIER_MAX = 63  # bytes in a PostgreSQL name, channel names included
 
 
 def normalize_dsn(dsn: str) -> sa.URL:
@@ -40,6 +42,20 @@ def normalize_dsn(dsn: str) -> sa.URL:
     return url.set(drivername="postgresql+psycopg")
 
 
+def notify_channel(schema: str | None) -> str:
+    """The NOTIFY channel of the queue in ``schema``: ``burrow:<schema>``, or a digest of it.
+
+    A channel name is an identifier of at most 63 bytes: ``pg_notify`` refuses a
+    longer one (every enqueue would fail) and ``LISTEN`` silently truncates it, so
+    long schema names are hashed down. A clash could only cause a spurious
+    wake-up, which consumers survive: they look for due jobs before running any.
+    """
+    channel = f"burrow:{schema or 'public'}"
+    if len(channel.encode()) <= _IDENTIFIER_MAX:
+        return channel
+    return f"burrow:{hashlib.sha256(channel.encode()).hexdigest()[:48]}"
+
+
 class PostgresBackend(SQLBackend):
     dialect = "postgresql"
 
@@ -47,7 +63,7 @@ class PostgresBackend(SQLBackend):
         self.url = normalize_dsn(dsn)
         engine = sa.create_engine(self.url, hide_parameters=True, pool_size=5, max_overflow=5)
         super().__init__(engine, schema=schema, clock=clock)
-        self.channel = f"burrow:{schema or 'public'}"
+        self.channel = notify_channel(schema)
         self._listener: Listener | None = None
 
     # -- time: the server's clock unless a test injected one ---------------------
@@ -90,25 +106,44 @@ class PostgresBackend(SQLBackend):
         return jobs.c.task == sa.any_(sa.bindparam("tasks", list(tasks), type_=pg.ARRAY(sa.String)))
 
     def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
+        """Pick and mark up to ``limit`` jobs in one statement (see :meth:`claim_statement`)."""
+        if not tasks or limit <= 0:
+            return []
+        statement = self.claim_statement(tasks, limit, owner, lease_s)
+        rows = self._write("claim", lambda c: c.execute(statement).all())
+        claimed = [ClaimedJob(r.id, r.task, r.payload, r.priority, r.attempts, r.max_retries, r.run_at, owner) for r in rows]
+        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))  # RETURNING order is unspecified
+        return claimed
+
+    def claim_statement(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> sa.Update:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.
 
         The CTE is materialized so the LIMIT applies once: ``WHERE id IN (SELECT
         ... LIMIT n FOR UPDATE SKIP LOCKED)`` may be re-evaluated by the planner
-        and lock (and claim) more than n rows.
+        and lock (and claim) more than n rows. A method of its own so that the
+        plan can be inspected (``EXPLAIN``) on exactly the statement claims run.
+
+        The state and the limit are literals in the text, not parameters: psycopg
+        prepares a statement after a few runs, and the server may then reuse a
+        generic plan, which can use the partial index only if ``state = 'queued'``
+        is visible to the planner, and which sizes the join by the limit (a
+        parameter's guess is a tenth of the table: a hash join over all of it).
         """
-        if not tasks or limit <= 0:
-            return []
         now = self._now()
         picked = (
             sa.select(jobs.c.id)
-            .where(jobs.c.state == JobState.QUEUED.value, jobs.c.run_at <= now, self._task_filter(tasks))
+            .where(
+                jobs.c.state == sa.literal(JobState.QUEUED.value, literal_execute=True),
+                jobs.c.run_at <= now,
+                self._task_filter(tasks),
+            )
             .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-            .limit(limit)
+            .limit(sa.literal(limit, sa.Integer, literal_execute=True))
             .with_for_update(skip_locked=True)
             .cte("picked")
             .prefix_with("MATERIALIZED")
         )
-        statement = (
+        return (
             sa.update(jobs)
             .where(jobs.c.id == picked.c.id)
             .values(
@@ -122,52 +157,55 @@ class PostgresBackend(SQLBackend):
                 jobs.c.id, jobs.c.task, jobs.c.payload, jobs.c.priority, jobs.c.attempts, jobs.c.max_retries, jobs.c.run_at
             )
         )
-        rows = self._write("claim", lambda c: c.execute(statement).all())
-        claimed = [ClaimedJob(r.id, r.task, r.payload, r.priority, r.attempts, r.max_retries, r.run_at, owner) for r in rows]
-        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))  # RETURNING order is unspecified
-        return claimed
 
     # -- fenced batch writes ------------------------------------------------------
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
-        """All outcomes in one UPDATE ... FROM unnest(columns), fenced on (id, owner, attempt).
+        """All outcomes, and their history rows, in one statement (one round trip).
 
-        Rows whose fence fails are simply not joined; RETURNING tells which were
-        written, and the rest are reported as lost.
+        Fenced on (id, owner, attempt): rows whose fence fails are simply not
+        joined; RETURNING tells which were written, and the rest are reported as
+        lost (and leave no history).
         """
         if not outcomes:
             return []
         params = {
-            "ids": [o.id for o in outcomes],
-            "owners": [o.owner for o in outcomes],
-            "attempts": [o.attempt for o in outcomes],
-            "kinds": [o.kind.value for o in outcomes],
-            "delays": [o.retry_in_s for o in outcomes],
-            "results": [o.result for o in outcomes],
-            "errors": [o.error for o in outcomes],
+            "b_ids": [o.id for o in outcomes],
+            "b_owners": [o.owner for o in outcomes],
+            "b_attempts": [o.attempt for o in outcomes],
+            "b_kinds": [o.kind.value for o in outcomes],
+            "b_delays": [float(o.retry_in_s) for o in outcomes],  # psycopg refuses a list mixing int and float
+            "b_results": [o.result for o in outcomes],
+            "b_errors": [o.error for o in outcomes],
         }
         statement = self._finish_statement()
 
         def write(conn: sa.Connection) -> list[int]:
             written = set(conn.execute(statement, params).scalars())
-            self._record_history(conn, [e for o in outcomes if o.id in written and (e := history_entry(o)) is not None])
             return [o.id for o in outcomes if o.id not in written]
 
         return self._write("finish", write)
 
-    def _finish_statement(self) -> sa.Update:
+    def _finish_statement(self) -> sa.Select[tuple[int]]:
+        """``WITH written AS (UPDATE ... RETURNING), logged AS (INSERT INTO history
+        SELECT ... FROM written) SELECT id FROM written``.
+
+        The history insert reads the UPDATE's RETURNING rows, so only attempts
+        that were really written leave history; its events are those of
+        ``sql.history_entry`` (retried, failed), which the SQLite backend uses.
+        """
         v = _unnest(
-            ("ids", "id", sa.BigInteger),
-            ("owners", "owner", sa.String),
-            ("attempts", "attempt", sa.Integer),
-            ("kinds", "kind", sa.String),
-            ("delays", "delay_s", sa.Float),
-            ("results", "result", sa.LargeBinary),
-            ("errors", "error", sa.Text),
+            ("b_ids", "id", sa.BigInteger),
+            ("b_owners", "owner", sa.String),
+            ("b_attempts", "attempt", sa.Integer),
+            ("b_kinds", "kind", sa.String),
+            ("b_delays", "delay_s", sa.Float),
+            ("b_results", "result", sa.LargeBinary),
+            ("b_errors", "error", sa.Text),
         )
         now = self._now()
         kind = v.c.kind
-        return (
+        written = (
             sa.update(jobs)
             .where(_fenced(v))
             .values(
@@ -186,16 +224,38 @@ class PostgresBackend(SQLBackend):
                 owner=None,
                 lease_expires_at=None,
             )
-            .returning(jobs.c.id)
+            .returning(jobs.c.id, v.c.attempt, v.c.kind, v.c.error)
+            .cte("written")
         )
+        logged = (
+            sa.insert(history)
+            .from_select(
+                ["job_id", "attempt", "event", "error", "at"],
+                sa.select(
+                    written.c.id,
+                    written.c.attempt,
+                    sa.case((written.c.kind == OutcomeKind.RETRY.value, "retried"), else_="failed"),
+                    written.c.error,
+                    now,
+                ).where(written.c.kind.in_([OutcomeKind.RETRY.value, OutcomeKind.FAILED.value])),
+            )
+            .cte("logged")
+        )
+        return sa.select(written.c.id).add_cte(logged)
 
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         """Push out every lease in one statement; fenced like finish."""
         if not fences:
             return []
-        v = _unnest(("ids", "id", sa.BigInteger), ("owners", "owner", sa.String), ("attempts", "attempt", sa.Integer))
+        v = _unnest(
+            ("b_ids", "id", sa.BigInteger), ("b_owners", "owner", sa.String), ("b_attempts", "attempt", sa.Integer)
+        )
         statement = sa.update(jobs).where(_fenced(v)).values(lease_expires_at=self._at(lease_s)).returning(jobs.c.id)
-        params = {"ids": [f[0] for f in fences], "owners": [f[1] for f in fences], "attempts": [f[2] for f in fences]}
+        params = {
+            "b_ids": [f[0] for f in fences],
+            "b_owners": [f[1] for f in fences],
+            "b_attempts": [f[2] for f in fences],
+        }
         written = set(self._write("extend_leases", lambda c: c.execute(statement, params).scalars().all()))
         return [job_id for job_id, _, _ in fences if job_id not in written]
 
@@ -218,17 +278,26 @@ class PostgresBackend(SQLBackend):
         """Sleep on the LISTEN socket until a notification or the timeout.
 
         LISTEN is set up before the check for due jobs, so a job enqueued between
-        the check and the wait still wakes us.
+        the check and the wait still wakes us. A listener the server dropped while
+        we were not waiting is replaced (the check covers what it missed); one
+        lost during the wait ends the wait early, as a notification would, since
+        jobs may have arrived unseen: the caller's next claim reconnects.
         """
-        listener = self.listener()
-        listener.poll()
+        try:
+            listener = self.listener()
+            listener.poll()  # drop old news: only what arrives from now on counts
+        except BackendError:
+            listener = self.listener()
         if tasks and self.has_due(tasks):
             return True
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             ready, _, _ = select.select([listener], [], [], remaining)
             if ready:
-                woken = listener.poll()
+                try:
+                    woken = listener.poll()
+                except BackendError:
+                    return True
                 if not tasks or any(not p or set(p.split(",")) & set(tasks) for p in woken):
                     return True
         return False
@@ -277,7 +346,12 @@ class Listener:
 
 
 def _unnest(*columns: tuple[str, str, Any]) -> Any:
-    """``unnest(:a, :b, ...) AS v(x, y, ...)``: a batch as one array per column."""
+    """``unnest(:a, :b, ...) AS v(x, y, ...)``: a batch as one array per column.
+
+    Parameter names carry a ``b_`` prefix: in an UPDATE, SQLAlchemy reserves
+    bind names equal to a column name (``attempts``) for the SET clause and
+    refuses to compile the statement.
+    """
     function = sa.func.unnest(*(sa.bindparam(param, type_=pg.ARRAY(type_)) for param, _, type_ in columns))
     return function.table_valued(*(sa.column(name, type_) for _, name, type_ in columns), name="v").render_derived()
 
