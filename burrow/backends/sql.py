@@ -33,6 +33,11 @@ Clock = Callable[[], dt.datetime]
 LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating"
 
 
+# A literal, not a parameter: a prepared statement's generic plan can only use the
+# partial index (WHERE state = 'queued') when the value is in the SQL text.
+_IS_QUEUED = jobs.c.state == sa.literal_column("'queued'")
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
@@ -81,10 +86,20 @@ class SQLBackend:
         owner; their lease runs out and they are reaped). Inserts pass retry=False:
         a lost commit acknowledgement must not become a duplicate job.
         """
-        attempts = 2 if retry else 1
+        return self._run(operation, fn, self._begin_write, attempts=2 if retry else 1)
+
+    def _run(
+        self,
+        operation: str,
+        fn: Callable[[sa.Connection], T],
+        open_connection: Callable[[], contextlib.AbstractContextManager[sa.Connection]],
+        *,
+        attempts: int,
+    ) -> T:
+        """Run ``fn``; after a dropped connection (the pool is then refreshed) try again."""
         for attempt in range(1, attempts + 1):
             try:
-                with self._errors(operation), self._begin_write() as conn:
+                with self._errors(operation), open_connection() as conn:
                     return fn(conn)
             except BackendError as exc:
                 cause = exc.__cause__
@@ -97,8 +112,8 @@ class SQLBackend:
         return self._engine.begin()
 
     def _read(self, operation: str, fn: Callable[[sa.Connection], T]) -> T:
-        with self._errors(operation), self._engine.connect() as conn:
-            return fn(conn)
+        """Reads change nothing, so one retry after a dropped connection is always safe."""
+        return self._run(operation, fn, self._engine.connect, attempts=2)
 
     def ping(self) -> None:
         """Prove the database answers (for --check and health probes); BackendError if not."""
@@ -181,7 +196,7 @@ class SQLBackend:
     def has_due(self, tasks: Sequence[str]) -> bool:
         statement = (
             sa.select(jobs.c.id)
-            .where(jobs.c.state == JobState.QUEUED.value, jobs.c.run_at <= self._now(), self._task_filter(tasks))
+            .where(_IS_QUEUED, jobs.c.run_at <= self._now(), self._task_filter(tasks))
             .limit(1)
         )
         return self._read("has_due", lambda c: c.execute(statement).first() is not None)
