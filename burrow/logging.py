@@ -42,6 +42,9 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line: print() writes the message and its newline separately, and
+        # stderr is unbuffered, so lines from the supervisor and its workers (one shared
+        # stream) interleaved mid-line and broke the JSON.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )

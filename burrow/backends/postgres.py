@@ -192,7 +192,8 @@ class PostgresBackend(SQLBackend):
 
         The history insert reads the UPDATE's RETURNING rows, so only attempts
         that were really written leave history; its events are those of
-        ``sql.history_entry`` (retried, failed), which the SQLite backend uses.
+        ``sql.history_entry`` (retried, failed, released with a reason), which the
+        SQLite backend uses.
         """
         v = _unnest(
             ("b_ids", "id", sa.BigInteger),
@@ -234,10 +235,19 @@ class PostgresBackend(SQLBackend):
                 sa.select(
                     written.c.id,
                     written.c.attempt,
-                    sa.case((written.c.kind == OutcomeKind.RETRY.value, "retried"), else_="failed"),
+                    sa.case(
+                        (written.c.kind == OutcomeKind.RETRY.value, "retried"),
+                        (written.c.kind == OutcomeKind.RELEASED.value, "released"),
+                        else_="failed",
+                    ),
                     written.c.error,
                     now,
-                ).where(written.c.kind.in_([OutcomeKind.RETRY.value, OutcomeKind.FAILED.value])),
+                ).where(
+                    sa.or_(
+                        written.c.kind.in_([OutcomeKind.RETRY.value, OutcomeKind.FAILED.value]),
+                        sa.and_(written.c.kind == OutcomeKind.RELEASED.value, written.c.error.is_not(None)),
+                    )
+                ),
             )
             .cte("logged")
         )

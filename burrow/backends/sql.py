@@ -303,11 +303,17 @@ class SQLBackend:
 
 
 def history_entry(outcome: Outcome) -> tuple[int, int, str, str | None] | None:
-    """The history row an outcome leaves: every attempt that ended without success."""
+    """The history row an outcome leaves: every run that ended without success.
+
+    A release without an error is a job claimed but never started: not a run.
+    """
     if outcome.kind is OutcomeKind.RETRY:
         return (outcome.id, outcome.attempt, "retried", outcome.error)
     if outcome.kind is OutcomeKind.FAILED:
         return (outcome.id, outcome.attempt, "failed", outcome.error)
+    if outcome.kind is OutcomeKind.RELEASED and outcome.error is not None:
+        # A run interrupted by shutdown: its attempt is given back, but it did run.
+        return (outcome.id, outcome.attempt, "released", outcome.error)
     return None
 
 

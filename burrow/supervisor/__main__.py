@@ -32,6 +32,7 @@ def build_parser(prog: str = "python -m burrow.supervisor") -> argparse.Argument
 
 
 def _queue(config: Config, *, migrate: bool) -> JobQueue:
+    """Connect and import the apps; errors name the file and key, like the config's own."""
     database = config.database
     try:
         backend = backend_for(database.dsn, schema=database.schema)
@@ -40,9 +41,13 @@ def _queue(config: Config, *, migrate: bool) -> JobQueue:
         else:
             backend.ping()
     except BackendError as exc:
-        raise ConfigError(f"[database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
+        raise ConfigError(f"{config.path}: [database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
     queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
-    register_apps(queue, config.supervisor.apps)
+    try:
+        register_apps(queue, config.supervisor.apps)
+    except ConfigError as exc:
+        queue.close()
+        raise ConfigError(f"{config.path}: [supervisor] apps: {exc}") from exc
     return queue
 
 
@@ -75,7 +80,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m burrow.superv
         configure_logging(config.logging.format, config.logging.level)
         queue = _queue(config, migrate=not args.check)
     except BurrowError as exc:
-        print(f"burrow: {exc}", file=sys.stderr)
+        # One line even when an app's import error spans several: log collectors split on newlines.
+        print("burrow: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return ExitCode.CONFIG
     if args.check:
         print(_plan(config, queue))

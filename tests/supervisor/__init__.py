@@ -1,0 +1,1 @@
+"""Supervisor tests: real processes, real signals, bounded waits."""

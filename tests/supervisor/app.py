@@ -1,0 +1,126 @@
+"""The app the supervisor tests run (``apps = ["tests.supervisor.app:app"]``).
+
+Each task makes a worker do one thing a test can observe from outside: leave a
+line in a ledger, announce that it is running and wait for a go-ahead, sleep past
+its timeout, hoard memory, or report which version of this module it runs.
+Handlers coordinate with tests through files, because the test and the worker
+are different processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import burrow
+
+VERSION_ENV = "BURROW_TEST_APP_VERSION_FILE"
+GATE_TIMEOUT_S = 60.0  # a gate nobody opens must not hold a worker forever
+
+
+def _read_version() -> str:
+    path = os.environ.get(VERSION_ENV)
+    return Path(path).read_text().strip() if path else "0"
+
+
+# Read at import time: a SIGHUP reload re-imports this module, so new workers see
+# the file's new content and old ones keep the old.
+VERSION = _read_version()
+
+
+@dataclass
+class Numbers:
+    a: int
+    b: int
+
+
+def square(numbers: Numbers) -> int:
+    return numbers.a * numbers.a + numbers.b
+
+
+async def async_square(numbers: Numbers) -> int:
+    await asyncio.sleep(0)
+    return numbers.a * numbers.a + numbers.b
+
+
+@dataclass
+class Mark:
+    ledger: str
+    key: str
+
+
+def record(mark: Mark) -> None:
+    """Append "<key> <pid>" to the ledger; O_APPEND keeps lines whole across processes."""
+    fd = os.open(mark.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{mark.key} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Gate:
+    directory: str
+    name: str
+
+
+def block(gate: Gate) -> str:
+    """Write "<name>.<attempt>.pid", then wait for "<name>.go" to exist.
+
+    The pid file proves the job is running in that worker, so a test can kill or
+    signal at exactly that moment.
+    """
+    directory = Path(gate.directory)
+    attempt = burrow.current_job().attempt
+    announce = directory / f"{gate.name}.{attempt}.pid"
+    partial = announce.with_suffix(".tmp")
+    partial.write_text(str(os.getpid()))
+    partial.rename(announce)
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while not (directory / f"{gate.name}.go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate.name} was never opened")
+        time.sleep(0.01)
+    return f"{gate.name} done on attempt {attempt}"
+
+
+def slow(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+_HOARD: list[bytes] = []
+
+
+def hog(megabytes: int) -> int:
+    """Allocate and keep ``megabytes`` of touched memory; returns this worker's pid."""
+    _HOARD.append(b"\x01" * (megabytes * 1_000_000))
+    return os.getpid()
+
+
+def version(_: int) -> str:
+    return VERSION
+
+
+square_task = burrow.define_result_task("sv.square", square)
+async_square_task = burrow.define_result_task("sv.async_square", async_square)
+record_task = burrow.define_task("sv.record", record)
+block_task = burrow.define_result_task("sv.block", block, burrow.with_max_retries(3))
+slow_task = burrow.define_task(
+    "sv.slow", slow, burrow.with_timeout(0.5), burrow.with_max_retries(1), burrow.with_backoff(0.05, 0.1)
+)
+hog_task = burrow.define_result_task("sv.hog", hog)
+version_task = burrow.define_result_task("sv.version", version)
+
+TASKS = (square_task, async_square_task, record_task, block_task, slow_task, hog_task, version_task)
+
+
+class App:
+    def register_jobs(self, q: burrow.Queue) -> None:
+        for task in TASKS:
+            task.register(q)
+
+
+app = App()

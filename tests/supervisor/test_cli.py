@@ -1,0 +1,135 @@
+"""The command line: --check prints the plan and touches nothing; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from burrow.backends.base import JobState
+from tests.supervisor.app import TASKS, Numbers, square_task
+from tests.supervisor.harness import Launcher, run_cli, write_config
+
+SUPERVISOR = [sys.executable, "-m", "burrow.supervisor"]
+UNREACHABLE = "postgresql://postgres:s3cret@127.0.0.1:1/x"
+
+
+def _tables(database, postgres_admin) -> list[str]:
+    if database.schema:
+        rows = postgres_admin.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database.schema,)
+        ).fetchall()
+        return [r[0] for r in rows]
+    path = database.dsn.removeprefix("sqlite:///")
+    if not Path(path).exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+
+def _console_script() -> str:
+    script = Path(sysconfig.get_path("scripts")) / "burrow"
+    assert script.exists(), f"console script not installed at {script}"
+    return str(script)
+
+
+@pytest.mark.parametrize("command", ["module", "console_script"])
+def test_check_prints_the_plan_and_migrates_nothing(
+    database, postgres_admin, tmp_path: Path, command: str
+) -> None:
+    config = write_config(tmp_path / "jobs.toml", database, workers=3)
+    argv = SUPERVISOR if command == "module" else [_console_script(), "supervisor"]
+    done = run_cli([*argv, "--check", "-c", str(config)])
+    assert done.returncode == 0, done.stderr
+    for task in TASKS:
+        assert task.name in done.stdout
+    assert "workers:  3" in done.stdout
+    assert "timeout 0.5s" in done.stdout  # sv.slow's with_timeout
+    assert _tables(database, postgres_admin) == []
+
+
+def _bad_config(tmp_path: Path, database, case: str) -> tuple[Path, list[str], str]:
+    """(config, extra args, what the error line must name)."""
+    config = tmp_path / "jobs.toml"
+    if case == "unknown_key":
+        write_config(config, database, workerz=2)
+        return config, [], "[supervisor] workerz: unknown key"
+    if case == "bad_duration":
+        write_config(config, database, heartbeat_interval="2 fortnights")
+        return config, [], "[supervisor] heartbeat_interval: bad duration"
+    if case == "missing_app":
+        write_config(config, database, apps=["tests.supervisor.no_such_app:app"])
+        return config, [], "[supervisor] apps: app 'tests.supervisor.no_such_app:app': cannot import"
+    if case == "broken_app":
+        write_config(config, database, apps=["tests.supervisor.broken_app:app"])
+        return config, [], "RuntimeError: cannot start: SETTING_X is not set"
+    if case == "unreachable_database":
+        write_config(config, database)
+        return config, ["--jobs-database-dsn", UNREACHABLE], "[database] dsn"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["run", "check"])
+@pytest.mark.parametrize("case", ["unknown_key", "bad_duration", "missing_app", "broken_app", "unreachable_database"])
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, case: str, check: bool) -> None:
+    class Sqlite:
+        dsn = f"sqlite:///{tmp_path / 'jobs.db'}"
+        schema = None
+
+    config, extra, named = _bad_config(tmp_path, Sqlite, case)
+    done = run_cli([*SUPERVISOR, "-c", str(config), *extra, *(["--check"] if check else [])])
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert named in lines[0]
+    assert lines[0].startswith(f"burrow: {config}: ")
+    assert "s3cret" not in done.stderr + done.stdout
+    assert done.stdout == ""
+    assert not (tmp_path / "jobs.db").exists() or case != "unreachable_database"
+
+
+def test_unreachable_database_from_the_environment_hides_the_password(tmp_path: Path) -> None:
+    config = tmp_path / "jobs.toml"
+    config.write_text('[supervisor]\napps = ["tests.supervisor.app:app"]\n')
+    done = run_cli([*SUPERVISOR, "-c", str(config)], env={"BURROW_DATABASE_DSN": UNREACHABLE})
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "[database] dsn" in done.stderr
+    assert "s3cret" not in done.stderr and "***" in done.stderr
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_password_never_logged(database, launcher: Launcher, tmp_path: Path) -> None:
+    """PostgreSQL here trusts any password, so a DSN with one works and must stay hidden."""
+    secret_dsn = database.dsn.replace("postgres@", "postgres:s3cret@", 1)
+    assert "s3cret" in secret_dsn
+
+    class Secret:
+        dsn = secret_dsn
+        schema = database.schema
+
+    config = write_config(tmp_path / "jobs.toml", Secret)
+    checked = run_cli([*SUPERVISOR, "--check", "-c", str(config)])
+    assert checked.returncode == 0, checked.stderr
+    assert "s3cret" not in checked.stdout + checked.stderr and "postgres:***@" in checked.stdout
+
+    q = database.connect()
+    try:
+        supervisor = launcher.start(config)
+        supervisor.wait_ready()
+        job_id = square_task.enqueue(q, Numbers(2, 0))
+        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "a job")
+        Secret.dsn = secret_dsn.replace("s3cret", "s3cret-new")
+        write_config(config, Secret)
+        supervisor.send(signal.SIGHUP)
+        warning = supervisor.wait_event("reload_ignored_database")[0]
+        supervisor.wait_event("supervisor_reloaded")
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
+        assert "s3cret" not in supervisor.log_path.read_text()
+        assert warning["level"] == "warning"
+    finally:
+        q.close()

@@ -1,0 +1,281 @@
+"""A worker or the supervisor dies, or a job overstays: no job is lost or left running."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from burrow.backends.base import JobState
+from tests.supervisor.app import Gate, Mark, block_task, record_task, slow_task
+from tests.supervisor.harness import Launcher, alive, write_config
+
+
+def _ts(record: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+
+
+def _announced(gates: Path, name: str, attempt: int = 1) -> int | None:
+    """The pid of the worker running gate ``name``, once it said so."""
+    try:
+        return int((gates / f"{name}.{attempt}.pid").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def test_worker_killed_mid_job_is_retried_and_replaced(database, launcher: Launcher, tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    ledger = tmp_path / "ledger"
+    q = database.connect()
+    try:
+        job_id = block_task.enqueue(q, Gate(str(gates), "a"))
+        behind = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(3)])
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        assert pid in supervisor.worker_pids()
+
+        os.kill(pid, signal.SIGKILL)
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid)[0]
+        assert "signal 9" in exited["reason"]
+        assert exited["jobs_settled"] == 4  # the running job and the 3 claimed behind it
+        replacement = supervisor.wait_event("worker_started", count=2)[1]
+        assert replacement["worker_pid"] != pid
+        assert _ts(replacement) - _ts(exited) < dt.timedelta(seconds=1)
+
+        (gates / "a.go").touch()
+        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "the retried job to succeed")
+        job = q.job(job_id)
+        assert job.attempts == 2
+        assert block_task.result(q, job_id) == "a done on attempt 2"
+        history = q.history(job_id)
+        assert [(h.attempt, h.event) for h in history] == [(1, "retried")]
+        assert "worker exited with signal 9" in (history[0].error or "")
+        assert _announced(gates, "a", 2) == replacement["worker_pid"]
+        # Claimed but never started: released with the attempt given back, then run once.
+        supervisor.wait(lambda: all(q.job(i).state is JobState.SUCCEEDED for i in behind), 15, "the rest")
+        assert {q.job(i).attempts for i in behind} == {1}
+        assert all(q.history(i) == [] for i in behind)
+        assert len(supervisor.workers()) == 1
+    finally:
+        q.close()
+
+
+def test_silent_worker_is_killed_and_its_job_retried(database, launcher: Launcher, tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    q = database.connect()
+    try:
+        job_id = block_task.enqueue(q, Gate(str(gates), "a"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+
+        os.kill(pid, signal.SIGSTOP)  # hung: no heartbeat from here on
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid, timeout=5)[0]
+        assert "silent" in exited["reason"]
+        (gates / "a.go").touch()
+        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "the retried job to succeed")
+        assert q.job(job_id).attempts == 2
+        assert "no heartbeat" in (q.history(job_id)[0].error or "")
+    finally:
+        q.close()
+
+
+def test_long_job_keeps_its_lease(database, launcher: Launcher, tmp_path: Path) -> None:
+    """Heartbeats extend the lease: a job longer than lease_timeout is not reaped."""
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    q = database.connect()
+    try:
+        job_id = block_task.enqueue(q, Gate(str(gates), "a"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        first = q.backend.get(job_id)
+        assert first is not None and first.started_at is not None and first.lease_expires_at is not None
+
+        def extended_past_two_leases() -> bool:
+            record = q.backend.get(job_id)
+            assert record is not None and record.state is JobState.RUNNING
+            return record.lease_expires_at - first.started_at > dt.timedelta(seconds=4)
+
+        supervisor.wait(extended_past_two_leases, 10, "the lease to be extended")
+        (gates / "a.go").touch()
+        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "the job to succeed")
+        assert q.job(job_id).attempts == 1 and q.history(job_id) == []
+        assert supervisor.events("job_lease_expired") == []
+    finally:
+        q.close()
+
+
+def test_supervisor_killed_workers_exit_and_another_supervisor_finishes(
+    database, launcher: Launcher, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    ledger = tmp_path / "ledger"
+    q = database.connect()
+    try:
+        blocked = [block_task.enqueue(q, Gate(str(gates), name)) for name in ("a", "b")]
+        config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1)
+        first = launcher.start(config, name="first")
+        first.wait_ready()
+        first.wait(lambda: _announced(gates, "a") and _announced(gates, "b"), 15, "both jobs to run")
+        quick = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(20)])
+        workers = first.workers()
+        assert len(workers) == 2
+        assert [(r["pid"], r["role"]) for r in q.backend.list_processes()] == [(first.pid, "supervisor")]
+
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.wait_exit(10) == -signal.SIGKILL
+        # Parent-death signal or pipe EOF: within about one heartbeat (200 ms).
+        first.wait(lambda: not [w for w in workers if alive(w.pid)], 1.0, "orphaned workers to exit")
+        assert {j.state for j in map(q.job, blocked)} == {JobState.RUNNING}
+
+        (gates / "a.go").touch()
+        (gates / "b.go").touch()
+        second = launcher.start(config, name="second")
+        second.wait_ready()
+        everything = blocked + quick
+        second.wait(
+            lambda: all(q.job(i).state is JobState.SUCCEEDED for i in everything), 20, "every job to succeed"
+        )
+        assert q.backend.counts()[JobState.RUNNING] == 0
+        for job_id in blocked:
+            assert q.job(job_id).attempts == 2
+            assert [h.event for h in q.history(job_id)] == ["lease_expired"]
+        reaped = {r["job_id"] for r in second.events("job_lease_expired")}
+        assert set(blocked) <= reaped
+        # The dead supervisor's row is forgotten once it is stale; the live one's stays.
+        second.wait_event("process_presumed_dead")
+        second.wait(lambda: [r["pid"] for r in q.backend.list_processes()] == [second.pid], 5, "one process row")
+        assert sorted(line.split()[0] for line in ledger.read_text().splitlines()) == sorted(str(i) for i in range(20))
+
+        second.send(signal.SIGTERM)
+        assert second.wait_exit() == 0
+    finally:
+        q.close()
+
+
+def test_sigterm_drain_lets_running_jobs_finish(database, launcher: Launcher, tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    ledger = tmp_path / "ledger"
+    q = database.connect()
+    try:
+        blocked = [block_task.enqueue(q, Gate(str(gates), name)) for name in ("a", "b")]
+        config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1, shutdown_timeout="30s")
+        supervisor = launcher.start(config)
+        supervisor.wait_ready()
+        supervisor.wait(lambda: _announced(gates, "a") and _announced(gates, "b"), 15, "both jobs to run")
+        waiting = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(5)])
+
+        supervisor.send(signal.SIGTERM)
+        supervisor.wait_event("supervisor_draining")
+        (gates / "a.go").touch()
+        (gates / "b.go").touch()
+        assert supervisor.wait_exit() == 0
+
+        for job_id in blocked:
+            job = q.job(job_id)
+            assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+        # Draining means no new claims: the jobs enqueued later are untouched.
+        assert {(q.job(i).state, q.job(i).attempts) for i in waiting} == {(JobState.QUEUED, 0)}
+        assert not ledger.exists()
+        assert all(r["reason"] == "worker exited with exit status 0" for r in supervisor.events("worker_exited"))
+        assert supervisor.events("supervisor_stopped")[0]["exit_code"] == 0
+        assert q.backend.list_processes() == []  # a clean exit removes its row
+    finally:
+        q.close()
+
+
+def test_sigterm_shutdown_timeout_releases_the_unfinished_job(database, launcher: Launcher, tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    q = database.connect()
+    try:
+        job_id = block_task.enqueue(q, Gate(str(gates), "a"))
+        config = write_config(tmp_path / "jobs.toml", database, workers=1, shutdown_timeout="500ms")
+        supervisor = launcher.start(config)
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
+        assert not alive(pid)
+        exited = supervisor.events("worker_exited", worker_pid=pid)[0]
+        assert exited["reason"] == "shutdown_timeout reached"
+        job = q.job(job_id)
+        assert job.state is JobState.QUEUED  # released, not failed
+        assert job.attempts == 0  # the interrupted attempt is given back
+        assert [h.event for h in q.history(job_id)] == ["released"]  # the interrupted run is recorded
+    finally:
+        q.close()
+
+
+def test_job_timeout_kills_and_replaces_the_worker(database, launcher: Launcher, tmp_path: Path) -> None:
+    q = database.connect()
+    try:
+        job_id = slow_task.enqueue(q, 10.0)
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait_ready()
+        supervisor.wait(lambda: q.job(job_id).state is JobState.FAILED, 15, "the job to fail")
+
+        job = q.job(job_id)
+        assert job.attempts == 2  # max_retries 1: two runs
+        assert "timeout" in (job.last_error or "")
+        assert [(h.attempt, h.event) for h in q.history(job_id)] == [(1, "retried"), (2, "failed")]
+        killed = [r for r in supervisor.events("worker_exited") if "timeout" in r["reason"]]
+        assert len(killed) == 2
+        supervisor.wait_event("worker_started", count=3)
+        supervisor.wait(lambda: len(supervisor.workers()) == 1, 5, "one live worker")
+        assert not any(alive(r["worker_pid"]) for r in killed)
+    finally:
+        q.close()
+
+
+def test_second_sigint_stops_at_once(database, launcher: Launcher, tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    q = database.connect()
+    try:
+        job_id = block_task.enqueue(q, Gate(str(gates), "a"))
+        config = write_config(tmp_path / "jobs.toml", database, workers=1, shutdown_timeout="30s")
+        supervisor = launcher.start(config)
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+
+        supervisor.send(signal.SIGINT)
+        supervisor.wait_event("supervisor_draining")
+        supervisor.send(signal.SIGINT)
+        assert supervisor.wait_exit(5) == 130
+        assert not alive(pid)
+        job = q.job(job_id)
+        assert (job.state, job.attempts) == (JobState.QUEUED, 0)
+    finally:
+        q.close()
+
+
+def test_ctrl_c_on_the_process_group_drains(database, launcher: Launcher, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches every process of the group; workers leave it to the supervisor."""
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    q = database.connect()
+    try:
+        job_id = block_task.enqueue(q, Gate(str(gates), "a"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=2, shutdown_timeout="30s"))
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+
+        os.killpg(supervisor.pid, signal.SIGINT)
+        supervisor.wait_event("supervisor_draining")
+        assert alive(pid)
+        (gates / "a.go").touch()
+        assert supervisor.wait_exit() == 0
+        job = q.job(job_id)
+        assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+    finally:
+        q.close()

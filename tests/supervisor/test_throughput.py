@@ -1,0 +1,42 @@
+"""Many jobs through a few workers: all succeed once, results come back typed."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from burrow.backends.base import JobState
+from tests.supervisor.app import Numbers, async_square_task, square_task
+from tests.supervisor.harness import Launcher, write_config
+
+JOBS = 1_000
+ASYNC_JOBS = 100
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_result_jobs_through_workers(database, launcher: Launcher, tmp_path: Path, workers: int) -> None:
+    q = database.connect()
+    try:
+        ids = square_task.enqueue_many(q, [Numbers(i, 1) for i in range(JOBS)])
+        async_ids = async_square_task.enqueue_many(q, [Numbers(i, 2) for i in range(ASYNC_JOBS)])
+        config = write_config(tmp_path / "jobs.toml", database, workers=1)
+        supervisor = launcher.start(config, "--workers", str(workers))
+        supervisor.wait_ready()
+        total = JOBS + ASYNC_JOBS
+        supervisor.wait(lambda: q.backend.counts()[JobState.SUCCEEDED] == total, 60, f"{total} jobs to succeed")
+
+        counts = q.backend.counts()
+        assert counts[JobState.SUCCEEDED] == total and sum(counts.values()) == total
+        assert [square_task.result(q, job_id) for job_id in ids] == [i * i + 1 for i in range(JOBS)]
+        assert [async_square_task.result(q, job_id) for job_id in async_ids] == [i * i + 2 for i in range(ASYNC_JOBS)]
+        assert all(q.job(job_id).attempts == 1 for job_id in ids[:: JOBS // 50])
+        assert len(supervisor.worker_pids()) == workers  # --workers overrode the file
+        ran_in = {r["worker_pid"] for r in supervisor.events("job_succeeded")}
+        assert ran_in <= supervisor.worker_pids() and len(ran_in) >= 2
+
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
+    finally:
+        q.close()
