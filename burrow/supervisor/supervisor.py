@@ -278,7 +278,13 @@ class Supervisor:
             supervisor_pid=os.getpid(),
         )
         queue = self.queue
-        handle = spawn(self.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
+        try:
+            handle = spawn(self.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
+        except OSError as exc:  # out of processes, memory or descriptors: try again later
+            self.crashes += 1
+            self.next_spawn_mono = time.monotonic() + _restart_backoff_s(self.crashes)
+            log.error("worker_spawn_failed", error=str(exc))
+            return
         self.workers[handle.pid] = handle
         self.selector.register(handle.read_fd, selectors.EVENT_READ, lambda: self._on_readable(handle))
         log.info("worker_started", worker_pid=handle.pid, generation=handle.generation)
@@ -422,8 +428,7 @@ class Supervisor:
             self._stop_now("a worker could not boot")
         elif not clean and not handle.stopping:
             self.crashes += 1
-            delay = min(_RESTART_BACKOFF_MAX_S, _RESTART_BACKOFF_MIN_S * 2 ** (self.crashes - 1))
-            self.next_spawn_mono = now + delay
+            self.next_spawn_mono = now + _restart_backoff_s(self.crashes)
 
     def _read_last_words(self, handle: WorkerHandle) -> None:
         """Frames a dead worker wrote before it died; stops at EOF or an empty pipe.
@@ -562,6 +567,11 @@ class Supervisor:
 
 def _record_only(signum: int, frame: object) -> None:
     """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
+
+
+def _restart_backoff_s(crashes: int) -> float:
+    """0.1 s after the first crash, doubling to 5 s: a crash loop cannot spin."""
+    return min(_RESTART_BACKOFF_MAX_S, _RESTART_BACKOFF_MIN_S * 2 ** (crashes - 1))
 
 
 def _retry(config: Config) -> RetryDefaults:
