@@ -24,14 +24,26 @@ from burrow.errors import PayloadDecodeError, PayloadEncodeError
 _converter: Final = make_converter()
 
 # datetimes always leave burrow timezone-aware; fromisoformat keeps the offset.
-_converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+# The check is in the hook: once isoformat() ran, a naive datetime is just a string.
+_converter.register_unstructure_hook(dt.datetime, lambda d: _aware(d).isoformat())
 _converter.register_structure_hook(dt.datetime, lambda v, _: _aware(dt.datetime.fromisoformat(v)))
 
 _JSON_SCALARS: Final = (str, int, bool, type(None))
 
 
+def _structure_none(value: Any, _: Any) -> None:
+    if value is not None:
+        raise ValueError(f"expected null, got {value!r}")
+    return None
+
+
+# cattrs has no hook for a bare ``None`` annotation: a result task whose handler
+# returns ``-> None`` stores null and must read it back.
+_converter.register_structure_hook(type(None), _structure_none)
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:
+    if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()!r}: burrow needs timezone-aware datetimes")
     return value
 

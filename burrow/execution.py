@@ -86,9 +86,13 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
 
 
 def describe_error(exc: BaseException) -> str:
-    """The error line, then the traceback: what an operator needs in ``last_error``."""
+    """The error line, then the traceback: what an operator needs in ``last_error``.
+
+    A NUL is spelled out: PostgreSQL text cannot hold one, and a handler's
+    message with one made the whole batch of outcomes unwritable, every retry.
+    """
     head = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return head + "\n" + "".join(traceback.format_exception(exc)).rstrip()
+    return (head + "\n" + "".join(traceback.format_exception(exc)).rstrip()).replace("\x00", "\\x00")
 
 
 def failure_outcome(

@@ -122,3 +122,9 @@ def _quiet_logs() -> Iterator[None]:
 
 
 ConnectFn = Callable[..., JobQueue]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # When a property fails, Hypothesis writes a patch with libcst, whose import
+    # warns; with filterwarnings=error that would bury the failure in an INTERNALERROR.
+    config.addinivalue_line("filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")

@@ -132,6 +132,9 @@ class Backend(Protocol):
     def reap_expired(self, limit: int = 1000) -> list[ReapedJob]:
         """Requeue (or fail, if spent) running jobs whose lease has expired."""
 
+    def release_owner(self, owner: str) -> list[int]:
+        """Requeue, attempt given back, every job still running under a dead ``owner``."""
+
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job; False if it is in any other state."""
 

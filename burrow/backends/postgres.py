@@ -334,13 +334,16 @@ class Listener:
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             raise BackendError(f"postgresql: LISTEN failed: {str(exc).strip().splitlines()[0]}") from exc
+        self._fileno = self._conn.fileno()
 
     @property
     def closed(self) -> bool:
         return self._conn.closed
 
     def fileno(self) -> int:
-        return self._conn.fileno()
+        """The socket's number, remembered: a selector must still be able to unregister
+        a listener whose connection was lost, and psycopg raises for a lost one."""
+        return self._fileno
 
     def poll(self) -> list[str]:
         """Payloads received so far, without blocking; [] if none."""

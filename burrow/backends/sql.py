@@ -36,6 +36,7 @@ LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating
 # A literal, not a parameter: a prepared statement's generic plan can only use the
 # partial index (WHERE state = 'queued') when the value is in the SQL text.
 _IS_QUEUED = jobs.c.state == sa.literal_column("'queued'")
+_IS_RUNNING = jobs.c.state == sa.literal_column("'running'")  # the reaper's partial index
 
 
 def utc_now() -> dt.datetime:
@@ -46,6 +47,9 @@ class SQLBackend:
     """The shared half of a Backend; subclasses add claim, finish and extend_leases."""
 
     dialect = "sql"
+    # Whether SQLAlchemy can return a multi-row INSERT's ids in VALUES order. Where
+    # it cannot (SQLite), asking for that order makes it send one INSERT per row.
+    ordered_insert_returning = True
 
     def __init__(self, engine: sa.Engine, *, schema: str | None = None, clock: Clock | None = None) -> None:
         self.schema = schema
@@ -144,12 +148,14 @@ class SQLBackend:
                 created_at=now,
                 run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=Timestamp), now),
             )
-            .returning(jobs.c.id, sort_by_parameter_order=True)
+            .returning(jobs.c.id, sort_by_parameter_order=self.ordered_insert_returning)
         )
         tasks = sorted({job.task for job in new_jobs})
 
         def insert(c: sa.Connection) -> list[int]:
             ids = list(c.execute(statement, rows, execution_options=self._statement_options()).scalars())
+            if not self.ordered_insert_returning:
+                ids.sort()  # see the subclass: ids ascend in VALUES order
             self._notify(c, tasks)
             return ids
 
@@ -252,6 +258,30 @@ class SQLBackend:
             return reaped
 
         return self._write("reap_expired", reap)
+
+    def release_owner(self, owner: str) -> list[int]:
+        """Give back what a dead worker still holds: queued again, the attempt returned.
+
+        The supervisor calls this after it wrote every outcome the worker
+        reported, so a job still ``running`` under that owner was claimed but
+        never announced: the worker died between the claim's commit and its
+        ``claimed`` message, before running anything. Without this the job
+        waited out its lease and was charged an attempt it never ran.
+        """
+
+        def release(conn: sa.Connection) -> list[int]:
+            statement = (
+                sa.update(jobs)
+                .where(_IS_RUNNING, jobs.c.owner == owner)
+                .values(state=JobState.QUEUED.value, attempts=jobs.c.attempts - 1, owner=None, lease_expires_at=None)
+                .returning(jobs.c.id, jobs.c.task)
+            )
+            rows = conn.execute(statement).all()
+            if rows:
+                self._notify(conn, sorted({row.task for row in rows}))
+            return [row.id for row in rows]
+
+        return self._write("release_owner", release)
 
     def _record_history(self, conn: sa.Connection, entries: Sequence[tuple[int, int, str, str | None]]) -> None:
         if entries:

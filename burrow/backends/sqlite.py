@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,27 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL, waiting out other connections switching it too.
+
+    The switch needs an exclusive lock and does not call the busy handler, so
+    processes opening a new database together would get "database is locked" at
+    once; retry with a short backoff, bounded by the busy timeout. A file already
+    in WAL mode (every open after the first) passes on the first try.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def create_engine(path: Path) -> sa.Engine:
     _create_private(path)
     engine = sa.create_engine(f"sqlite:///{path}", hide_parameters=True, connect_args={"check_same_thread": False})
@@ -54,7 +77,7 @@ def create_engine(path: Path) -> sa.Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
@@ -69,6 +92,10 @@ def create_engine(path: Path) -> sa.Engine:
 
 class SQLiteBackend(SQLBackend):
     dialect = "sqlite"
+    # RETURNING order is unspecified in SQLite, but an INSERT hands out rowids in
+    # VALUES order (the largest + 1; the writer holds the lock throughout), so
+    # sorting the returned ids gives the payloads' order from one multi-row INSERT.
+    ordered_insert_returning = False
 
     def __init__(self, dsn: str, *, clock: Clock | None = None) -> None:
         self.path = database_path(dsn)

@@ -75,6 +75,7 @@ class WorkerHandle:
     inflight: collections.deque[InFlight] = field(default_factory=collections.deque)
     last_heard_mono: float = 0.0
     booted: bool = False  # sent its hello
+    owner: str | None = None  # its lease owner, from the hello
     idle: bool = False
     stopping: bool = False
     kill_reason: str | None = None  # why the supervisor killed it, for the job's error

@@ -10,6 +10,7 @@ outside the handler, where logging and database calls are safe.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import os
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import structlog
 
 from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
@@ -87,6 +89,7 @@ class Supervisor:
         self.generation = 0
         self.target_workers = config.supervisor.workers
         self.pending: list[Outcome] = []
+        self.dead_owners: list[str] = []  # exited workers whose leftover claims to give back
         self.flush_retry_mono = 0.0
         self.crashes = 0
         self.next_spawn_mono = 0.0
@@ -185,6 +188,7 @@ class Supervisor:
         while self.workers and time.monotonic() < deadline:
             self._reap_children(time.monotonic())
             time.sleep(0.01)
+        self._kill_strays()
         self._flush(time.monotonic(), force=True)
         try:
             self.backend.remove_process(self.owner)
@@ -290,8 +294,17 @@ class Supervisor:
         log.info("worker_started", worker_pid=handle.pid, generation=handle.generation)
 
     def _inherited_fds(self) -> list[int]:
-        """What a new child must close: our signal pipe, the selector, other workers' pipes."""
+        """What a new child must close: our signal pipe, the selector, other workers' pipes,
+        our LISTEN socket.
+
+        The LISTEN socket above all: while a worker held a copy, closing ours after
+        the connection dropped did not take it out of our epoll set, which went on
+        reporting it under its old number, for whatever listener reused the number
+        (a spurious second _on_notify in one turn) or for nothing (a busy loop).
+        """
         fds = [self.signal_r, self.signal_w, self.selector.fileno()]
+        if self.listener is not None:
+            fds.append(self.listener.fileno())
         for handle in self.workers.values():
             fds += [handle.read_fd, handle.write_fd]
         return fds
@@ -319,6 +332,7 @@ class Supervisor:
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             log.error("worker_protocol_error", worker_pid=handle.pid, error=str(exc))
             self._on_eof(handle)
+            handle.owner = None  # claims it announced may be lost with the stream: leave them to the lease
             handle.kill(f"protocol error: {exc}")
 
     def _on_eof(self, handle: WorkerHandle) -> None:
@@ -341,6 +355,8 @@ class Supervisor:
             handle.idle = True
         elif kind == protocol.HELLO:
             protocol.check_hello(message)
+            owner = message.get("owner")
+            handle.owner = owner if isinstance(owner, str) else None
             handle.booted = True
             self._maybe_ready()
         elif kind != protocol.HEARTBEAT:
@@ -420,15 +436,57 @@ class Supervisor:
                 self.pending.append(
                     Outcome(flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error)
                 )
+        if handle.owner is not None and not clean:
+            self.dead_owners.append(handle.owner)  # a clean exit announced every claim it made
         event = log.info if clean else log.error
         event("worker_exited", worker_pid=handle.pid, reason=reason, jobs_done=handle.jobs_done, jobs_settled=len(handle.inflight))
-        if not handle.booted and os.WIFEXITED(status) and code == WorkerExit.BOOT_FAILED:
+        if not handle.booted and os.WIFEXITED(status) and code == WorkerExit.BOOT_FAILED and self._database_answers():
             log.error("worker_boot_failed", worker_pid=handle.pid, detail="stopping: a new worker would fail the same way")
             self.exit_code = ExitCode.WORKER_BOOT_FAILED
             self._stop_now("a worker could not boot")
         elif not clean and not handle.stopping:
             self.crashes += 1
             self.next_spawn_mono = now + _restart_backoff_s(self.crashes)
+
+    def _database_answers(self) -> bool:
+        """Whether our own connection works: if not, a worker's failed boot is an outage.
+
+        An outage ends by itself, so it gets the crash backoff; a database only
+        the supervisor can reach (its connections predate a lost permission or a
+        moved file) will not, and stops the supervisor instead of a spin.
+        """
+        try:
+            self.backend.ping()
+        except BackendError as exc:
+            log.warning("worker_boot_failed", detail="the database is unreachable; retrying with backoff", error=str(exc))
+            return False
+        return True
+
+    def _kill_strays(self) -> None:
+        """SIGKILL and reap the children that are not workers, before we exit.
+
+        As a subreaper we adopt a handler's orphaned descendants, such as a
+        daemon that left its worker's process group with setsid (so killing
+        the group missed it); nothing would ever stop it after we are gone.
+        """
+        try:
+            children = [p for p in psutil.Process().children() if p.pid not in self.workers]
+        except psutil.Error:
+            return
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    log.warning("stray_process_killed", pid=child.pid, detail="a descendant of a worker outlived it")
+                    child.kill()
+        strays = [child.pid for child in children]
+        deadline = time.monotonic() + 1
+        while strays and time.monotonic() < deadline:
+            for pid in list(strays):
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        continue
+                strays.remove(pid)
+            time.sleep(0.01)
 
     def _read_last_words(self, handle: WorkerHandle) -> None:
         """Frames a dead worker wrote before it died; stops at EOF or an empty pipe.
@@ -449,6 +507,7 @@ class Supervisor:
                     self._on_message(handle, message, time.monotonic())
             except (ProtocolError, KeyError, TypeError, ValueError) as exc:
                 log.error("worker_protocol_error", worker_pid=handle.pid, error=str(exc))
+                handle.owner = None  # see _on_readable
                 break
         self._on_eof(handle)
 
@@ -459,19 +518,36 @@ class Supervisor:
     # -- database -----------------------------------------------------------------
 
     def _flush(self, now: float, *, force: bool = False) -> None:
-        """Write every pending outcome in one round trip; keep them if the database is away."""
-        if not self.pending or (now < self.flush_retry_mono and not force):
+        """Write every pending outcome in one round trip; keep them if the database is away.
+
+        Then give back what exited workers still hold, and only then: once their
+        reported outcomes are written, a job still running under their owner is
+        one they claimed but never announced (and so never ran).
+        """
+        if not (self.pending or self.dead_owners) or (now < self.flush_retry_mono and not force):
             return
         batch, self.pending = self.pending, []
+        owners, self.dead_owners = self.dead_owners, []
         try:
             lost = self.backend.finish(batch)
         except BackendError as exc:
             self.pending = batch + self.pending
+            self.dead_owners = owners + self.dead_owners
             self.flush_retry_mono = now + 0.5
             log.error("results_not_written", jobs=len(batch), error=str(exc))
             return
         for job_id in lost:
             log.warning("job_lease_lost", job_id=job_id, detail="another attempt owns the job; this result was dropped")
+        for index, owner in enumerate(owners):
+            try:
+                released = self.backend.release_owner(owner)
+            except BackendError as exc:
+                self.dead_owners = owners[index:] + self.dead_owners
+                self.flush_retry_mono = now + 0.5
+                log.error("claims_not_released", owner=owner, error=str(exc))
+                return
+            if released:
+                log.warning("unannounced_claims_released", owner=owner, job_ids=released)
 
     def _tick(self, now: float) -> None:
         """Leases, our process row, the reaper and systemd, every heartbeat interval."""
@@ -485,6 +561,9 @@ class Supervisor:
                 self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
             if now >= self.next_reap_mono:
                 self.next_reap_mono = now + settings.reap_interval_s
+                # Our own results first: a job that finished while the database was
+                # away has an expired lease, and reaping it first would run it again.
+                self._flush(now, force=True)
                 self._reap_database()
             if self.listener is None and self.state is State.RUNNING:
                 self._open_listener()
@@ -529,6 +608,8 @@ class Supervisor:
         self.selector.register(self.listener, selectors.EVENT_READ, self._on_notify)
 
     def _on_notify(self) -> None:
+        if self.listener is None:
+            return  # lost earlier in this turn; a new one is opened on the next tick
         try:
             payloads = self.listener.poll()
         except BackendError as exc:

@@ -186,8 +186,12 @@ def worker_main(queue: JobQueue, settings: WorkerSettings, read_fd: int, write_f
         try:
             queue.after_fork()
             queue.owner = new_owner("worker")
+            # Prove the database answers this process before saying hello: a worker
+            # that cannot open it must fail its boot, not loop on failed claims.
+            queue.backend.ping()
             worker = Worker(queue, settings, read_fd, write_fd)
-            worker.send(protocol.hello())
+            # The owner lets the supervisor give back claims we die before announcing.
+            worker.send({**protocol.hello(), "owner": queue.owner})
         except Exception as exc:
             log.error("worker_boot_failed", error=str(exc))
             code = WorkerExit.BOOT_FAILED

@@ -1,0 +1,168 @@
+"""``python -m benchmarks [--quick] [--json PATH] [--backend sqlite|postgresql|all]``.
+
+Exit status: 0, or 1 when a figure with a floor (benchmarks/floors.py) measured a
+burrow/raw ratio below it, or 2 when a benchmark could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks import postgres_dsn
+from benchmarks.claimers import ClaimPool
+from benchmarks.floors import FLOORS
+from benchmarks.report import Row, machine, table, versions
+from benchmarks.suite import (
+    ClaimBench,
+    Plan,
+    bench_claim,
+    bench_drain,
+    bench_enqueue,
+    bench_memory,
+    bench_mixes,
+    bench_steady,
+)
+from benchmarks.target import Target
+
+ALL = ("enqueue", "claim", "drain", "steady", "mix", "memory")
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the CI subset (under 3 minutes); enforces the floors")
+    parser.add_argument("--json", metavar="PATH", help="write every figure, machine, versions and settings here")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "all"), default="all")
+    parser.add_argument("--only", metavar="NAMES", help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="supervisor batch_size for drain/steady/mix/memory (default: burrow's default)")
+    return parser.parse_args(argv)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: stop supervisors, drop schemas, remove files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    from burrow.supervisor.config import SupervisorConfig
+
+    plan = Plan.quick_plan() if args.quick else Plan.full()
+    batch_size = args.batch_size or SupervisorConfig().batch_size
+    only = set(args.only.split(",")) if args.only else set(ALL)
+    unknown = only - set(ALL)
+    if unknown:
+        print(f"benchmarks: unknown --only names: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    kinds = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    rows: list[Row] = []
+    settings: dict[str, Any] = {
+        "quick": args.quick,
+        "rounds": plan.rounds,
+        "supervisor_batch_size": batch_size,
+        "plan": plan.__dict__,
+        "durability": {},
+    }
+    postgres_server = None
+    failed: list[str] = []
+    pool = ClaimPool(max(max(plan.claim_procs), *(p for _, p in plan.claim_extra), *plan.drain_workers, 2))
+    try:
+        for kind in kinds:
+            target = Target.create(kind)
+            try:
+                target.migrate()
+                settings["durability"][kind] = target.settings()
+                if kind == "postgresql":
+                    postgres_server = settings["durability"][kind]["server_version"]
+                    settings["durability"][kind]["dsn"] = postgres_dsn().split("@")[-1]
+                claims = ClaimBench(pool, target, plan)
+                claims.warm_up()
+                progress(f"{kind}: warmed up")
+                steps = [
+                    ("enqueue", lambda: bench_enqueue(target, plan, progress)),
+                    ("claim", lambda: bench_claim(claims, plan, progress)),
+                    ("drain", lambda: bench_drain(claims, plan, batch_size, progress)),
+                    ("steady", lambda: bench_steady(target, plan, batch_size, progress)),
+                    ("mix", lambda: bench_mixes(claims, plan, batch_size, progress)),
+                    ("memory", lambda: bench_memory(target, plan, batch_size, progress)),
+                ]
+                for name, step in steps:
+                    if name not in only:
+                        continue
+                    try:
+                        rows += step()
+                    except Exception as exc:
+                        failed.append(f"{kind}.{name}: {type(exc).__name__}: {exc}")
+                        progress(f"{kind} {name} FAILED:\n{traceback.format_exc()}")
+            finally:
+                pool.forget(target)
+                target.destroy()
+    finally:
+        pool.close()
+    elapsed = time.monotonic() - started
+
+    best = {kind: max((r.baseline or 0.0) for r in rows if r.backend == kind and r.bench == "claim") if any(
+        r.backend == kind and r.bench == "claim" for r in rows) else None for kind in kinds}
+    for row in rows:
+        if row.bench == "drain" and best.get(row.backend):
+            row.extra["ratio_to_raw_best"] = row.value / best[row.backend]  # type: ignore[operator]
+
+    below = []
+    for row in rows:
+        floor = FLOORS.get(row.key)
+        if floor is not None and row.ratio is not None and row.ratio < floor:
+            below.append(f"{row.key}: ratio {row.ratio:.2f} is below its floor {floor:.2f}")
+
+    mode = "quick" if args.quick else "full"
+    print(f"burrow benchmarks ({mode}, {elapsed:.0f} s; burrow figures are medians of {plan.rounds} rounds "
+          f"alternated with the raw-SQL baseline; supervisor batch_size {batch_size})")
+    print(table(rows))
+    for kind in kinds:
+        if best.get(kind):
+            drains = [r for r in rows if r.backend == kind and r.bench == "drain" and "ratio_to_raw_best" in r.extra]
+            share = ", ".join(f"{r.key} {r.extra['ratio_to_raw_best']:.2f}" for r in drains)
+            print(f"{kind}: raw-SQL best in this run {best[kind]:,.0f} jobs/s" + (f"; drain / raw best: {share}" if share else ""))
+    if args.quick:
+        print("quick mode: memory figures are after "
+              f"{plan.memory_jobs:,} jobs, not 200,000; fewer claim configurations and one drain worker count")
+    for line in below:
+        print(f"FLOOR: {line}")
+    for line in failed:
+        print(f"FAILED: {line}")
+
+    if args.json:
+        document = {
+            "mode": mode,
+            "elapsed_s": elapsed,
+            "machine": machine(),
+            "versions": versions(postgres_server),
+            "settings": settings,
+            "floors": FLOORS,
+            "below_floor": below,
+            "failed": failed,
+            "raw_best": best,
+            "results": [row.as_dict() for row in rows],
+        }
+        with open(args.json, "w") as f:
+            json.dump(document, f, indent=2, default=str)
+    if failed:
+        return 2
+    if below and args.quick:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

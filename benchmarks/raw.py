@@ -1,0 +1,186 @@
+"""The raw-SQL baseline: burrow's claim, completion and insert statements, issued directly.
+
+No burrow code runs here, only sqlite3 or psycopg. The statements are the ones
+burrow's backends issue (DESIGN.md section 4), written out by hand:
+
+- PostgreSQL claim: ``WITH picked AS MATERIALIZED (SELECT id ... ORDER BY ... LIMIT n
+  FOR UPDATE SKIP LOCKED) UPDATE ... FROM picked ... RETURNING``, one transaction;
+  completion: one ``UPDATE ... FROM unnest(arrays)`` per batch, fenced on (id, owner,
+  attempts), one transaction. Sent unprepared (``prepare_threshold=None``), so
+  the server plans each with the values it will run with.
+- SQLite claim: ``BEGIN IMMEDIATE; UPDATE ... WHERE id IN (SELECT id ... LIMIT n)
+  RETURNING ...; COMMIT``; completion: ``BEGIN IMMEDIATE``, one fenced
+  ``executemany``, ``COMMIT``.
+- Enqueue: one multi-row ``INSERT ... RETURNING id`` per call (plus ``pg_notify`` on
+  PostgreSQL, as burrow sends), one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from psycopg import sql
+
+from benchmarks.target import NOOP, UTC, Target, sqlite_stamp
+
+LEASE_S = 30.0
+
+_PG_CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM {t}
+    WHERE state = 'queued' AND run_at <= now() AND task = ANY(%s)
+    ORDER BY priority DESC, run_at, id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {t} AS j
+SET state = 'running', attempts = j.attempts + 1, owner = %s, started_at = now(),
+    lease_expires_at = now() + make_interval(secs => %s)
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.task, j.payload, j.priority, j.attempts, j.max_retries, j.run_at
+"""
+
+_PG_COMPLETE = """
+UPDATE {t} AS j
+SET state = 'succeeded', finished_at = now(), result = v.result, owner = NULL, lease_expires_at = NULL
+FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bytea[]) AS v(id, owner, attempt, result)
+WHERE j.id = v.id AND j.owner = v.owner AND j.attempts = v.attempt AND j.state = 'running'
+RETURNING j.id
+"""
+
+_SQLITE_CLAIM = """
+UPDATE burrow_jobs
+SET state = 'running', attempts = attempts + 1, owner = ?, started_at = ?, lease_expires_at = ?
+WHERE id IN (
+    SELECT id FROM burrow_jobs
+    WHERE state = 'queued' AND run_at <= ? AND task IN (?)
+    ORDER BY priority DESC, run_at, id
+    LIMIT ?
+)
+RETURNING id, task, payload, priority, attempts, max_retries, run_at
+"""
+
+_SQLITE_COMPLETE = """
+UPDATE burrow_jobs
+SET state = 'succeeded', finished_at = ?, result = ?, owner = NULL, lease_expires_at = NULL
+WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'
+"""
+
+_COLUMNS = "(task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+
+
+def raw_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:raw:{secrets.token_hex(4)}"
+
+
+class RawQueue:
+    """One process's direct connection, running the baseline loops."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.kind = target.kind
+        self.owner = raw_owner()
+        self._insert_cache: dict[int, Any] = {}
+        if self.kind == "postgresql":
+            # No server-side prepare: a generic plan for the claim hash-joins the whole table
+            # (measured here: batch 1000 fell from ~37,000 to ~2,000 jobs/s over four rounds).
+            self.conn: Any = target.pg_connect(prepare_threshold=None)
+            self._claims: dict[int, str] = {}
+            self.complete_sql = sql.SQL(_PG_COMPLETE).format(t=target.table).as_string(self.conn)
+        else:
+            self.conn = target.sqlite_connect()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- claim + complete ---------------------------------------------------------
+
+    def claim_loop(self, batch: int, deadline: float, result: bytes | None = None) -> int:
+        """Claim ``batch`` jobs and complete them, until ``deadline`` or an empty claim."""
+        return self._pg_loop(batch, deadline, result) if self.kind == "postgresql" else self._sqlite_loop(batch, deadline, result)
+
+    def claim_sql(self, batch: int) -> str:
+        """The limit is a literal, as burrow renders it: a generic plan for ``LIMIT $n`` guesses a
+        tenth of the table and hash-joins all of it."""
+        if batch not in self._claims:
+            self._claims[batch] = sql.SQL(_PG_CLAIM).format(t=self.target.table, limit=sql.Literal(batch)).as_string(self.conn)
+        return self._claims[batch]
+
+    def _pg_loop(self, batch: int, deadline: float, result: bytes | None) -> int:
+        conn, claim, complete, owner = self.conn, self.claim_sql(batch), self.complete_sql, self.owner
+        cur = conn.cursor()
+        tasks = [NOOP]
+        done = 0
+        while time.monotonic() < deadline:
+            cur.execute(claim, (tasks, owner, LEASE_S))
+            rows = cur.fetchall()
+            conn.commit()
+            if not rows:
+                break
+            n = len(rows)
+            cur.execute(complete, ([r[0] for r in rows], [owner] * n, [r[4] for r in rows], [result] * n))
+            cur.fetchall()
+            conn.commit()
+            done += n
+        cur.close()
+        return done
+
+    def _sqlite_loop(self, batch: int, deadline: float, result: bytes | None) -> int:
+        conn, owner = self.conn, self.owner
+        done = 0
+        while time.monotonic() < deadline:
+            now = dt.datetime.now(UTC)
+            stamp = sqlite_stamp(now)
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(
+                _SQLITE_CLAIM, (owner, stamp, sqlite_stamp(now + dt.timedelta(seconds=LEASE_S)), stamp, NOOP, batch)
+            ).fetchall()
+            conn.execute("COMMIT")
+            if not rows:
+                break
+            finished = sqlite_stamp(dt.datetime.now(UTC))
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_SQLITE_COMPLETE, [(finished, result, r[0], owner, r[4]) for r in rows])
+            conn.execute("COMMIT")
+            done += len(rows)
+        return done
+
+    # -- enqueue ------------------------------------------------------------------
+
+    def enqueue(self, n: int, payload: bytes = b"{}") -> list[int]:
+        """``n`` jobs in one INSERT ... RETURNING id, one transaction (and NOTIFY on PostgreSQL)."""
+        if self.kind == "postgresql":
+            statement = self._insert_cache.get(n)
+            if statement is None:
+                values = ", ".join(["(%s, 0, 'queued', %s, 0, 3, now(), now())"] * n)
+                statement = sql.SQL("INSERT INTO {} " + _COLUMNS + " VALUES " + values + " RETURNING id").format(
+                    self.target.table
+                ).as_string(self.conn)
+                self._insert_cache[n] = statement
+            params: list[Any] = []
+            for _ in range(n):
+                params += (NOOP, payload)
+            with self.conn.cursor() as cur:
+                cur.execute(statement, params)
+                ids = [r[0] for r in cur.fetchall()]
+                cur.execute("SELECT pg_notify(%s, %s)", (self.target.channel, NOOP))
+            self.conn.commit()
+            return ids
+        statement = self._insert_cache.get(n)
+        if statement is None:
+            values = ", ".join(["(?, 0, 'queued', ?, 0, 3, ?, ?)"] * n)
+            statement = "INSERT INTO burrow_jobs " + _COLUMNS + " VALUES " + values + " RETURNING id"
+            self._insert_cache[n] = statement
+        now = sqlite_stamp(dt.datetime.now(UTC))
+        params = []
+        for _ in range(n):
+            params += (NOOP, payload, now, now)
+        self.conn.execute("BEGIN IMMEDIATE")
+        ids = [r[0] for r in self.conn.execute(statement, params).fetchall()]
+        self.conn.execute("COMMIT")
+        return ids

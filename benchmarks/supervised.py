@@ -1,0 +1,202 @@
+"""The real supervisor, started as operators start it: ``python -m burrow.supervisor``.
+
+Each run writes a config file (the benchmark app, W workers, batch size B,
+logging at "warning"), points ``NOTIFY_SOCKET`` at a datagram socket of ours so
+the supervisor's own sd_notify ``READY=1`` says when its workers are up, and
+stops it with SIGTERM as systemd would.
+
+Drain timing comes from the database, not from the harness's polling: the span
+from the first claim (``min(started_at)``) to the last stored result
+(``max(finished_at)``), so neither interpreter start-up nor the 20 ms completion
+poll is counted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.app import DIR_ENV
+from benchmarks.target import Target
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SupervisorFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class TreeMemory:
+    rss: int  # sum over supervisor + workers (shared pages counted in each)
+    pss: int  # proportional set size: shared pages split between sharers
+    uss: int  # pages only one process has
+    processes: int
+    per_process_rss: list[int]
+
+
+class SupervisorProcess:
+    _count = 0
+    # How the supervisor is started; a profiling or patching experiment may swap this.
+    command = ("-m", "burrow.supervisor")
+
+    def __init__(self, target: Target, workers: int, batch_size: int, *, env: dict[str, str] | None = None) -> None:
+        SupervisorProcess._count += 1
+        self.name = f"sup{SupervisorProcess._count}"
+        self.target = target
+        self.workers = workers
+        self.batch_size = batch_size
+        self.dir = Path(target.workdir) / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "jobs.toml"
+        self.log = self.dir / "supervisor.log"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notify: socket.socket | None = None
+
+    def _write_config(self) -> None:
+        schema = f'schema = "{self.target.schema}"\n' if self.target.schema else ""
+        self.config.write_text(
+            "[database]\n"
+            f'dsn = "{self.target.dsn}"\n'
+            f"{schema}"
+            "[supervisor]\n"
+            'apps = ["benchmarks.app:app"]\n'
+            f"workers = {self.workers}\n"
+            f"batch_size = {self.batch_size}\n"
+            'heartbeat_interval = "2s"\n'
+            'lease_timeout = "30s"\n'
+            'shutdown_timeout = "10s"\n'
+            "[logging]\n"
+            'format = "json"\n'
+            'level = "warning"\n'
+        )
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self._write_config()
+        address = str(self.dir / "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(address)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_DATABASE")}
+        env.update(self.extra_env)
+        env["NOTIFY_SOCKET"] = address
+        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.command, "-c", str(self.config), "--workers", str(self.workers)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if self.proc.poll() is not None:
+                raise SupervisorFailed(f"supervisor exited with {self.proc.returncode} at start:\n{self.log_tail()}")
+            if remaining <= 0:
+                self.stop()
+                raise SupervisorFailed(f"supervisor not ready after {timeout_s:g}s:\n{self.log_tail()}")
+            self.notify.settimeout(min(remaining, 0.5))
+            try:
+                data = self.notify.recv(4096)
+            except TimeoutError:
+                continue
+            if b"READY=1" in data.split(b"\n"):
+                return
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise SupervisorFailed(f"supervisor died (exit {self.proc and self.proc.returncode}):\n{self.log_tail()}")
+
+    def memory(self) -> TreeMemory:
+        assert self.proc is not None
+        root = psutil.Process(self.proc.pid)
+        procs = [root, *root.children(recursive=True)]
+        infos = [p.memory_full_info() for p in procs]
+        return TreeMemory(
+            rss=sum(i.rss for i in infos),
+            pss=sum(getattr(i, "pss", i.rss) for i in infos),
+            uss=sum(i.uss for i in infos),
+            processes=len(procs),
+            per_process_rss=[i.rss for i in infos],
+        )
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+        return self.proc.returncode if self.proc is not None else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def warnings(self) -> int:
+        """Log lines at warning or above (the benchmark logs nothing else)."""
+        try:
+            return sum(1 for line in self.log.read_text(errors="replace").splitlines() if line.strip())
+        except OSError:
+            return 0
+
+    def __enter__(self) -> SupervisorProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def wait_finished(target: Target, sup: SupervisorProcess, timeout_s: float, poll_s: float = 0.02) -> None:
+    """Block until no job is queued or running (a cheap EXISTS poll)."""
+    deadline = time.monotonic() + timeout_s
+    with target.admin() as conn:
+        while target.unfinished(conn):
+            if time.monotonic() > deadline:
+                raise SupervisorFailed(f"jobs still unfinished after {timeout_s:g}s: {target.counts()}\n{sup.log_tail()}")
+            sup.check_alive()
+            time.sleep(poll_s)
+
+
+@dataclass
+class DrainResult:
+    jobs: int
+    seconds: float
+    attempts: int
+    log_lines: int
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds if self.seconds > 0 else 0.0
+
+
+def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = "bench.noop",
+          payload: bytes = b"{}", special: bytes | None = None, every: int = 0) -> DrainResult:
+    """Pre-fill ``n`` jobs, start a supervisor, wait until every one succeeded."""
+    target.reset(n, task=task, payload=payload, special=special, every=every)
+    with SupervisorProcess(target, workers, batch_size) as sup:
+        sup.start()
+        wait_finished(target, sup, timeout_s=60 + n / 500)
+        succeeded, seconds, attempts = target.span()
+        lines = sup.warnings()
+    if succeeded != n:
+        raise SupervisorFailed(f"drain: {succeeded} of {n} jobs succeeded: {target.counts()}")
+    return DrainResult(succeeded, seconds, attempts, lines)

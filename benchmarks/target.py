@@ -1,0 +1,231 @@
+"""Where a benchmark's jobs live: a temporary SQLite file or a private PostgreSQL schema.
+
+A :class:`Target` is plain data (it crosses into spawned processes) plus helpers
+the harness uses between measurements: emptying and filling the jobs table
+server-side (so a fill of 100,000 jobs takes a fraction of a second and no
+measurement pays for the previous one's dead rows), and cheap "anything left?"
+polls. None of this is on a measured path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from benchmarks import postgres_dsn
+
+UTC = dt.timezone.utc
+NOOP = "bench.noop"
+EMPTY_PAYLOAD = b"{}"
+
+
+def sqlite_stamp(when: dt.datetime) -> str:
+    """A UTC datetime as SQLAlchemy stores it in SQLite (fixed width, so it sorts)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def parse_sqlite_stamp(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "sqlite" | "postgresql"
+    dsn: str  # burrow's DSN
+    schema: str | None = None
+    path: str | None = None  # SQLite file
+    workdir: str = ""
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, kind: str) -> Target:
+        workdir = tempfile.mkdtemp(prefix=f"burrow-bench-{kind}-")
+        if kind == "sqlite":
+            path = os.path.join(workdir, "bench.db")
+            return cls(kind, f"sqlite:///{path}", path=path, workdir=workdir)
+        schema = f"bench_{os.getpid()}_{secrets.token_hex(3)}"
+        return cls(kind, postgres_dsn(), schema=schema, workdir=workdir)
+
+    def migrate(self) -> None:
+        """burrow creates its tables (and the schema) the way an application would."""
+        import burrow
+
+        burrow.connect(self.dsn, schema=self.schema).close()
+
+    def destroy(self) -> None:
+        if self.kind == "postgresql":
+            with contextlib.suppress(psycopg.Error), self.admin() as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema or "")))
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- raw connections ----------------------------------------------------------
+
+    @property
+    def table(self) -> sql.Identifier:
+        return sql.Identifier(self.schema or "public", "burrow_jobs")
+
+    @property
+    def history_table(self) -> sql.Identifier:
+        return sql.Identifier(self.schema or "public", "burrow_job_history")
+
+    @property
+    def channel(self) -> str:
+        return f"burrow:{self.schema or 'public'}"
+
+    def pg_connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn.replace("postgresql+psycopg://", "postgresql://"), **kwargs)
+
+    def sqlite_connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path or "", isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    @contextlib.contextmanager
+    def admin(self) -> Iterator[Any]:
+        """An autocommit connection for the harness's own statements."""
+        if self.kind == "postgresql":
+            conn = self.pg_connect(autocommit=True)
+        else:
+            conn = self.sqlite_connect()  # type: ignore[assignment]
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    # -- filling and draining -----------------------------------------------------
+
+    def reset(self, n: int = 0, task: str = NOOP, payload: bytes = EMPTY_PAYLOAD,
+              special: bytes | None = None, every: int = 0, max_retries: int = 3) -> None:
+        """Empty the tables, then insert ``n`` due jobs; every ``every``-th gets ``special``."""
+        special = payload if special is None or every <= 0 else special
+        every = every if every > 0 else 1
+        if self.kind == "postgresql":
+            with self.admin() as conn:
+                conn.execute(sql.SQL("TRUNCATE {}, {} RESTART IDENTITY").format(self.table, self.history_table))
+                if n:
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+                            " SELECT %s, 0, 'queued', CASE WHEN g %% %s = 0 THEN %s::bytea ELSE %s::bytea END, 0, %s,"
+                            " now() - interval '1 second', now() FROM generate_series(1, %s) AS g"
+                        ).format(self.table),
+                        (task, every, special, payload, max_retries, n),
+                    )
+                conn.execute(sql.SQL("VACUUM ANALYZE {}").format(self.table))
+            return
+        now = dt.datetime.now(UTC)
+        with self.admin() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM burrow_jobs")
+            conn.execute("DELETE FROM burrow_job_history")
+            if n:
+                conn.execute(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)"
+                    " INSERT INTO burrow_jobs (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+                    " SELECT ?, 0, 'queued', CASE WHEN x % ? = 0 THEN ? ELSE ? END, 0, ?, ?, ? FROM c",
+                    (n, task, every, special, payload, max_retries,
+                     sqlite_stamp(now - dt.timedelta(seconds=1)), sqlite_stamp(now)),
+                )
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def add_jobs(self, n: int, task: str = NOOP, payload: bytes = EMPTY_PAYLOAD) -> None:
+        """Insert ``n`` more due jobs without emptying anything (and wake PostgreSQL listeners)."""
+        if self.kind == "postgresql":
+            with self.admin() as conn, conn.transaction():
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+                        " SELECT %s, 0, 'queued', %s, 0, 3, now(), now() FROM generate_series(1, %s)"
+                    ).format(self.table),
+                    (task, payload, n),
+                )
+                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, task))
+            return
+        now = sqlite_stamp(dt.datetime.now(UTC))
+        with self.admin() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)"
+                " INSERT INTO burrow_jobs (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+                " SELECT ?, 0, 'queued', ?, 0, 3, ?, ? FROM c",
+                (n, task, payload, now, now),
+            )
+            conn.execute("COMMIT")
+
+    def cancel_queued(self) -> None:
+        """Mark every queued job cancelled (the harness ending a backlog it will not wait for)."""
+        with self.admin() as conn:
+            if self.kind == "postgresql":
+                conn.execute(sql.SQL("UPDATE {} SET state = 'cancelled' WHERE state = 'queued'").format(self.table))
+            else:
+                conn.execute("UPDATE burrow_jobs SET state = 'cancelled' WHERE state = 'queued'")
+
+    def unfinished(self, conn: Any) -> bool:
+        """Whether any job is queued or running; two probes of the partial indexes, no count."""
+        if self.kind == "postgresql":
+            query = sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {t} WHERE state = 'queued') OR EXISTS (SELECT 1 FROM {t} WHERE state = 'running')"
+            ).format(t=self.table)
+            return bool(conn.execute(query).fetchone()[0])
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM burrow_jobs WHERE state = 'queued')"
+            " OR EXISTS (SELECT 1 FROM burrow_jobs WHERE state = 'running')"
+        ).fetchone()
+        return bool(row[0])
+
+    def counts(self) -> dict[str, int]:
+        with self.admin() as conn:
+            if self.kind == "postgresql":
+                rows = conn.execute(sql.SQL("SELECT state, count(*) FROM {} GROUP BY state").format(self.table)).fetchall()
+            else:
+                rows = conn.execute("SELECT state, count(*) FROM burrow_jobs GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def span(self) -> tuple[int, float, int]:
+        """(succeeded jobs, seconds from the first claim to the last finish, total attempts)."""
+        with self.admin() as conn:
+            if self.kind == "postgresql":
+                row = conn.execute(
+                    sql.SQL(
+                        "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at)), sum(attempts)"
+                        " FROM {} WHERE state = 'succeeded'"
+                    ).format(self.table)
+                ).fetchone()
+                return int(row[0]), float(row[1] or 0.0), int(row[2] or 0)
+            row = conn.execute(
+                "SELECT count(*), min(started_at), max(finished_at), sum(attempts) FROM burrow_jobs WHERE state = 'succeeded'"
+            ).fetchone()
+            if not row[0]:
+                return 0, 0.0, 0
+            seconds = (parse_sqlite_stamp(row[2]) - parse_sqlite_stamp(row[1])).total_seconds()
+            return int(row[0]), seconds, int(row[3])
+
+    def settings(self) -> dict[str, Any]:
+        """What the database is set to for durability, for the JSON report."""
+        with self.admin() as conn:
+            if self.kind == "postgresql":
+                names = ("server_version", "synchronous_commit", "fsync", "wal_level", "shared_buffers")
+                return {n: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()[0] for n in names}
+            return {
+                "sqlite_version": sqlite3.sqlite_version,
+                "journal_mode": conn.execute("PRAGMA journal_mode").fetchone()[0],
+                "synchronous": "NORMAL (set by burrow on every connection)",
+                "path": str(Path(self.path or "")),
+            }
+

@@ -1,0 +1,80 @@
+"""Bad input that the existing suites did not cover yet.
+
+Already covered elsewhere (not repeated here): malformed and unknown config keys,
+bad durations and sizes (tests/unit/test_config.py); unreachable DSNs at the
+command line (tests/supervisor/test_cli.py); task names with quotes, NUL or
+spaces, payloads with NaN or integers beyond 64 bits, payloads over
+max_payload_bytes (tests/backends/test_contract.py); truncated, oversized and
+junk pipe frames, fuzzed with hypothesis (tests/unit/test_protocol.py), and the
+same coming from a live worker (test_r7: corrupts_pipe, truncated_frame).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+import burrow
+from burrow.backends.base import JobState
+from burrow.errors import BackendError, BurrowError
+from tests.reliability.app import Work, work_task
+from tests.reliability.audit import Figures, audit
+from tests.reliability.support import GRACE_S, LEASE_S, REAP_S, reliability_config
+from tests.supervisor.harness import Launcher
+
+PASSWORD = "Wr0ngDsnPw"
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test",  # nothing listens there
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/no_such_database_here",
+        f"postgresql://no_such_role:{PASSWORD}@127.0.0.1:5432/test",
+        f"postgres://postgres:{PASSWORD}@127.0.0.1:5432/test?sslmode=bogus",
+        f"mysql://root:{PASSWORD}@127.0.0.1/test",
+        "sqlite:////nonexistent-dir/jobs.db",
+        "sqlite:///:memory:",
+        "sqlite://",
+        "not a url at all",
+    ],
+    ids=["refused", "no-database", "no-role", "bad-option", "mysql", "sqlite-no-dir", "sqlite-memory", "sqlite-empty", "garbage"],
+)
+def test_wrong_dsns_fail_with_one_burrow_error_and_no_password(dsn: str) -> None:
+    with pytest.raises(BurrowError) as raised:
+        burrow.connect(dsn)
+    assert isinstance(raised.value, BackendError), repr(raised.value)
+    message = str(raised.value)
+    assert "\n" not in message and message
+    assert PASSWORD not in "".join(traceback.format_exception(raised.value)), "the password leaked"
+
+
+@pytest.mark.timeout(60)
+def test_a_task_nobody_handles_stays_queued_and_is_never_lost(database, launcher: Launcher, tmp_path: Path) -> None:
+    """Jobs of a task no running app registers: never claimed, never reaped, never lost."""
+    ledger = tmp_path / "ledger"
+    figures = Figures("bad input: unknown task in the table", database.kind)
+    q = database.connect()
+    began = time.monotonic()
+    try:
+        orphans = q.enqueue_many("rl.nobody_handles_this", [{"n": n} for n in range(5)])
+        orphans += [q.enqueue("rl.nobody.either", b"\x00\xff not even json")]
+        supervisor = launcher.start(reliability_config(tmp_path / "jobs.toml", database, workers=2))
+        supervisor.wait_ready()
+        known = work_task.enqueue_many(q, [Work(str(ledger)) for _ in range(20)])
+        supervisor.wait(lambda: all(q.job(i).state is JobState.SUCCEEDED for i in known), 20, "the known jobs")
+        time.sleep(LEASE_S + 2 * REAP_S)  # a lease and two reaps later, still untouched
+        for job_id in orphans:
+            job = q.job(job_id)
+            assert (job.state, job.attempts, job.started_at) == (JobState.QUEUED, 0, None)
+            assert q.history(job_id) == []
+        expect = {**dict.fromkeys(orphans, JobState.QUEUED), **dict.fromkeys(known, JobState.SUCCEEDED)}
+        audit(figures, q, orphans + known, ledger, supervisors=[supervisor], expect=expect, grace_s=GRACE_S)
+        figures.seconds = time.monotonic() - began
+        figures.report()
+        figures.check()
+    finally:
+        q.close()

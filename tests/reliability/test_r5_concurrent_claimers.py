@@ -1,0 +1,84 @@
+"""R5: four OS processes claim from one queue at once.
+
+Zero double claims (the ledger and the table agree: each job claimed once,
+attempts 1) and zero "database is locked" (or any other) errors reaching the
+user, on PostgreSQL (SKIP LOCKED) and on SQLite (BEGIN IMMEDIATE + busy timeout).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from burrow.backends.base import JobState
+from tests.reliability.audit import Figures, audit
+from tests.reliability.support import GRACE_S, size, timeout
+from tests.supervisor.harness import REPO
+
+PROCESSES = 4
+JOBS = {"postgresql": size(60_000, 6_000), "sqlite": size(15_000, 1_500)}
+
+
+@timeout(900, 120)
+def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
+    jobs = JOBS[database.kind]
+    ledger = tmp_path / "ledger"
+    figures = Figures("R5 concurrent claimers", database.kind)
+    q = database.connect()
+    began = time.monotonic()
+    procs = []
+    try:
+        ids: list[int] = []
+        for start in range(0, jobs, 5_000):
+            ids += q.enqueue_many("r5.job", [{"n": n} for n in range(start, min(jobs, start + 5_000))])
+        go = tmp_path / "go"
+        outs = []
+        for n in range(PROCESSES):
+            out = tmp_path / f"claimer{n}.json"
+            spec = tmp_path / f"claimer{n}.spec.json"
+            spec.write_text(
+                json.dumps(
+                    {"dsn": database.dsn, "schema": database.schema, "task": "r5.job", "batch": 10,
+                     "go": str(go), "ledger": str(ledger), "out": str(out)}
+                )
+            )
+            procs.append(subprocess.Popen([sys.executable, "-m", "tests.reliability.claimer", str(spec)], cwd=REPO))
+            outs.append(out)
+        time.sleep(0.5)  # let every claimer connect and wait on the go file
+        claim_began = time.monotonic()
+        go.touch()
+        for proc in procs:
+            assert proc.wait(timeout=600) == 0
+        claim_s = time.monotonic() - claim_began
+        results = [json.loads(out.read_text()) for out in outs]
+
+        per_job = collections.Counter(job_id for r in results for job_id in r["claimed"])
+        doubles = sum(n - 1 for n in per_job.values() if n > 1)
+        errors = [e for r in results for e in r["errors"]]
+        locked = [e for e in errors if "locked" in e.lower()]
+        figures.notes.update(
+            double_claims=doubles,
+            locked_errors=len(locked),
+            other_errors=len(errors) - len(locked),
+            per_process=[len(r["claimed"]) for r in results],
+            claims_per_s=round(jobs / claim_s),
+        )
+        audit(figures, q, ids, ledger, grace_s=GRACE_S)
+        figures.seconds = time.monotonic() - began
+        figures.report()
+        figures.check()
+        assert doubles == 0, "a job was claimed twice"
+        assert not errors, errors[:5]
+        assert set(per_job) == set(ids)
+        assert q.backend.counts()[JobState.SUCCEEDED] == jobs
+        assert all(n > 0 for n in figures.notes["per_process"]), "a claimer got nothing: no real contention"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        q.close()
