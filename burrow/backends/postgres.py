@@ -24,7 +24,7 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
-from burrow.backends.schema import Timestamp, apply_migrations, history, jobs
+from burrow.backends.schema import UTC, Timestamp, apply_migrations, history, jobs
 from burrow.backends.sql import Clock, SQLBackend
 from burrow.errors import BackendError
 
@@ -65,6 +65,16 @@ class PostgresBackend(SQLBackend):
         super().__init__(engine, schema=schema, clock=clock)
         self.channel = notify_channel(schema)
         self._listener: Listener | None = None
+        names = {
+            "jobs": self._table_name(jobs),
+            "history": self._table_name(history),
+            "now": "now()" if clock is None else "%(now)s::timestamptz",
+            "fenced": _FENCED,
+        }
+        self._jobs, self._now_sql = names["jobs"], names["now"]
+        self._claims: dict[int, str] = {}
+        self._finish_sql = _FINISH.format(**names)
+        self._extend_sql = _EXTEND.format(**names)
 
     # -- time: the server's clock unless a test injected one ---------------------
 
@@ -106,16 +116,22 @@ class PostgresBackend(SQLBackend):
         return jobs.c.task == sa.any_(sa.bindparam("tasks", list(tasks), type_=pg.ARRAY(sa.String)))
 
     def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
-        """Pick and mark up to ``limit`` jobs in one statement (see :meth:`claim_statement`)."""
+        """Pick and mark up to ``limit`` jobs in one statement (see :meth:`claim_sql`)."""
         if not tasks or limit <= 0:
             return []
-        statement = self.claim_statement(tasks, limit, owner, lease_s)
-        rows = self._write("claim", lambda c: c.execute(statement).all())
-        claimed = [ClaimedJob(r.id, r.task, r.payload, r.priority, r.attempts, r.max_retries, r.run_at, owner) for r in rows]
+        statement = self.claim_sql(limit)
+        params = {"tasks": list(tasks), "owner": owner, "lease_s": float(lease_s), "now": self._clock_now()}
+
+        def claim(conn: psycopg.Connection[Any]) -> list[Any]:
+            # Unprepared: see claim_sql on why this statement must not get a generic plan.
+            return conn.execute(statement, params, prepare=False).fetchall()
+
+        rows = self._on_held("claim", claim)
+        claimed = [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6].astimezone(UTC), owner) for r in rows]
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))  # RETURNING order is unspecified
         return claimed
 
-    def claim_statement(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> sa.Update:
+    def claim_sql(self, limit: int) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.
 
         The CTE is materialized so the LIMIT applies once: ``WHERE id IN (SELECT
@@ -123,40 +139,17 @@ class PostgresBackend(SQLBackend):
         and lock (and claim) more than n rows. A method of its own so that the
         plan can be inspected (``EXPLAIN``) on exactly the statement claims run.
 
-        The state and the limit are literals in the text, not parameters: psycopg
-        prepares a statement after a few runs, and the server may then reuse a
-        generic plan, which can use the partial index only if ``state = 'queued'``
-        is visible to the planner, and which sizes the join by the limit (a
-        parameter's guess is a tenth of the table: a hash join over all of it).
+        The state and the limit are literals in the text, not parameters, and the
+        statement is sent unprepared: a generic plan can use the partial index only
+        if ``state = 'queued'`` is visible to the planner, and it sizes the join by
+        a guess of a tenth of the table for a parameter limit (a hash join over all
+        of it: batch-1000 claims fell from about 37,000 to 2,000 jobs/s when the raw
+        baseline let psycopg prepare this statement).
         """
-        now = self._now()
-        picked = (
-            sa.select(jobs.c.id)
-            .where(
-                jobs.c.state == sa.literal(JobState.QUEUED.value, literal_execute=True),
-                jobs.c.run_at <= now,
-                self._task_filter(tasks),
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-            .limit(sa.literal(limit, sa.Integer, literal_execute=True))
-            .with_for_update(skip_locked=True)
-            .cte("picked")
-            .prefix_with("MATERIALIZED")
-        )
-        return (
-            sa.update(jobs)
-            .where(jobs.c.id == picked.c.id)
-            .values(
-                state=JobState.RUNNING.value,
-                attempts=jobs.c.attempts + 1,
-                owner=owner,
-                started_at=now,
-                lease_expires_at=self._at(lease_s),
-            )
-            .returning(
-                jobs.c.id, jobs.c.task, jobs.c.payload, jobs.c.priority, jobs.c.attempts, jobs.c.max_retries, jobs.c.run_at
-            )
-        )
+        statement = self._claims.get(limit)
+        if statement is None:
+            statement = self._claims[limit] = _CLAIM.format(jobs=self._jobs, now=self._now_sql, limit=int(limit))
+        return statement
 
     # -- fenced batch writes ------------------------------------------------------
 
@@ -165,109 +158,57 @@ class PostgresBackend(SQLBackend):
 
         Fenced on (id, owner, attempt): rows whose fence fails are simply not
         joined; RETURNING tells which were written, and the rest are reported as
-        lost (and leave no history).
+        lost (and leave no history). The text never changes, so psycopg prepares
+        it server-side after a few runs (its plan is a primary-key lookup per row).
         """
         if not outcomes:
             return []
         params = {
-            "b_ids": [o.id for o in outcomes],
-            "b_owners": [o.owner for o in outcomes],
-            "b_attempts": [o.attempt for o in outcomes],
-            "b_kinds": [o.kind.value for o in outcomes],
-            "b_delays": [float(o.retry_in_s) for o in outcomes],  # psycopg refuses a list mixing int and float
-            "b_results": [o.result for o in outcomes],
-            "b_errors": [o.error for o in outcomes],
+            "ids": [o.id for o in outcomes],
+            "owners": [o.owner for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "kinds": [o.kind.value for o in outcomes],
+            "delays": [float(o.retry_in_s) for o in outcomes],  # psycopg refuses a list mixing int and float
+            "results": [o.result for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "now": self._clock_now(),
         }
-        statement = self._finish_statement()
 
-        def write(conn: sa.Connection) -> list[int]:
-            written = set(conn.execute(statement, params).scalars())
-            return [o.id for o in outcomes if o.id not in written]
+        def write(conn: psycopg.Connection[Any]) -> set[int]:
+            return {row[0] for row in conn.execute(self._finish_sql, params)}
 
-        return self._write("finish", write)
-
-    def _finish_statement(self) -> sa.Select[tuple[int]]:
-        """``WITH written AS (UPDATE ... RETURNING), logged AS (INSERT INTO history
-        SELECT ... FROM written) SELECT id FROM written``.
-
-        The history insert reads the UPDATE's RETURNING rows, so only attempts
-        that were really written leave history; its events are those of
-        ``sql.history_entry`` (retried, failed, released with a reason), which the
-        SQLite backend uses.
-        """
-        v = _unnest(
-            ("b_ids", "id", sa.BigInteger),
-            ("b_owners", "owner", sa.String),
-            ("b_attempts", "attempt", sa.Integer),
-            ("b_kinds", "kind", sa.String),
-            ("b_delays", "delay_s", sa.Float),
-            ("b_results", "result", sa.LargeBinary),
-            ("b_errors", "error", sa.Text),
-        )
-        now = self._now()
-        kind = v.c.kind
-        written = (
-            sa.update(jobs)
-            .where(_fenced(v))
-            .values(
-                state=sa.case(
-                    (kind == OutcomeKind.SUCCEEDED.value, JobState.SUCCEEDED.value),
-                    (kind == OutcomeKind.FAILED.value, JobState.FAILED.value),
-                    else_=JobState.QUEUED.value,
-                ),
-                attempts=sa.case((kind == OutcomeKind.RELEASED.value, jobs.c.attempts - 1), else_=jobs.c.attempts),
-                finished_at=sa.case(
-                    (kind.in_([OutcomeKind.SUCCEEDED.value, OutcomeKind.FAILED.value]), now), else_=None
-                ),
-                run_at=sa.case((kind == OutcomeKind.RETRY.value, self._plus_seconds(v.c.delay_s)), else_=jobs.c.run_at),
-                result=v.c.result,
-                last_error=sa.func.coalesce(v.c.error, jobs.c.last_error),
-                owner=None,
-                lease_expires_at=None,
-            )
-            .returning(jobs.c.id, v.c.attempt, v.c.kind, v.c.error)
-            .cte("written")
-        )
-        logged = (
-            sa.insert(history)
-            .from_select(
-                ["job_id", "attempt", "event", "error", "at"],
-                sa.select(
-                    written.c.id,
-                    written.c.attempt,
-                    sa.case(
-                        (written.c.kind == OutcomeKind.RETRY.value, "retried"),
-                        (written.c.kind == OutcomeKind.RELEASED.value, "released"),
-                        else_="failed",
-                    ),
-                    written.c.error,
-                    now,
-                ).where(
-                    sa.or_(
-                        written.c.kind.in_([OutcomeKind.RETRY.value, OutcomeKind.FAILED.value]),
-                        sa.and_(written.c.kind == OutcomeKind.RELEASED.value, written.c.error.is_not(None)),
-                    )
-                ),
-            )
-            .cte("logged")
-        )
-        return sa.select(written.c.id).add_cte(logged)
+        written = self._on_held("finish", write)
+        return [o.id for o in outcomes if o.id not in written]
 
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         """Push out every lease in one statement; fenced like finish."""
         if not fences:
             return []
-        v = _unnest(
-            ("b_ids", "id", sa.BigInteger), ("b_owners", "owner", sa.String), ("b_attempts", "attempt", sa.Integer)
-        )
-        statement = sa.update(jobs).where(_fenced(v)).values(lease_expires_at=self._at(lease_s)).returning(jobs.c.id)
         params = {
-            "b_ids": [f[0] for f in fences],
-            "b_owners": [f[1] for f in fences],
-            "b_attempts": [f[2] for f in fences],
+            "ids": [f[0] for f in fences],
+            "owners": [f[1] for f in fences],
+            "attempts": [f[2] for f in fences],
+            "lease_s": float(lease_s),
+            "now": self._clock_now(),
         }
-        written = set(self._write("extend_leases", lambda c: c.execute(statement, params).scalars().all()))
+
+        def extend(conn: psycopg.Connection[Any]) -> set[int]:
+            return {row[0] for row in conn.execute(self._extend_sql, params)}
+
+        written = self._on_held("extend_leases", extend)
         return [job_id for job_id, _, _ in fences if job_id not in written]
+
+    def _configure_held(self, connection: Any) -> None:
+        """Autocommit: each hot-path write is one statement, atomic on its own.
+
+        In a transaction psycopg sends BEGIN, the statement, then COMMIT: three
+        round trips where one does (one commit either way).
+        """
+        connection.autocommit = True
+
+    def _clock_now(self) -> dt.datetime | None:
+        """The injected clock's time for ``%(now)s``; None (unused) on the server's clock."""
+        return self._clock() if self._clock is not None else None
 
     # -- notifications ------------------------------------------------------------
 
@@ -358,21 +299,58 @@ class Listener:
             self._conn.close()
 
 
-def _unnest(*columns: tuple[str, str, Any]) -> Any:
-    """``unnest(:a, :b, ...) AS v(x, y, ...)``: a batch as one array per column.
+# Hot-path statements: {jobs} and {history} are the quoted table names in the
+# backend's schema; {now} is now() (the server's clock) or a test's clock.
+_FENCED = "j.id = v.id AND j.owner = v.owner AND j.attempts = v.attempt AND j.state = 'running'"
 
-    Parameter names carry a ``b_`` prefix: in an UPDATE, SQLAlchemy reserves
-    bind names equal to a column name (``attempts``) for the SET clause and
-    refuses to compile the statement.
-    """
-    function = sa.func.unnest(*(sa.bindparam(param, type_=pg.ARRAY(type_)) for param, _, type_ in columns))
-    return function.table_valued(*(sa.column(name, type_) for _, name, type_ in columns), name="v").render_derived()
+_CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM {jobs}
+    WHERE state = 'queued' AND run_at <= {now} AND task = ANY(%(tasks)s::varchar[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {jobs} AS j
+SET state = 'running', attempts = j.attempts + 1, owner = %(owner)s, started_at = {now},
+    lease_expires_at = {now} + make_interval(secs => %(lease_s)s)
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.task, j.payload, j.priority, j.attempts, j.max_retries, j.run_at
+"""
 
+# The history insert reads the UPDATE's RETURNING rows, so only attempts that were
+# really written leave history; its events are those of sql.history_entry (retried,
+# failed, released with a reason), which the SQLite backend uses.
+_FINISH = """
+WITH written AS (
+    UPDATE {jobs} AS j
+    SET state = CASE v.kind WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed' ELSE 'queued' END,
+        attempts = CASE WHEN v.kind = 'released' THEN j.attempts - 1 ELSE j.attempts END,
+        finished_at = CASE WHEN v.kind IN ('succeeded', 'failed') THEN {now} END,
+        run_at = CASE WHEN v.kind = 'retry' THEN {now} + make_interval(secs => v.delay_s) ELSE j.run_at END,
+        result = v.result,
+        last_error = coalesce(v.error, j.last_error),
+        owner = NULL,
+        lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(kinds)s::text[],
+                %(delays)s::float8[], %(results)s::bytea[], %(errors)s::text[])
+         AS v(id, owner, attempt, kind, delay_s, result, error)
+    WHERE {fenced}
+    RETURNING j.id, v.attempt, v.kind, v.error
+), logged AS (
+    INSERT INTO {history} (job_id, attempt, event, error, at)
+    SELECT id, attempt, CASE kind WHEN 'retry' THEN 'retried' WHEN 'released' THEN 'released' ELSE 'failed' END,
+           error, {now}
+    FROM written
+    WHERE kind IN ('retry', 'failed') OR (kind = 'released' AND error IS NOT NULL)
+)
+SELECT id FROM written
+"""
 
-def _fenced(v: Any) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        jobs.c.id == v.c.id,
-        jobs.c.owner == v.c.owner,
-        jobs.c.attempts == v.c.attempt,
-        jobs.c.state == JobState.RUNNING.value,
-    )
+_EXTEND = """
+UPDATE {jobs} AS j
+SET lease_expires_at = {now} + make_interval(secs => %(lease_s)s)
+FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[]) AS v(id, owner, attempt)
+WHERE {fenced}
+RETURNING j.id
+"""

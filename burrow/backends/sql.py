@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -39,6 +40,12 @@ _IS_QUEUED = jobs.c.state == sa.literal_column("'queued'")
 _IS_RUNNING = jobs.c.state == sa.literal_column("'running'")  # the reaper's partial index
 
 
+# Held connections a forked child inherited. They belong to the parent: the child
+# keeps them referenced so that neither the pool nor the driver closes them (or
+# rolls back on them) from the child, over the parent's socket or file lock.
+_INHERITED: list[Any] = []
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
@@ -56,6 +63,8 @@ class SQLBackend:
         self._base_engine = engine
         self._engine = engine.execution_options(schema_translate_map={None: schema}) if schema else engine
         self._clock = clock
+        self._held: Any = None  # the pool's proxy of this process's hot-path connection
+        self._held_lock = threading.Lock()
 
     # -- time ---------------------------------------------------------------------
 
@@ -115,13 +124,80 @@ class SQLBackend:
     def _begin_write(self) -> contextlib.AbstractContextManager[sa.Connection]:
         return self._engine.begin()
 
+    def _on_held(self, operation: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(dbapi_connection)`` on this process's held connection, for the hot path.
+
+        Claims, finishes and lease extensions run many times a second, and through
+        SQLAlchemy's execution layer (pool checkout, begin event, compiled-statement
+        lookup, result processing) they cost several times the SQL itself. Here they
+        are fixed SQL text on a DBAPI connection kept checked out; ``fn`` owns the
+        transaction (commit included). On an error the transaction is rolled back;
+        after a dropped connection a fresh one is taken and ``fn`` runs once more,
+        which is safe because every hot-path write is fenced or, for claims, leaves
+        at worst jobs under our owner whose lease will run out.
+        """
+        dialect = self._base_engine.dialect
+        with self._held_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._held is None:
+                        held = self._base_engine.raw_connection()
+                        try:
+                            self._configure_held(held.driver_connection)
+                        except BaseException:
+                            held.invalidate()
+                            raise
+                        self._held = held
+                    connection = self._held.driver_connection
+                except dialect.loaded_dbapi.Error as exc:  # the pool raises the driver's errors
+                    raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
+                try:
+                    return fn(connection)
+                except dialect.loaded_dbapi.Error as exc:
+                    disconnected = dialect.is_disconnect(exc, self._held.dbapi_connection, None)
+                    with contextlib.suppress(Exception):
+                        connection.rollback()
+                    if disconnected:
+                        self._held.invalidate()
+                        self._held = None
+                        if attempt == 1:
+                            continue
+                    raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        connection.rollback()
+                    raise
+        raise AssertionError("unreachable")
+
+    def _configure_held(self, connection: Any) -> None:
+        """Adjust a newly held DBAPI connection for the hot path (see PostgresBackend)."""
+
+    def _table_name(self, table: sa.Table) -> str:
+        """``table``'s name as hot-path SQL text spells it: quoted, in our schema."""
+        preparer = self._base_engine.dialect.identifier_preparer
+        name = preparer.quote(table.name)
+        return f"{preparer.quote_schema(self.schema)}.{name}" if self.schema else name
+
     def _read(self, operation: str, fn: Callable[[sa.Connection], T]) -> T:
         """Reads change nothing, so one retry after a dropped connection is always safe."""
         return self._run(operation, fn, self._engine.connect, attempts=2)
 
     def ping(self) -> None:
-        """Prove the database answers (for --check and health probes); BackendError if not."""
-        self._read("ping", lambda c: c.execute(sa.select(sa.literal(1))).scalar_one())
+        """Prove the database answers (for --check, health probes and a worker's boot).
+
+        On the hot-path connection, which this opens if it is not open yet: what a
+        worker's claims and a supervisor's writes will use is what must answer.
+        """
+
+        def ping(connection: Any) -> None:
+            cursor = connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+            finally:
+                cursor.close()
+
+        self._on_held("ping", ping)
 
     # -- enqueue ------------------------------------------------------------------
 
@@ -326,9 +402,18 @@ class SQLBackend:
 
     def after_fork(self) -> None:
         """Forget pooled connections inherited over fork without closing the parent's sockets."""
+        if self._held is not None:
+            _INHERITED.append(self._held)
+            self._held = None
+        self._held_lock = threading.Lock()  # another thread may have held it at the fork
         self._base_engine.dispose(close=False)
 
     def close(self) -> None:
+        with self._held_lock:
+            if self._held is not None:
+                with contextlib.suppress(Exception):
+                    self._held.close()
+                self._held = None
         self._base_engine.dispose()
 
 

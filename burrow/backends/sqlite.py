@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import sqlite3
 import time
@@ -20,8 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
-from burrow.backends.schema import apply_migrations, jobs
+from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.schema import UTC, apply_migrations
 from burrow.backends.sql import Clock, SQLBackend, history_entry
 from burrow.errors import BackendError
 
@@ -113,106 +114,111 @@ class SQLiteBackend(SQLBackend):
         """Select and mark in one statement; the write lock makes the subquery safe."""
         if not tasks or limit <= 0:
             return []
-        now = self._now()
-        picked = (
-            sa.select(jobs.c.id)
-            .where(jobs.c.state == JobState.QUEUED.value, jobs.c.run_at <= now, jobs.c.task.in_(list(tasks)))
-            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-            .limit(limit)
-        )
-        statement = (
-            sa.update(jobs)
-            .where(jobs.c.id.in_(picked.scalar_subquery()))
-            .values(
-                state=JobState.RUNNING.value,
-                attempts=jobs.c.attempts + 1,
-                owner=owner,
-                started_at=now,
-                lease_expires_at=self._at(lease_s),
-            )
-            .returning(
-                jobs.c.id, jobs.c.task, jobs.c.payload, jobs.c.priority, jobs.c.attempts, jobs.c.max_retries, jobs.c.run_at
-            )
-        )
-        rows = self._write("claim", lambda c: c.execute(statement).all())
-        claimed = [ClaimedJob(r.id, r.task, r.payload, r.priority, r.attempts, r.max_retries, r.run_at, owner) for r in rows]
-        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))  # RETURNING order is unspecified
-        return claimed
+        now = self.now()
+        params = (owner, _stamp(now), _stamp(now + dt.timedelta(seconds=lease_s)), _stamp(now), *tasks, limit)
+        statement = _claim_sql(len(tasks))
 
-    def _held(self, conn: sa.Connection, fences: Sequence[tuple[int, str, int]]) -> set[int]:
-        """Ids whose (owner, attempt) still hold; exact because we hold the write lock."""
-        statement = sa.select(jobs.c.id, jobs.c.owner, jobs.c.attempts).where(
-            jobs.c.id.in_([job_id for job_id, _, _ in fences]), jobs.c.state == JobState.RUNNING.value
-        )
-        current = {(r.id, r.owner, r.attempts) for r in conn.execute(statement)}
-        return {job_id for job_id, owner, attempt in fences if (job_id, owner, attempt) in current}
+        def claim(conn: sqlite3.Connection) -> list[Any]:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(statement, params).fetchall()
+            conn.execute("COMMIT")
+            return rows
+
+        rows = self._on_held("claim", claim)
+        rows.sort(key=lambda r: (-r[3], r[6], r[0]))  # RETURNING order is unspecified; stamps sort as text
+        return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], _parse_stamp(r[6]), owner) for r in rows]
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
-        """Check the fences, then one executemany per outcome kind, in one transaction.
+        """One executemany per outcome kind, fenced in its WHERE clause, in one transaction.
 
         SQLite has no network round trip to save, so per-row statements run at C
-        speed through executemany; the fence is checked by a SELECT under the
-        same write lock rather than by a VALUES join.
+        speed through executemany. When every row matched (the usual case) that is
+        all; when some fence failed the transaction is redone row by row, to learn
+        which outcomes were written.
         """
         if not outcomes:
             return []
+        now = self.now()
+        by_kind: dict[OutcomeKind, list[tuple[Any, ...]]] = {}
+        for outcome in outcomes:
+            by_kind.setdefault(outcome.kind, []).append(_finish_params(outcome, now))
 
-        def write(conn: sa.Connection) -> list[int]:
-            held = self._held(conn, [(o.id, o.owner, o.attempt) for o in outcomes])
-            mine = [o for o in outcomes if o.id in held]
-            now = self.now()
-            for kind, statement in _FINISH.items():
-                rows = [_finish_params(o, now) for o in mine if o.kind is kind]
-                if rows:
-                    conn.execute(statement, rows)
-            self._record_history(conn, [e for o in mine if (e := history_entry(o)) is not None])
-            return [o.id for o in outcomes if o.id not in held]
+        def write(conn: sqlite3.Connection) -> list[Outcome]:
+            conn.execute("BEGIN IMMEDIATE")
+            if all(conn.executemany(_FINISH[kind], rows).rowcount == len(rows) for kind, rows in by_kind.items()):
+                written: Sequence[Outcome] = outcomes
+            else:
+                conn.rollback()
+                conn.execute("BEGIN IMMEDIATE")
+                written = [o for o in outcomes if conn.execute(_FINISH[o.kind], _finish_params(o, now)).rowcount == 1]
+            entries = [(*e, _stamp(now)) for o in written if (e := history_entry(o)) is not None]
+            if entries:
+                conn.executemany(_INSERT_HISTORY, entries)
+            conn.execute("COMMIT")
+            return list(written)
 
-        return self._write("finish", write)
+        written = {o.id for o in self._on_held("finish", write)}
+        return [o.id for o in outcomes if o.id not in written]
 
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         if not fences:
             return []
+        until = _stamp(self.now() + dt.timedelta(seconds=lease_s))
 
-        def extend(conn: sa.Connection) -> list[int]:
-            held = self._held(conn, fences)
-            until = self.now() + dt.timedelta(seconds=lease_s)
-            if held:
-                conn.execute(_EXTEND, [{"b_id": job_id, "b_until": until} for job_id in held])
-            return [job_id for job_id, _, _ in fences if job_id not in held]
+        def extend(conn: sqlite3.Connection) -> list[int]:
+            conn.execute("BEGIN IMMEDIATE")
+            lost = [f[0] for f in fences if conn.execute(_EXTEND, (until, *f)).rowcount != 1]
+            conn.execute("COMMIT")
+            return lost
 
-        return self._write("extend_leases", extend)
-
-
-def _finish_params(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "b_id": outcome.id,
-        "b_now": now,
-        "b_result": outcome.result,
-        "b_error": outcome.error,
-        "b_run_at": now + dt.timedelta(seconds=outcome.retry_in_s),
-    }
+        return self._on_held("extend_leases", extend)
 
 
-_by_id = jobs.c.id == sa.bindparam("b_id")
-_released = {"owner": None, "lease_expires_at": None}
+def _stamp(value: dt.datetime) -> str:
+    """A UTC datetime as SQLAlchemy stores it in SQLite (see schema.Timestamp): fixed width,
+    so stamps compare as text in time order."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _parse_stamp(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+@functools.cache
+def _claim_sql(task_count: int) -> str:
+    return f"""
+        UPDATE burrow_jobs
+        SET state = 'running', attempts = attempts + 1, owner = ?, started_at = ?, lease_expires_at = ?
+        WHERE id IN (
+            SELECT id FROM burrow_jobs
+            WHERE state = 'queued' AND run_at <= ? AND task IN ({", ".join("?" * task_count)})
+            ORDER BY priority DESC, run_at, id
+            LIMIT ?
+        )
+        RETURNING id, task, payload, priority, attempts, max_retries, run_at
+    """
+
+
+def _finish_params(outcome: Outcome, now: dt.datetime) -> tuple[Any, ...]:
+    """The SET values of ``_FINISH[outcome.kind]``, then its fence."""
+    fence = (outcome.id, outcome.owner, outcome.attempt)
+    if outcome.kind is OutcomeKind.SUCCEEDED:
+        return (_stamp(now), outcome.result, *fence)
+    if outcome.kind is OutcomeKind.FAILED:
+        return (_stamp(now), outcome.error, *fence)
+    if outcome.kind is OutcomeKind.RETRY:
+        return (_stamp(now + dt.timedelta(seconds=outcome.retry_in_s)), outcome.error, *fence)
+    return (outcome.error, *fence)
+
+
+_FENCE = "WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
+_RELEASE = "owner = NULL, lease_expires_at = NULL"
 _FINISH = {
-    OutcomeKind.SUCCEEDED: sa.update(jobs)
-    .where(_by_id)
-    .values(
-        state=JobState.SUCCEEDED.value,
-        finished_at=sa.bindparam("b_now"),
-        result=sa.bindparam("b_result"),
-        **_released,
-    ),
-    OutcomeKind.FAILED: sa.update(jobs)
-    .where(_by_id)
-    .values(state=JobState.FAILED.value, finished_at=sa.bindparam("b_now"), last_error=sa.bindparam("b_error"), **_released),
-    OutcomeKind.RETRY: sa.update(jobs)
-    .where(_by_id)
-    .values(state=JobState.QUEUED.value, run_at=sa.bindparam("b_run_at"), last_error=sa.bindparam("b_error"), **_released),
-    OutcomeKind.RELEASED: sa.update(jobs)
-    .where(_by_id)
-    .values(state=JobState.QUEUED.value, attempts=jobs.c.attempts - 1, **_released),
+    OutcomeKind.SUCCEEDED: f"UPDATE burrow_jobs SET state = 'succeeded', finished_at = ?, result = ?, {_RELEASE} {_FENCE}",
+    OutcomeKind.FAILED: f"UPDATE burrow_jobs SET state = 'failed', finished_at = ?, last_error = ?, {_RELEASE} {_FENCE}",
+    OutcomeKind.RETRY: f"UPDATE burrow_jobs SET state = 'queued', run_at = ?, last_error = ?, {_RELEASE} {_FENCE}",
+    OutcomeKind.RELEASED: "UPDATE burrow_jobs SET state = 'queued', attempts = attempts - 1,"
+    f" last_error = coalesce(?, last_error), {_RELEASE} {_FENCE}",
 }
-_EXTEND = sa.update(jobs).where(_by_id).values(lease_expires_at=sa.bindparam("b_until"))
+_EXTEND = f"UPDATE burrow_jobs SET lease_expires_at = ? {_FENCE}"
+_INSERT_HISTORY = "INSERT INTO burrow_job_history (job_id, attempt, event, error, at) VALUES (?, ?, ?, ?, ?)"

@@ -8,6 +8,7 @@ joined with a timeout, and "has the other side got there yet" is polled with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import linecache
 import os
@@ -15,6 +16,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,11 +90,23 @@ def ignore(_: bytes) -> None:
     return None
 
 
-def count_statements(engine: sa.Engine) -> list[str]:
-    """Every statement sent through ``engine`` from now on (listener left in place)."""
-    statements: list[str] = []
-    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    return statements
+@contextlib.contextmanager
+def wire_messages(b: PostgresBackend) -> Iterator[list[str]]:
+    """What the backend's hot-path connection sends to the server meanwhile: libpq's
+    own protocol trace, one entry per frontend message type ("Query", "Execute", ...)."""
+    b.ping()
+    b._on_held("trace", lambda conn: None)  # hold the connection, so it is the one traced
+    pgconn = b._held.driver_connection.pgconn
+    sent: list[str] = []
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        try:
+            yield sent
+        finally:
+            pgconn.untrace()
+            trace.seek(0)
+            sent += [line.split("\t")[2].strip() for line in trace if line.startswith("F\t")]
 
 
 def notifications_until_sentinel(listen: psycopg.Connection[Any], channel: str) -> list[str]:
@@ -212,8 +226,7 @@ def test_claim_uses_the_queued_partial_index_not_a_table_scan(
 ) -> None:
     """100,000 finished and 1,000 queued jobs: the claim reads the partial index.
 
-    The plan is taken for the statement ``claim`` really sent (captured from the
-    engine with its parameters), both as the one-off plan a first execution gets
+    The plan is taken for the statement ``claim`` sends, with its parameters, both as the one-off plan a first execution gets
     and as the generic plan the server may reuse once psycopg has prepared it.
     """
     q = connect()
@@ -238,15 +251,10 @@ def test_claim_uses_the_queued_partial_index_not_a_table_scan(
     postgres_admin.execute(sql.SQL("ANALYZE {}").format(jobs_table))
     assert q.backend.counts()[JobState.QUEUED] == 1000
 
-    statements: list[tuple[str, dict[str, Any]]] = []
-    sa.event.listen(
-        backend(q)._base_engine,
-        "before_cursor_execute",
-        lambda conn, cursor, statement, parameters, context, executemany: statements.append((statement, parameters)),
-    )
     claimed = q.backend.claim(["explain.mine"], 10, "explainer", 30.0)
     assert len(claimed) == 10
-    [(text, params)] = [(t, p) for t, p in statements if t.lstrip().startswith("WITH picked")]
+    text = backend(q).claim_sql(10)  # the text claim sent, with the parameters it sends
+    params = {"tasks": ["explain.mine"], "owner": "explainer", "lease_s": 30.0}
 
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         [[custom]] = conn.execute("EXPLAIN (FORMAT JSON) " + text, params).fetchall()
@@ -409,9 +417,10 @@ def test_a_batch_of_500_mixed_outcomes_is_one_statement(connect: Connect) -> Non
         )
         for i, job in enumerate(claimed)
     ]
-    statements = count_statements(backend(q)._base_engine)
-    assert b.finish(outcomes) == []
-    assert len(statements) == 1, statements
+    with wire_messages(backend(q)) as sent:
+        assert b.finish(outcomes) == []
+    # One statement, one round trip: no BEGIN or COMMIT around it (autocommit).
+    assert [m for m in sent if m in ("Query", "Execute", "Sync")] == ["Execute", "Sync"], sent
 
     counts = b.counts()
     assert counts[JobState.SUCCEEDED] == counts[JobState.FAILED] == 125
