@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "rounds": plan.rounds,
         "supervisor_batch_size": batch_size,
+        "supervisor_flush_interval_s": SupervisorConfig().flush_interval_s,
         "plan": plan.__dict__,
         "durability": {},
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from burrow.errors import BurrowError
@@ -72,6 +72,23 @@ def with_result_capture(capture: ResultCapture) -> Iterator[ResultCapture]:
         yield capture
     finally:
         _result_capture.reset(token)
+
+
+_JobTokens = tuple["Token[JobContext | None]", "Token[ResultCapture | None]"]
+
+
+def enter_job(job: JobContext, capture: ResultCapture) -> _JobTokens:
+    """Bind ``job`` and ``capture`` at once; undo with :func:`leave_job`.
+
+    The two context managers above do the same, at several times the cost, which
+    counts in a worker's loop running tens of thousands of short jobs a second.
+    """
+    return _current_job.set(job), _result_capture.set(capture)
+
+
+def leave_job(tokens: _JobTokens) -> None:
+    _result_capture.reset(tokens[1])
+    _current_job.reset(tokens[0])
 
 
 def capture_result(data: bytes) -> None:

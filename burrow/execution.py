@@ -19,7 +19,7 @@ import structlog
 
 from burrow import retry
 from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
-from burrow.context import JobContext, ResultCapture, job_context, with_result_capture
+from burrow.context import JobContext, ResultCapture, enter_job, leave_job
 from burrow.errors import PermanentError
 from burrow.tasks import JobConfig, JobHandlerFunc
 
@@ -57,22 +57,26 @@ def execute(
     supervisor, so anything a handler raises there is that job's failure.
     """
     capture = ResultCapture()
-    context = JobContext(job.id, job.task, job.attempt, job.max_retries)
     started = time.perf_counter()
-    with structlog.contextvars.bound_contextvars(job_id=job.id, task=job.task, attempt=job.attempt):
+    # Plain set/reset rather than context managers: this runs once per job, and
+    # per-job overhead is what caps a worker's throughput on short jobs.
+    log_tokens = structlog.contextvars.bind_contextvars(job_id=job.id, task=job.task, attempt=job.attempt)
+    job_tokens = enter_job(JobContext(job.id, job.task, job.attempt, job.max_retries), capture)
+    try:
         log.info("job_started")
         try:
-            with job_context(context), with_result_capture(capture):
-                _run(registration.handler, job.payload)
+            _run(registration.handler, job.payload)
         except KeyboardInterrupt as exc:
             if interruptible:
                 raise
             return _failed(job, registration, defaults, exc, started)
         except BaseException as exc:  # SystemExit too: a handler's exit is its job's failure
             return _failed(job, registration, defaults, exc, started)
-        duration_s = time.perf_counter() - started
-        log.info("job_succeeded", duration_ms=round(duration_s * 1000, 3))
+        log.info("job_succeeded", duration_ms=round((time.perf_counter() - started) * 1000, 3))
         return Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=capture.data)
+    finally:
+        leave_job(job_tokens)
+        structlog.contextvars.reset_contextvars(**log_tokens)
 
 
 def _run(handler: JobHandlerFunc, payload: bytes) -> None:

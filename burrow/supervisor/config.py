@@ -68,7 +68,7 @@ class SupervisorConfig:
 
     workers: int = 2
     apps: tuple[str, ...] = ()
-    batch_size: int = 10
+    batch_size: int = 100
     heartbeat_interval_s: float = 2.0
     lease_timeout_s: float = 30.0
     shutdown_timeout_s: float = 30.0
@@ -76,6 +76,7 @@ class SupervisorConfig:
     max_worker_memory_bytes: int | None = None
     reap_interval_s: float = 5.0
     poll_interval_s: float = 0.05
+    flush_interval_s: float = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,7 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
         "max_worker_memory",
         "reap_interval",
         "poll_interval",
+        "flush_interval",
     ),
     "retry": ("base", "max"),
     "logging": ("format", "level"),
@@ -384,6 +386,10 @@ def _supervisor(section: _Section, workers_override: int | None) -> SupervisorCo
             f"must be more than twice heartbeat_interval ({_seconds(heartbeat)}), got {_seconds(lease)}",
         )
     memory = section.get("max_worker_memory", _positive_size, None)
+    flush = section.get("flush_interval", parse_duration, default.flush_interval_s)
+    if flush > heartbeat:
+        # Results held longer than a heartbeat would let finished jobs' leases run on.
+        section.fail("flush_interval", f"must not exceed heartbeat_interval ({_seconds(heartbeat)}), got {_seconds(flush)}")
     return SupervisorConfig(
         workers=workers,
         apps=section.get("apps", _apps, default.apps),
@@ -395,6 +401,7 @@ def _supervisor(section: _Section, workers_override: int | None) -> SupervisorCo
         max_worker_memory_bytes=memory,
         reap_interval_s=section.get("reap_interval", _positive_duration, default.reap_interval_s),
         poll_interval_s=section.get("poll_interval", _positive_duration, default.poll_interval_s),
+        flush_interval_s=flush,
     )
 
 

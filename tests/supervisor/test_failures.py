@@ -32,6 +32,9 @@ def test_worker_killed_mid_job_is_retried_and_replaced(database, launcher: Launc
     ledger = tmp_path / "ledger"
     q = database.connect()
     try:
+        # A worker's first claim takes one job; once that ran quickly it claims a batch,
+        # so the gated job arrives with 3 claimed behind it.
+        record_task.enqueue(q, Mark(str(ledger), "warm-up"))
         job_id = block_task.enqueue(q, Gate(str(gates), "a"))
         behind = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(3)])
         supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))

@@ -50,11 +50,14 @@ def test_max_jobs_per_worker_recycles_workers(database, launcher: Launcher, tmp_
         assert {q.job(job_id).attempts for job_id in ids} == {1}
         per_worker = Counter(r["worker_pid"] for r in supervisor.events("job_succeeded"))
         assert max(per_worker.values()) <= 5 and len(per_worker) >= 4
-        recycled = supervisor.wait_event("worker_recycling", count=4)
-        assert all("max_jobs_per_worker (5)" in r["reason"] for r in recycled)
-        exits = supervisor.wait_event("worker_exited", count=4)
+        # Every worker that reached 5 jobs was recycled and replaced (how the 20 jobs
+        # split depends on claim sizes and timing; at least 4 workers ran them).
+        full = sum(1 for n in per_worker.values() if n == 5)
+        recycled = supervisor.wait_event("worker_recycling", count=full)
+        assert full >= 1 and all("max_jobs_per_worker (5)" in r["reason"] for r in recycled)
+        exits = supervisor.wait_event("worker_exited", count=full)
         assert all(r["reason"] == CLEAN_EXIT and r["level"] == "info" for r in exits)
-        supervisor.wait_event("worker_started", count=6)  # 2 at start, 4 replacements
+        supervisor.wait_event("worker_started", count=2 + full)  # 2 at start, one per recycled
         supervisor.wait(lambda: len(supervisor.workers()) == 2, 5, "the pool back at 2 workers")
     finally:
         q.close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from burrow.backends.base import JobState
-from tests.supervisor.app import Numbers, async_square_task, square_task
+from tests.supervisor.app import Numbers, async_square_task, slow_task, square_task
 from tests.supervisor.harness import Launcher, write_config
 
 JOBS = 1_000
@@ -36,6 +37,28 @@ def test_result_jobs_through_workers(database, launcher: Launcher, tmp_path: Pat
         ran_in = {r["worker_pid"] for r in supervisor.events("job_succeeded")}
         assert ran_in <= supervisor.worker_pids() and len(ran_in) >= 2
 
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
+    finally:
+        q.close()
+
+
+def test_slow_jobs_are_not_hoarded_by_one_worker(database, launcher: Launcher, tmp_path: Path) -> None:
+    """batch_size 100, jobs of 200 ms: each worker claims one at a time, so both work.
+
+    A worker claiming a full batch would take all 8 jobs and run them in turn
+    (1.6 s) while the other idled; the claim size follows the jobs' pace instead.
+    """
+    q = database.connect()
+    try:
+        config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=100)
+        supervisor = launcher.start(config)
+        supervisor.wait_ready()
+        slow_task.enqueue_many(q, [0.2] * 8)
+        supervisor.wait(lambda: q.backend.counts()[JobState.SUCCEEDED] == 8, 30, "8 slow jobs to succeed")
+
+        per_worker = Counter(r["worker_pid"] for r in supervisor.events("job_succeeded"))
+        assert sum(per_worker.values()) == 8 and len(per_worker) == 2 and min(per_worker.values()) >= 2, per_worker
         supervisor.send(signal.SIGTERM)
         assert supervisor.wait_exit() == 0
     finally:

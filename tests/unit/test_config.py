@@ -38,6 +38,7 @@ max_jobs_per_worker = 1000
 max_worker_memory = "512MiB"
 reap_interval = 10
 poll_interval = "20ms"
+flush_interval = "2ms"
 
 [retry]
 base = "1.5s"
@@ -80,6 +81,7 @@ def test_full_file_loads_into_the_dataclasses(tmp_path: Path) -> None:
             max_worker_memory_bytes=512 * 1024**2,
             reap_interval_s=10.0,
             poll_interval_s=0.02,
+            flush_interval_s=0.002,
         ),
         retry=RetryConfig(base_s=1.5, max_s=7200.0),
         logging=LoggingConfig(format="json", level="debug"),
@@ -123,6 +125,10 @@ def test_logging_format_unset_follows_the_terminal() -> None:
         (
             '[supervisor]\nheartbeat_interval = "5s"\nlease_timeout = "10s"\n',
             "[supervisor] lease_timeout: must be more than twice heartbeat_interval (5s), got 10s",
+        ),
+        (
+            '[supervisor]\nheartbeat_interval = "1s"\nflush_interval = "2s"\n',
+            "[supervisor] flush_interval: must not exceed heartbeat_interval (1s), got 2s",
         ),
         ('[logging]\nlevel = "warn"\n', "[logging] level: must be one of debug, info, warning, error, got 'warn' (did you mean 'warning'?)"),
         ('[logging]\nformat = "xml"\n', "[logging] format: must be one of console, json, got 'xml'"),
