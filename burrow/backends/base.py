@@ -51,7 +51,6 @@ class ClaimedJob:
     priority: int
     attempt: int
     max_retries: int
-    run_at: dt.datetime
     owner: str
 
 

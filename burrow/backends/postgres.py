@@ -23,7 +23,7 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
-from burrow.backends.schema import UTC, Timestamp, apply_migrations, history, jobs
+from burrow.backends.schema import Timestamp, apply_migrations, history, jobs
 from burrow.backends.sql import Clock, SQLBackend
 from burrow.errors import BackendError
 
@@ -125,9 +125,8 @@ class PostgresBackend(SQLBackend):
             return conn.execute(statement, params).fetchall()  # unprepared: see _configure_held
 
         rows = self._on_held("claim", claim)
-        claimed = [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6].astimezone(UTC), owner) for r in rows]
-        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.id))  # RETURNING order is unspecified
-        return claimed
+        rows.sort(key=lambda r: (-r[3], r[6], r[0]))  # RETURNING order is unspecified
+        return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], owner) for r in rows]
 
     def claim_sql(self, limit: int) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.

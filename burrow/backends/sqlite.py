@@ -126,7 +126,7 @@ class SQLiteBackend(SQLBackend):
 
         rows = self._on_held("claim", claim)
         rows.sort(key=lambda r: (-r[3], r[6], r[0]))  # RETURNING order is unspecified; stamps sort as text
-        return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], _parse_stamp(r[6]), owner) for r in rows]
+        return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], owner) for r in rows]
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """One executemany per outcome kind, fenced in its WHERE clause, in one transaction.
@@ -139,9 +139,10 @@ class SQLiteBackend(SQLBackend):
         if not outcomes:
             return []
         now = self.now()
+        stamp = _stamp(now)
         by_kind: dict[OutcomeKind, list[tuple[Any, ...]]] = {}
         for outcome in outcomes:
-            by_kind.setdefault(outcome.kind, []).append(_finish_params(outcome, now))
+            by_kind.setdefault(outcome.kind, []).append(_finish_params(outcome, now, stamp))
 
         def write(conn: sqlite3.Connection) -> list[Outcome]:
             conn.execute("BEGIN IMMEDIATE")
@@ -150,8 +151,8 @@ class SQLiteBackend(SQLBackend):
             else:
                 conn.rollback()
                 conn.execute("BEGIN IMMEDIATE")
-                written = [o for o in outcomes if conn.execute(_FINISH[o.kind], _finish_params(o, now)).rowcount == 1]
-            entries = [(*e, _stamp(now)) for o in written if (e := history_entry(o)) is not None]
+                written = [o for o in outcomes if conn.execute(_FINISH[o.kind], _finish_params(o, now, stamp)).rowcount == 1]
+            entries = [(*e, stamp) for o in written if (e := history_entry(o)) is not None]
             if entries:
                 conn.executemany(_INSERT_HISTORY, entries)
             conn.execute("COMMIT")
@@ -180,10 +181,6 @@ def _stamp(value: dt.datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _parse_stamp(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
 @functools.cache
 def _claim_sql(task_count: int) -> str:
     return f"""
@@ -199,13 +196,13 @@ def _claim_sql(task_count: int) -> str:
     """
 
 
-def _finish_params(outcome: Outcome, now: dt.datetime) -> tuple[Any, ...]:
-    """The SET values of ``_FINISH[outcome.kind]``, then its fence."""
+def _finish_params(outcome: Outcome, now: dt.datetime, stamp: str) -> tuple[Any, ...]:
+    """The SET values of ``_FINISH[outcome.kind]``, then its fence; ``stamp`` is ``now`` stamped."""
     fence = (outcome.id, outcome.owner, outcome.attempt)
     if outcome.kind is OutcomeKind.SUCCEEDED:
-        return (_stamp(now), outcome.result, *fence)
+        return (stamp, outcome.result, *fence)
     if outcome.kind is OutcomeKind.FAILED:
-        return (_stamp(now), outcome.error, *fence)
+        return (stamp, outcome.error, *fence)
     if outcome.kind is OutcomeKind.RETRY:
         return (_stamp(now + dt.timedelta(seconds=outcome.retry_in_s)), outcome.error, *fence)
     return (outcome.error, *fence)

@@ -11,7 +11,6 @@ outside the handler, where logging and database calls are safe.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import enum
 import os
 import selectors
@@ -46,7 +45,6 @@ from burrow.tasks import JobConfig
 
 log = structlog.get_logger("burrow.supervisor")
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MAX_SELECT_S = 0.25  # job timeouts and silence are checked at least this often
 # A flush this large already costs little per outcome; waiting for more only delays them.
 _FLUSH_AT_OUTCOMES = 500
@@ -353,7 +351,7 @@ class Supervisor:
         elif kind == protocol.CLAIMED:
             owner = message["owner"]
             for job_id, attempt, task, max_retries in message["jobs"]:
-                job = ClaimedJob(job_id, task, b"", 0, attempt, max_retries, _EPOCH, owner)
+                job = ClaimedJob(job_id, task, b"", 0, attempt, max_retries, owner)
                 handle.inflight.append(InFlight(job))
             handle.inflight[0].started_mono = handle.inflight[0].started_mono or now
             handle.idle = False
