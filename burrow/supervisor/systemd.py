@@ -7,12 +7,17 @@ Outside systemd (``NOTIFY_SOCKET`` unset) every call does nothing, so the
 supervisor calls these unconditionally.
 
 A failed send is counted, never raised: systemd going away (or a full socket
-queue) must not take the job runtime down with it.
+queue) must not take the job runtime down with it. Only the state changes (READY,
+RELOADING, STOPPING) wait for room in a full queue, for at most a second; the
+periodic WATCHDOG and STATUS are dropped instead, because waiting stops the
+supervisor's loop (a reader that stopped reading cost the loop 2 s per heartbeat
+in the benchmark, stalling every worker behind a full result pipe).
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from collections.abc import Mapping
@@ -52,23 +57,34 @@ class Notifier:
         """Whether anything is listening (as far as the environment says)."""
         return self._address is not None
 
-    def notify(self, **fields: object) -> bool:
-        """Send ``KEY=value`` lines in one datagram; True if it was sent."""
+    def notify(self, *, wait: bool = True, **fields: object) -> bool:
+        """Send ``KEY=value`` lines in one datagram; True if it was sent.
+
+        ``wait``: whether a full queue is waited on (up to a second) or the
+        message dropped at once.
+        """
         if self._address is None or not fields:
             return False
         # A newline inside a value would start a forged field.
-        text = "\n".join(f"{key}={str(value).replace(chr(10), ' ')}" for key, value in fields.items())
+        data = "\n".join(f"{key}={str(value).replace(chr(10), ' ')}" for key, value in fields.items()).encode()
+        deadline = time.monotonic() + (_SEND_TIMEOUT_S if wait else 0.0)
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                # Blocking with a bound: a full queue may delay a send, not hang the loop.
-                self._socket.settimeout(_SEND_TIMEOUT_S)
-            self._socket.sendto(text.encode(), self._address)
+                self._socket.setblocking(False)
+            while True:
+                try:
+                    self._socket.sendto(data, self._address)
+                    return True
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise
+                    select.select([], [self._socket], [], remaining)
         except OSError as exc:
             self.errors += 1
             self.last_error = exc
             return False
-        return True
 
     def ready(self) -> bool:
         """The service is up: workers forked and the schema migrated."""
@@ -76,11 +92,11 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         """A one-line status shown by ``systemctl status``."""
-        return self.notify(STATUS=text)
+        return self.notify(wait=False, STATUS=text)
 
     def watchdog(self) -> bool:
         """The main loop is alive; send at :func:`watchdog_interval_s`."""
-        return self.notify(WATCHDOG=1)
+        return self.notify(wait=False, WATCHDOG=1)
 
     def reloading(self) -> bool:
         """A SIGHUP reload began; ``ready()`` must follow when it is done.

@@ -133,3 +133,24 @@ def test_watchdog_interval() -> None:
     assert watchdog_interval_s({"WATCHDOG_USEC": "0"}) is None
     assert watchdog_interval_s({"WATCHDOG_USEC": "soon"}) is None
     assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "me"}) is None
+
+
+def test_a_reader_that_stopped_reading_never_blocks_the_periodic_messages(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """Fill the queue, then: WATCHDOG and STATUS are dropped at once (the main loop
+    must not stop), a state change waits its bounded second, and all are counted."""
+    _, address = listener
+    notifier = Notifier.from_environ({"NOTIFY_SOCKET": address})
+    while notifier.notify(wait=False, STATUS="filling the queue"):
+        pass
+    errors = notifier.errors
+    started = time.monotonic()
+    assert not notifier.watchdog()
+    assert not notifier.status("still here")
+    assert time.monotonic() - started < 0.5  # not the second a wait would take
+    started = time.monotonic()
+    assert not notifier.stopping()
+    assert 0.9 <= time.monotonic() - started < 2.0
+    assert notifier.errors == errors + 3
+    notifier.close()
