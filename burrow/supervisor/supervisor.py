@@ -103,6 +103,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.signal_r, self.signal_w = os.pipe()
         self.listener: Any = None
+        self.notified_mono = 0.0  # when a notification of jobs for us last came in
 
     # -- the loop -----------------------------------------------------------------
 
@@ -356,7 +357,13 @@ class Supervisor:
             handle.inflight[0].started_mono = handle.inflight[0].started_mono or now
             handle.idle = False
         elif kind == protocol.READY:
-            handle.idle = True
+            # A job that arrived after the empty claim began may have notified us before
+            # this READY came in, when the worker was not idle yet: wake it at once then.
+            since = message.get("since")
+            if isinstance(since, float) and self.notified_mono >= since and not handle.stopping:
+                handle.send({"t": protocol.WAKE})
+            else:
+                handle.idle = True
         elif kind == protocol.HELLO:
             protocol.check_hello(message)
             owner = message.get("owner")
@@ -642,6 +649,7 @@ class Supervisor:
             payloads = [""]
         tasks = set(self.queue.registrations)
         if any(not p or tasks.intersection(p.split(",")) for p in payloads):
+            self.notified_mono = time.monotonic()
             for handle in self.workers.values():
                 if handle.idle and not handle.stopping:
                     handle.idle = False

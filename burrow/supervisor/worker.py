@@ -156,6 +156,7 @@ class Worker:
                 log.info("worker_recycling", reason=reason, jobs_done=self.jobs_done)
                 break
             try:
+                claim_began = time.monotonic()  # CLOCK_MONOTONIC: the supervisor's clock too
                 batch = self.queue.backend.claim(tasks, claim_size, self.queue.owner, config.lease_timeout_s)
                 backend_pause = 0.1
             except BackendError as exc:
@@ -164,7 +165,7 @@ class Worker:
                 backend_pause = min(backend_pause * 2, 5.0)
                 continue
             if not batch:
-                self.send({"t": protocol.READY})
+                self.send({"t": protocol.READY, "since": claim_began})
                 if self.settings.notified:
                     self.poll_messages(_NOTIFIED_IDLE_POLL_S)
                 else:

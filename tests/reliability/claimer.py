@@ -1,6 +1,7 @@
 """One claiming OS process of R5: ``python -m tests.reliability.claimer SPEC.json``.
 
-It waits for the go file (so all claimers start together), then claims, logs
+It connects, says so with its ready file, waits for the go file (so all
+claimers start together), then claims, logs
 each claimed job to the ledger, and finishes, until nothing is due. Every error
 that reaches it, as the user of burrow's API, is counted, by its message; the
 summary goes to ``out`` as JSON.
@@ -25,6 +26,8 @@ def main(spec_path: str) -> int:
     owner = new_owner("claimer")
     backend = q.backend
     tasks = [spec["task"]]
+    backend.ping()  # connected (the connection claims use is open) before saying ready
+    Path(spec["ready"]).touch()
     go = Path(spec["go"])
     while not go.exists():
         time.sleep(0.001)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from burrow.backends.base import JobState
+from tests.helpers import wait_until
 from tests.reliability.audit import Figures, audit
 from tests.reliability.support import GRACE_S, size, timeout
 from tests.supervisor.harness import REPO
@@ -43,12 +44,13 @@ def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
             spec.write_text(
                 json.dumps(
                     {"dsn": database.dsn, "schema": database.schema, "task": "r5.job", "batch": 10,
-                     "go": str(go), "ledger": str(ledger), "out": str(out)}
+                     "go": str(go), "ready": str(tmp_path / f"claimer{n}.ready"), "ledger": str(ledger), "out": str(out)}
                 )
             )
             procs.append(subprocess.Popen([sys.executable, "-m", "tests.reliability.claimer", str(spec)], cwd=REPO))
             outs.append(out)
-        time.sleep(0.5)  # let every claimer connect and wait on the go file
+        ready = [tmp_path / f"claimer{n}.ready" for n in range(PROCESSES)]
+        wait_until(lambda: all(r.exists() for r in ready), timeout=60, what="every claimer connected")
         claim_began = time.monotonic()
         go.touch()
         for proc in procs:
@@ -75,7 +77,10 @@ def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
         assert not errors, errors[:5]
         assert set(per_job) == set(ids)
         assert q.backend.counts()[JobState.SUCCEEDED] == jobs
-        assert all(n > 0 for n in figures.notes["per_process"]), "a claimer got nothing: no real contention"
+        # Every claimer got real work, and none was starved: SQLite's busy handler backs
+        # a waiting process off to 100 ms sleeps, and once left one claimer with nothing.
+        fair = jobs / PROCESSES
+        assert min(figures.notes["per_process"]) >= fair / 5, f"a claimer was starved: {figures.notes['per_process']}"
     finally:
         for proc in procs:
             if proc.poll() is None:
