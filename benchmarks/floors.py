@@ -15,20 +15,20 @@ from __future__ import annotations
 
 FLOORS: dict[str, float] = {
     # task.enqueue_many of 100 vs one multi-row INSERT
-    "sqlite.enqueue.many100": 0.06,
+    "sqlite.enqueue.many100": 0.08,
     "postgresql.enqueue.many100": 0.20,
     # Backend.claim + Backend.finish vs the same SQL issued directly
-    "sqlite.claim.b1.p1": 0.04,
-    "sqlite.claim.b10.p1": 0.05,
-    "sqlite.claim.b100.p1": 0.08,
-    "sqlite.claim.b1000.p1": 0.17,
-    "sqlite.claim.b100.p2": 0.08,
-    "postgresql.claim.b1.p1": 0.10,
-    "postgresql.claim.b10.p1": 0.10,
-    "postgresql.claim.b100.p1": 0.18,
-    "postgresql.claim.b1000.p1": 0.25,
+    "sqlite.claim.b1.p1": 0.40,
+    "sqlite.claim.b10.p1": 0.30,
+    "sqlite.claim.b100.p1": 0.30,
+    "sqlite.claim.b1000.p1": 0.28,
+    "sqlite.claim.b100.p2": 0.30,
+    "postgresql.claim.b1.p1": 0.30,
+    "postgresql.claim.b10.p1": 0.30,
+    "postgresql.claim.b100.p1": 0.25,
+    "postgresql.claim.b1000.p1": 0.35,
     "postgresql.claim.b100.p2": 0.20,
     # the real supervisor draining a pre-filled queue vs raw SQL at its batch size
-    "sqlite.drain.w2": 0.035,
+    "sqlite.drain.w2": 0.18,
     "postgresql.drain.w2": 0.25,
 }

@@ -73,6 +73,7 @@ class PostgresBackend(SQLBackend):
         self._jobs, self._now_sql = names["jobs"], names["now"]
         self._claims: dict[int, str] = {}
         self._finish_sql = _FINISH.format(**names)
+        self._succeed_sql = _SUCCEED.format(**names)
         self._extend_sql = _EXTEND.format(**names)
 
     # -- time: the server's clock unless a test injected one ---------------------
@@ -171,8 +172,12 @@ class PostgresBackend(SQLBackend):
             "channel": self.channel,
         }
 
+        # The usual batch is all successes: they need neither the history insert nor
+        # the notification, and the plain UPDATE plans in a fraction of the time.
+        statement = self._succeed_sql if all(o.kind is OutcomeKind.SUCCEEDED for o in outcomes) else self._finish_sql
+
         def write(conn: psycopg.Connection[Any]) -> set[int]:
-            return {row[0] for row in conn.execute(self._finish_sql, params) if row[0] is not None}
+            return {row[0] for row in conn.execute(statement, params) if row[0] is not None}
 
         written = self._on_held("finish", write)
         return [o.id for o in outcomes if o.id not in written]
@@ -355,6 +360,16 @@ WITH written AS (
     LIMIT 1
 )
 SELECT id FROM written UNION ALL SELECT NULL FROM notified
+"""
+
+# Only successes: the same writes as _FINISH makes for them.
+_SUCCEED = """
+UPDATE {jobs} AS j
+SET state = 'succeeded', finished_at = {now}, result = v.result, owner = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(results)s::bytea[])
+     AS v(id, owner, attempt, result)
+WHERE {fenced}
+RETURNING j.id
 """
 
 _EXTEND = """
