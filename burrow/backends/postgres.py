@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
+from burrow.backends.base import ClaimedJob, JobState, NewJob, Outcome, OutcomeKind
 from burrow.backends.schema import Timestamp, apply_migrations, history, jobs
 from burrow.backends.sql import Clock, SQLBackend
 from burrow.errors import BackendError
@@ -55,6 +55,12 @@ def notify_channel(schema: str | None) -> str:
     return f"burrow:{hashlib.sha256(channel.encode()).hexdigest()[:48]}"
 
 
+def _notice(tasks: Sequence[str]) -> str:
+    """The NOTIFY payload: the tasks that got jobs, or "" ("look for yourselves") if too long."""
+    payload = ",".join(tasks)
+    return "" if len(payload.encode()) > _NOTIFY_PAYLOAD_MAX else payload
+
+
 class PostgresBackend(SQLBackend):
     dialect = "postgresql"
 
@@ -74,6 +80,7 @@ class PostgresBackend(SQLBackend):
         self._claims: dict[int, str] = {}
         self._finish_sql = _FINISH.format(**names)
         self._succeed_sql = _SUCCEED.format(**names)
+        self._enqueue_sql = _ENQUEUE.format(**names)
         self._extend_sql = _EXTEND.format(**names)
 
     # -- time: the server's clock unless a test injected one ---------------------
@@ -222,10 +229,23 @@ class PostgresBackend(SQLBackend):
 
     def _notify(self, conn: sa.Connection, tasks: Sequence[str]) -> None:
         """One NOTIFY per statement, delivered at commit (so never for a rolled-back enqueue)."""
-        payload = ",".join(tasks)
-        if len(payload.encode()) > _NOTIFY_PAYLOAD_MAX:
-            payload = ""  # "something arrived": listeners check for themselves
-        conn.execute(sa.select(sa.func.pg_notify(self.channel, payload)))
+        conn.execute(sa.select(sa.func.pg_notify(self.channel, _notice(tasks))))
+
+    def _insert_held(self, connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
+        """The jobs and their NOTIFY in one autocommit statement: one round trip, one commit."""
+        params = {
+            "tasks": [j.task for j in new_jobs],
+            "priorities": [j.priority for j in new_jobs],
+            "payloads": [j.payload for j in new_jobs],
+            "max_retries": [j.max_retries for j in new_jobs],
+            "run_ats": [j.run_at for j in new_jobs],
+            "now": self._clock_now(),
+            "channel": self.channel,
+            "notice": _notice(sorted({j.task for j in new_jobs})),
+        }
+        ids = [row[0] for row in connection.execute(self._enqueue_sql, params) if row[0] is not None]
+        ids.sort()  # ids are drawn in the ORDER BY ordinality, so ascending is new_jobs order
+        return ids
 
     def listener(self) -> Listener:
         """A LISTEN connection whose socket a selector can watch (one per process)."""
@@ -370,6 +390,20 @@ FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(result
      AS v(id, owner, attempt, result)
 WHERE {fenced}
 RETURNING j.id
+"""
+
+_ENQUEUE = """
+WITH inserted AS (
+    INSERT INTO {jobs} (task, priority, state, payload, attempts, max_retries, run_at, created_at)
+    SELECT v.task, v.priority, 'queued', v.payload, 0, v.max_retries, coalesce(v.run_at, {now}), {now}
+    FROM unnest(%(tasks)s::varchar[], %(priorities)s::int[], %(payloads)s::bytea[], %(max_retries)s::int[],
+                %(run_ats)s::timestamptz[]) WITH ORDINALITY AS v(task, priority, payload, max_retries, run_at, n)
+    ORDER BY v.n
+    RETURNING id
+), notified AS (
+    SELECT pg_notify(%(channel)s, %(notice)s)
+)
+SELECT id FROM inserted UNION ALL SELECT NULL FROM notified
 """
 
 _EXTEND = """

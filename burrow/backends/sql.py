@@ -124,7 +124,7 @@ class SQLBackend:
     def _begin_write(self) -> contextlib.AbstractContextManager[sa.Connection]:
         return self._engine.begin()
 
-    def _on_held(self, operation: str, fn: Callable[[Any], T]) -> T:
+    def _on_held(self, operation: str, fn: Callable[[Any], T], *, retry: bool = True) -> T:
         """Run ``fn(dbapi_connection)`` on this process's held connection, for the hot path.
 
         Claims, finishes and lease extensions run many times a second, and through
@@ -134,7 +134,8 @@ class SQLBackend:
         transaction (commit included). On an error the transaction is rolled back;
         after a dropped connection a fresh one is taken and ``fn`` runs once more,
         which is safe because every hot-path write is fenced or, for claims, leaves
-        at worst jobs under our owner whose lease will run out.
+        at worst jobs under our owner whose lease will run out. Inserts pass
+        retry=False: a lost commit acknowledgement must not become a duplicate job.
         """
         dialect = self._base_engine.dialect
         with self._held_lock:
@@ -158,9 +159,12 @@ class SQLBackend:
                     with contextlib.suppress(Exception):
                         connection.rollback()
                     if disconnected:
+                        # The server likely dropped the pooled connections too (a restart,
+                        # a terminate): start the retry from a fresh pool, as SQLAlchemy does.
                         self._held.invalidate()
                         self._held = None
-                        if attempt == 1:
+                        self._base_engine.dispose()
+                        if attempt == 1 and retry:
                             continue
                     raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
                 except BaseException:
@@ -202,9 +206,21 @@ class SQLBackend:
     # -- enqueue ------------------------------------------------------------------
 
     def enqueue(self, new_jobs: Sequence[NewJob], conn: sa.Connection | None = None) -> list[int]:
-        """Insert all jobs with one multi-row INSERT ... RETURNING id."""
+        """Insert all jobs with one multi-row INSERT ... RETURNING id; ids in ``new_jobs`` order.
+
+        Without a caller's connection, as one statement on the held connection (see
+        the subclasses), at a fraction of the client CPU; if another thread holds it,
+        through the pool instead, so threads enqueueing together still commit in
+        parallel. On the caller's connection (a transactional enqueue), in the
+        caller's transaction.
+        """
         if not new_jobs:
             return []
+        for job in new_jobs:
+            if job.run_at is not None and job.run_at.tzinfo is None:
+                raise ValueError(f"naive datetime {job.run_at!r}: burrow needs timezone-aware datetimes")
+        if conn is None and not self._held_lock.locked():
+            return self._on_held("enqueue", lambda c: self._insert_held(c, new_jobs), retry=False)
         rows = [
             {
                 "task": job.task,
@@ -226,19 +242,22 @@ class SQLBackend:
             )
             .returning(jobs.c.id, sort_by_parameter_order=self.ordered_insert_returning)
         )
-        tasks = sorted({job.task for job in new_jobs})
 
         def insert(c: sa.Connection) -> list[int]:
             ids = list(c.execute(statement, rows, execution_options=self._statement_options()).scalars())
             if not self.ordered_insert_returning:
                 ids.sort()  # see the subclass: ids ascend in VALUES order
-            self._notify(c, tasks)
+            self._notify(c, sorted({job.task for job in new_jobs}))
             return ids
 
         if conn is not None:
             with self._errors("enqueue"):
                 return insert(conn)
         return self._write("enqueue", insert, retry=False)
+
+    def _insert_held(self, connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
+        """Insert ``new_jobs`` and notify, committed, on the held DBAPI connection."""
+        raise NotImplementedError
 
     def _statement_options(self) -> dict[str, Any]:
         """Options that a caller's connection needs to find our tables."""

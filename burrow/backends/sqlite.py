@@ -21,12 +21,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.base import ClaimedJob, NewJob, Outcome, OutcomeKind
 from burrow.backends.schema import UTC, apply_migrations
 from burrow.backends.sql import Clock, SQLBackend, history_entry
 from burrow.errors import BackendError
 
 BUSY_TIMEOUT_MS = 30_000
+_INSERT_ROWS = 500  # 6 parameters a row; SQLite allows 32,766 in a statement
 _LOCK_RETRY_S = 0.0002
 
 
@@ -115,6 +116,22 @@ class SQLiteBackend(SQLBackend):
     def migrate(self) -> None:
         """BEGIN IMMEDIATE is the lock: a second process waits, then finds nothing to do."""
         self._write("migrate", lambda conn: apply_migrations(conn, self.now()))
+
+    def _insert_held(self, connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
+        """Multi-row INSERTs of at most _INSERT_ROWS rows (SQLite caps the parameters of
+        a statement), in one transaction; ids ascend in VALUES order (see the class)."""
+        now = _stamp(self.now())
+        ids: list[int] = []
+        _begin_immediate(connection)
+        for start in range(0, len(new_jobs), _INSERT_ROWS):
+            chunk = new_jobs[start : start + _INSERT_ROWS]
+            params: list[Any] = []
+            for job in chunk:
+                run_at = now if job.run_at is None else _stamp(job.run_at)
+                params += (job.task, job.priority, job.payload, job.max_retries, run_at, now)
+            ids += sorted(row[0] for row in connection.execute(_insert_sql(len(chunk)), params))
+        connection.execute("COMMIT")
+        return ids
 
     def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
         """Select and mark in one statement; the write lock makes the subquery safe."""
@@ -206,6 +223,15 @@ def _stamp(value: dt.datetime) -> str:
     """A UTC datetime as SQLAlchemy stores it in SQLite (see schema.Timestamp): fixed width,
     so stamps compare as text in time order."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, 'queued', ?, 0, ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO burrow_jobs (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+        f" VALUES {values} RETURNING id"
+    )
 
 
 @functools.cache

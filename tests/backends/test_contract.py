@@ -14,8 +14,10 @@ import datetime as dt
 import enum
 import math
 import os
+import re
 import sqlite3
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -983,19 +985,36 @@ def test_enqueue_many_returns_ids_in_order(queue: JobQueue) -> None:
     assert queue.backend.counts()[JobState.QUEUED] == 25
 
 
+@contextlib.contextmanager
+def statements_sent(queue: JobQueue) -> Iterator[list[str]]:
+    """The SQL the backend's held connection sends meanwhile, as the driver sees it:
+    sqlite3's trace callback, or libpq's protocol trace (each Parse carries the text)."""
+    b: Any = queue.backend
+    b.ping()  # opens the held connection, the one enqueue uses
+    driver = b._held.driver_connection
+    sent: list[str] = []
+    if b.dialect == "sqlite":
+        driver.set_trace_callback(sent.append)
+        try:
+            yield sent
+        finally:
+            driver.set_trace_callback(None)
+        return
+    with tempfile.TemporaryFile("w+") as trace:
+        driver.pgconn.trace(trace.fileno())
+        driver.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        try:
+            yield sent
+        finally:
+            driver.pgconn.untrace()
+            trace.seek(0)
+            sent += re.findall(r'^F\t\d+\tParse\t "\w*" "(.*?)" \d', trace.read(), re.MULTILINE | re.DOTALL)
+
+
 def test_enqueue_many_is_one_statement(queue: JobQueue) -> None:
-    inserts: list[str] = []
-
-    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO") and "burrow_jobs" in statement:
-            inserts.append(statement)
-
-    engine = queue.backend._base_engine  # type: ignore[attr-defined]
-    sa.event.listen(engine, "before_cursor_execute", on_execute)
-    try:
+    with statements_sent(queue) as sent:
         ids = queue.enqueue_many("bulk.one", [{"n": i} for i in range(500)])
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", on_execute)
+    inserts = [s for s in sent if "INSERT INTO" in s.upper() and "burrow_jobs" in s]
     assert len(ids) == 500
     assert len(inserts) == 1
     for i in range(0, 500, 7):
@@ -1336,3 +1355,26 @@ def test_sqlite_files_are_private_and_wal(tmp_path: Path) -> None:
             assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_large_enqueue_many_keeps_payload_order(queue: JobQueue) -> None:
+    """More rows than one SQLite statement takes (it is split, in one transaction):
+    the ids still come back in payload order, and the jobs are claimed in it."""
+    ids = queue.enqueue_many("bulk.large", [{"n": i} for i in range(1_234)])
+    assert len(ids) == 1_234 and ids == sorted(ids)
+    for i in (0, 499, 500, 501, 999, 1_000, 1_233):
+        record = queue.backend.get(ids[i])
+        assert record is not None and burrow.codec.decode(record.payload) == {"n": i}
+    claimed = queue.backend.claim(["bulk.large"], 1_234, "large", 30.0)
+    assert [job.id for job in claimed] == ids
+
+
+def test_enqueue_while_another_thread_holds_the_hot_connection(queue: JobQueue) -> None:
+    """Threads enqueueing together must not queue on the one held connection: an
+    enqueue that finds it busy goes through the pool, with the same result."""
+    b: Any = queue.backend
+    with b._held_lock:  # as if another thread were mid-claim or mid-enqueue
+        ids = queue.enqueue_many("busy.held", [{"n": i} for i in range(3)])
+    assert ids == sorted(ids) and len(ids) == 3
+    assert [burrow.codec.decode(b.get(i).payload) for i in ids] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert queue.backend.counts()[JobState.QUEUED] == 3

@@ -13,11 +13,13 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -130,25 +132,49 @@ def test_backends_build_no_sql_from_strings() -> None:
 
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_notify_sends_channel_and_payload_as_bound_parameters(database) -> None:
+    """Task names and the channel reach pg_notify as parameters, never in the SQL text:
+    on the held connection (a plain enqueue, seen in libpq's protocol trace) and on a
+    caller's connection (a transactional enqueue, seen by SQLAlchemy)."""
     q = database.connect()
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        statements.append((statement, parameters))
-
-    engine = q.backend._base_engine
-    sa.event.listen(engine, "before_cursor_execute", record)
+    channel = f"burrow:{database.schema}"
     try:
-        q.enqueue("sec.notify_me", {"x": 1})
+        q.backend.ping()
+        pgconn = q.backend._held.driver_connection.pgconn
+        with tempfile.TemporaryFile("w+") as trace:
+            pgconn.trace(trace.fileno())
+            pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+            try:
+                q.enqueue("sec.notify_me", {"x": 1})
+            finally:
+                pgconn.untrace()
+            trace.seek(0)
+            wire = trace.read()
+        [text] = re.findall(r'^F\t\d+\tParse\t "\w*" "(.*?)" \d', wire, re.MULTILINE | re.DOTALL)
+        assert re.search(r"pg_notify\(\$\d+, \$\d+\)", text), text
+        assert "sec.notify_me" not in text and "burrow:" not in text
+        [bind] = [line for line in wire.splitlines() if line.startswith("F\t") and "\tBind\t" in line]
+        assert "'sec.notify_me'" in bind and f"'{channel}'" in bind
+
+        statements: list[tuple[str, Any]] = []
+
+        def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+            statements.append((statement, parameters))
+
+        engine = q.backend._base_engine
+        sa.event.listen(engine, "before_cursor_execute", record)
+        try:
+            with engine.begin() as conn:
+                q.enqueue("sec.notify_me", {"x": 2}, conn=conn)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", record)
+        notify = [(s, p) for s, p in statements if "pg_notify" in s]
+        assert len(notify) == 1
+        text, params = notify[0]
+        assert re.search(r"pg_notify\(%\(\w+\)s(::\w+)?, %\(\w+\)s(::\w+)?\)", text), text
+        assert "sec.notify_me" not in text and "burrow:" not in text
+        assert set(params.values()) == {"sec.notify_me", channel}
     finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
         q.close()
-    notify = [(s, p) for s, p in statements if "pg_notify" in s]
-    assert len(notify) == 1
-    text, params = notify[0]
-    assert re.search(r"pg_notify\(%\(\w+\)s(::\w+)?, %\(\w+\)s(::\w+)?\)", text), text
-    assert "sec.notify_me" not in text and "burrow:" not in text
-    assert set(params.values()) == {"sec.notify_me", f"burrow:{database.schema}"}
 
 
 # -- systemd ------------------------------------------------------------------------
