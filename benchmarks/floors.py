@@ -15,8 +15,8 @@ from __future__ import annotations
 
 FLOORS: dict[str, float] = {
     # task.enqueue_many of 100 vs one multi-row INSERT
-    "sqlite.enqueue.many100": 0.08,
-    "postgresql.enqueue.many100": 0.20,
+    "sqlite.enqueue.many100": 0.25,
+    "postgresql.enqueue.many100": 0.40,
     # Backend.claim + Backend.finish vs the same SQL issued directly
     "sqlite.claim.b1.p1": 0.40,
     "sqlite.claim.b10.p1": 0.30,
