@@ -32,7 +32,15 @@ from burrow.errors import (
     WaitTimeout,
 )
 from burrow.execution import Registration, RetryDefaults, execute, released
-from burrow.tasks import JobConfig, JobHandlerFunc, JobOption, apply_options, check_task_name
+from burrow.tasks import (
+    JobConfig,
+    JobHandlerFunc,
+    JobOption,
+    apply_options,
+    check_max_retries,
+    check_priority,
+    check_task_name,
+)
 
 DEFAULT_LEASE_S = 30.0
 DRAIN_BATCH = 10
@@ -167,8 +175,10 @@ class JobQueue:
         """Store many jobs in one statement; every payload is encoded before any is stored."""
         check_task_name(type_name)
         config = self._config(type_name)
-        priority = config.priority if priority is None else priority
-        max_retries = config.max_retries if max_retries is None else max_retries
+        # Checked here, not left to the database: an out-of-range value is one clear
+        # error before anything is stored, the same on both backends.
+        priority = config.priority if priority is None else check_priority(priority)
+        max_retries = config.max_retries if max_retries is None else check_max_retries(max_retries)
         run_at = _aware(run_at)
         jobs = [
             NewJob(type_name, _payload_bytes(p, type_name, self.max_payload_bytes), priority, max_retries, run_at)

@@ -74,15 +74,25 @@ def _int_option(name: str, value: int, low: int, high: int) -> int:
     return value
 
 
+def check_max_retries(n: int) -> int:
+    """``n`` if it is a valid max_retries (0 to 1,000,000); a BurrowError naming it if not."""
+    return _int_option("max_retries", n, 0, 1_000_000)
+
+
+def check_priority(n: int) -> int:
+    """``n`` if it is a valid priority (a 32-bit integer, the column's type); a BurrowError if not."""
+    return _int_option("priority", n, -(2**31), 2**31 - 1)
+
+
 def with_max_retries(n: int) -> JobOption:
     """Retry a failing job up to ``n`` times after its first run (so n + 1 runs at most)."""
-    n = _int_option("max_retries", n, 0, 1_000_000)
+    n = check_max_retries(n)
     return lambda config: replace(config, max_retries=n)
 
 
 def with_priority(n: int) -> JobOption:
     """Higher runs first; the default is 0 and negative values are allowed."""
-    n = _int_option("priority", n, -(2**31), 2**31 - 1)
+    n = check_priority(n)
     return lambda config: replace(config, priority=n)
 
 

@@ -1378,3 +1378,27 @@ def test_enqueue_while_another_thread_holds_the_hot_connection(queue: JobQueue) 
     assert ids == sorted(ids) and len(ids) == 3
     assert [burrow.codec.decode(b.get(i).payload) for i in ids] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert queue.backend.counts()[JobState.QUEUED] == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"priority": 2**31}, r"priority must be an integer from -2147483648 to 2147483647, got 2147483648"),
+        ({"priority": -(2**31) - 1}, r"priority must be an integer from"),
+        ({"priority": True}, r"priority must be an integer from .*, got True"),
+        ({"priority": 1.5}, r"priority must be an integer from .*, got 1.5"),
+        ({"max_retries": -1}, r"max_retries must be an integer from 0 to 1000000, got -1"),
+        ({"max_retries": "3"}, r"max_retries must be an integer from 0 to 1000000, got '3'"),
+    ],
+)
+def test_an_out_of_range_priority_or_max_retries_is_refused_before_storing(
+    queue: JobQueue, options: dict[str, Any], message: str
+) -> None:
+    """The same one-line error as with_priority / with_max_retries give, on both
+    backends (PostgreSQL's int4 column would refuse only some of these, SQLite none)."""
+    with pytest.raises(BurrowError, match=message):
+        queue.enqueue("range.checked", {}, **options)
+    with pytest.raises(BurrowError, match=message):
+        queue.enqueue_many("range.checked", [{}, {}], **options)
+    assert sum(queue.backend.counts().values()) == 0
+    assert queue.backend.get(queue.enqueue("range.checked", {}, priority=2**31 - 1)).priority == 2**31 - 1
