@@ -8,6 +8,12 @@ does not hand-write a decoder for a solved problem.
 Two checks are added on top because orjson would otherwise store something the
 reader cannot trust: a float that is NaN or infinite (orjson writes it as null)
 and a naive datetime (its meaning depends on the reader's clock) are refused.
+
+Scalars decode strictly. cattrs' defaults convert with the type's constructor, so
+``"false"`` became True for a bool field, 3.7 became 3 for an int and 5 became
+"5" for a str: a payload written by another producer (or by hand) with the wrong
+type would run with a value nobody sent. Here a JSON value must already be of
+the field's type (an integer is accepted where a float is expected).
 """
 
 from __future__ import annotations
@@ -40,6 +46,21 @@ def _structure_none(value: Any, _: Any) -> None:
 # cattrs has no hook for a bare ``None`` annotation: a result task whose handler
 # returns ``-> None`` stores null and must read it back.
 _converter.register_structure_hook(type(None), _structure_none)
+
+
+def _strict(type_: type, accepts: tuple[type, ...]) -> Any:
+    def structure(value: Any, cls: Any) -> Any:
+        if cls is not type_:  # a subclass, such as an IntEnum or a StrEnum: by value, as cattrs does
+            return cls(value)
+        if isinstance(value, bool) and type_ is not bool or not isinstance(value, accepts):
+            raise TypeError(f"expected {type_.__name__}, got {type(value).__name__} {value!r}")
+        return type_(value)
+
+    return structure
+
+
+for _type, _accepts in ((bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,))):
+    _converter.register_structure_hook(_type, _strict(_type, _accepts))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -258,6 +258,30 @@ def test_bad_payloads_raise_permanent_decode_errors(data: bytes) -> None:
     assert "cannot decode payload into Leaf" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("flag", "false", "bool"),  # bool("false") would be True
+        ("flag", 1, "bool"),
+        ("n", 3.7, "int"),  # int(3.7) would be 3
+        ("n", "3", "int"),
+        ("n", True, "int"),
+        ("x", "1.5", "float"),
+        ("x", False, "float"),
+        ("s", 5, "str"),  # str(5) would be "5"
+    ],
+)
+def test_scalars_of_the_wrong_json_type_are_refused_not_converted(field: str, value: object, expected: str) -> None:
+    """A payload written with the wrong type must fail its job with the field named,
+    not run with a value nobody sent."""
+    with pytest.raises(PayloadDecodeError, match=rf"expected {expected} @ \$\.{field}"):
+        codec.decode(codec.encode({**LEAF_JSON, field: value}), Leaf)
+
+
+def test_an_integer_is_a_float() -> None:
+    assert codec.decode(codec.encode({**LEAF_JSON, "x": 2}), Leaf).x == 2.0
+
+
 def test_good_leaf_json_decodes() -> None:
     leaf = codec.decode(codec.encode(LEAF_JSON), Leaf)
     assert leaf.when == dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
