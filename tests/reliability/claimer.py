@@ -29,7 +29,10 @@ def main(spec_path: str) -> int:
     backend.ping()  # connected (the connection claims use is open) before saying ready
     Path(spec["ready"]).touch()
     go = Path(spec["go"])
-    while not go.exists():
+    deadline = time.monotonic() + 60
+    while not go.exists():  # the start barrier, bounded like the test's own wait
+        if time.monotonic() > deadline:
+            sys.exit("no go signal within 60 s")
         time.sleep(0.001)
     claimed: list[int] = []
     errors: list[str] = []

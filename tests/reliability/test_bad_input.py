@@ -11,6 +11,7 @@ same coming from a live worker (test_r7: corrupts_pipe, truncated_frame).
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import traceback
 from pathlib import Path
@@ -66,7 +67,15 @@ def test_a_task_nobody_handles_stays_queued_and_is_never_lost(database, launcher
         supervisor.wait_ready()
         known = work_task.enqueue_many(q, [Work(str(ledger)) for _ in range(20)])
         supervisor.wait(lambda: all(q.job(i).state is JobState.SUCCEEDED for i in known), 20, "the known jobs")
-        time.sleep(LEASE_S + 2 * REAP_S)  # a lease and two reaps later, still untouched
+        # A lease and two reaps later, still untouched. The supervisor's process row is
+        # heartbeated by the same tick that reaps: once its heartbeat is that far on,
+        # the reaper has had its chances.
+        until = q.backend.now() + dt.timedelta(seconds=LEASE_S + 2 * REAP_S)
+        supervisor.wait(
+            lambda: any(p["role"] == "supervisor" and p["heartbeat_at"] >= until for p in q.backend.list_processes()),
+            LEASE_S + 2 * REAP_S + 10,
+            "a lease and two reaps to pass",
+        )
         for job_id in orphans:
             job = q.job(job_id)
             assert (job.state, job.attempts, job.started_at) == (JobState.QUEUED, 0, None)

@@ -72,8 +72,10 @@ def test_terminated_backends_and_a_restart_run_nothing_twice(
                 figures.notes.setdefault("terminated_connections", []).append(private_cluster.terminate_all())
             else:
                 down = time.monotonic()
+                failures = len(supervisor.events("heartbeat_failed"))
                 private_cluster.stop()
-                time.sleep(max(0.0, 1.0 - (time.monotonic() - down)))
+                # Down until the supervisor has felt it, not for a guessed time.
+                supervisor.wait(lambda: len(supervisor.events("heartbeat_failed")) > failures, 10, "the outage to be seen")
                 private_cluster.start()
                 figures.notes["restart_down_s"] = round(time.monotonic() - down, 2)
             figures.faults += 1
@@ -115,7 +117,14 @@ def test_an_outage_longer_than_the_lease_stops_work_before_the_lease_lapses(
         private_cluster.stop()
         figures.faults += 1
         outage_s = lease_s + 1.5
-        time.sleep(outage_s)
+        # The guard must act before the lease lapses: wait for it, then let the outage
+        # run past the lease (its length is the fault being injected, not a guess).
+        supervisor.wait(
+            lambda: any("database unreachable" in r["reason"] for r in supervisor.events("worker_exited")),
+            lease_s + 5,
+            "the workers running jobs to be stopped",
+        )
+        time.sleep(max(0.0, stopped_at + outage_s - time.time()))
         assert supervisor.proc.poll() is None, "the supervisor gave up during the outage"
         private_cluster.start()
         started_at = time.time()

@@ -68,7 +68,7 @@ def test_misbehaving_handler(database, launcher: Launcher, tmp_path: Path, case:
         if case == "ignores_sigterm":
             pid = int(supervisor.wait(lambda: _read(directory / "ignoring"), 10, "the handler to ignore SIGTERM"))
             os.kill(pid, signal.SIGTERM)
-            time.sleep(0.3)
+            supervisor.wait(lambda: (directory / "got_sigterm").exists(), 10, "the handler to receive SIGTERM")
             assert alive(pid), "SIGTERM was not ignored"
         final = JobState.SUCCEEDED if case == "stdout_100mb" else JobState.FAILED
         supervisor.wait(lambda: q.job(job_id).state is final, 30, f"the job to be {final}")

@@ -215,6 +215,16 @@ def _watchdog_gap(notify: NotifyListener, start: float, end: float) -> list[floa
     return [t for t in notify.times("WATCHDOG", "1") if start <= t <= end]
 
 
+def _wait_for_watchdog_silence(supervisor: Any, notify: NotifyListener, while_: str) -> None:
+    """Until no WATCHDOG=1 has come for five heartbeat intervals (bounded): the outage
+    has lasted long enough for the assertions below to have a window to look at."""
+    supervisor.wait(
+        lambda: time.time() - max(notify.times("WATCHDOG", "1"), default=0.0) >= 5 * HEARTBEAT_S,
+        10,
+        f"WATCHDOG=1 to stop while {while_}",
+    )
+
+
 @pytest.mark.timeout(90)
 def test_watchdog_stops_while_postgres_is_down(
     private_cluster: PrivateCluster, private_database, launcher: Launcher, tmp_path: Path
@@ -226,7 +236,7 @@ def test_watchdog_stops_while_postgres_is_down(
         supervisor.wait(lambda: len(notify.times("WATCHDOG", "1")) >= 3, 20, "WATCHDOG=1 every tick")
         stopped_at = time.time()
         private_cluster.stop()
-        time.sleep(1.5)
+        _wait_for_watchdog_silence(supervisor, notify, "the database was down")
         restarted_at = time.time()
         private_cluster.start()
         supervisor.wait(lambda: _watchdog_gap(notify, restarted_at, time.time() + 1), 10, "WATCHDOG=1 again")
@@ -252,7 +262,7 @@ def test_watchdog_stops_while_sqlite_is_locked_by_another_process(launcher: Laun
         with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)) as conn:
             conn.execute("BEGIN EXCLUSIVE")
             locked_at = time.time()
-            time.sleep(1.5)
+            _wait_for_watchdog_silence(supervisor, notify, "the database was locked")
             unlocked_at = time.time()
             conn.execute("ROLLBACK")
         supervisor.wait(lambda: _watchdog_gap(notify, unlocked_at, time.time() + 1), 10, "WATCHDOG=1 again")
