@@ -95,10 +95,6 @@ class PostgresBackend(SQLBackend):
             return super()._at(delay_s)
         return sa.type_coerce(sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, delay_s), Timestamp)
 
-    def _plus_seconds(self, seconds: sa.ColumnElement[Any]) -> sa.ColumnElement[dt.datetime]:
-        base = super()._now() if self._clock is not None else sa.func.now()
-        return sa.type_coerce(base + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds), Timestamp)
-
     # -- schema -------------------------------------------------------------------
 
     def migrate(self) -> None:

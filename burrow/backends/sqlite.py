@@ -15,7 +15,7 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +54,25 @@ def _enable_wal(cursor: Any) -> None:
 
     The switch needs an exclusive lock and does not call the busy handler, so
     processes opening a new database together would get "database is locked" at
-    once; retry with a short backoff, bounded by the busy timeout. A file already
-    in WAL mode (every open after the first) passes on the first try.
+    once; retry with a short backoff. A file already in WAL mode (every open after
+    the first) passes on the first try.
     """
+    _retry_while_locked(lambda: cursor.execute("PRAGMA journal_mode = WAL"), pause_s=0.001, max_pause_s=0.05)
+
+
+def _retry_while_locked(run: Callable[[], object], *, pause_s: float, max_pause_s: float) -> None:
+    """``run()`` until it does not fail with "database is locked", pausing between
+    tries (doubling up to ``max_pause_s``), for at most the busy timeout."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    pause = 0.001
     while True:
         try:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            run()
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, max_pause_s)
 
 
 def create_engine(path: Path) -> sa.Engine:
@@ -208,15 +213,7 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
     connection therefore has no busy timeout (``_configure_held``) and retries here
     at a fine, constant grain, bounded by the same 30 s.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(_LOCK_RETRY_S)
+    _retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"), pause_s=_LOCK_RETRY_S, max_pause_s=_LOCK_RETRY_S)
 
 
 def _stamp(value: dt.datetime) -> str:

@@ -11,9 +11,7 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.supervisor.harness import REPO, Launcher, SupervisorProcess, write_config
+from tests.supervisor.harness import write_config
 
 FULL = os.environ.get("BURROW_RELIABILITY", "").lower() == "full"
 APP = "tests.reliability.app:app"
@@ -52,29 +50,6 @@ def reliability_config(path: Path, database: Any, **supervisor: Any) -> Path:
     }
     settings.update(supervisor)
     return write_config(path, database, **settings)
-
-
-def start_with_stdout(
-    launcher: Launcher, config: Path, stdout: Path, *, env: Mapping[str, str] | None = None, name: str | None = None
-) -> SupervisorProcess:
-    """Like Launcher.start, but stdout goes to its own file (stderr keeps the JSON log)."""
-    name = name or f"supervisor{len(launcher.started)}"
-    log_path = launcher.tmp_path / f"{name}.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BURROW_", "NOTIFY_SOCKET"))}
-    environ.update(env or {})
-    with log_path.open("wb") as stderr, stdout.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "burrow.supervisor", "-c", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=stderr,
-            env=environ,
-            start_new_session=True,
-        )
-    supervisor = SupervisorProcess(config, log_path, proc)
-    launcher.started.append(supervisor)
-    return supervisor
 
 
 # -- a private PostgreSQL cluster -------------------------------------------------

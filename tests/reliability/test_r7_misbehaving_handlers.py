@@ -18,7 +18,7 @@ import pytest
 from burrow.backends.base import JobState
 from tests.reliability.app import MISBEHAVING, Misbehave, Work, work_task
 from tests.reliability.audit import Figures, audit, read_ledger
-from tests.reliability.support import GRACE_S, reliability_config, start_with_stdout
+from tests.reliability.support import GRACE_S, reliability_config
 from tests.supervisor.harness import Launcher, alive
 
 # name -> (task in MISBEHAVING, what the job's last error says, its history)
@@ -60,7 +60,7 @@ def test_misbehaving_handler(database, launcher: Launcher, tmp_path: Path, case:
         config = reliability_config(tmp_path / "jobs.toml", database, workers=1, batch_size=1)
         stdout = tmp_path / "stdout"
         if case == "stdout_100mb":
-            supervisor = start_with_stdout(launcher, config, stdout)
+            supervisor = launcher.start(config, stdout=stdout)
         else:
             supervisor = launcher.start(config)
         supervisor.wait_ready()

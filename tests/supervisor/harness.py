@@ -7,6 +7,7 @@ its own session so teardown can SIGKILL its whole process group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -175,17 +176,20 @@ class Launcher:
         *args: str,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
+        stdout: Path | None = None,
     ) -> SupervisorProcess:
+        """``stdout``: a file of its own for the supervisor's stdout (by default it
+        shares the log file with stderr, where the JSON log goes)."""
         name = name or f"supervisor{len(self.started)}"
         log_path = self.tmp_path / f"{name}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("BURROW_", "NOTIFY_SOCKET"))}
         environ.update(env or {})
-        with log_path.open("wb") as stderr:
+        with log_path.open("wb") as stderr, (stdout.open("wb") if stdout else contextlib.nullcontext(stderr)) as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "burrow.supervisor", "-c", str(config), *args],
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
-                stdout=stderr,
+                stdout=out,
                 stderr=stderr,
                 env=environ,
                 start_new_session=True,
