@@ -62,8 +62,9 @@ def execute(
     # per-job overhead is what caps a worker's throughput on short jobs.
     log_tokens = structlog.contextvars.bind_contextvars(job_id=job.id, task=job.task, attempt=job.attempt)
     job_tokens = enter_job(JobContext(job.id, job.task, job.attempt, job.max_retries), capture)
+    logger = log.bind()  # once: each call through structlog's lazy proxy resolves it again
     try:
-        log.info("job_started")
+        logger.info("job_started")
         try:
             _run(registration.handler, job.payload)
         except KeyboardInterrupt as exc:
@@ -72,7 +73,7 @@ def execute(
             return _failed(job, registration, defaults, exc, started)
         except BaseException as exc:  # SystemExit too: a handler's exit is its job's failure
             return _failed(job, registration, defaults, exc, started)
-        log.info("job_succeeded", duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        logger.info("job_succeeded", duration_ms=round((time.perf_counter() - started) * 1000, 3))
         return Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=capture.data)
     finally:
         leave_job(job_tokens)
