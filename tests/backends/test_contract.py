@@ -1401,4 +1401,5 @@ def test_an_out_of_range_priority_or_max_retries_is_refused_before_storing(
     with pytest.raises(BurrowError, match=message):
         queue.enqueue_many("range.checked", [{}, {}], **options)
     assert sum(queue.backend.counts().values()) == 0
-    assert queue.backend.get(queue.enqueue("range.checked", {}, priority=2**31 - 1)).priority == 2**31 - 1
+    stored = queue.backend.get(queue.enqueue("range.checked", {}, priority=2**31 - 1))
+    assert stored is not None and stored.priority == 2**31 - 1

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import burrow
 
@@ -274,7 +275,7 @@ MISBEHAVING = {
     "flood_stdout": burrow.define_result_task("rl.flood_stdout", flood_stdout, burrow.with_max_retries(1), BACKOFF),
 }
 
-TASKS = (work_task, leak_task, secret_task, *MISBEHAVING.values())
+TASKS: tuple[burrow.TaskDefinition[Any], ...] = (work_task, leak_task, secret_task, *MISBEHAVING.values())
 
 
 class App:

@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 
 from burrow.backends.base import JobState
+from burrow.backends.sql import SQLBackend
 from burrow.queue import JobQueue
 from tests.supervisor.harness import SupervisorProcess, alive
 
@@ -136,6 +137,7 @@ def audit(
     """
     runs = read_ledger(ledger)
     ends = {**worker_exits(supervisors), **(deaths or {})}
+    assert isinstance(q.backend, SQLBackend)
     now = q.backend.now()
     rows, histories = _tables(q)
     figures.jobs = len(ids)
@@ -199,6 +201,7 @@ def _tables(q: JobQueue) -> tuple[dict[int, Any], dict[int, list[tuple[int, str]
 
     from burrow.backends.schema import history, jobs
 
+    assert isinstance(q.backend, SQLBackend)
     with q.backend._engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempts, jobs.c.lease_expires_at))}
         histories: dict[int, list[tuple[int, str]]] = collections.defaultdict(list)
