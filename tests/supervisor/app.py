@@ -87,6 +87,14 @@ def block(gate: Gate) -> str:
     return f"{gate.name} done on attempt {attempt}"
 
 
+def announced(gates: Path, name: str, attempt: int = 1) -> int | None:
+    """The pid of the worker running gate ``name`` (``block`` wrote it), or None yet."""
+    try:
+        return int((gates / f"{name}.{attempt}.pid").read_text())
+    except FileNotFoundError:
+        return None
+
+
 def slow(seconds: float) -> None:
     time.sleep(seconds)
 

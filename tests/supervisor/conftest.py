@@ -34,3 +34,11 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
             launcher.cleanup()
         finally:
             _set_subreaper(False)
+
+
+@pytest.fixture
+def gates(tmp_path: Path) -> Path:
+    """Where block_task's jobs announce themselves and wait to be let go (tests.supervisor.app.Gate)."""
+    path = tmp_path / "gates"
+    path.mkdir()
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from burrow.backends.base import JobState
-from tests.supervisor.app import Gate, Mark, block_task, record_task, slow_task
+from tests.supervisor.app import Gate, Mark, announced, block_task, record_task, slow_task
 from tests.supervisor.harness import Launcher, alive, write_config
 
 
@@ -18,17 +18,9 @@ def _ts(record: dict) -> dt.datetime:
     return dt.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
 
 
-def _announced(gates: Path, name: str, attempt: int = 1) -> int | None:
-    """The pid of the worker running gate ``name``, once it said so."""
-    try:
-        return int((gates / f"{name}.{attempt}.pid").read_text())
-    except FileNotFoundError:
-        return None
-
-
-def test_worker_killed_mid_job_is_retried_and_replaced(database, launcher: Launcher, tmp_path: Path) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
+def test_worker_killed_mid_job_is_retried_and_replaced(
+    database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
     ledger = tmp_path / "ledger"
     q = database.connect()
     try:
@@ -39,7 +31,7 @@ def test_worker_killed_mid_job_is_retried_and_replaced(database, launcher: Launc
         behind = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(3)])
         supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
         supervisor.wait_ready()
-        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
         assert pid in supervisor.worker_pids()
 
         os.kill(pid, signal.SIGKILL)
@@ -58,7 +50,7 @@ def test_worker_killed_mid_job_is_retried_and_replaced(database, launcher: Launc
         history = q.history(job_id)
         assert [(h.attempt, h.event) for h in history] == [(1, "retried")]
         assert "worker exited with signal 9" in (history[0].error or "")
-        assert _announced(gates, "a", 2) == replacement["worker_pid"]
+        assert announced(gates, "a", 2) == replacement["worker_pid"]
         # Claimed but never started: released with the attempt given back, then run once.
         supervisor.wait(lambda: all(q.job(i).state is JobState.SUCCEEDED for i in behind), 15, "the rest")
         assert {q.job(i).attempts for i in behind} == {1}
@@ -68,14 +60,12 @@ def test_worker_killed_mid_job_is_retried_and_replaced(database, launcher: Launc
         q.close()
 
 
-def test_silent_worker_is_killed_and_its_job_retried(database, launcher: Launcher, tmp_path: Path) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
+def test_silent_worker_is_killed_and_its_job_retried(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     q = database.connect()
     try:
         job_id = block_task.enqueue(q, Gate(str(gates), "a"))
         supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
-        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
 
         os.kill(pid, signal.SIGSTOP)  # hung: no heartbeat from here on
         exited = supervisor.wait_event("worker_exited", worker_pid=pid, timeout=5)[0]
@@ -88,15 +78,13 @@ def test_silent_worker_is_killed_and_its_job_retried(database, launcher: Launche
         q.close()
 
 
-def test_long_job_keeps_its_lease(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_long_job_keeps_its_lease(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     """Heartbeats extend the lease: a job longer than lease_timeout is not reaped."""
-    gates = tmp_path / "gates"
-    gates.mkdir()
     q = database.connect()
     try:
         job_id = block_task.enqueue(q, Gate(str(gates), "a"))
         supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
-        supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
         first = q.backend.get(job_id)
         assert first is not None and first.started_at is not None and first.lease_expires_at is not None
 
@@ -115,10 +103,8 @@ def test_long_job_keeps_its_lease(database, launcher: Launcher, tmp_path: Path) 
 
 
 def test_supervisor_killed_workers_exit_and_another_supervisor_finishes(
-    database, launcher: Launcher, tmp_path: Path
+    database, launcher: Launcher, gates: Path, tmp_path: Path
 ) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
     ledger = tmp_path / "ledger"
     q = database.connect()
     try:
@@ -126,7 +112,7 @@ def test_supervisor_killed_workers_exit_and_another_supervisor_finishes(
         config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1)
         first = launcher.start(config, name="first")
         first.wait_ready()
-        first.wait(lambda: _announced(gates, "a") and _announced(gates, "b"), 15, "both jobs to run")
+        first.wait(lambda: announced(gates, "a") and announced(gates, "b"), 15, "both jobs to run")
         quick = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(20)])
         workers = first.workers()
         assert len(workers) == 2
@@ -163,9 +149,7 @@ def test_supervisor_killed_workers_exit_and_another_supervisor_finishes(
         q.close()
 
 
-def test_sigterm_drain_lets_running_jobs_finish(database, launcher: Launcher, tmp_path: Path) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
+def test_sigterm_drain_lets_running_jobs_finish(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     q = database.connect()
     try:
@@ -173,7 +157,7 @@ def test_sigterm_drain_lets_running_jobs_finish(database, launcher: Launcher, tm
         config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1, shutdown_timeout="30s")
         supervisor = launcher.start(config)
         supervisor.wait_ready()
-        supervisor.wait(lambda: _announced(gates, "a") and _announced(gates, "b"), 15, "both jobs to run")
+        supervisor.wait(lambda: announced(gates, "a") and announced(gates, "b"), 15, "both jobs to run")
         waiting = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(5)])
 
         supervisor.send(signal.SIGTERM)
@@ -195,16 +179,16 @@ def test_sigterm_drain_lets_running_jobs_finish(database, launcher: Launcher, tm
         q.close()
 
 
-def test_sigterm_shutdown_timeout_releases_the_unfinished_job(database, launcher: Launcher, tmp_path: Path) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
+def test_sigterm_shutdown_timeout_releases_the_unfinished_job(
+    database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
     q = database.connect()
     try:
         job_id = block_task.enqueue(q, Gate(str(gates), "a"))
         config = write_config(tmp_path / "jobs.toml", database, workers=1, shutdown_timeout="500ms")
         supervisor = launcher.start(config)
         supervisor.wait_ready()
-        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
 
         supervisor.send(signal.SIGTERM)
         assert supervisor.wait_exit() == 0
@@ -240,16 +224,14 @@ def test_job_timeout_kills_and_replaces_the_worker(database, launcher: Launcher,
         q.close()
 
 
-def test_second_sigint_stops_at_once(database, launcher: Launcher, tmp_path: Path) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
+def test_second_sigint_stops_at_once(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     q = database.connect()
     try:
         job_id = block_task.enqueue(q, Gate(str(gates), "a"))
         config = write_config(tmp_path / "jobs.toml", database, workers=1, shutdown_timeout="30s")
         supervisor = launcher.start(config)
         supervisor.wait_ready()
-        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
 
         supervisor.send(signal.SIGINT)
         supervisor.wait_event("supervisor_draining")
@@ -262,16 +244,14 @@ def test_second_sigint_stops_at_once(database, launcher: Launcher, tmp_path: Pat
         q.close()
 
 
-def test_ctrl_c_on_the_process_group_drains(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_ctrl_c_on_the_process_group_drains(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     """A terminal's Ctrl-C reaches every process of the group; workers leave it to the supervisor."""
-    gates = tmp_path / "gates"
-    gates.mkdir()
     q = database.connect()
     try:
         job_id = block_task.enqueue(q, Gate(str(gates), "a"))
         supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=2, shutdown_timeout="30s"))
         supervisor.wait_ready()
-        pid = supervisor.wait(lambda: _announced(gates, "a"), 15, "the job to run")
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
 
         os.killpg(supervisor.pid, signal.SIGINT)
         supervisor.wait_event("supervisor_draining")

@@ -15,6 +15,7 @@ from tests.supervisor.app import (
     Gate,
     Mark,
     Numbers,
+    announced,
     block_task,
     hog_task,
     record_task,
@@ -24,13 +25,6 @@ from tests.supervisor.app import (
 from tests.supervisor.harness import Launcher, alive, write_config
 
 CLEAN_EXIT = "worker exited with exit status 0"
-
-
-def _announced(gates: Path, name: str) -> int | None:
-    try:
-        return int((gates / f"{name}.1.pid").read_text())
-    except FileNotFoundError:
-        return None
 
 
 def _all_succeeded(q, ids: list[int]) -> bool:
@@ -88,11 +82,9 @@ def test_max_worker_memory_recycles_after_the_job(database, launcher: Launcher, 
         q.close()
 
 
-def test_sighup_reloads_config_and_code(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_sighup_reloads_config_and_code(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     version_file = tmp_path / "version"
     version_file.write_text("1")
-    gates = tmp_path / "gates"
-    gates.mkdir()
     config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1)
     q = database.connect()
     try:
@@ -104,7 +96,7 @@ def test_sighup_reloads_config_and_code(database, launcher: Launcher, tmp_path: 
         old = {w.pid for w in supervisor.workers()}
         assert len(old) == 2
         long_job = block_task.enqueue(q, Gate(str(gates), "a"))
-        busy = supervisor.wait(lambda: _announced(gates, "a"), 15, "a long job to run")
+        busy = supervisor.wait(lambda: announced(gates, "a"), 15, "a long job to run")
 
         version_file.write_text("2")
         write_config(config, database, workers=3, batch_size=1)
