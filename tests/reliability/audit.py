@@ -137,9 +137,10 @@ def audit(
     """
     runs = read_ledger(ledger)
     ends = {**worker_exits(supervisors), **(deaths or {})}
-    assert isinstance(q.backend, SQLBackend)
-    now = q.backend.now()
-    rows, histories = _tables(q)
+    backend = q.backend
+    assert isinstance(backend, SQLBackend)  # the audit reads the tables directly
+    now = backend.now()
+    rows, histories = _tables(backend)
     figures.jobs = len(ids)
     problems: list[str] = []
     for job_id in ids:
@@ -195,14 +196,13 @@ def audit(
     return figures
 
 
-def _tables(q: JobQueue) -> tuple[dict[int, Any], dict[int, list[tuple[int, str]]]]:
+def _tables(backend: SQLBackend) -> tuple[dict[int, Any], dict[int, list[tuple[int, str]]]]:
     """Every job row and history row, in two reads (the per-job API is used where it matters)."""
     import sqlalchemy as sa
 
     from burrow.backends.schema import history, jobs
 
-    assert isinstance(q.backend, SQLBackend)
-    with q.backend._engine.connect() as conn:
+    with backend._engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempts, jobs.c.lease_expires_at))}
         histories: dict[int, list[tuple[int, str]]] = collections.defaultdict(list)
         for h in conn.execute(sa.select(history.c.job_id, history.c.attempt, history.c.event).order_by(history.c.id)):
