@@ -106,6 +106,24 @@ class ReapedJob:
     state: JobState  # queued again, or failed when its retries were spent
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    """How far a database's schema is from this release's, read without changing anything."""
+
+    database_exists: bool  # False: a SQLite file that the first start will create
+    version: int  # 0: no burrow tables yet
+    latest: int  # the newest migration this release knows
+
+    def describe(self) -> str:
+        if not self.database_exists:
+            return f"does not exist yet: it will be created, and migrated to version {self.latest}, on start"
+        if self.version == self.latest:
+            return f"version {self.version}, up to date"
+        if self.version > self.latest:
+            return f"version {self.version}, newer than this burrow (version {self.latest}): upgrade burrow"
+        return f"version {self.version}: start will migrate it to version {self.latest}"
+
+
 class Backend(Protocol):
     """One database holding burrow's tables. Implementations: sqlite, postgres."""
 
@@ -116,6 +134,9 @@ class Backend(Protocol):
 
     def ping(self) -> None:
         """Raise BackendError unless the database answers."""
+
+    def schema_status(self) -> SchemaStatus:
+        """Where the schema stands, without creating or changing anything."""
 
     def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
         """Insert jobs in one statement; inside ``conn``'s transaction when given."""

@@ -134,6 +134,16 @@ Migration = Callable[[sa.Connection], Any]
 MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _create_v1),)
 
 
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def stored_version(conn: sa.Connection, schema: str | None) -> int:
+    """The applied version, 0 when burrow's tables do not exist yet; creates nothing."""
+    if not sa.inspect(conn).has_table(schema_version.name, schema=schema):
+        return 0
+    return current_version(conn)
+
+
 def current_version(conn: sa.Connection) -> int:
     return conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema_version.c.version), 0))).scalar_one()
 

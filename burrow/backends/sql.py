@@ -24,8 +24,9 @@ from burrow.backends.base import (
     Outcome,
     OutcomeKind,
     ReapedJob,
+    SchemaStatus,
 )
-from burrow.backends.schema import UTC, Timestamp, history, jobs, processes
+from burrow.backends.schema import LATEST_VERSION, UTC, Timestamp, history, jobs, processes, stored_version
 from burrow.errors import BackendError
 
 T = TypeVar("T")
@@ -202,6 +203,10 @@ class SQLBackend:
                 cursor.close()
 
         self._on_held("ping", ping)
+
+    def schema_status(self) -> SchemaStatus:
+        version = self._read("schema_status", lambda c: stored_version(c, self.schema))
+        return SchemaStatus(True, version, LATEST_VERSION)
 
     # -- enqueue ------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import ClaimedJob, NewJob, Outcome, OutcomeKind
-from burrow.backends.schema import UTC, apply_migrations
+from burrow.backends.base import ClaimedJob, NewJob, Outcome, OutcomeKind, SchemaStatus
+from burrow.backends.schema import LATEST_VERSION, UTC, apply_migrations
 from burrow.backends.sql import Clock, SQLBackend, history_entry
 from burrow.errors import BackendError
 
@@ -41,10 +41,14 @@ def database_path(dsn: str) -> Path:
     return Path(url.database)
 
 
-def _create_private(path: Path) -> None:
-    """Create the file mode 0600 so jobs are private; SQLite gives -wal/-shm the same mode."""
+def _check_directory(path: Path) -> None:
     if not path.parent.is_dir():
         raise BackendError(f"cannot open SQLite database {str(path)!r}: directory {str(path.parent)!r} does not exist")
+
+
+def _create_private(path: Path) -> None:
+    """Create the file mode 0600 so jobs are private; SQLite gives -wal/-shm the same mode."""
+    _check_directory(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
@@ -76,8 +80,17 @@ def _retry_while_locked(run: Callable[[], object], *, pause_s: float, max_pause_
 
 
 def create_engine(path: Path) -> sa.Engine:
-    _create_private(path)
+    """An engine that creates the file on its first connection, not before.
+
+    Building a backend touches nothing, so ``--check`` can look at a database
+    without creating one.
+    """
+    _check_directory(path)
     engine = sa.create_engine(f"sqlite:///{path}", hide_parameters=True, connect_args={"check_same_thread": False})
+
+    @sa.event.listens_for(engine, "do_connect")
+    def create_file(*_: Any) -> None:
+        _create_private(path)
 
     @sa.event.listens_for(engine, "connect")
     def configure(dbapi_connection: Any, _record: Any) -> None:
@@ -117,6 +130,12 @@ class SQLiteBackend(SQLBackend):
         # Hot-path writes wait for the lock in _begin_immediate; its only other use,
         # ping's SELECT 1, reads no table and so takes no lock.
         connection.execute("PRAGMA busy_timeout = 0")
+
+    def schema_status(self) -> SchemaStatus:
+        """A missing file is reported, not created (opening it would create it)."""
+        if not self.path.exists():
+            return SchemaStatus(False, 0, LATEST_VERSION)
+        return super().schema_status()
 
     def migrate(self) -> None:
         """BEGIN IMMEDIATE is the lock: a second process waits, then finds nothing to do."""

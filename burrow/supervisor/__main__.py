@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import structlog
 
 from burrow.backends import backend_for
+from burrow.backends.base import SchemaStatus
 from burrow.errors import BackendError, BurrowError, ConfigError
 from burrow.logging import configure_logging
 from burrow.queue import JobQueue
@@ -31,15 +32,18 @@ def build_parser(prog: str = "python -m burrow.supervisor") -> argparse.Argument
     return parser
 
 
-def _queue(config: Config, *, migrate: bool) -> JobQueue:
-    """Connect and import the apps; errors name the file and key, like the config's own."""
+def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
+    """Connect and import the apps; errors name the file and key, like the config's own.
+
+    Without ``migrate`` (``--check``) nothing in the database changes: the schema is
+    only read, and a SQLite file that does not exist yet is not created.
+    """
     database = config.database
     try:
         backend = backend_for(database.dsn, schema=database.schema)
         if migrate:
             backend.migrate()
-        else:
-            backend.ping()
+        status = backend.schema_status()
     except BackendError as exc:
         raise ConfigError(f"{config.path}: [database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
     queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
@@ -48,14 +52,15 @@ def _queue(config: Config, *, migrate: bool) -> JobQueue:
     except ConfigError as exc:
         queue.close()
         raise ConfigError(f"{config.path}: [supervisor] apps: {exc}") from exc
-    return queue
+    return queue, status
 
 
-def _plan(config: Config, queue: JobQueue) -> str:
+def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
     s = config.supervisor
     lines = [
         f"config:   {config.path}",
         f"database: {redact_dsn(config.database.dsn)}" + (f" (schema {config.database.schema})" if config.database.schema else ""),
+        f"schema:   {status.describe()}",
         f"workers:  {s.workers}, batch_size {s.batch_size}, lease {s.lease_timeout_s:g}s, heartbeat {s.heartbeat_interval_s:g}s",
         f"shutdown: {s.shutdown_timeout_s:g}s; retry backoff {config.retry.base_s:g}s..{config.retry.max_s:g}s",
         "tasks:",
@@ -78,13 +83,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m burrow.superv
     try:
         config = load()
         configure_logging(config.logging.format, config.logging.level)
-        queue = _queue(config, migrate=not args.check)
+        queue, status = _queue(config, migrate=not args.check)
     except BurrowError as exc:
         # One line even when an app's import error spans several: log collectors split on newlines.
         print("burrow: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return ExitCode.CONFIG
     if args.check:
-        print(_plan(config, queue))
+        print(_plan(config, queue, status))
         queue.close()
         return ExitCode.OK
     try:

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -66,10 +66,13 @@ class ModelJob:
 
 
 class QueueMachine(RuleBasedStateMachine):
-    def __init__(self, kind: str, admin: psycopg.Connection[Any]) -> None:
+    # Set by machine_for(): hypothesis builds the machine from its class, without arguments.
+    kind: ClassVar[str]
+    admin: ClassVar[psycopg.Connection[Any]]
+
+    def __init__(self) -> None:
         super().__init__()
-        self.kind = kind
-        self.admin = admin
+        kind = self.kind
         self.clock = FakeClock()
         self.tmp: str | None = None
         self.schema: str | None = None
@@ -302,6 +305,11 @@ class QueueMachine(RuleBasedStateMachine):
         assert set(live) == running
 
 
+def machine_for(kind: str, admin: psycopg.Connection[Any]) -> type[QueueMachine]:
+    """QueueMachine bound to one backend, as the class hypothesis instantiates."""
+    return type(f"QueueMachine_{kind}", (QueueMachine,), {"kind": kind, "admin": admin})
+
+
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_backend_matches_model(kind: str, postgres_admin: psycopg.Connection[Any]) -> None:
-    run_state_machine_as_test(lambda: QueueMachine(kind, postgres_admin), settings=SETTINGS)
+    run_state_machine_as_test(machine_for(kind, postgres_admin), settings=SETTINGS)

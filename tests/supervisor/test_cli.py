@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from burrow.backends.base import JobState
+from burrow.backends.schema import LATEST_VERSION
 from tests.supervisor.app import TASKS, Numbers, square_task
 from tests.supervisor.harness import Launcher, run_cli, write_config
 
@@ -50,6 +51,21 @@ def test_check_prints_the_plan_and_migrates_nothing(
     assert "workers:  3" in done.stdout
     assert "timeout 0.5s" in done.stdout  # sv.slow's with_timeout
     assert _tables(database, postgres_admin) == []
+    if database.kind == "sqlite":
+        assert not Path(database.dsn.removeprefix("sqlite:///")).exists(), "--check created the SQLite file"
+        assert "schema:   does not exist yet: it will be created" in done.stdout
+    else:
+        assert "schema:   version 0: start will migrate it to version" in done.stdout
+
+
+def test_check_reads_an_existing_schema_without_changing_it(database, postgres_admin, tmp_path: Path) -> None:
+    database.connect().close()  # migrated
+    config = write_config(tmp_path / "jobs.toml", database)
+    before = _tables(database, postgres_admin)
+    done = run_cli([*SUPERVISOR, "--check", "-c", str(config)])
+    assert done.returncode == 0, done.stderr
+    assert f"schema:   version {LATEST_VERSION}, up to date" in done.stdout
+    assert _tables(database, postgres_admin) == before
 
 
 def _bad_config(tmp_path: Path, database, case: str) -> tuple[Path, list[str], str]:
