@@ -117,6 +117,28 @@ def test_with_backoff_caps_the_delay(clocked: JobQueue, clock: FakeClock) -> Non
         clock.now = run_at
 
 
+JITTERED = 20
+
+
+def test_retry_jitter_spreads_jobs_that_failed_together(clocked: JobQueue, clock: FakeClock) -> None:
+    """Jobs that failed in the same instant (a dependency was down) must not all come
+    back in the same instant: each retry's delay gets its own jitter in [0.5, 1]."""
+
+    def handler(p: int) -> None:
+        raise ConnectionError("dependency down")
+
+    task = burrow.define_task("jitter.task", handler, burrow.with_backoff(10, 100))
+    task.register(clocked)
+    ids = task.enqueue_many(clocked, list(range(JITTERED)))
+    failed_at = clock.now
+    assert clocked.drain() == JITTERED
+    run_ats = [clocked.job(job_id).run_at for job_id in ids]
+    # attempt 1: 10 s, jitter [0.5, 1]
+    assert all(failed_at + dt.timedelta(seconds=5) <= r <= failed_at + dt.timedelta(seconds=10) for r in run_ats)
+    assert len(set(run_ats)) >= 10, run_ats
+    assert max(run_ats) - min(run_ats) >= dt.timedelta(seconds=1), run_ats
+
+
 def test_permanent_error_fails_at_once(queue: JobQueue) -> None:
     class Gone(burrow.PermanentError):
         pass
