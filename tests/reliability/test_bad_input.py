@@ -3,10 +3,11 @@
 Already covered elsewhere (not repeated here): malformed and unknown config keys,
 bad durations and sizes (tests/unit/test_config.py); unreachable DSNs at the
 command line (tests/supervisor/test_cli.py); task names with quotes, NUL or
-spaces, payloads with NaN or integers beyond 64 bits, payloads over
-max_payload_bytes (tests/backends/test_contract.py); truncated, oversized and
-junk pipe frames, fuzzed with hypothesis (tests/unit/test_protocol.py), and the
-same coming from a live worker (test_r7: corrupts_pipe, truncated_frame).
+spaces (tests/backends/test_api.py); payloads with NaN or integers beyond 64
+bits, payloads over max_payload_bytes (tests/backends/test_payloads.py);
+truncated, oversized and junk pipe frames, fuzzed with hypothesis
+(tests/unit/test_protocol.py), and the same coming from a live worker (test_r7:
+corrupts_pipe, truncated_frame).
 """
 
 from __future__ import annotations

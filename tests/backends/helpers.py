@@ -1,0 +1,133 @@
+"""Payload types and helpers shared by the contract suite's files.
+
+The payload types are module level because handlers' annotations are resolved with
+typing.get_type_hints, in the globals of the module that defines the handler: a test
+module that defines a handler annotated with one of these types imports it from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import enum
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional, TypedDict
+
+import psycopg
+
+from burrow.queue import JobQueue
+from tests.conftest import POSTGRES_DSN, Database
+
+
+UTC = dt.timezone.utc
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+PDT = dt.timezone(dt.timedelta(hours=-7))
+
+
+# -- payload types ----------------------------------------------------------------
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Point(TypedDict):
+    x: int
+    y: int
+
+
+@dataclass
+class Item:
+    name: str
+    qty: int
+    price: float = 0.0
+
+
+@dataclass
+class Order:
+    id: int
+    items: list[Item]
+    meta: dict[str, list[int]]
+    note: Optional[str]
+    when: dt.datetime
+    color: Color
+    level: Level
+    where: Point
+    gift: Optional[Item] = None
+
+
+@dataclass
+class Pair:
+    a: int
+    b: int
+
+
+@dataclass
+class Summary:
+    total: int
+    product: int
+    pair: Pair
+    at: dt.datetime
+
+
+ORDER = Order(
+    id=7,
+    items=[Item("pen", 2, 1.25), Item("ink", 1, 7.5)],
+    meta={"bins": [1, 2, 3], "empty": []},
+    note=None,
+    when=dt.datetime(2031, 3, 4, 5, 6, 7, 890123, tzinfo=IST),
+    color=Color.GREEN,
+    level=Level.HIGH,
+    where={"x": -3, "y": 4},
+    gift=Item("card", 1),
+)
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def rows(database: Database, sql: str) -> list[tuple[Any, ...]]:
+    """Read burrow's tables behind its back, with the database's own driver."""
+    if database.kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(database.dsn.removeprefix("sqlite:///"))) as conn:
+            return conn.execute(sql).fetchall()
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{database.schema}"')
+        return conn.execute(sql).fetchall()
+
+
+def total_jobs(q: JobQueue) -> int:
+    return sum(q.backend.counts().values())
+
+
+def drain_all(q: JobQueue) -> int:
+    """Drain until a drain runs nothing (retries with zero backoff come straight back)."""
+    ran = 0
+    for _ in range(100):
+        n = q.drain()
+        if n == 0:
+            return ran
+        ran += n
+    raise AssertionError("drain never ran dry")
+
+
+def typed_handler(payload_type: Any, sink: list[Any]) -> Callable[[Any], None]:
+    """A handler annotated with ``payload_type`` that records what it received."""
+
+    def handler(p: Any) -> None:
+        sink.append(p)
+
+    handler.__annotations__ = {"p": payload_type, "return": None}
+    return handler
+
+
+def add(p: Pair) -> int:
+    return p.a + p.b
