@@ -13,8 +13,10 @@ burrow's backends issue (DESIGN.md section 4), written out by hand:
 - SQLite claim: ``BEGIN IMMEDIATE; UPDATE ... WHERE id IN (SELECT id ... LIMIT n)
   RETURNING ...; COMMIT``; completion: ``BEGIN IMMEDIATE``, one fenced
   ``executemany``, ``COMMIT``.
-- Enqueue: one multi-row ``INSERT ... RETURNING id`` per call (plus ``pg_notify`` on
-  PostgreSQL, as burrow sends), one transaction.
+- Enqueue: one transaction per call, each job's id known by its position: on
+  PostgreSQL one statement that draws ids from the sequence, inserts from
+  ``unnest`` and sends ``pg_notify``; on SQLite, under the write lock, the largest id
+  read and one multi-row ``INSERT`` with the next ids.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ RETURNING j.id, j.task, j.payload, j.priority, j.attempts, j.max_retries, j.run_
 
 _PG_COMPLETE = """
 UPDATE {t} AS j
-SET state = 'succeeded', finished_at = now(), result = v.result, owner = NULL, lease_expires_at = NULL
-FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bytea[]) AS v(id, owner, attempt, result)
+SET state = 'succeeded', attempts = attempts - 0, finished_at = now(), result = v.result,
+    last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL
+FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bytea[], %s::text[]) AS v(id, owner, attempt, result, error)
 WHERE j.id = v.id AND j.owner = v.owner AND j.attempts = v.attempt AND j.state = 'running'
 RETURNING j.id
 """
@@ -69,11 +72,31 @@ RETURNING id, task, payload, priority, attempts, max_retries, run_at
 
 _SQLITE_COMPLETE = """
 UPDATE burrow_jobs
-SET state = 'succeeded', finished_at = ?, result = ?, owner = NULL, lease_expires_at = NULL
+SET state = 'succeeded', attempts = attempts - 0, finished_at = ?, result = ?, last_error = coalesce(?, last_error),
+    owner = NULL, lease_expires_at = NULL
 WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'
 """
 
-_COLUMNS = "(task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+# Ids drawn position by position, as burrow draws them (so each id is known by its job).
+_PG_ENQUEUE = """
+WITH v AS (
+    SELECT * FROM unnest(%(task)s::varchar[], %(payload)s::bytea[], %(priority)s::int[],
+                         %(max_retries)s::int[], %(run_at)s::timestamptz[])
+           WITH ORDINALITY AS v(task, payload, priority, max_retries, run_at, n)
+), numbered AS (
+    SELECT n, nextval(%(seq)s::regclass) AS id FROM (SELECT n FROM v ORDER BY n) AS o
+), inserted AS (
+    INSERT INTO {t} (id, task, payload, priority, max_retries, run_at, state, attempts, created_at)
+    SELECT numbered.id, v.task, v.payload, v.priority, v.max_retries, coalesce(v.run_at, now()), 'queued', 0, now()
+    FROM v JOIN numbered USING (n)
+    RETURNING id
+), notified AS (
+    SELECT pg_notify(%(channel)s, %(notice)s)
+)
+SELECT numbered.n, inserted.id FROM inserted JOIN numbered USING (id)
+UNION ALL SELECT NULL, NULL FROM notified
+"""
+_SQLITE_COLUMNS = "(id, task, payload, priority, max_retries, run_at, created_at)"
 
 
 def raw_owner() -> str:
@@ -96,6 +119,7 @@ class RawQueue:
             self.claim_conn: Any = target.pg_connect(prepare_threshold=None, autocommit=True)
             self._claims: dict[int, str] = {}
             self.complete_sql = sql.SQL(_PG_COMPLETE).format(t=target.table).as_string(self.conn)
+            self.enqueue_sql = sql.SQL(_PG_ENQUEUE).format(t=target.table).as_string(self.conn)
         else:
             self.conn = target.sqlite_connect()
 
@@ -128,7 +152,7 @@ class RawQueue:
             if not rows:
                 break
             n = len(rows)
-            cur.execute(complete, ([r[0] for r in rows], [owner] * n, [r[4] for r in rows], [result] * n))
+            cur.execute(complete, ([r[0] for r in rows], [owner] * n, [r[4] for r in rows], [result] * n, [None] * n))
             cur.fetchall()
             done += n
         cur.close()
@@ -149,7 +173,7 @@ class RawQueue:
                 break
             finished = sqlite_stamp(dt.datetime.now(UTC))
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_SQLITE_COMPLETE, [(finished, result, r[0], owner, r[4]) for r in rows])
+            conn.executemany(_SQLITE_COMPLETE, [(finished, result, None, r[0], owner, r[4]) for r in rows])
             conn.execute("COMMIT")
             done += len(rows)
         return done
@@ -157,34 +181,34 @@ class RawQueue:
     # -- enqueue ------------------------------------------------------------------
 
     def enqueue(self, n: int, payload: bytes = b"{}") -> list[int]:
-        """``n`` jobs in one INSERT ... RETURNING id, one transaction (and NOTIFY on PostgreSQL)."""
+        """``n`` jobs in one transaction, ids by position, as burrow inserts them: on PostgreSQL
+        one statement drawing ids from the sequence (and NOTIFY); on SQLite, under the write
+        lock, the largest id read and a multi-row INSERT with the next ids."""
         if self.kind == "postgresql":
-            statement = self._insert_cache.get(n)
-            if statement is None:
-                values = ", ".join(["(%s, 0, 'queued', %s, 0, 3, now(), now())"] * n)
-                statement = sql.SQL("INSERT INTO {} " + _COLUMNS + " VALUES " + values + " RETURNING id").format(
-                    self.target.table
-                ).as_string(self.conn)
-                self._insert_cache[n] = statement
-            params: list[Any] = []
-            for _ in range(n):
-                params += (NOOP, payload)
+            arrays = {
+                "task": [NOOP] * n, "payload": [payload] * n, "priority": [0] * n, "max_retries": [3] * n,
+                "run_at": [None] * n, "seq": self.target.sequence, "channel": self.target.channel, "notice": NOOP,
+            }
             with self.conn.cursor() as cur:
-                cur.execute(statement, params)
-                ids = [r[0] for r in cur.fetchall()]
-                cur.execute("SELECT pg_notify(%s, %s)", (self.target.channel, NOOP))
+                cur.execute(self.enqueue_sql, arrays)
+                rows = cur.fetchall()
             self.conn.commit()
+            ids = [0] * n
+            for position, job_id in rows:
+                if position is not None:
+                    ids[position - 1] = job_id
             return ids
         statement = self._insert_cache.get(n)
         if statement is None:
-            values = ", ".join(["(?, 0, 'queued', ?, 0, 3, ?, ?)"] * n)
-            statement = "INSERT INTO burrow_jobs " + _COLUMNS + " VALUES " + values + " RETURNING id"
+            values = ", ".join(["(?, ?, ?, 0, 3, ?, ?)"] * n)
+            statement = "INSERT INTO burrow_jobs " + _SQLITE_COLUMNS + " VALUES " + values
             self._insert_cache[n] = statement
         now = sqlite_stamp(dt.datetime.now(UTC))
-        params = []
-        for _ in range(n):
-            params += (NOOP, payload, now, now)
         self.conn.execute("BEGIN IMMEDIATE")
-        ids = [r[0] for r in self.conn.execute(statement, params).fetchall()]
+        first = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM burrow_jobs").fetchone()[0]
+        params: list[Any] = []
+        for job_id in range(first, first + n):  # id, task, payload, run_at, created_at
+            params += (job_id, NOOP, payload, now, now)
+        self.conn.execute(statement, params)
         self.conn.execute("COMMIT")
-        return ids
+        return list(range(first, first + n))

@@ -82,6 +82,11 @@ class Target:
         return sql.Identifier(self.schema or "public", "burrow_job_history")
 
     @property
+    def sequence(self) -> str:
+        """The jobs' id sequence, as nextval's regclass text."""
+        return f'"{self.schema or "public"}"."burrow_jobs_id_seq"'
+
+    @property
     def channel(self) -> str:
         return f"burrow:{self.schema or 'public'}"
 

@@ -11,19 +11,23 @@ import asyncio
 import inspect
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from burrow import retry
-from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.base import ClaimedJob, ExpiredLease, Outcome, OutcomeKind
 from burrow.context import JobContext, ResultCapture, enter_job, leave_job
 from burrow.errors import PermanentError
-from burrow.tasks import JobConfig, JobHandlerFunc
+from burrow.options import JobConfig
+from burrow.retry import RetryDefaults
 
 log = structlog.get_logger("burrow")
+
+# A raw handler receives the stored payload bytes; it may be ``async def``.
+JobHandlerFunc = Callable[[bytes], None | Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +37,6 @@ class Registration:
     task: str
     handler: JobHandlerFunc
     config: JobConfig
-
-
-@dataclass(frozen=True, slots=True)
-class RetryDefaults:
-    """Backoff for tasks that did not set their own (config `[retry] base, max`)."""
-
-    base_s: float = retry.DEFAULT_BACKOFF_BASE_S
-    max_s: float = retry.DEFAULT_BACKOFF_MAX_S
 
 
 def execute(
@@ -104,8 +100,8 @@ def failure_outcome(
     job: ClaimedJob, config: JobConfig, defaults: RetryDefaults, error: str, *, permanent: bool
 ) -> Outcome:
     """Retry or fail ``job`` for ``error``, by its policy; used for deaths and timeouts too."""
-    base_s, max_s = config.backoff(defaults.base_s, defaults.max_s)
-    decision = retry.decide(job.attempt, job.max_retries, permanent=permanent, base_s=base_s, max_s=max_s)
+    backoff = config.backoff(defaults)
+    decision = retry.decide(job.attempt, job.max_retries, permanent=permanent, base_s=backoff.base_s, max_s=backoff.max_s)
     if isinstance(decision, retry.Retry):
         log.warning("job_retried", job_id=job.id, task=job.task, attempt=job.attempt,
                     retry_in_s=round(decision.delay_s, 3), error=error.splitlines()[0])
@@ -120,6 +116,20 @@ def _failed(
     log.debug("job_errored", duration_ms=round((time.perf_counter() - started) * 1000, 3))
     permanent = isinstance(exc, PermanentError)
     return failure_outcome(job, registration.config, defaults, describe_error(exc), permanent=permanent)
+
+
+LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating"
+
+
+def lease_expired_outcome(job: ExpiredLease, config: JobConfig, defaults: RetryDefaults) -> Outcome:
+    """A reaper's verdict on a job whose owner vanished: retried with its backoff, or
+    failed when that run was its last, as if the run had failed."""
+    backoff = config.backoff(defaults)
+    decision = retry.decide(job.attempt, job.max_retries, permanent=False, base_s=backoff.base_s, max_s=backoff.max_s)
+    if isinstance(decision, retry.Retry):
+        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.EXPIRED_RETRY, error=LEASE_EXPIRED,
+                       retry_in_s=decision.delay_s)
+    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.EXPIRED_FAILED, error=LEASE_EXPIRED)
 
 
 def released(job: ClaimedJob) -> Outcome:

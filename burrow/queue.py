@@ -19,7 +19,19 @@ from typing import Any
 
 from burrow import codec
 from burrow.backends import backend_for
-from burrow.backends.base import FINISHED_STATES, Backend, ClaimedJob, HistoryEntry, JobRecord, JobState, NewJob, Outcome
+from burrow.backends.base import (
+    DEFAULT_LEASE_S,
+    FINISHED_STATES,
+    Backend,
+    ClaimedJob,
+    HistoryEntry,
+    JobInfo,
+    JobState,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    ReapedJob,
+)
 from burrow.backends.sql import Clock
 from burrow.errors import (
     BurrowError,
@@ -31,56 +43,20 @@ from burrow.errors import (
     PayloadEncodeError,
     WaitTimeout,
 )
-from burrow.execution import Registration, RetryDefaults, execute, released
-from burrow.tasks import (
+from burrow.execution import JobHandlerFunc, Registration, execute, lease_expired_outcome, released
+from burrow.options import (
     JobConfig,
-    JobHandlerFunc,
     JobOption,
     apply_options,
     check_max_retries,
     check_priority,
     check_task_name,
 )
+from burrow.retry import RetryDefaults
 
-DEFAULT_LEASE_S = 30.0
 DRAIN_BATCH = 10
 # Jobs should carry references, not blobs: a row this size is already slow to claim.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class JobInfo:
-    """What a job is now. Times are timezone-aware UTC; ``result`` is the stored bytes."""
-
-    id: int
-    task: str
-    state: JobState
-    priority: int
-    attempts: int
-    max_retries: int
-    run_at: dt.datetime
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    last_error: str | None
-    result: bytes | None
-
-    @classmethod
-    def from_record(cls, record: JobRecord) -> JobInfo:
-        return cls(
-            record.id,
-            record.task,
-            record.state,
-            record.priority,
-            record.attempts,
-            record.max_retries,
-            record.run_at,
-            record.created_at,
-            record.started_at,
-            record.finished_at,
-            record.last_error,
-            record.result,
-        )
 
 
 def new_owner(role: str) -> str:
@@ -192,14 +168,12 @@ class JobQueue:
 
     # -- reading ------------------------------------------------------------------
 
-    def _record(self, job_id: int) -> JobRecord:
-        record = self.backend.get(job_id)
-        if record is None:
-            raise JobNotFound(f"no job with id {job_id}")
-        return record
-
     def job(self, job_id: int) -> JobInfo:
-        return JobInfo.from_record(self._record(job_id))
+        """The job as it is now; JobNotFound for an unknown id."""
+        info = self.backend.get(job_id)
+        if info is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return info
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         """Every attempt of the job that ended without success, oldest first."""
@@ -207,7 +181,7 @@ class JobQueue:
 
     def result(self, job_id: int) -> bytes | None:
         """The stored result bytes of a succeeded job (None if it captured none)."""
-        return _result_of(self._record(job_id))
+        return _result_of(self.job(job_id))
 
     def wait(self, job_id: int, timeout: float) -> JobInfo:
         """Block until the job finished; WaitTimeout (a TimeoutError) after ``timeout`` s.
@@ -217,10 +191,10 @@ class JobQueue:
         deadline = time.monotonic() + timeout
         pause = 0.002
         while True:
-            record = self._record(job_id)
+            record = self.job(job_id)
             if record.state in FINISHED_STATES:
                 _result_of(record)
-                return JobInfo.from_record(record)
+                return record
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(f"job {job_id} ({record.task}) still {record.state} after {timeout:g}s")
@@ -260,6 +234,27 @@ class JobQueue:
             self.backend.finish(outcomes + [released(job) for job in batch if job.id not in done])
         return len(outcomes)
 
+    # -- leases -------------------------------------------------------------------
+
+    def reap_expired(self, limit: int = 1000) -> list[ReapedJob]:
+        """Requeue (with the job's backoff) or fail the running jobs whose lease expired.
+
+        Any process may reap: an expired lease means its owner stopped
+        heartbeating. Each job is decided like any other failed attempt, by
+        ``retry.decide``, with its task's backoff when this queue has the task
+        registered and the queue's ``retry_defaults`` (config ``[retry]``)
+        otherwise; the write re-checks the expiry, so a lease extended meanwhile
+        or a second reaper changes nothing.
+        """
+        expired = self.backend.expired_leases(limit)
+        outcomes = [lease_expired_outcome(job, self._config(job.task), self.retry_defaults) for job in expired]
+        lost = set(self.backend.finish(outcomes))
+        return [
+            ReapedJob(job.id, job.task, job.attempt, _REAPED_STATE[outcome.kind])
+            for job, outcome in zip(expired, outcomes)
+            if job.id not in lost
+        ]
+
     # -- lifecycle ----------------------------------------------------------------
 
     def migrate(self) -> None:
@@ -280,7 +275,10 @@ class JobQueue:
         self.close()
 
 
-def _result_of(record: JobRecord) -> bytes | None:
+_REAPED_STATE = {OutcomeKind.EXPIRED_RETRY: JobState.QUEUED, OutcomeKind.EXPIRED_FAILED: JobState.FAILED}
+
+
+def _result_of(record: JobInfo) -> bytes | None:
     if record.state is JobState.SUCCEEDED:
         return record.result
     name = f"job {record.id} ({record.task})"

@@ -14,6 +14,14 @@ DEFAULT_BACKOFF_BASE_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 3600.0
 
 
+@dataclass(frozen=True, slots=True)
+class RetryDefaults:
+    """A backoff: base and cap in seconds. The defaults here are config ``[retry] base, max``'s."""
+
+    base_s: float = DEFAULT_BACKOFF_BASE_S
+    max_s: float = DEFAULT_BACKOFF_MAX_S
+
+
 def backoff_delay_s(attempt: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
     """Delay before the run after ``attempt``: min(max, base * 2**(attempt-1)) times a jitter in [0.5, 1].
 

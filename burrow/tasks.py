@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import re
 import typing
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 from burrow import codec
@@ -25,98 +24,22 @@ from burrow.context import (
     current_job,
     with_result_capture,
 )
-from burrow.errors import BurrowError, InvalidTaskName, PermanentError
-from burrow.retry import DEFAULT_BACKOFF_BASE_S, DEFAULT_BACKOFF_MAX_S
+from burrow.errors import BurrowError, PayloadEncodeError, PermanentError, ResultEncodeError
+from burrow.execution import JobHandlerFunc
+from burrow.options import (
+    JobConfig,
+    JobOption,
+    apply_options,
+    check_task_name,
+    with_backoff,
+    with_max_retries,
+    with_priority,
+    with_timeout,
+)
+from burrow.queue import JobInfo, JobQueue, JobState, connect
 
 P = TypeVar("P")
 R = TypeVar("R")
-
-# A raw handler receives the stored payload bytes; it may be ``async def``.
-JobHandlerFunc = Callable[[bytes], None | Awaitable[None]]
-
-TASK_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}")
-
-
-def check_task_name(name: str) -> str:
-    """Refuse names that would be ambiguous in logs, CLIs and NOTIFY payloads."""
-    if not isinstance(name, str) or TASK_NAME_PATTERN.fullmatch(name) is None:
-        raise InvalidTaskName(
-            f"invalid task name {name!r}: use letters, digits and _ . : - (at most 200, not starting with . : -)"
-        )
-    return name
-
-
-# -- options ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class JobConfig:
-    """Per-task settings. backoff and timeout None mean: the supervisor's defaults."""
-
-    max_retries: int = 3
-    priority: int = 0
-    backoff_base_s: float | None = None
-    backoff_max_s: float | None = None
-    timeout_s: float | None = None
-
-    def backoff(self, default_base_s: float = DEFAULT_BACKOFF_BASE_S, default_max_s: float = DEFAULT_BACKOFF_MAX_S) -> tuple[float, float]:
-        base = self.backoff_base_s if self.backoff_base_s is not None else default_base_s
-        cap = self.backoff_max_s if self.backoff_max_s is not None else default_max_s
-        return base, cap
-
-
-JobOption = Callable[[JobConfig], JobConfig]
-
-
-def _int_option(name: str, value: int, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BurrowError(f"{name} must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def check_max_retries(n: int) -> int:
-    """``n`` if it is a valid max_retries (0 to 1,000,000); a BurrowError naming it if not."""
-    return _int_option("max_retries", n, 0, 1_000_000)
-
-
-def check_priority(n: int) -> int:
-    """``n`` if it is a valid priority (a 32-bit integer, the column's type); a BurrowError if not."""
-    return _int_option("priority", n, -(2**31), 2**31 - 1)
-
-
-def with_max_retries(n: int) -> JobOption:
-    """Retry a failing job up to ``n`` times after its first run (so n + 1 runs at most)."""
-    n = check_max_retries(n)
-    return lambda config: replace(config, max_retries=n)
-
-
-def with_priority(n: int) -> JobOption:
-    """Higher runs first; the default is 0 and negative values are allowed."""
-    n = check_priority(n)
-    return lambda config: replace(config, priority=n)
-
-
-def with_backoff(base: float, cap: float) -> JobOption:
-    """Retry delay in seconds: min(cap, base * 2**(attempt-1)), times a jitter in [0.5, 1]."""
-    if not (0 <= base <= cap):
-        raise BurrowError(f"with_backoff needs 0 <= base <= cap, got base={base!r} cap={cap!r}")
-    return lambda config: replace(config, backoff_base_s=float(base), backoff_max_s=float(cap))
-
-
-def with_timeout(seconds: float) -> JobOption:
-    """Kill a run that takes longer than ``seconds`` (enforced by supervisor workers)."""
-    if not seconds > 0:
-        raise BurrowError(f"with_timeout needs a positive number of seconds, got {seconds!r}")
-    return lambda config: replace(config, timeout_s=float(seconds))
-
-
-def apply_options(options: Iterable[JobOption], config: JobConfig | None = None) -> JobConfig:
-    config = config or JobConfig()
-    for option in options:
-        if not callable(option):
-            raise BurrowError(f"not a job option: {option!r} (use burrow.with_max_retries(...) and friends)")
-        config = option(config)
-    return config
 
 
 # -- protocols --------------------------------------------------------------------
@@ -288,8 +211,6 @@ class ResultTask(TaskDefinition[P], Generic[P, R]):
 
 
 def _encode_result(value: Any, result_type: Any) -> bytes:
-    from burrow.errors import PayloadEncodeError, ResultEncodeError
-
     try:
         return codec.encode(value, result_type)
     except PayloadEncodeError as exc:
@@ -314,10 +235,6 @@ def define_result_task(name: str, handler: Callable[[P], Any], *options: JobOpti
     )
 
 
-# Implementations and context helpers live in their own modules; these are the same
-# objects, importable from here as the design promises.
-from burrow.queue import JobInfo, JobQueue, connect  # noqa: E402
-
 __all__ = [
     "Enqueuer",
     "HasJobs",
@@ -326,6 +243,7 @@ __all__ = [
     "JobHandlerFunc",
     "JobInfo",
     "JobOption",
+    "JobState",
     "JobQueue",
     "PermanentError",
     "Queue",

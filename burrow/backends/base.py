@@ -5,15 +5,23 @@ operation that ends or extends an attempt is *fenced*: it names the job id, the
 owner that claimed it and the attempt number, and only touches a row that still
 matches all three and is ``running``. A process that lost its lease therefore
 never overwrites a newer attempt; the backend reports such jobs as lost instead.
+
+The records here are the job row's one definition above SQL: a claim returns the
+fields of :class:`ClaimedJob`, an insert writes those of :class:`NewJob`, a read
+fills :class:`JobInfo`; what each outcome does to a row is the table in
+``burrow.backends.transitions``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
+
+# How long a claim holds a job without a heartbeat (config ``lease_timeout``).
+DEFAULT_LEASE_S = 30.0
 
 
 class JobState(StrEnum):
@@ -28,14 +36,29 @@ FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCE
 
 
 class OutcomeKind(StrEnum):
+    """How an attempt ended; ``transitions.TRANSITIONS`` says what each does to the row."""
+
     SUCCEEDED = "succeeded"
-    RETRY = "retry"  # back to queued at retry_at, the attempt counted
+    RETRY = "retry"  # back to queued after a delay, the attempt counted
     FAILED = "failed"
     RELEASED = "released"  # back to queued now, the attempt given back (claimed, never started)
+    # Written by a reaper, not by the owner: only while the lease is still expired.
+    EXPIRED_RETRY = "expired_retry"
+    EXPIRED_FAILED = "expired_failed"
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
+class HistoryEvent(StrEnum):
+    """Why an attempt ended without success, as ``q.history`` records it."""
+
+    RETRIED = "retried"
+    FAILED = "failed"
+    LEASE_EXPIRED = "lease_expired"
+    RELEASED = "released"  # a run interrupted by shutdown: its attempt given back
+
+
+class NewJob(NamedTuple):
+    """A row to insert; the field names are the ``burrow_jobs`` columns they fill."""
+
     task: str
     payload: bytes
     priority: int
@@ -47,6 +70,9 @@ class NewJob:
 # supervisor; as named tuples they are as immutable as a frozen dataclass and
 # four times cheaper to build (0.6 -> 0.2 us), which counts on short jobs.
 class ClaimedJob(NamedTuple):
+    """A job a claim handed to ``owner``. Every field but ``owner`` is a column a
+    claim returns (``attempt`` is ``attempts``), in this order: see CLAIM_COLUMNS."""
+
     id: int
     task: str
     payload: bytes
@@ -54,6 +80,20 @@ class ClaimedJob(NamedTuple):
     attempt: int
     max_retries: int
     owner: str
+
+
+# What a claim's RETURNING lists: ClaimedJob's fields before ``owner``, then run_at,
+# which only puts the batch in claim order (RETURNING order is unspecified).
+CLAIM_COLUMNS = ("id", "task", "payload", "priority", "attempts", "max_retries", "run_at")
+
+
+def claimed_jobs(rows: list[Any], owner: str) -> list[ClaimedJob]:
+    """Rows of CLAIM_COLUMNS as ClaimedJobs, in claim order: priority desc, run_at, id.
+
+    run_at sorts correctly both as a datetime and as SQLite's fixed-width text stamp.
+    """
+    rows.sort(key=lambda r: (-r[3], r[6], r[0]))
+    return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], owner) for r in rows]
 
 
 class Outcome(NamedTuple):
@@ -69,7 +109,13 @@ class Outcome(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class JobRecord:
+class JobInfo:
+    """What a job is now. Times are timezone-aware UTC; ``result`` is the stored bytes.
+
+    The first twelve fields are the public API (DESIGN.md section 3); the rest are
+    the row's other columns, for operators' tools.
+    """
+
     id: int
     task: str
     state: JobState
@@ -82,9 +128,13 @@ class JobRecord:
     finished_at: dt.datetime | None
     last_error: str | None
     result: bytes | None
+    payload: bytes
     owner: str | None
     lease_expires_at: dt.datetime | None
-    payload: bytes
+
+
+# The burrow_jobs columns a read selects, in JobInfo's order.
+JOB_COLUMNS = tuple(f.name for f in fields(JobInfo))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +143,20 @@ class HistoryEntry:
 
     job_id: int
     attempt: int
-    event: str  # "retried", "failed", "lease_expired", "released"
+    event: HistoryEvent
     error: str | None
     at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLease:
+    """A running job whose owner stopped extending its lease: what a reaper decides on."""
+
+    id: int
+    task: str
+    owner: str
+    attempt: int
+    max_retries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +200,7 @@ class Backend(Protocol):
         """Where the schema stands, without creating or changing anything."""
 
     def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
-        """Insert jobs in one statement; inside ``conn``'s transaction when given."""
+        """Insert jobs in one transaction; ids by position; inside ``conn``'s transaction when given."""
 
     def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
         """Mark up to ``limit`` due queued jobs of ``tasks`` running for ``owner``."""
@@ -150,8 +211,8 @@ class Backend(Protocol):
     def extend_leases(self, jobs: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         """Push out the leases of (id, owner, attempt); returns the ids that were lost."""
 
-    def reap_expired(self, limit: int = 1000) -> list[ReapedJob]:
-        """Requeue (or fail, if spent) running jobs whose lease has expired."""
+    def expired_leases(self, limit: int = 1000) -> list[ExpiredLease]:
+        """Running jobs whose lease has run out, oldest expiry first, at most ``limit``."""
 
     def release_owner(self, owner: str) -> list[int]:
         """Requeue, attempt given back, every job still running under a dead ``owner``."""
@@ -159,7 +220,7 @@ class Backend(Protocol):
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job; False if it is in any other state."""
 
-    def get(self, job_id: int) -> JobRecord | None: ...
+    def get(self, job_id: int) -> JobInfo | None: ...
 
     def history(self, job_id: int) -> list[HistoryEntry]: ...
 

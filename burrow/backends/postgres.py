@@ -22,9 +22,11 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from burrow.backends.base import ClaimedJob, JobState, NewJob, Outcome, OutcomeKind
-from burrow.backends.schema import Timestamp, apply_migrations, history, jobs
+from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, claimed_jobs
+from burrow.backends.migrations import apply_migrations
+from burrow.backends.schema import Timestamp, history, jobs
 from burrow.backends.sql import Clock, SQLBackend
+from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
 
 # Any constant works; it only has to be the same in every burrow process.
@@ -70,18 +72,31 @@ class PostgresBackend(SQLBackend):
         super().__init__(engine, schema=schema, clock=clock)
         self.channel = notify_channel(schema)
         self._listener: Listener | None = None
+        # The hot-path statements are psycopg %-format text: a "%" in a quoted
+        # schema name must be doubled, or it reads as a placeholder.
         names = {
-            "jobs": self._table_name(jobs),
-            "history": self._table_name(history),
+            "jobs": self._table_name(jobs).replace("%", "%%"),
+            "history": self._table_name(history).replace("%", "%%"),
+            "id_seq": _quote_literal(self._sequence_name(jobs)).replace("%", "%%"),
             "now": "now()" if clock is None else "%(now)s::timestamptz",
             "fenced": _FENCED,
+            "returning": ", ".join(f"j.{column}" for column in CLAIM_COLUMNS),
+            "set": _FINISH_SET,
         }
-        self._jobs, self._now_sql = names["jobs"], names["now"]
+        self._jobs, self._now_sql, self._returning = names["jobs"], names["now"], names["returning"]
         self._claims: dict[int, str] = {}
         self._finish_sql = _FINISH.format(**names)
-        self._succeed_sql = _SUCCEED.format(**names)
+        self._uniform_finishes: dict[Change, str] = {}
         self._enqueue_sql = _ENQUEUE.format(**names)
         self._extend_sql = _EXTEND.format(**names)
+
+    def _sequence_name(self, table: sa.Table) -> str:
+        """The quoted name of ``table``'s id sequence (a BIGSERIAL's: <table>_id_seq)."""
+        name = self._base_engine.dialect.identifier_preparer.quote(f"{table.name}_id_seq")
+        return f"{self._quoted_schema()}.{name}" if self.schema else name
+
+    def _quoted_schema(self) -> str:
+        return self._base_engine.dialect.identifier_preparer.quote_schema(self.schema or "public")
 
     # -- time: the server's clock unless a test injected one ---------------------
 
@@ -108,6 +123,8 @@ class PostgresBackend(SQLBackend):
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
             if self.schema:
                 conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+                # The frozen migrations name tables without a schema.
+                conn.execute(sa.select(sa.func.set_config("search_path", self._quoted_schema(), True)))
             apply_migrations(conn, self.now())
 
         self._write("migrate", migrate)
@@ -128,9 +145,7 @@ class PostgresBackend(SQLBackend):
         def claim(conn: psycopg.Connection[Any]) -> list[Any]:
             return conn.execute(statement, params).fetchall()  # unprepared: see _configure_held
 
-        rows = self._on_held("claim", claim)
-        rows.sort(key=lambda r: (-r[3], r[6], r[0]))  # RETURNING order is unspecified
-        return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], owner) for r in rows]
+        return claimed_jobs(self._on_held("claim", claim), owner)
 
     def claim_sql(self, limit: int) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.
@@ -149,7 +164,9 @@ class PostgresBackend(SQLBackend):
         """
         statement = self._claims.get(limit)
         if statement is None:
-            statement = self._claims[limit] = _CLAIM.format(jobs=self._jobs, now=self._now_sql, limit=int(limit))
+            statement = self._claims[limit] = _CLAIM.format(
+                jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning
+            )
         return statement
 
     # -- fenced batch writes ------------------------------------------------------
@@ -157,33 +174,54 @@ class PostgresBackend(SQLBackend):
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """All outcomes, and their history rows, in one statement (one round trip).
 
-        Fenced on (id, owner, attempt): rows whose fence fails are simply not
-        joined; RETURNING tells which were written, and the rest are reported as
-        lost (and leave no history).
+        What each kind writes comes from ``transitions.change`` as arrays of
+        values, so one statement serves every kind. Fenced on (id, owner,
+        attempt): rows whose fence fails are simply not joined; RETURNING tells
+        which were written, and the rest are reported as lost (and leave no
+        history).
         """
         if not outcomes:
             return []
-        params = {
+        changes = [change(o) for o in outcomes]
+        params: dict[str, Any] = {
             "ids": [o.id for o in outcomes],
             "owners": [o.owner for o in outcomes],
             "attempts": [o.attempt for o in outcomes],
-            "kinds": [o.kind.value for o in outcomes],
-            "delays": [float(o.retry_in_s) for o in outcomes],  # psycopg refuses a list mixing int and float
             "results": [o.result for o in outcomes],
             "errors": [o.error for o in outcomes],
             "now": self._clock_now(),
-            "channel": self.channel,
         }
-
-        # The usual batch is all successes: they need neither the history insert nor
-        # the notification, and the plain UPDATE plans in a fraction of the time.
-        statement = self._succeed_sql if all(o.kind is OutcomeKind.SUCCEEDED for o in outcomes) else self._finish_sql
+        uniform = uniform_change(changes)
+        if uniform is not None:
+            statement = self._uniform_finish_sql(uniform)
+        else:
+            statement = self._finish_sql
+            params.update(
+                states=[c.state for c in changes],
+                give_backs=[c.give_back for c in changes],
+                finishes=[c.finishes for c in changes],
+                delays=[c.delay_s for c in changes],
+                events=[c.event for c in changes],
+                wakes=[c.wakes for c in changes],
+                expired_only=[c.expired_only for c in changes],
+                channel=self.channel,
+            )
 
         def write(conn: psycopg.Connection[Any]) -> set[int]:
             return {row[0] for row in conn.execute(statement, params) if row[0] is not None}
 
         written = self._on_held("finish", write)
         return [o.id for o in outcomes if o.id not in written]
+
+    def _uniform_finish_sql(self, c: Change) -> str:
+        """A batch whose outcomes all change their row alike (see transitions.uniform_change):
+        the change written into the text, no CTEs, which plan in several times its cost."""
+        statement = self._uniform_finishes.get(c)
+        if statement is None:
+            statement = self._uniform_finishes[c] = _FINISH_UNIFORM.format(
+                jobs=self._jobs, fenced=_FENCED, set=uniform_assignments(c, self._now_sql)
+            )
+        return statement
 
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         """Push out every lease in one statement; fenced like finish."""
@@ -227,20 +265,23 @@ class PostgresBackend(SQLBackend):
         """One NOTIFY per statement, delivered at commit (so never for a rolled-back enqueue)."""
         conn.execute(sa.select(sa.func.pg_notify(self.channel, _notice(tasks))))
 
-    def _insert_held(self, connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
-        """The jobs and their NOTIFY in one autocommit statement: one round trip, one commit."""
+    def _insert(self, connection: Any, new_jobs: Sequence[NewJob], *, own_transaction: bool) -> list[int]:
+        """The jobs and their NOTIFY in one statement, each job's id returned with its position.
+
+        Held connections are in autocommit, so there the statement is its own
+        transaction: one round trip, one commit. In a caller's transaction the
+        NOTIFY is delivered when (if) that transaction commits.
+        """
         params = {
-            "tasks": [j.task for j in new_jobs],
-            "priorities": [j.priority for j in new_jobs],
-            "payloads": [j.payload for j in new_jobs],
-            "max_retries": [j.max_retries for j in new_jobs],
-            "run_ats": [j.run_at for j in new_jobs],
+            **{column: [job[i] for job in new_jobs] for i, column in enumerate(NewJob._fields)},
             "now": self._clock_now(),
             "channel": self.channel,
             "notice": _notice(sorted({j.task for j in new_jobs})),
         }
-        ids = [row[0] for row in connection.execute(self._enqueue_sql, params) if row[0] is not None]
-        ids.sort()  # ids are drawn in the ORDER BY ordinality, so ascending is new_jobs order
+        ids: list[int] = [0] * len(new_jobs)
+        for position, job_id in connection.execute(self._enqueue_sql, params):
+            if position is not None:
+                ids[position - 1] = job_id
         return ids
 
     def listener(self) -> Listener:
@@ -339,67 +380,69 @@ UPDATE {jobs} AS j
 SET state = 'running', attempts = j.attempts + 1, owner = %(owner)s, started_at = {now},
     lease_expires_at = {now} + make_interval(secs => %(lease_s)s)
 FROM picked WHERE j.id = picked.id
-RETURNING j.id, j.task, j.payload, j.priority, j.attempts, j.max_retries, j.run_at
+RETURNING {returning}
 """
 
+# What an outcome writes, for every kind: the values come from transitions.change.
+_FINISH_SET = """state = v.state, attempts = j.attempts - v.give_back,
+    finished_at = CASE WHEN v.finishes THEN {now} END,
+    run_at = CASE WHEN v.delay_s IS NULL THEN j.run_at ELSE {now} + make_interval(secs => v.delay_s) END,
+    result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL"""
+
 # The history insert reads the UPDATE's RETURNING rows, so only attempts that were
-# really written leave history; its events are those of sql.history_entry (retried,
-# failed, released with a reason), which the SQLite backend uses. Jobs back in the
-# queue and due now wake idle consumers, as an enqueue does (an empty payload: "look
-# for yourselves"), or they would sleep until their idle poll; a later retry wakes
-# nobody. The notification goes out at the statement's commit, in the same round trip.
+# really written leave history. Jobs back in the queue and due now wake idle
+# consumers, as an enqueue does (an empty payload: "look for yourselves"), or they
+# would sleep until their idle poll. The notification goes out at the statement's
+# commit, in the same round trip.
 _FINISH = """
 WITH written AS (
     UPDATE {jobs} AS j
-    SET state = CASE v.kind WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed' ELSE 'queued' END,
-        attempts = CASE WHEN v.kind = 'released' THEN j.attempts - 1 ELSE j.attempts END,
-        finished_at = CASE WHEN v.kind IN ('succeeded', 'failed') THEN {now} END,
-        run_at = CASE WHEN v.kind = 'retry' THEN {now} + make_interval(secs => v.delay_s) ELSE j.run_at END,
-        result = v.result,
-        last_error = coalesce(v.error, j.last_error),
-        owner = NULL,
-        lease_expires_at = NULL
-    FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(kinds)s::text[],
-                %(delays)s::float8[], %(results)s::bytea[], %(errors)s::text[])
-         AS v(id, owner, attempt, kind, delay_s, result, error)
-    WHERE {fenced}
-    RETURNING j.id, v.attempt, v.kind, v.delay_s, v.error
+    SET {set}
+    FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(states)s::text[],
+                %(give_backs)s::int[], %(finishes)s::bool[], %(delays)s::float8[], %(results)s::bytea[],
+                %(errors)s::text[], %(events)s::text[], %(wakes)s::bool[], %(expired_only)s::bool[])
+         AS v(id, owner, attempt, state, give_back, finishes, delay_s, result, error, event, wakes, expired_only)
+    WHERE {fenced} AND (NOT v.expired_only OR j.lease_expires_at < {now})
+    RETURNING j.id, v.attempt, v.event, v.error, v.wakes
 ), logged AS (
     INSERT INTO {history} (job_id, attempt, event, error, at)
-    SELECT id, attempt, CASE kind WHEN 'retry' THEN 'retried' WHEN 'released' THEN 'released' ELSE 'failed' END,
-           error, {now}
-    FROM written
-    WHERE kind IN ('retry', 'failed') OR (kind = 'released' AND error IS NOT NULL)
+    SELECT id, attempt, event, error, {now} FROM written WHERE event IS NOT NULL
 ), notified AS (
-    SELECT pg_notify(%(channel)s, '') FROM written
-    WHERE kind = 'released' OR (kind = 'retry' AND delay_s <= 0)
-    LIMIT 1
+    SELECT pg_notify(%(channel)s, '') FROM written WHERE wakes LIMIT 1
 )
 SELECT id FROM written UNION ALL SELECT NULL FROM notified
-"""
+""".replace("{set}", _FINISH_SET)
 
-# Only successes: the same writes as _FINISH makes for them.
-_SUCCEED = """
+# A batch whose outcomes all change their row alike: {set} holds the change's values.
+_FINISH_UNIFORM = """
 UPDATE {jobs} AS j
-SET state = 'succeeded', finished_at = {now}, result = v.result, owner = NULL, lease_expires_at = NULL
-FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(results)s::bytea[])
-     AS v(id, owner, attempt, result)
+SET {set}, result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(results)s::bytea[], %(errors)s::text[])
+     AS v(id, owner, attempt, result, error)
 WHERE {fenced}
 RETURNING j.id
 """
 
+# Ids are drawn from the sequence in the CTE, position by position, so each comes
+# back with the position of the job it belongs to (INSERT ... RETURNING cannot name
+# its source rows, and its order is unspecified).
 _ENQUEUE = """
-WITH inserted AS (
-    INSERT INTO {jobs} (task, priority, state, payload, attempts, max_retries, run_at, created_at)
-    SELECT v.task, v.priority, 'queued', v.payload, 0, v.max_retries, coalesce(v.run_at, {now}), {now}
-    FROM unnest(%(tasks)s::varchar[], %(priorities)s::int[], %(payloads)s::bytea[], %(max_retries)s::int[],
-                %(run_ats)s::timestamptz[]) WITH ORDINALITY AS v(task, priority, payload, max_retries, run_at, n)
-    ORDER BY v.n
+WITH v AS (
+    SELECT * FROM unnest(%(task)s::varchar[], %(payload)s::bytea[], %(priority)s::int[],
+                         %(max_retries)s::int[], %(run_at)s::timestamptz[])
+           WITH ORDINALITY AS v(task, payload, priority, max_retries, run_at, n)
+), numbered AS (
+    SELECT n, nextval({id_seq}::regclass) AS id FROM (SELECT n FROM v ORDER BY n) AS o
+), inserted AS (
+    INSERT INTO {jobs} (id, task, payload, priority, max_retries, run_at, state, attempts, created_at)
+    SELECT numbered.id, v.task, v.payload, v.priority, v.max_retries, coalesce(v.run_at, {now}), 'queued', 0, {now}
+    FROM v JOIN numbered USING (n)
     RETURNING id
 ), notified AS (
     SELECT pg_notify(%(channel)s, %(notice)s)
 )
-SELECT id FROM inserted UNION ALL SELECT NULL FROM notified
+SELECT numbered.n, inserted.id FROM inserted JOIN numbered USING (id)
+UNION ALL SELECT NULL, NULL FROM notified
 """
 
 _EXTEND = """
@@ -409,3 +452,7 @@ FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[]) AS v(id,
 WHERE {fenced}
 RETURNING j.id
 """
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,16 +1,16 @@
-"""burrow's tables as SQLAlchemy Core objects, and the ordered migrations.
+"""burrow's tables as SQLAlchemy Core objects: the schema as this release declares it.
 
 The tables carry no schema name: a backend configured with a schema maps ``None``
 to it with ``schema_translate_map``, so one set of Table objects (and one compiled
 statement cache) serves every schema.
+
+These objects are never used to create tables: ``migrations.py`` builds the schema
+from frozen steps, and a test holds the result equal to what is declared here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import Any
-
 import sqlalchemy as sa
 
 from burrow.backends.base import JobState
@@ -120,45 +120,3 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("applied_at", Timestamp, nullable=False),
 )
-
-
-def _create_v1(conn: sa.Connection) -> None:
-    """The first schema: jobs, history, processes."""
-    for table in (jobs, history, processes):
-        table.create(conn, checkfirst=True)
-
-
-Migration = Callable[[sa.Connection], Any]
-
-# Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Migration], ...] = ((1, _create_v1),)
-
-
-LATEST_VERSION = MIGRATIONS[-1][0]
-
-
-def stored_version(conn: sa.Connection, schema: str | None) -> int:
-    """The applied version, 0 when burrow's tables do not exist yet; creates nothing."""
-    if not sa.inspect(conn).has_table(schema_version.name, schema=schema):
-        return 0
-    return current_version(conn)
-
-
-def current_version(conn: sa.Connection) -> int:
-    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema_version.c.version), 0))).scalar_one()
-
-
-def apply_migrations(conn: sa.Connection, now: dt.datetime) -> list[int]:
-    """Apply every migration newer than the stored version; the caller holds the lock.
-
-    Returns the versions applied, so that a caller can log them.
-    """
-    schema_version.create(conn, checkfirst=True)
-    done = current_version(conn)
-    applied = []
-    for version, migrate in MIGRATIONS:
-        if version > done:
-            migrate(conn)
-            conn.execute(sa.insert(schema_version).values(version=version, applied_at=now))
-            applied.append(version)
-    return applied

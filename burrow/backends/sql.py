@@ -17,22 +17,24 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from burrow.backends.base import (
+    JOB_COLUMNS,
+    ClaimedJob,
+    ExpiredLease,
     HistoryEntry,
-    JobRecord,
+    HistoryEvent,
+    JobInfo,
     JobState,
     NewJob,
     Outcome,
     OutcomeKind,
-    ReapedJob,
     SchemaStatus,
 )
-from burrow.backends.schema import LATEST_VERSION, UTC, Timestamp, history, jobs, processes, stored_version
+from burrow.backends.migrations import LATEST_VERSION, stored_version
+from burrow.backends.schema import UTC, Timestamp, history, jobs, processes
 from burrow.errors import BackendError
 
 T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
-
-LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating"
 
 
 # A literal, not a parameter: a prepared statement's generic plan can only use the
@@ -55,9 +57,6 @@ class SQLBackend:
     """The shared half of a Backend; subclasses add claim, finish and extend_leases."""
 
     dialect = "sql"
-    # Whether SQLAlchemy can return a multi-row INSERT's ids in VALUES order. Where
-    # it cannot (SQLite), asking for that order makes it send one INSERT per row.
-    ordered_insert_returning = True
 
     def __init__(self, engine: sa.Engine, *, schema: str | None = None, clock: Clock | None = None) -> None:
         self.schema = schema
@@ -211,62 +210,52 @@ class SQLBackend:
     # -- enqueue ------------------------------------------------------------------
 
     def enqueue(self, new_jobs: Sequence[NewJob], conn: sa.Connection | None = None) -> list[int]:
-        """Insert all jobs with one multi-row INSERT ... RETURNING id; ids in ``new_jobs`` order.
+        """Insert ``new_jobs`` and wake consumers; the ids in ``new_jobs`` order.
 
-        Without a caller's connection, as one statement on the held connection (see
-        the subclasses), at a fraction of the client CPU; if another thread holds it,
-        through the pool instead, so threads enqueueing together still commit in
-        parallel. On the caller's connection (a transactional enqueue), in the
-        caller's transaction.
+        One insert path per dialect (``_insert``), on this process's held
+        connection (one statement, a fraction of the client CPU of SQLAlchemy's
+        execution layer), or through the pool if another thread holds it, or on
+        the caller's connection inside the caller's transaction (a transactional
+        enqueue: the jobs exist if and only if that transaction commits).
         """
         if not new_jobs:
             return []
         for job in new_jobs:
             if job.run_at is not None and job.run_at.tzinfo is None:
                 raise ValueError(f"naive datetime {job.run_at!r}: burrow needs timezone-aware datetimes")
-        if conn is None and not self._held_lock.locked():
-            return self._on_held("enqueue", lambda c: self._insert_held(c, new_jobs), retry=False)
-        rows = [
-            {
-                "task": job.task,
-                "priority": job.priority,
-                "payload": job.payload,
-                "max_retries": job.max_retries,
-                "b_run_at": job.run_at,
-            }
-            for job in new_jobs
-        ]
-        now = self._now()
-        statement = (
-            sa.insert(jobs)
-            .values(
-                state=JobState.QUEUED.value,
-                attempts=0,
-                created_at=now,
-                run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=Timestamp), now),
-            )
-            .returning(jobs.c.id, sort_by_parameter_order=self.ordered_insert_returning)
+        if conn is not None:
+            with self._errors("enqueue"), self._driver_errors("enqueue"):
+                return self._insert(conn.connection.driver_connection, new_jobs, own_transaction=False)
+        if not self._held_lock.locked():
+            return self._on_held("enqueue", lambda c: self._insert(c, new_jobs, own_transaction=True), retry=False)
+        return self._write(
+            "enqueue",
+            lambda c: self._insert(c.connection.driver_connection, new_jobs, own_transaction=False),
+            retry=False,
         )
 
-        def insert(c: sa.Connection) -> list[int]:
-            ids = list(c.execute(statement, rows, execution_options=self._statement_options()).scalars())
-            if not self.ordered_insert_returning:
-                ids.sort()  # see the subclass: ids ascend in VALUES order
-            self._notify(c, sorted({job.task for job in new_jobs}))
-            return ids
+    # -- the hot path: each dialect's own SQL --------------------------------------
 
-        if conn is not None:
-            with self._errors("enqueue"):
-                return insert(conn)
-        return self._write("enqueue", insert, retry=False)
-
-    def _insert_held(self, connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
-        """Insert ``new_jobs`` and notify, committed, on the held DBAPI connection."""
+    def _insert(self, connection: Any, new_jobs: Sequence[NewJob], *, own_transaction: bool) -> list[int]:
+        """Insert and notify on a DBAPI connection; commit only with ``own_transaction``."""
         raise NotImplementedError
 
-    def _statement_options(self) -> dict[str, Any]:
-        """Options that a caller's connection needs to find our tables."""
-        return {"schema_translate_map": {None: self.schema}} if self.schema else {}
+    def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
+        raise NotImplementedError
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+        raise NotImplementedError
+
+    def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _driver_errors(self, operation: str) -> Iterator[None]:
+        """Wrap the driver's own errors, raised where burrow runs SQL on a DBAPI connection."""
+        try:
+            yield
+        except self._base_engine.dialect.loaded_dbapi.Error as exc:
+            raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
 
     def _notify(self, conn: sa.Connection, tasks: Sequence[str]) -> None:
         """Tell waiting consumers that jobs arrived; SQLite consumers poll instead."""
@@ -282,15 +271,15 @@ class SQLBackend:
         )
         return self._write("cancel", lambda c: c.execute(statement).rowcount == 1)
 
-    def get(self, job_id: int) -> JobRecord | None:
-        statement = sa.select(jobs).where(jobs.c.id == job_id)
+    def get(self, job_id: int) -> JobInfo | None:
+        statement = sa.select(*[jobs.c[name] for name in JOB_COLUMNS]).where(jobs.c.id == job_id)
         row = self._read("get", lambda c: c.execute(statement).one_or_none())
-        return None if row is None else _record(row)
+        return None if row is None else _job_info(row)
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         statement = sa.select(history).where(history.c.job_id == job_id).order_by(history.c.id)
         rows = self._read("history", lambda c: c.execute(statement).all())
-        return [HistoryEntry(r.job_id, r.attempt, r.event, r.error, r.at) for r in rows]
+        return [HistoryEntry(r.job_id, r.attempt, HistoryEvent(r.event), r.error, r.at) for r in rows]
 
     def counts(self) -> dict[JobState, int]:
         statement = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
@@ -325,39 +314,22 @@ class SQLBackend:
 
     # -- leases -------------------------------------------------------------------
 
-    def reap_expired(self, limit: int = 1000) -> list[ReapedJob]:
-        """Requeue running jobs whose lease ran out, or fail them if their retries are spent.
+    def expired_leases(self, limit: int = 1000) -> list[ExpiredLease]:
+        """Running jobs whose owner stopped extending the lease, oldest expiry first.
 
-        Any process may reap: an expired lease means its owner stopped
-        heartbeating. The WHERE clause re-checks state and expiry under the row
-        lock, so two reapers racing on one row change it once.
+        Only read: the caller decides each job's fate (retry with its backoff, or
+        fail when its retries are spent) and writes it with :meth:`finish` as an
+        ``EXPIRED_*`` outcome, which re-checks the expiry under the row lock, so a
+        lease extended in between, or a second reaper, changes nothing.
         """
-
-        def reap(conn: sa.Connection) -> list[ReapedJob]:
-            now = self._now()
-            expired = sa.and_(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires_at < now)
-            requeue = (
-                sa.update(jobs)
-                .where(expired, jobs.c.attempts <= jobs.c.max_retries)
-                .values(state=JobState.QUEUED.value, owner=None, lease_expires_at=None, run_at=now, last_error=LEASE_EXPIRED)
-                .returning(jobs.c.id, jobs.c.task, jobs.c.attempts)
-            )
-            fail = (
-                sa.update(jobs)
-                .where(expired, jobs.c.attempts > jobs.c.max_retries)
-                .values(
-                    state=JobState.FAILED.value, owner=None, lease_expires_at=None, finished_at=now, last_error=LEASE_EXPIRED
-                )
-                .returning(jobs.c.id, jobs.c.task, jobs.c.attempts)
-            )
-            reaped = [ReapedJob(r.id, r.task, r.attempts, JobState.QUEUED) for r in conn.execute(requeue)]
-            reaped += [ReapedJob(r.id, r.task, r.attempts, JobState.FAILED) for r in conn.execute(fail)]
-            self._record_history(conn, [(job.id, job.attempt, "lease_expired", LEASE_EXPIRED) for job in reaped])
-            if any(job.state is JobState.QUEUED for job in reaped):
-                self._notify(conn, sorted({job.task for job in reaped}))
-            return reaped
-
-        return self._write("reap_expired", reap)
+        statement = (
+            sa.select(jobs.c.id, jobs.c.task, jobs.c.owner, jobs.c.attempts, jobs.c.max_retries)
+            .where(_IS_RUNNING, jobs.c.lease_expires_at < self._now())
+            .order_by(jobs.c.lease_expires_at)
+            .limit(limit)
+        )
+        rows = self._read("expired_leases", lambda c: c.execute(statement).all())
+        return [ExpiredLease(r.id, r.task, r.owner, r.attempts, r.max_retries) for r in rows]
 
     def release_owner(self, owner: str) -> list[int]:
         """Give back what a dead worker still holds: queued again, the attempt returned.
@@ -366,30 +338,14 @@ class SQLBackend:
         reported, so a job still ``running`` under that owner was claimed but
         never announced: the worker died between the claim's commit and its
         ``claimed`` message, before running anything. Without this the job
-        waited out its lease and was charged an attempt it never ran.
+        waited out its lease and was charged an attempt it never ran. The
+        release is a fenced RELEASED outcome, like any other.
         """
-
-        def release(conn: sa.Connection) -> list[int]:
-            statement = (
-                sa.update(jobs)
-                .where(_IS_RUNNING, jobs.c.owner == owner)
-                .values(state=JobState.QUEUED.value, attempts=jobs.c.attempts - 1, owner=None, lease_expires_at=None)
-                .returning(jobs.c.id, jobs.c.task)
-            )
-            rows = conn.execute(statement).all()
-            if rows:
-                self._notify(conn, sorted({row.task for row in rows}))
-            return [row.id for row in rows]
-
-        return self._write("release_owner", release)
-
-    def _record_history(self, conn: sa.Connection, entries: Sequence[tuple[int, int, str, str | None]]) -> None:
-        if entries:
-            at = self.now()
-            conn.execute(
-                sa.insert(history),
-                [{"job_id": j, "attempt": a, "event": e, "error": err, "at": at} for j, a, e, err in entries],
-            )
+        statement = sa.select(jobs.c.id, jobs.c.attempts).where(_IS_RUNNING, jobs.c.owner == owner)
+        rows = self._read("release_owner", lambda c: c.execute(statement).all())
+        outcomes = [Outcome(r.id, owner, r.attempts, OutcomeKind.RELEASED) for r in rows]
+        lost = set(self.finish(outcomes))
+        return [o.id for o in outcomes if o.id not in lost]
 
     # -- processes ----------------------------------------------------------------
 
@@ -441,39 +397,10 @@ class SQLBackend:
         self._base_engine.dispose()
 
 
-def history_entry(outcome: Outcome) -> tuple[int, int, str, str | None] | None:
-    """The history row an outcome leaves: every run that ended without success.
-
-    A release without an error is a job claimed but never started: not a run.
-    """
-    if outcome.kind is OutcomeKind.RETRY:
-        return (outcome.id, outcome.attempt, "retried", outcome.error)
-    if outcome.kind is OutcomeKind.FAILED:
-        return (outcome.id, outcome.attempt, "failed", outcome.error)
-    if outcome.kind is OutcomeKind.RELEASED and outcome.error is not None:
-        # A run interrupted by shutdown: its attempt is given back, but it did run.
-        return (outcome.id, outcome.attempt, "released", outcome.error)
-    return None
-
-
-def _record(row: sa.Row[Any]) -> JobRecord:
-    return JobRecord(
-        id=row.id,
-        task=row.task,
-        state=JobState(row.state),
-        priority=row.priority,
-        attempts=row.attempts,
-        max_retries=row.max_retries,
-        run_at=row.run_at,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        last_error=row.last_error,
-        result=row.result,
-        owner=row.owner,
-        lease_expires_at=row.lease_expires_at,
-        payload=row.payload,
-    )
+def _job_info(row: sa.Row[Any]) -> JobInfo:
+    values = row._asdict()
+    values["state"] = JobState(values["state"])
+    return JobInfo(**values)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,9 +21,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import ClaimedJob, NewJob, Outcome, OutcomeKind, SchemaStatus
-from burrow.backends.schema import LATEST_VERSION, UTC, apply_migrations
-from burrow.backends.sql import Clock, SQLBackend, history_entry
+from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, SchemaStatus, claimed_jobs
+from burrow.backends.migrations import LATEST_VERSION, apply_migrations
+from burrow.backends.schema import UTC
+from burrow.backends.sql import Clock, SQLBackend
+from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
 
 BUSY_TIMEOUT_MS = 30_000
@@ -113,10 +115,6 @@ def create_engine(path: Path) -> sa.Engine:
 
 class SQLiteBackend(SQLBackend):
     dialect = "sqlite"
-    # RETURNING order is unspecified in SQLite, but an INSERT hands out rowids in
-    # VALUES order (the largest + 1; the writer holds the lock throughout), so
-    # sorting the returned ids gives the payloads' order from one multi-row INSERT.
-    ordered_insert_returning = False
 
     def __init__(self, dsn: str, *, clock: Clock | None = None) -> None:
         self.path = database_path(dsn)
@@ -141,20 +139,31 @@ class SQLiteBackend(SQLBackend):
         """BEGIN IMMEDIATE is the lock: a second process waits, then finds nothing to do."""
         self._write("migrate", lambda conn: apply_migrations(conn, self.now()))
 
-    def _insert_held(self, connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
-        """Multi-row INSERTs of at most _INSERT_ROWS rows (SQLite caps the parameters of
-        a statement), in one transaction; ids ascend in VALUES order (see the class)."""
+    def _insert(self, connection: Any, new_jobs: Sequence[NewJob], *, own_transaction: bool) -> list[int]:
+        """Multi-row INSERTs with ids we choose, so each job's id is known by its position.
+
+        SQLite's RETURNING order is unspecified, and ids read back sorted match the
+        payloads only while every row is inserted. Under the write lock nobody else
+        inserts, so the ids after the largest one are ours to hand out: the lock is
+        taken first (BEGIN IMMEDIATE, or in a caller's transaction a write that
+        changes nothing), then the largest id is read. At most _INSERT_ROWS rows a
+        statement: SQLite caps a statement's parameters.
+        """
         now = _stamp(self.now())
-        ids: list[int] = []
-        _begin_immediate(connection)
+        if own_transaction:
+            _begin_immediate(connection)
+        else:
+            connection.execute(_TAKE_WRITE_LOCK)
+        first_id = connection.execute(_NEXT_ID).fetchone()[0]
+        ids = list(range(first_id, first_id + len(new_jobs)))
         for start in range(0, len(new_jobs), _INSERT_ROWS):
             chunk = new_jobs[start : start + _INSERT_ROWS]
             params: list[Any] = []
-            for job in chunk:
-                run_at = now if job.run_at is None else _stamp(job.run_at)
-                params += (job.task, job.priority, job.payload, job.max_retries, run_at, now)
-            ids += sorted(row[0] for row in connection.execute(_insert_sql(len(chunk)), params))
-        connection.execute("COMMIT")
+            for job_id, job in zip(ids[start:], chunk):
+                params += (job_id, *job[:4], now if job.run_at is None else _stamp(job.run_at), now)
+            connection.execute(_insert_sql(len(chunk)), params)
+        if own_transaction:
+            connection.execute("COMMIT")
         return ids
 
     def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
@@ -171,15 +180,14 @@ class SQLiteBackend(SQLBackend):
             conn.execute("COMMIT")
             return rows
 
-        rows = self._on_held("claim", claim)
-        rows.sort(key=lambda r: (-r[3], r[6], r[0]))  # RETURNING order is unspecified; stamps sort as text
-        return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], owner) for r in rows]
+        return claimed_jobs(self._on_held("claim", claim), owner)
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
-        """One executemany per outcome kind, fenced in its WHERE clause, in one transaction.
+        """One fenced executemany for the whole batch, whatever the kinds, in one transaction.
 
         SQLite has no network round trip to save, so per-row statements run at C
-        speed through executemany. When every row matched (the usual case) that is
+        speed through executemany; what each kind writes comes from
+        ``transitions.change``. When every row matched (the usual case) that is
         all; when some fence failed the transaction is redone row by row, to learn
         which outcomes were written.
         """
@@ -187,25 +195,35 @@ class SQLiteBackend(SQLBackend):
             return []
         now = self.now()
         stamp = _stamp(now)
-        by_kind: dict[OutcomeKind, list[tuple[Any, ...]]] = {}
-        for outcome in outcomes:
-            by_kind.setdefault(outcome.kind, []).append(_finish_params(outcome, now, stamp))
+        changes = [change(o) for o in outcomes]
+        uniform = uniform_change(changes)
+        if uniform is not None:
+            statement = _uniform_finish_sql(uniform)
+            head = (stamp,) if uniform.finishes else ()
+            rows = [(*head, o.result, o.error, o.id, o.owner, o.attempt) for o in outcomes]
+        else:
+            statement = _FINISH
+            rows = [_finish_params(o, c, now, stamp) for o, c in zip(outcomes, changes)]
 
-        def write(conn: sqlite3.Connection) -> list[Outcome]:
+        def write(conn: sqlite3.Connection) -> list[int]:
             _begin_immediate(conn)
-            if all(conn.executemany(_FINISH[kind], rows).rowcount == len(rows) for kind, rows in by_kind.items()):
-                written: Sequence[Outcome] = outcomes
+            written: Sequence[int]
+            if conn.executemany(statement, rows).rowcount == len(rows):
+                written = range(len(rows))
             else:
                 conn.rollback()
                 _begin_immediate(conn)
-                written = [o for o in outcomes if conn.execute(_FINISH[o.kind], _finish_params(o, now, stamp)).rowcount == 1]
-            entries = [(*e, stamp) for o in written if (e := history_entry(o)) is not None]
+                written = [i for i, row in enumerate(rows) if conn.execute(statement, row).rowcount == 1]
+            entries = []
+            for i in written:
+                if (event := changes[i].event) is not None:
+                    entries.append((outcomes[i].id, outcomes[i].attempt, event, outcomes[i].error, stamp))
             if entries:
                 conn.executemany(_INSERT_HISTORY, entries)
             conn.execute("COMMIT")
-            return list(written)
+            return [outcomes[i].id for i in written]
 
-        written = {o.id for o in self._on_held("finish", write)}
+        written = set(self._on_held("finish", write))
         return [o.id for o in outcomes if o.id not in written]
 
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
@@ -241,13 +259,18 @@ def _stamp(value: dt.datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+# -- the statements: columns from base.NewJob and base.CLAIM_COLUMNS, outcomes from
+# transitions.change ------------------------------------------------------------------
+
+_INSERT_COLUMNS = ("id", *NewJob._fields, "created_at")
+_TAKE_WRITE_LOCK = "UPDATE burrow_jobs SET id = id WHERE 0"  # starts a write transaction, changes nothing
+_NEXT_ID = "SELECT coalesce(max(id), 0) + 1 FROM burrow_jobs"
+
+
 @functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, 'queued', ?, 0, ?, ?, ?)"] * rows)
-    return (
-        "INSERT INTO burrow_jobs (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
-        f" VALUES {values} RETURNING id"
-    )
+    values = ", ".join(["(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"] * rows)
+    return f"INSERT INTO burrow_jobs ({', '.join(_INSERT_COLUMNS)}) VALUES {values}"
 
 
 @functools.cache
@@ -261,30 +284,39 @@ def _claim_sql(task_count: int) -> str:
             ORDER BY priority DESC, run_at, id
             LIMIT ?
         )
-        RETURNING id, task, payload, priority, attempts, max_retries, run_at
+        RETURNING {", ".join(CLAIM_COLUMNS)}
     """
 
 
-def _finish_params(outcome: Outcome, now: dt.datetime, stamp: str) -> tuple[Any, ...]:
-    """The SET values of ``_FINISH[outcome.kind]``, then its fence; ``stamp`` is ``now`` stamped."""
-    fence = (outcome.id, outcome.owner, outcome.attempt)
-    if outcome.kind is OutcomeKind.SUCCEEDED:
-        return (stamp, outcome.result, *fence)
-    if outcome.kind is OutcomeKind.FAILED:
-        return (stamp, outcome.error, *fence)
-    if outcome.kind is OutcomeKind.RETRY:
-        return (_stamp(now + dt.timedelta(seconds=outcome.retry_in_s)), outcome.error, *fence)
-    return (outcome.error, *fence)
+def _finish_params(outcome: Outcome, c: Change, now: dt.datetime, stamp: str) -> tuple[Any, ...]:
+    """_FINISH's parameters for ``outcome``: its change's values, then its fence."""
+    run_at = None if c.delay_s is None else _stamp(now + dt.timedelta(seconds=c.delay_s))
+    return (
+        c.state, c.give_back, stamp if c.finishes else None, run_at, outcome.result, outcome.error,
+        outcome.id, outcome.owner, outcome.attempt, c.expired_only, stamp,
+    )
 
 
-_FENCE = "WHERE id = ? AND owner = ? AND attempts = ? AND state = 'running'"
-_RELEASE = "owner = NULL, lease_expires_at = NULL"
-_FINISH = {
-    OutcomeKind.SUCCEEDED: f"UPDATE burrow_jobs SET state = 'succeeded', finished_at = ?, result = ?, {_RELEASE} {_FENCE}",
-    OutcomeKind.FAILED: f"UPDATE burrow_jobs SET state = 'failed', finished_at = ?, last_error = ?, {_RELEASE} {_FENCE}",
-    OutcomeKind.RETRY: f"UPDATE burrow_jobs SET state = 'queued', run_at = ?, last_error = ?, {_RELEASE} {_FENCE}",
-    OutcomeKind.RELEASED: "UPDATE burrow_jobs SET state = 'queued', attempts = attempts - 1,"
-    f" last_error = coalesce(?, last_error), {_RELEASE} {_FENCE}",
-}
-_EXTEND = f"UPDATE burrow_jobs SET lease_expires_at = ? {_FENCE}"
+_FENCE = "id = ? AND owner = ? AND attempts = ? AND state = 'running'"
+# Every kind in one statement: finished_at and run_at are NULL when the kind does
+# not set them (a running job has no finished_at; coalesce keeps run_at).
+_FINISH = f"""
+UPDATE burrow_jobs
+SET state = ?, attempts = attempts - ?, finished_at = ?, run_at = coalesce(?, run_at), result = ?,
+    last_error = coalesce(?, last_error), owner = NULL, lease_expires_at = NULL
+WHERE {_FENCE} AND (NOT ? OR lease_expires_at < ?)
+"""
+
+
+@functools.cache
+def _uniform_finish_sql(c: Change) -> str:
+    """A batch whose outcomes all change their row alike (see transitions.uniform_change)."""
+    return f"""
+UPDATE burrow_jobs
+SET {uniform_assignments(c, "?")}, result = ?, last_error = coalesce(?, last_error), owner = NULL, lease_expires_at = NULL
+WHERE {_FENCE}
+"""
+
+
+_EXTEND = f"UPDATE burrow_jobs SET lease_expires_at = ? WHERE {_FENCE}"
 _INSERT_HISTORY = "INSERT INTO burrow_job_history (job_id, attempt, event, error, at) VALUES (?, ?, ?, ?, ?)"

@@ -23,7 +23,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, TypeVar
 
+from burrow.backends.base import DEFAULT_LEASE_S
 from burrow.errors import ConfigError
+from burrow.retry import RetryDefaults
 
 __all__ = [
     "Config",
@@ -70,7 +72,7 @@ class SupervisorConfig:
     apps: tuple[str, ...] = ()
     batch_size: int = 100
     heartbeat_interval_s: float = 2.0
-    lease_timeout_s: float = 30.0
+    lease_timeout_s: float = DEFAULT_LEASE_S
     shutdown_timeout_s: float = 30.0
     max_jobs_per_worker: int | None = None
     max_worker_memory_bytes: int | None = None
@@ -79,12 +81,8 @@ class SupervisorConfig:
     flush_interval_s: float = 0.005
 
 
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    """Default backoff for tasks that do not set ``with_backoff``."""
-
-    base_s: float = 1.0
-    max_s: float = 3600.0
+# Default backoff for tasks that do not set ``with_backoff``: one type, one home.
+RetryConfig = RetryDefaults
 
 
 @dataclass(frozen=True, slots=True)

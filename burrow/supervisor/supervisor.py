@@ -607,7 +607,7 @@ class Supervisor:
         self.notifier.status(f"{len(self.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
 
     def _reap_database(self) -> None:
-        for job in self.backend.reap_expired():
+        for job in self.queue.reap_expired():
             log.warning("job_lease_expired", job_id=job.id, task=job.task, attempt=job.attempt, now=job.state.value)
         stale_after = max(self.config.supervisor.lease_timeout_s, 3 * self.config.supervisor.heartbeat_interval_s)
         for owner in self.backend.reap_processes(stale_after):

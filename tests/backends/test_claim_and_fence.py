@@ -98,14 +98,18 @@ def test_lost_lease_is_fenced(clocked: JobQueue, clock: FakeClock) -> None:
 
     clock.advance(5)
     assert backend.extend_leases([(job_id, "owner-A", 1)], 10) == []
-    assert backend.reap_expired() == []
+    assert clocked.reap_expired() == []
     clock.advance(10.5)
-    [reaped] = backend.reap_expired()
+    [reaped] = clocked.reap_expired()
     assert (reaped.id, reaped.task, reaped.attempt, reaped.state) == (job_id, "fence.task", 1, JobState.QUEUED)
-    assert backend.reap_expired() == []
+    assert clocked.reap_expired() == []
     requeued = clocked.job(job_id)
-    assert (requeued.state, requeued.attempts, requeued.run_at) == (JobState.QUEUED, 1, clock.now)
+    assert (requeued.state, requeued.attempts) == (JobState.QUEUED, 1)
+    # Retried like any failed run: the default backoff (1 s) with its jitter.
+    assert clock.now + dt.timedelta(seconds=0.5) <= requeued.run_at <= clock.now + dt.timedelta(seconds=1)
     assert requeued.last_error is not None and "lease expired" in requeued.last_error
+    assert backend.claim(["fence.task"], 1, "owner-B", 10) == []
+    clock.advance(1)
 
     [b] = backend.claim(["fence.task"], 1, "owner-B", 10)
     assert (b.id, b.attempt, b.owner) == (job_id, 2, "owner-B")

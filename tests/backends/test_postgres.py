@@ -31,7 +31,7 @@ from psycopg import sql
 import burrow
 from burrow.backends.base import JobState, Outcome, OutcomeKind
 from burrow.backends.postgres import PostgresBackend
-from burrow.backends.schema import MIGRATIONS
+from burrow.backends.migrations import MIGRATIONS
 from burrow.errors import BackendError
 from burrow.queue import JobQueue
 from tests.conftest import POSTGRES_DSN, FakeClock
@@ -361,8 +361,9 @@ def test_a_process_that_lost_its_lease_cannot_touch_the_new_attempt(connect: Con
     [a_job] = b.claim(["fenced"], 1, "owner-a", 30.0)
     assert a_job.attempt == 1
     clock.advance(31)
-    [reaped] = b.reap_expired()
+    [reaped] = q.reap_expired()
     assert (reaped.id, reaped.attempt, reaped.state) == (job_id, 1, JobState.QUEUED)
+    clock.advance(1)  # the default backoff after a first run
     [b_job] = b.claim(["fenced"], 1, "owner-b", 30.0)
     assert (b_job.id, b_job.attempt) == (job_id, 2)
     before = b.get(job_id)

@@ -166,7 +166,7 @@ def test_expired_lease_with_spent_retries_fails(clocked: JobQueue, clock: FakeCl
     job_id = clocked.enqueue("fence.spent", {}, max_retries=0)
     backend.claim(["fence.spent"], 1, "owner-A", 10)
     clock.advance(11)
-    [reaped] = backend.reap_expired()
+    [reaped] = clocked.reap_expired()
     assert (reaped.id, reaped.state) == (job_id, JobState.FAILED)
     info = clocked.job(job_id)
     assert (info.state, info.attempts, info.finished_at) == (JobState.FAILED, 1, clock.now)

@@ -259,7 +259,7 @@ class QueueMachine(RuleBasedStateMachine):
         for job_id, m in self.model.items():
             if m.state is JobState.RUNNING and m.lease_expires_at is not None and m.lease_expires_at < self.now:
                 expected[job_id] = JobState.QUEUED if m.attempts <= m.max_retries else JobState.FAILED
-        reaped = self.backend.reap_expired()
+        reaped = self.q.reap_expired()
         assert {r.id: r.state for r in reaped} == expected
         assert len(reaped) == len(expected)
         for r in reaped:
@@ -267,7 +267,11 @@ class QueueMachine(RuleBasedStateMachine):
             assert (r.task, r.attempt) == (m.task, m.attempts)
             m.state, m.owner, m.lease_expires_at = r.state, None, None
             if r.state is JobState.QUEUED:
-                m.run_at = self.now
+                # Retried with the default backoff (1 s doubling), jittered into [0.5, 1] of it.
+                delay_s = min(3600.0, 2.0 ** (m.attempts - 1))
+                run_at = self.q.job(r.id).run_at
+                assert self.now + dt.timedelta(seconds=delay_s / 2) <= run_at <= self.now + dt.timedelta(seconds=delay_s)
+                m.run_at = run_at
 
     # -- invariants ---------------------------------------------------------------
 

@@ -15,13 +15,13 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from burrow.backends.base import JobState
 from tests.conftest import Database
@@ -130,49 +130,42 @@ def test_backends_build_no_sql_from_strings() -> None:
     assert found, "the scan found not even the PRAGMA: it is looking in the wrong place"
 
 
+def _wire_trace(pgconn: Any, enqueue: Callable[[], object]) -> str:
+    """What libpq sent while ``enqueue`` ran: the protocol trace, without timestamps."""
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        try:
+            enqueue()
+        finally:
+            pgconn.untrace()
+        trace.seek(0)
+        return trace.read()
+
+
+def _assert_notify_is_bound(wire: str, task: str, channel: str) -> None:
+    [text] = re.findall(r'^F\t\d+\tParse\t "\w*" "(.*?)" \d', wire, re.MULTILINE | re.DOTALL)
+    assert re.search(r"pg_notify\(\$\d+, \$\d+\)", text), text
+    assert task not in text and "burrow:" not in text
+    [bind] = [line for line in wire.splitlines() if line.startswith("F\t") and "\tBind\t" in line]
+    assert f"'{task}'" in bind and f"'{channel}'" in bind
+
+
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_notify_sends_channel_and_payload_as_bound_parameters(database) -> None:
     """Task names and the channel reach pg_notify as parameters, never in the SQL text:
-    on the held connection (a plain enqueue, seen in libpq's protocol trace) and on a
-    caller's connection (a transactional enqueue, seen by SQLAlchemy)."""
+    on the held connection (a plain enqueue) and on a caller's connection (a
+    transactional enqueue), both seen in libpq's protocol trace."""
     q = database.connect()
     channel = f"burrow:{database.schema}"
     try:
         q.backend.ping()
-        pgconn = q.backend._held.driver_connection.pgconn
-        with tempfile.TemporaryFile("w+") as trace:
-            pgconn.trace(trace.fileno())
-            pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
-            try:
-                q.enqueue("sec.notify_me", {"x": 1})
-            finally:
-                pgconn.untrace()
-            trace.seek(0)
-            wire = trace.read()
-        [text] = re.findall(r'^F\t\d+\tParse\t "\w*" "(.*?)" \d', wire, re.MULTILINE | re.DOTALL)
-        assert re.search(r"pg_notify\(\$\d+, \$\d+\)", text), text
-        assert "sec.notify_me" not in text and "burrow:" not in text
-        [bind] = [line for line in wire.splitlines() if line.startswith("F\t") and "\tBind\t" in line]
-        assert "'sec.notify_me'" in bind and f"'{channel}'" in bind
-
-        statements: list[tuple[str, Any]] = []
-
-        def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-            statements.append((statement, parameters))
-
-        engine = q.backend._base_engine
-        sa.event.listen(engine, "before_cursor_execute", record)
-        try:
-            with engine.begin() as conn:
-                q.enqueue("sec.notify_me", {"x": 2}, conn=conn)
-        finally:
-            sa.event.remove(engine, "before_cursor_execute", record)
-        notify = [(s, p) for s, p in statements if "pg_notify" in s]
-        assert len(notify) == 1
-        text, params = notify[0]
-        assert re.search(r"pg_notify\(%\(\w+\)s(::\w+)?, %\(\w+\)s(::\w+)?\)", text), text
-        assert "sec.notify_me" not in text and "burrow:" not in text
-        assert set(params.values()) == {"sec.notify_me", channel}
+        held = q.backend._held.driver_connection.pgconn
+        _assert_notify_is_bound(_wire_trace(held, lambda: q.enqueue("sec.notify_me", {"x": 1})), "sec.notify_me", channel)
+        with q.backend._base_engine.begin() as conn:
+            callers = conn.connection.driver_connection.pgconn
+            wire = _wire_trace(callers, lambda: q.enqueue("sec.notify_in_tx", {"x": 2}, conn=conn))
+        _assert_notify_is_bound(wire, "sec.notify_in_tx", channel)
     finally:
         q.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from burrow.backends.base import JobState
-from burrow.backends.schema import LATEST_VERSION
+from burrow.backends.migrations import LATEST_VERSION
 from tests.supervisor.app import TASKS, Numbers, square_task
 from tests.supervisor.harness import Launcher, run_cli, write_config
 

@@ -1,0 +1,129 @@
+"""The ordered, frozen migrations that build burrow's schema on each dialect.
+
+A released migration never changes: it is SQL text written out here, never built
+from the live ``Table`` objects in ``schema.py``. Built from those, migration 1
+would create a column added later, and the ALTER that adds it would collide; a
+database of the first release and a fresh one would drift apart unnoticed. So
+each change to the schema is a new step appended below, and a test builds a
+database from all steps and compares it with ``schema.metadata``.
+
+Statements name tables without a schema: PostgreSQL runs them with its
+``search_path`` set to burrow's schema for the migrating transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+
+import sqlalchemy as sa
+
+from burrow.backends.schema import schema_version
+
+# -- the version table: created before any migration, identical in every release --
+
+_VERSION_TABLE: Mapping[str, str] = {
+    "sqlite": """CREATE TABLE IF NOT EXISTS burrow_schema_version (
+	version INTEGER NOT NULL,
+	applied_at DATETIME NOT NULL,
+	PRIMARY KEY (version)
+)""",
+    "postgresql": """CREATE TABLE IF NOT EXISTS burrow_schema_version (
+	version SERIAL NOT NULL,
+	applied_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	PRIMARY KEY (version)
+)""",
+}
+
+# -- 1: the first release (b1b8523): jobs, history, processes --------------------
+
+_V1_JOBS = """CREATE TABLE burrow_jobs (
+	id {id} NOT NULL,
+	task VARCHAR(200) NOT NULL,
+	priority INTEGER DEFAULT '0' NOT NULL,
+	state VARCHAR(16) DEFAULT 'queued' NOT NULL,
+	payload {bytes} NOT NULL,
+	attempts INTEGER DEFAULT '0' NOT NULL,
+	max_retries INTEGER NOT NULL,
+	run_at {time} NOT NULL,
+	created_at {time} NOT NULL,
+	started_at {time},
+	finished_at {time},
+	owner VARCHAR(200),
+	lease_expires_at {time},
+	last_error TEXT,
+	result {bytes},
+	PRIMARY KEY (id),
+	CONSTRAINT burrow_jobs_state_valid CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled'))
+)"""
+_V1_HISTORY = """CREATE TABLE burrow_job_history (
+	id {id} NOT NULL,
+	job_id BIGINT NOT NULL,
+	attempt INTEGER NOT NULL,
+	event VARCHAR(32) NOT NULL,
+	error TEXT,
+	at {time} NOT NULL,
+	PRIMARY KEY (id)
+)"""
+_V1_PROCESSES = """CREATE TABLE burrow_processes (
+	owner VARCHAR(200) NOT NULL,
+	host VARCHAR(255) NOT NULL,
+	pid INTEGER NOT NULL,
+	role VARCHAR(32) NOT NULL,
+	started_at {time} NOT NULL,
+	heartbeat_at {time} NOT NULL,
+	PRIMARY KEY (owner)
+)"""
+_V1_INDEXES = (
+    "CREATE INDEX burrow_jobs_queued_idx ON burrow_jobs (priority DESC, run_at, id) WHERE state = 'queued'",
+    "CREATE INDEX burrow_jobs_running_idx ON burrow_jobs (lease_expires_at) WHERE state = 'running'",
+    "CREATE INDEX ix_burrow_job_history_job_id ON burrow_job_history (job_id)",
+)
+# An INTEGER PRIMARY KEY is SQLite's rowid; a BIGINT one would not be.
+_V1_TYPES: Mapping[str, Mapping[str, str]] = {
+    "sqlite": {"id": "INTEGER", "bytes": "BLOB", "time": "DATETIME"},
+    "postgresql": {"id": "BIGSERIAL", "bytes": "BYTEA", "time": "TIMESTAMP WITH TIME ZONE"},
+}
+
+
+def _v1(dialect: str) -> list[str]:
+    types = _V1_TYPES[dialect]
+    return [table.format(**types) for table in (_V1_JOBS, _V1_HISTORY, _V1_PROCESSES)] + list(_V1_INDEXES)
+
+
+# -- the steps ----------------------------------------------------------------------
+
+Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
+
+# Append only: a released migration is never edited, its number never reused.
+MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1),)
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(conn: sa.Connection) -> int:
+    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema_version.c.version), 0))).scalar_one()
+
+
+def stored_version(conn: sa.Connection, schema: str | None) -> int:
+    """The applied version, 0 when burrow's tables do not exist yet; creates nothing."""
+    if not sa.inspect(conn).has_table(schema_version.name, schema=schema):
+        return 0
+    return current_version(conn)
+
+
+def apply_migrations(conn: sa.Connection, now: dt.datetime) -> list[int]:
+    """Apply every migration newer than the stored version; the caller holds the lock.
+
+    Returns the versions applied, so that a caller can log them.
+    """
+    dialect = conn.dialect.name
+    conn.exec_driver_sql(_VERSION_TABLE[dialect])
+    done = current_version(conn)
+    applied = []
+    for version, step in MIGRATIONS:
+        if version > done:
+            for statement in step(dialect):
+                conn.exec_driver_sql(statement)
+            conn.execute(sa.insert(schema_version).values(version=version, applied_at=now))
+            applied.append(version)
+    return applied

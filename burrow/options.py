@@ -1,0 +1,102 @@
+"""Per-task settings and the options that build them, with the checks they share.
+
+Kept apart from ``burrow.tasks`` so that the layers below the typed API (the
+queue, the executor) can use them without importing ``tasks``, which re-exports
+the queue: one direction of imports, no cycle.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from burrow.errors import BurrowError, InvalidTaskName
+from burrow.retry import RetryDefaults
+
+TASK_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}")
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_PRIORITY = 0
+
+
+def check_task_name(name: str) -> str:
+    """Refuse names that would be ambiguous in logs, CLIs and NOTIFY payloads."""
+    if not isinstance(name, str) or TASK_NAME_PATTERN.fullmatch(name) is None:
+        raise InvalidTaskName(
+            f"invalid task name {name!r}: use letters, digits and _ . : - (at most 200, not starting with . : -)"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class JobConfig:
+    """Per-task settings. backoff and timeout None mean: the supervisor's defaults."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    priority: int = DEFAULT_PRIORITY
+    backoff_base_s: float | None = None
+    backoff_max_s: float | None = None
+    timeout_s: float | None = None
+
+    def backoff(self, defaults: RetryDefaults = RetryDefaults()) -> RetryDefaults:
+        """This task's backoff: its own where it set one, else ``defaults`` (config ``[retry]``)."""
+        if self.backoff_base_s is None and self.backoff_max_s is None:
+            return defaults
+        return RetryDefaults(
+            defaults.base_s if self.backoff_base_s is None else self.backoff_base_s,
+            defaults.max_s if self.backoff_max_s is None else self.backoff_max_s,
+        )
+
+
+JobOption = Callable[[JobConfig], JobConfig]
+
+
+def _int_option(name: str, value: int, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BurrowError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def check_max_retries(n: int) -> int:
+    """``n`` if it is a valid max_retries (0 to 1,000,000); a BurrowError naming it if not."""
+    return _int_option("max_retries", n, 0, 1_000_000)
+
+
+def check_priority(n: int) -> int:
+    """``n`` if it is a valid priority (a 32-bit integer, the column's type); a BurrowError if not."""
+    return _int_option("priority", n, -(2**31), 2**31 - 1)
+
+
+def with_max_retries(n: int) -> JobOption:
+    """Retry a failing job up to ``n`` times after its first run (so n + 1 runs at most)."""
+    n = check_max_retries(n)
+    return lambda config: replace(config, max_retries=n)
+
+
+def with_priority(n: int) -> JobOption:
+    """Higher runs first; the default is 0 and negative values are allowed."""
+    n = check_priority(n)
+    return lambda config: replace(config, priority=n)
+
+
+def with_backoff(base: float, cap: float) -> JobOption:
+    """Retry delay in seconds: min(cap, base * 2**(attempt-1)), times a jitter in [0.5, 1]."""
+    if not (0 <= base <= cap):
+        raise BurrowError(f"with_backoff needs 0 <= base <= cap, got base={base!r} cap={cap!r}")
+    return lambda config: replace(config, backoff_base_s=float(base), backoff_max_s=float(cap))
+
+
+def with_timeout(seconds: float) -> JobOption:
+    """Kill a run that takes longer than ``seconds`` (enforced by supervisor workers)."""
+    if not seconds > 0:
+        raise BurrowError(f"with_timeout needs a positive number of seconds, got {seconds!r}")
+    return lambda config: replace(config, timeout_s=float(seconds))
+
+
+def apply_options(options: Iterable[JobOption], config: JobConfig | None = None) -> JobConfig:
+    config = config or JobConfig()
+    for option in options:
+        if not callable(option):
+            raise BurrowError(f"not a job option: {option!r} (use burrow.with_max_retries(...) and friends)")
+        config = option(config)
+    return config
