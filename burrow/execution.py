@@ -69,8 +69,9 @@ def execute(
             return _failed(job, registration, defaults, exc, started)
         except BaseException as exc:  # SystemExit too: a handler's exit is its job's failure
             return _failed(job, registration, defaults, exc, started)
-        logger.info("job_succeeded", duration_ms=round((time.perf_counter() - started) * 1000, 3))
-        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=capture.data)
+        duration_s = time.perf_counter() - started
+        logger.info("job_succeeded", duration_ms=round(duration_s * 1000, 3))
+        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=capture.data, duration_s=duration_s)
     finally:
         leave_job(job_tokens)
         structlog.contextvars.reset_contextvars(**log_tokens)
@@ -97,7 +98,13 @@ def describe_error(exc: BaseException) -> str:
 
 
 def failure_outcome(
-    job: ClaimedJob, config: JobConfig, defaults: RetryDefaults, error: str, *, permanent: bool
+    job: ClaimedJob,
+    config: JobConfig,
+    defaults: RetryDefaults,
+    error: str,
+    *,
+    permanent: bool,
+    duration_s: float | None = None,
 ) -> Outcome:
     """Retry or fail ``job`` for ``error``, by its policy; used for deaths and timeouts too."""
     backoff = config.backoff(defaults)
@@ -105,17 +112,22 @@ def failure_outcome(
     if isinstance(decision, retry.Retry):
         log.warning("job_retried", job_id=job.id, task=job.task, attempt=job.attempt,
                     retry_in_s=round(decision.delay_s, 3), error=error.splitlines()[0])
-        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.RETRY, error=error, retry_in_s=decision.delay_s)
+        return Outcome(
+            job.id, job.owner, job.attempt, OutcomeKind.RETRY, error=error, retry_in_s=decision.delay_s, duration_s=duration_s
+        )
     log.error("job_failed", job_id=job.id, task=job.task, attempt=job.attempt, error=error.splitlines()[0])
-    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.FAILED, error=error)
+    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.FAILED, error=error, duration_s=duration_s)
 
 
 def _failed(
     job: ClaimedJob, registration: Registration, defaults: RetryDefaults, exc: BaseException, started: float
 ) -> Outcome:
-    log.debug("job_errored", duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    duration_s = time.perf_counter() - started
+    log.debug("job_errored", duration_ms=round(duration_s * 1000, 3))
     permanent = isinstance(exc, PermanentError)
-    return failure_outcome(job, registration.config, defaults, describe_error(exc), permanent=permanent)
+    return failure_outcome(
+        job, registration.config, defaults, describe_error(exc), permanent=permanent, duration_s=duration_s
+    )
 
 
 LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating"

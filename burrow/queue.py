@@ -8,12 +8,8 @@ steps that supervisor workers use.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import secrets
-import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +26,9 @@ from burrow.backends.base import (
     NewJob,
     Outcome,
     OutcomeKind,
+    ProcessInfo,
     ReapedJob,
+    new_owner,
 )
 from burrow.backends.sql import Clock
 from burrow.errors import (
@@ -57,11 +55,6 @@ from burrow.retry import RetryDefaults
 DRAIN_BATCH = 10
 # Jobs should carry references, not blobs: a row this size is already slow to claim.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-
-
-def new_owner(role: str) -> str:
-    """A name no other process, here or on another host, will ever use."""
-    return f"{socket.gethostname()}:{os.getpid()}:{role}:{secrets.token_hex(4)}"
 
 
 def _payload_bytes(payload: Any, type_name: str, max_bytes: int) -> bytes:
@@ -234,6 +227,96 @@ class JobQueue:
             self.backend.finish(outcomes + [released(job) for job in batch if job.id not in done])
         return len(outcomes)
 
+    # -- operators ----------------------------------------------------------------
+
+    def jobs(
+        self,
+        state: StateFilter = None,
+        task: str | Sequence[str] | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[JobInfo]:
+        """Jobs newest first (id descending); page on with ``before_id`` = the last id seen.
+
+        ``state`` and ``task`` may each be one value or a list.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTING:
+            raise BurrowError(f"limit must be an integer from 1 to {MAX_LISTING}, got {limit!r}")
+        if before_id is not None and (isinstance(before_id, bool) or not isinstance(before_id, int)):
+            raise BurrowError(f"before_id must be a job id (an integer), got {before_id!r}")
+        tasks = [task] if isinstance(task, str) else list(task or [])
+        for name in tasks:
+            check_task_name(name)
+        return self.backend.list_jobs(_states(state), tasks, before_id, limit)
+
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state, zeros included)."""
+        return self.backend.counts()
+
+    def counts_by_task(self) -> dict[str, dict[JobState, int]]:
+        """task -> state -> count, every state of each task listed (zeros included)."""
+        return {
+            task: {state: by_state.get(state, 0) for state in JobState}
+            for task, by_state in sorted(self.backend.counts_by_task().items())
+        }
+
+    def retry(self, job_id: int) -> bool:
+        """Put a failed or cancelled job back in the queue, due now, as if new: attempts 0,
+        error and result cleared (its history keeps the past attempts and records the
+        retry). False for a job in any other state; JobNotFound for an unknown id."""
+        if self.backend.requeue([job_id], _RETRYABLE, REQUEUED_NOTE):
+            return True
+        self.job(job_id)  # JobNotFound if there is no such job
+        return False
+
+    def retry_all(self, state: str | JobState = JobState.FAILED, task: str | Sequence[str] | None = None) -> int:
+        """:meth:`retry` every job in ``state`` (failed or cancelled), of ``task`` if given;
+        the number retried. Works through the jobs that existed when it began, 1,000 at a time."""
+        [wanted] = _states(state)
+        if wanted not in _RETRYABLE:
+            raise BurrowError(f"retry_all takes state 'failed' or 'cancelled', got {str(state)!r}")
+        tasks = [task] if isinstance(task, str) else list(task or [])
+        up_to, after, retried = self.backend.max_id(), 0, 0
+        while ids := self.backend.ids_in(wanted, tasks, after, up_to, BULK_BATCH):
+            retried += len(self.backend.requeue(ids, _RETRYABLE, REQUEUED_NOTE))
+            after = ids[-1]
+        return retried
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a job that has not started: True; False for one running or finished.
+        JobNotFound for an unknown id."""
+        if self.backend.cancel(job_id):
+            return True
+        self.job(job_id)
+        return False
+
+    def delete(self, job_id: int) -> bool:
+        """Delete a job and its history: True; False while it runs. JobNotFound if unknown."""
+        deleted = self.backend.delete_job(job_id)
+        if deleted is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return deleted
+
+    def prune(
+        self,
+        older_than: dt.timedelta | float,
+        states: Iterable[str | JobState] = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED),
+    ) -> int:
+        """Delete jobs in ``states`` (finished ones only) that finished more than
+        ``older_than`` ago, with their history, 1,000 per transaction; the number deleted."""
+        age = older_than if isinstance(older_than, dt.timedelta) else dt.timedelta(seconds=older_than)
+        if age < dt.timedelta(0):
+            raise BurrowError(f"older_than must not be negative, got {older_than!r}")
+        wanted = _states(list(states))
+        if not wanted or any(s not in FINISHED_STATES for s in wanted):
+            raise BurrowError(f"prune takes finished states (succeeded, failed, cancelled), got {[str(s) for s in states]}")
+        return self.backend.prune(self.backend.now() - age, wanted, BULK_BATCH)
+
+    def processes(self, stale_after_s: float | None = None) -> list[ProcessInfo]:
+        """The registered supervisors and workers; stale if silent for ``stale_after_s``
+        (default: the lease timeout, past which their jobs are another's to run)."""
+        return self.backend.processes(self.lease_s if stale_after_s is None else stale_after_s)
+
     # -- leases -------------------------------------------------------------------
 
     def reap_expired(self, limit: int = 1000) -> list[ReapedJob]:
@@ -273,6 +356,23 @@ class JobQueue:
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
         self.close()
+
+
+StateFilter = str | JobState | Sequence[str | JobState] | None
+MAX_LISTING = 1000
+BULK_BATCH = 1000  # rows per statement in bulk actions: no lock held for long
+REQUEUED_NOTE = "retried by an operator"
+_RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
+
+
+def _states(state: StateFilter) -> list[JobState]:
+    """One state or several, as JobStates; a BurrowError naming a value that is none."""
+    values = [state] if isinstance(state, str) else list(state or [])
+    try:
+        return [JobState(value) for value in values]
+    except ValueError:
+        bad = next(v for v in values if v not in {s.value for s in JobState})
+        raise BurrowError(f"unknown job state {bad!r}: use one of {', '.join(s.value for s in JobState)}") from None
 
 
 _REAPED_STATE = {OutcomeKind.EXPIRED_RETRY: JobState.QUEUED, OutcomeKind.EXPIRED_FAILED: JobState.FAILED}

@@ -15,6 +15,9 @@ fills :class:`JobInfo`; what each outcome does to a row is the table in
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -54,6 +57,7 @@ class HistoryEvent(StrEnum):
     FAILED = "failed"
     LEASE_EXPIRED = "lease_expired"
     RELEASED = "released"  # a run interrupted by shutdown: its attempt given back
+    REQUEUED = "requeued"  # a finished job put back in the queue by an operator (q.retry)
 
 
 class NewJob(NamedTuple):
@@ -106,6 +110,19 @@ class Outcome(NamedTuple):
     result: bytes | None = None
     error: str | None = None
     retry_in_s: float = 0.0
+    duration_s: float | None = None  # how long the handler ran; None if it never started
+
+
+def new_owner(role: str) -> str:
+    """A lease owner name no other process, here or on another host, will ever use."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{secrets.token_hex(4)}"
+
+
+def owner_host_pid(owner: str) -> tuple[str | None, int | None]:
+    """The host and pid an owner from :func:`new_owner` names; (owner, None) for others."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return (host, int(pid)) if pid.isdigit() else (owner[:255], None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +156,29 @@ JOB_COLUMNS = tuple(f.name for f in fields(JobInfo))
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """An attempt that did not succeed: why it ended and when."""
+    """An attempt that did not succeed: why it ended, when, where it ran and for how long."""
 
     job_id: int
     attempt: int
     event: HistoryEvent
     error: str | None
     at: dt.datetime
+    host: str | None = None
+    pid: int | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A burrow process that registered itself (a supervisor or one of its workers)."""
+
+    owner: str
+    host: str
+    pid: int
+    role: str
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    stale: bool  # no heartbeat for longer than the staleness limit asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +264,31 @@ class Backend(Protocol):
 
     def wait_for_jobs(self, timeout_s: float, tasks: Sequence[str] = ()) -> bool:
         """Block until new jobs may be due or the timeout; True if woken early."""
+
+    def now(self) -> dt.datetime:
+        """The backend's idea of now (an injected clock in tests)."""
+
+    # -- operators (q.jobs, q.retry, q.delete, q.prune, q.processes, counts) --
+
+    def list_jobs(
+        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+    ) -> list[JobInfo]: ...
+
+    def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]: ...
+
+    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]: ...
+
+    def ids_in(self, state: JobState, tasks: Sequence[str] | None, after_id: int, up_to_id: int, limit: int) -> list[int]: ...
+
+    def max_id(self) -> int: ...
+
+    def delete_job(self, job_id: int) -> bool | None: ...
+
+    def prune(self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000) -> int: ...
+
+    def processes(self, stale_after_s: float) -> list[ProcessInfo]: ...
+
+    # -- processes --
 
     def register_process(self, owner: str, host: str, pid: int, role: str) -> None: ...
 

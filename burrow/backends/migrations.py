@@ -91,12 +91,29 @@ def _v1(dialect: str) -> list[str]:
     return [table.format(**types) for table in (_V1_JOBS, _V1_HISTORY, _V1_PROCESSES)] + list(_V1_INDEXES)
 
 
+# -- 2: operators' listings and the whole story of each attempt --------------------
+
+
+def _v2(dialect: str) -> list[str]:
+    """Listing by state or task, newest first, stays an index range scan with millions
+    of finished jobs: succeeded jobs, the many, are left out of the state index (a
+    listing of them walks the primary key, where nearly every row matches). History
+    rows say where an attempt ran and how long it took."""
+    return [
+        "CREATE INDEX burrow_jobs_state_idx ON burrow_jobs (state, id) WHERE state != 'succeeded'",
+        "CREATE INDEX burrow_jobs_task_idx ON burrow_jobs (task, id)",
+        "ALTER TABLE burrow_job_history ADD COLUMN host VARCHAR(255)",
+        "ALTER TABLE burrow_job_history ADD COLUMN pid INTEGER",
+        "ALTER TABLE burrow_job_history ADD COLUMN duration_s FLOAT",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1),)
+MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, claimed_jobs
+from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, claimed_jobs, owner_host_pid
 from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import Timestamp, history, jobs
 from burrow.backends.sql import Clock, SQLBackend
@@ -204,8 +204,11 @@ class PostgresBackend(SQLBackend):
                 events=[c.event for c in changes],
                 wakes=[c.wakes for c in changes],
                 expired_only=[c.expired_only for c in changes],
+                durations=[o.duration_s for o in outcomes],
                 channel=self.channel,
             )
+            hosts_pids = [owner_host_pid(o.owner) for o in outcomes]
+            params.update(hosts=[h for h, _ in hosts_pids], pids=[p for _, p in hosts_pids])
 
         def write(conn: psycopg.Connection[Any]) -> set[int]:
             return {row[0] for row in conn.execute(statement, params) if row[0] is not None}
@@ -400,13 +403,15 @@ WITH written AS (
     SET {set}
     FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(states)s::text[],
                 %(give_backs)s::int[], %(finishes)s::bool[], %(delays)s::float8[], %(results)s::bytea[],
-                %(errors)s::text[], %(events)s::text[], %(wakes)s::bool[], %(expired_only)s::bool[])
-         AS v(id, owner, attempt, state, give_back, finishes, delay_s, result, error, event, wakes, expired_only)
+                %(errors)s::text[], %(events)s::text[], %(wakes)s::bool[], %(expired_only)s::bool[],
+                %(hosts)s::text[], %(pids)s::int[], %(durations)s::float8[])
+         AS v(id, owner, attempt, state, give_back, finishes, delay_s, result, error, event, wakes, expired_only,
+              host, pid, duration_s)
     WHERE {fenced} AND (NOT v.expired_only OR j.lease_expires_at < {now})
-    RETURNING j.id, v.attempt, v.event, v.error, v.wakes
+    RETURNING j.id, v.attempt, v.event, v.error, v.wakes, v.host, v.pid, v.duration_s
 ), logged AS (
-    INSERT INTO {history} (job_id, attempt, event, error, at)
-    SELECT id, attempt, event, error, {now} FROM written WHERE event IS NOT NULL
+    INSERT INTO {history} (job_id, attempt, event, error, at, host, pid, duration_s)
+    SELECT id, attempt, event, error, {now}, host, pid, duration_s FROM written WHERE event IS NOT NULL
 ), notified AS (
     SELECT pg_notify(%(channel)s, '') FROM written WHERE wakes LIMIT 1
 )

@@ -92,6 +92,17 @@ sa.Index(
     sqlite_where=jobs.c.state == "running",
 )
 
+# Operators' listings, newest first (q.jobs): by state (but succeeded, the many: a
+# listing of those walks the primary key) and by task.
+sa.Index(
+    "burrow_jobs_state_idx",
+    jobs.c.state,
+    jobs.c.id,
+    postgresql_where=jobs.c.state != "succeeded",
+    sqlite_where=jobs.c.state != "succeeded",
+)
+sa.Index("burrow_jobs_task_idx", jobs.c.task, jobs.c.id)
+
 history = sa.Table(
     "burrow_job_history",
     metadata,
@@ -101,6 +112,9 @@ history = sa.Table(
     sa.Column("event", sa.String(32), nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("at", Timestamp, nullable=False),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("duration_s", sa.Float),
 )
 
 processes = sa.Table(

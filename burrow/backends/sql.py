@@ -27,6 +27,7 @@ from burrow.backends.base import (
     NewJob,
     Outcome,
     OutcomeKind,
+    ProcessInfo,
     SchemaStatus,
 )
 from burrow.backends.migrations import LATEST_VERSION, stored_version
@@ -279,7 +280,10 @@ class SQLBackend:
     def history(self, job_id: int) -> list[HistoryEntry]:
         statement = sa.select(history).where(history.c.job_id == job_id).order_by(history.c.id)
         rows = self._read("history", lambda c: c.execute(statement).all())
-        return [HistoryEntry(r.job_id, r.attempt, HistoryEvent(r.event), r.error, r.at) for r in rows]
+        return [
+            HistoryEntry(r.job_id, r.attempt, HistoryEvent(r.event), r.error, r.at, r.host, r.pid, r.duration_s)
+            for r in rows
+        ]
 
     def counts(self) -> dict[JobState, int]:
         statement = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
@@ -347,6 +351,148 @@ class SQLBackend:
         lost = set(self.finish(outcomes))
         return [o.id for o in outcomes if o.id not in lost]
 
+    # -- operators ----------------------------------------------------------------
+
+    def list_jobs(
+        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+    ) -> list[JobInfo]:
+        """Newest first, keyset-paged by id.
+
+        A state filter is served by burrow_jobs_state_idx, a task filter by
+        burrow_jobs_task_idx; succeeded jobs, left out of the state index, are
+        listed by walking the primary key, where nearly every row is one.
+        """
+        statement = self.list_jobs_statement(states, tasks, before_id, limit)
+        rows = self._read("list_jobs", lambda c: c.execute(statement).all())
+        return [_job_info(row) for row in rows]
+
+    def list_jobs_statement(
+        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+    ) -> sa.Select[Any]:
+        """The listing's statement, apart so that a test can EXPLAIN it."""
+        statement = sa.select(*[jobs.c[name] for name in JOB_COLUMNS]).order_by(jobs.c.id.desc()).limit(limit)
+        if states:
+            statement = statement.where(jobs.c.state.in_(list(states)))
+            if JobState.SUCCEEDED.value not in states:
+                # Restates the state index's own WHERE: SQLite uses a partial index only
+                # when the query's terms contain its condition, it proves no more.
+                statement = statement.where(jobs.c.state != JobState.SUCCEEDED.value)
+        if tasks:
+            statement = statement.where(jobs.c.task.in_(list(tasks)))
+        if before_id is not None:
+            statement = statement.where(jobs.c.id < before_id)
+        return statement
+
+    def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]:
+        """task -> state -> count. ``active_only`` counts queued and running jobs only,
+        from their partial indexes, cheap however many finished jobs the table holds."""
+        statement = sa.select(jobs.c.task, jobs.c.state, sa.func.count()).group_by(jobs.c.task, jobs.c.state)
+        if active_only:
+            statement = statement.where(jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+        rows = self._read("counts_by_task", lambda c: c.execute(statement).all())
+        counts: dict[str, dict[JobState, int]] = {}
+        for task, state, n in rows:
+            counts.setdefault(task, {})[JobState(state)] = n
+        return counts
+
+    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]:
+        """Put finished jobs of ``from_states`` back in the queue as new: due now, attempts 0,
+        error, result and times cleared; each leaves a ``requeued`` history entry (with the
+        attempts it had) so its past attempts stay readable. The ids requeued."""
+        if not job_ids:
+            return []
+
+        def requeue(conn: sa.Connection) -> list[int]:
+            picked = conn.execute(
+                sa.select(jobs.c.id, jobs.c.task, jobs.c.attempts)
+                .where(jobs.c.id.in_(list(job_ids)), jobs.c.state.in_([s.value for s in from_states]))
+                .with_for_update()
+            ).all()
+            if not picked:
+                return []
+            now = self._now()
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id.in_([r.id for r in picked]))
+                .values(
+                    state=JobState.QUEUED.value, attempts=0, run_at=now, started_at=None, finished_at=None,
+                    last_error=None, result=None, owner=None, lease_expires_at=None,
+                )
+            )
+            self._record_history(conn, [(r.id, r.attempts, HistoryEvent.REQUEUED, note) for r in picked])
+            self._notify(conn, sorted({r.task for r in picked}))
+            return [r.id for r in picked]
+
+        return self._write("requeue", requeue)
+
+    def _record_history(self, conn: sa.Connection, entries: Sequence[tuple[int, int, HistoryEvent, str | None]]) -> None:
+        """History rows for what an operator or the database itself did (no worker, no duration)."""
+        if entries:
+            conn.execute(
+                sa.insert(history).values(at=self._now()),
+                [{"job_id": j, "attempt": a, "event": e.value, "error": err} for j, a, e, err in entries],
+            )
+
+    def ids_in(self, state: JobState, tasks: Sequence[str] | None, after_id: int, up_to_id: int, limit: int) -> list[int]:
+        """Ids of jobs in ``state`` (of ``tasks``) in (after_id, up_to_id], ascending: bulk
+        actions walk the jobs that existed when they began, a batch at a time."""
+        statement = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.state == state.value, jobs.c.id > after_id, jobs.c.id <= up_to_id)
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        if tasks:
+            statement = statement.where(jobs.c.task.in_(list(tasks)))
+        return self._read("ids_in", lambda c: list(c.execute(statement).scalars()))
+
+    def max_id(self) -> int:
+        return self._read("max_id", lambda c: c.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.id), 0))).scalar_one())
+
+    def delete_job(self, job_id: int) -> bool | None:
+        """Delete a job that is not running, and its history: True; False if it is running;
+        None if there is no such job."""
+
+        def delete(conn: sa.Connection) -> bool | None:
+            state = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()).scalar()
+            if state is None:
+                return None
+            if state == JobState.RUNNING.value:
+                return False
+            conn.execute(sa.delete(history).where(history.c.job_id == job_id))
+            conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+            return True
+
+        return self._write("delete", delete)
+
+    def prune(self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000) -> int:
+        """Delete jobs of ``states`` finished before the cutoff, with their history.
+
+        At most ``batch`` jobs a transaction, oldest ids first, so that no lock is held
+        for long and a prune of millions never stalls claims and finishes.
+        """
+        total = 0
+        state_values = [s.value for s in states]
+        while True:
+
+            def delete_batch(conn: sa.Connection) -> int:
+                picked = (
+                    sa.select(jobs.c.id)
+                    .where(jobs.c.state.in_(state_values), jobs.c.finished_at < finished_before)
+                    .order_by(jobs.c.id)
+                    .limit(batch)
+                    .scalar_subquery()
+                )
+                ids = list(conn.execute(sa.delete(jobs).where(jobs.c.id.in_(picked)).returning(jobs.c.id)).scalars())
+                if ids:
+                    conn.execute(sa.delete(history).where(history.c.job_id.in_(ids)))
+                return len(ids)
+
+            deleted = self._write("prune", delete_batch)
+            total += deleted
+            if deleted < batch:
+                return total
+
     # -- processes ----------------------------------------------------------------
 
     def register_process(self, owner: str, host: str, pid: int, role: str) -> None:
@@ -374,9 +520,14 @@ class SQLBackend:
         )
         return self._write("reap_processes", lambda c: list(c.execute(statement).scalars()))
 
-    def list_processes(self) -> list[dict[str, Any]]:
-        rows = self._read("list_processes", lambda c: c.execute(sa.select(processes)).mappings().all())
-        return [dict(row) for row in rows]
+    def processes(self, stale_after_s: float) -> list[ProcessInfo]:
+        """Every registered process, oldest first; stale if silent for ``stale_after_s``."""
+        stale = processes.c.heartbeat_at < self._at(-stale_after_s)
+        statement = sa.select(processes, sa.case((stale, True), else_=False).label("stale")).order_by(
+            processes.c.started_at, processes.c.owner
+        )
+        rows = self._read("processes", lambda c: c.execute(statement).all())
+        return [ProcessInfo(r.owner, r.host, r.pid, r.role, r.started_at, r.heartbeat_at, bool(r.stale)) for r in rows]
 
     # -- lifecycle ----------------------------------------------------------------
 

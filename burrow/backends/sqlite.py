@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, SchemaStatus, claimed_jobs
+from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, SchemaStatus, claimed_jobs, owner_host_pid
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UTC
 from burrow.backends.sql import Clock, SQLBackend
@@ -217,7 +217,8 @@ class SQLiteBackend(SQLBackend):
             entries = []
             for i in written:
                 if (event := changes[i].event) is not None:
-                    entries.append((outcomes[i].id, outcomes[i].attempt, event, outcomes[i].error, stamp))
+                    o = outcomes[i]
+                    entries.append((o.id, o.attempt, event, o.error, stamp, *owner_host_pid(o.owner), o.duration_s))
             if entries:
                 conn.executemany(_INSERT_HISTORY, entries)
             conn.execute("COMMIT")
@@ -319,4 +320,7 @@ WHERE {_FENCE}
 
 
 _EXTEND = f"UPDATE burrow_jobs SET lease_expires_at = ? WHERE {_FENCE}"
-_INSERT_HISTORY = "INSERT INTO burrow_job_history (job_id, attempt, event, error, at) VALUES (?, ?, ?, ?, ?)"
+_INSERT_HISTORY = (
+    "INSERT INTO burrow_job_history (job_id, attempt, event, error, at, host, pid, duration_s)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
