@@ -1,11 +1,11 @@
 """The supervisor: one selectors loop over worker pipes, signals and LISTEN.
 
 Each turn of the loop is a short list of steps: wait for events, read what the
-workers said, reap dead workers, write results in one batch, run the heartbeat
-tick when due (leases, process row, reaper, systemd), enforce deadlines, top the
-pool up. Signal handlers do nothing; ``signal.set_wakeup_fd`` puts the signal
-number on a pipe this loop reads, so every reaction to a signal happens here,
-outside the handler, where logging and database calls are safe.
+workers said, reap dead workers, write results in one batch, run the maintenance
+steps that are due (leases, process row, reaper, LISTEN, systemd status), enforce
+deadlines, top the pool up. Signal handlers do nothing; ``signal.set_wakeup_fd``
+puts the signal number on a pipe this loop reads, so every reaction to a signal
+happens here, outside the handler, where logging and database calls are safe.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from burrow.supervisor.children import (
     spawn,
 )
 from burrow.supervisor.config import Config
+from burrow.supervisor.maintenance import Schedule, Step
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.worker import WorkerSettings, worker_main
 from burrow.tasks import JobConfig
@@ -94,10 +95,11 @@ class Supervisor:
         self.pending_since_mono: float | None = None  # when the oldest unwritten outcome was seen
         self.crashes = 0
         self.next_spawn_mono = 0.0
-        self.next_tick_mono = 0.0
-        self.next_reap_mono = 0.0
         self.drain_deadline_mono: float | None = None
+        # When the leases of in-flight jobs were last extended (or there were none):
+        # what the database-outage guard measures from.
         self.last_db_ok_mono = time.monotonic()
+        self.schedule = Schedule(self._maintenance())
         self.ready_sent = False
         self.jobs_done = 0
         self.selector = selectors.DefaultSelector()
@@ -123,8 +125,7 @@ class Supervisor:
         now = time.monotonic()
         self._reap_children(now)
         self._flush(now)
-        if now >= self.next_tick_mono:
-            self._tick(now)
+        self._maintain(now)
         self._enforce_deadlines(now)
         if self.state is State.RUNNING:
             self._top_up(now)
@@ -134,7 +135,7 @@ class Supervisor:
 
     def _select_timeout(self) -> float:
         now = time.monotonic()
-        deadline = self.next_tick_mono
+        deadline = self.schedule.next_due_mono()
         if self.state is State.RUNNING and self._missing_workers() > 0:
             deadline = min(deadline, self.next_spawn_mono)
         if self.pending or self.dead_owners:
@@ -253,6 +254,8 @@ class Supervisor:
         if config.database != self.config.database:
             log.warning("reload_ignored_database", detail="a new [database] takes effect at restart")
         self.config, self.queue = config, queue
+        for step in self._maintenance():
+            self.schedule.set_interval(step.name, step.interval_s)
         self.target_workers = config.supervisor.workers
         self.generation += 1
         for handle in self.workers.values():
@@ -423,7 +426,7 @@ class Supervisor:
                 self._on_exit(handle, status, now)
 
     def _on_exit(self, handle: WorkerHandle, status: int, now: float) -> None:
-        """Read its last words, then settle every job it held, in this same tick."""
+        """Read its last words, then settle every job it held, in this same turn."""
         self._read_last_words(handle)
         handle.kill_group()  # grandchildren a handler forked die with their worker
         handle.close()
@@ -552,6 +555,7 @@ class Supervisor:
             log.error("results_not_written", jobs=len(batch), error=str(exc))
             return
         self.pending_since_mono = None
+        self.flush_retry_mono = 0.0  # written: the next outcomes need not wait out an old retry time
         for job_id in lost:
             log.warning("job_lease_lost", job_id=job_id, detail="another attempt owns the job; this result was dropped")
         for index, owner in enumerate(owners):
@@ -579,39 +583,69 @@ class Supervisor:
         since = now if self.pending_since_mono is None else self.pending_since_mono
         return max(self.flush_retry_mono, since + self.config.supervisor.flush_interval_s)
 
-    def _tick(self, now: float) -> None:
-        """Leases, our process row, the reaper and systemd, every heartbeat interval."""
+    # -- maintenance --------------------------------------------------------------
+
+    def _maintenance(self) -> list[Step]:
+        """The periodic work, with its intervals from the current config."""
         settings = self.config.supervisor
-        self.next_tick_mono = now + settings.heartbeat_interval_s
+        heartbeat_s = settings.heartbeat_interval_s
+        return [
+            Step("leases", heartbeat_s, self._extend_leases),
+            Step("process", heartbeat_s, self._heartbeat_process),
+            Step("reaper", settings.reap_interval_s, self._reap),
+            Step("listener", heartbeat_s, self._reopen_listener),
+            Step("status", heartbeat_s, self._report_status),
+        ]
+
+    def _maintain(self, now: float) -> None:
+        for failure in self.schedule.run_due(now):
+            log.error(
+                "heartbeat_failed",
+                step=failure.step,
+                error=str(failure.error),
+                seconds_since_ok=round(now - self.last_db_ok_mono, 1),
+            )
+
+    def _extend_leases(self, now: float) -> None:
+        """The leases of every in-flight job; the outage guard when they cannot be.
+
+        With no job in flight the call is free and succeeds: nothing can lapse,
+        and a job claimed later has a lease that starts after this moment.
+        """
         fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.workers.values() for f in h.inflight]
         try:
-            for job_id in self.backend.extend_leases(fences, settings.lease_timeout_s):
-                log.warning("job_lease_lost", job_id=job_id)
-            if not self.backend.heartbeat_process(self.owner):
-                self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
-            if now >= self.next_reap_mono:
-                self.next_reap_mono = now + settings.reap_interval_s
-                # Our own results first: a job that finished while the database was
-                # away has an expired lease, and reaping it first would run it again.
-                self._flush(now, force=True)
-                self._reap_database()
-            if self.listener is None and self.state is State.RUNNING:
-                self._open_listener()
-        except BackendError as exc:
-            log.error("heartbeat_failed", error=str(exc), seconds_since_ok=round(now - self.last_db_ok_mono, 1))
+            lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
+        except BackendError:
             self._guard_leases(now)
-        else:
-            self.last_db_ok_mono = now
-            self.notifier.watchdog()
-        busy = sum(1 for h in self.workers.values() if h.inflight)
-        self.notifier.status(f"{len(self.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
+            raise
+        self.last_db_ok_mono = now
+        for job_id in lost:
+            log.warning("job_lease_lost", job_id=job_id)
 
-    def _reap_database(self) -> None:
+    def _heartbeat_process(self, now: float) -> None:
+        """Our row in burrow_processes; then systemd's watchdog, which only a database
+        that answers keeps fed."""
+        if not self.backend.heartbeat_process(self.owner):
+            self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
+        self.notifier.watchdog()
+
+    def _reap(self, now: float) -> None:
+        # Our own results first: a job that finished while the database was
+        # away has an expired lease, and reaping it first would run it again.
+        self._flush(now, force=True)
         for job in self.backend.reap_expired():
             log.warning("job_lease_expired", job_id=job.id, task=job.task, attempt=job.attempt, now=job.state.value)
         stale_after = max(self.config.supervisor.lease_timeout_s, 3 * self.config.supervisor.heartbeat_interval_s)
         for owner in self.backend.reap_processes(stale_after):
             log.warning("process_presumed_dead", owner=owner)
+
+    def _reopen_listener(self, now: float) -> None:
+        if self.listener is None and self.state is State.RUNNING:
+            self._open_listener()
+
+    def _report_status(self, now: float) -> None:
+        busy = sum(1 for h in self.workers.values() if h.inflight)
+        self.notifier.status(f"{len(self.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
 
     def _guard_leases(self, now: float) -> None:
         """With the database away, stop in-flight work before our leases can lapse.
@@ -639,7 +673,7 @@ class Supervisor:
 
     def _on_notify(self) -> None:
         if self.listener is None:
-            return  # lost earlier in this turn; a new one is opened on the next tick
+            return  # lost earlier in this turn; the listener step opens a new one
         try:
             payloads = self.listener.poll()
         except BackendError as exc:
