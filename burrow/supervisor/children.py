@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from burrow.backends.base import ClaimedJob
-from burrow.supervisor.protocol import FrameDecoder, encode_frame
+from burrow.supervisor.protocol import STOP, FrameDecoder, encode_frame
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -90,6 +90,12 @@ class WorkerHandle:
             return True
         except (BlockingIOError, BrokenPipeError, OSError):
             return False
+
+    def stop(self) -> None:
+        """Ask it to finish the job it is running and exit (once: the pipe may be full)."""
+        if not self.stopping:
+            self.stopping = True
+            self.send({"t": STOP})
 
     def kill(self, reason: str, sig: signal.Signals = signal.SIGKILL) -> None:
         if self.kill_reason is None:

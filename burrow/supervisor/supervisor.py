@@ -40,6 +40,7 @@ from burrow.supervisor.children import (
 )
 from burrow.supervisor.config import Config
 from burrow.supervisor.maintenance import Schedule, Step
+from burrow.supervisor.pool import DEFAULT_POOL, Pool
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.worker import WorkerSettings, worker_main
 from burrow.tasks import JobConfig
@@ -49,8 +50,6 @@ log = structlog.get_logger("burrow.supervisor")
 _MAX_SELECT_S = 0.25  # job timeouts and silence are checked at least this often
 # A flush this large already costs little per outcome; waiting for more only delays them.
 _FLUSH_AT_OUTCOMES = 500
-_RESTART_BACKOFF_MIN_S = 0.1
-_RESTART_BACKOFF_MAX_S = 5.0
 _BOOT_TIMEOUT_S = 30.0
 
 
@@ -86,15 +85,11 @@ class Supervisor:
         self.owner = new_owner("supervisor")
         self.state = State.STARTING
         self.exit_code = ExitCode.OK
-        self.workers: dict[int, WorkerHandle] = {}
-        self.generation = 0
-        self.target_workers = config.supervisor.workers
+        self.pool = Pool(DEFAULT_POOL, config.supervisor.workers)
         self.pending: list[Outcome] = []
         self.dead_owners: list[str] = []  # exited workers whose leftover claims to give back
         self.flush_retry_mono = 0.0
         self.pending_since_mono: float | None = None  # when the oldest unwritten outcome was seen
-        self.crashes = 0
-        self.next_spawn_mono = 0.0
         self.drain_deadline_mono: float | None = None
         # When the leases of in-flight jobs were last extended (or there were none):
         # what the database-outage guard measures from.
@@ -128,16 +123,16 @@ class Supervisor:
         self._maintain(now)
         self._enforce_deadlines(now)
         if self.state is State.RUNNING:
-            self._top_up(now)
-        elif self.state is State.DRAINING and not self.workers:
+            self.pool.top_up(now, self._spawn)
+        elif self.state is State.DRAINING and not self.pool.workers:
             self._flush(now, force=True)
             self.state = State.STOPPED
 
     def _select_timeout(self) -> float:
         now = time.monotonic()
         deadline = self.schedule.next_due_mono()
-        if self.state is State.RUNNING and self._missing_workers() > 0:
-            deadline = min(deadline, self.next_spawn_mono)
+        if self.state is State.RUNNING and self.pool.missing() > 0:
+            deadline = min(deadline, self.pool.next_spawn_mono)
         if self.pending or self.dead_owners:
             deadline = min(deadline, self._flush_due_mono(now))
         return min(max(deadline - now, 0.0), _MAX_SELECT_S)
@@ -168,7 +163,7 @@ class Supervisor:
             backend=self.backend.dialect,
         )
         self.state = State.RUNNING
-        self._top_up(time.monotonic())
+        self.pool.top_up(time.monotonic(), self._spawn)
 
     def _begin_drain(self, reason: str) -> None:
         """Stop claiming; let running jobs finish until shutdown_timeout."""
@@ -178,20 +173,19 @@ class Supervisor:
         self.state = State.DRAINING
         timeout = self.config.supervisor.shutdown_timeout_s
         self.drain_deadline_mono = time.monotonic() + timeout
-        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.workers))
-        for handle in self.workers.values():
-            self._stop_worker(handle)
+        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.pool.workers))
+        self.pool.stop_all()
 
     def _stop_now(self, reason: str) -> None:
         self._begin_drain(reason)
-        for handle in self.workers.values():
+        for handle in self.pool.workers.values():
             handle.kill(reason)
 
     def _cleanup(self, previous: dict[int, Any]) -> None:
-        for handle in list(self.workers.values()):
+        for handle in list(self.pool.workers.values()):
             handle.kill("supervisor exiting")
         deadline = time.monotonic() + 5
-        while self.workers and time.monotonic() < deadline:
+        while self.pool.workers and time.monotonic() < deadline:
             self._reap_children(time.monotonic())
             time.sleep(0.01)
         self._kill_strays()
@@ -231,12 +225,9 @@ class Supervisor:
             self._begin_drain(sig.name)
         elif sig is signal.SIGHUP and self.state is State.RUNNING:
             self._reload()
-        elif sig is signal.SIGTTIN and self.state is State.RUNNING:
-            self.target_workers += 1
-            log.info("workers_resized", target=self.target_workers)
-        elif sig is signal.SIGTTOU and self.state is State.RUNNING:
-            self.target_workers = max(1, self.target_workers - 1)
-            log.info("workers_resized", target=self.target_workers)
+        elif sig in (signal.SIGTTIN, signal.SIGTTOU) and self.state is State.RUNNING:
+            self.pool.resize(1 if sig is signal.SIGTTIN else -1)
+            log.info("workers_resized", target=self.pool.target)
 
     def _reload(self) -> None:
         """New config and freshly imported app code; old workers finish and leave."""
@@ -256,33 +247,16 @@ class Supervisor:
         self.config, self.queue = config, queue
         for step in self._maintenance():
             self.schedule.set_interval(step.name, step.interval_s)
-        self.target_workers = config.supervisor.workers
-        self.generation += 1
-        for handle in self.workers.values():
-            self._stop_worker(handle)
-        log.info("supervisor_reloaded", generation=self.generation, tasks=sorted(queue.registrations))
-        self.next_spawn_mono = 0.0
-        self._top_up(time.monotonic())
+        self.pool.renew(config.supervisor.workers)
+        log.info("supervisor_reloaded", generation=self.pool.generation, tasks=sorted(queue.registrations))
+        self.pool.top_up(time.monotonic(), self._spawn)
         self.notifier.ready()
 
     # -- workers ------------------------------------------------------------------
 
-    def _missing_workers(self) -> int:
-        return self.target_workers - len(self._current_workers())
-
-    def _current_workers(self) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.generation == self.generation and not h.stopping]
-
-    def _top_up(self, now: float) -> None:
-        current = self._current_workers()
-        for handle in sorted(current, key=lambda h: h.spawned_mono)[self.target_workers :]:
-            self._stop_worker(handle)
-        missing = self.target_workers - len(current)
-        while missing > 0 and now >= self.next_spawn_mono:
-            self._spawn()
-            missing -= 1
-
-    def _spawn(self) -> None:
+    def _spawn(self, pool: Pool) -> WorkerHandle:
+        """Fork a worker for ``pool``; an OSError (no processes, memory or descriptors
+        left) goes to the pool, which backs off."""
         settings = WorkerSettings(
             config=self.config.supervisor,
             retry=_retry(self.config),
@@ -290,16 +264,10 @@ class Supervisor:
             supervisor_pid=os.getpid(),
         )
         queue = self.queue
-        try:
-            handle = spawn(self.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
-        except OSError as exc:  # out of processes, memory or descriptors: try again later
-            self.crashes += 1
-            self.next_spawn_mono = time.monotonic() + _restart_backoff_s(self.crashes)
-            log.error("worker_spawn_failed", error=str(exc))
-            return
-        self.workers[handle.pid] = handle
+        handle = spawn(pool.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
         self.selector.register(handle.read_fd, selectors.EVENT_READ, lambda: self._on_readable(handle))
         log.info("worker_started", worker_pid=handle.pid, generation=handle.generation)
+        return handle
 
     def _inherited_fds(self) -> list[int]:
         """What a new child must close: our signal pipe, the selector, other workers' pipes,
@@ -313,14 +281,9 @@ class Supervisor:
         fds = [self.signal_r, self.signal_w, self.selector.fileno()]
         if self.listener is not None:
             fds.append(self.listener.fileno())
-        for handle in self.workers.values():
+        for handle in self.pool.workers.values():
             fds += [handle.read_fd, handle.write_fd]
         return fds
-
-    def _stop_worker(self, handle: WorkerHandle) -> None:
-        if not handle.stopping:
-            handle.stopping = True
-            handle.send({"t": protocol.STOP})
 
     def _on_readable(self, handle: WorkerHandle) -> None:
         try:
@@ -405,13 +368,13 @@ class Supervisor:
         if kind is not OutcomeKind.RELEASED:
             handle.jobs_done += 1
             self.jobs_done += 1
-            self.crashes = 0  # a worker that finishes jobs is healthy again
+            self.pool.job_done()
 
     def _maybe_ready(self) -> None:
-        if not self.ready_sent and sum(h.booted for h in self._current_workers()) >= self.target_workers:
+        if not self.ready_sent and self.pool.ready():
             self.ready_sent = True
             self.notifier.ready()
-            log.info("supervisor_ready", workers=len(self.workers))
+            log.info("supervisor_ready", workers=len(self.pool.workers))
 
     def _reap_children(self, now: float) -> None:
         while True:
@@ -421,7 +384,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            handle = self.workers.pop(pid, None)
+            handle = self.pool.workers.pop(pid, None)
             if handle is not None:
                 self._on_exit(handle, status, now)
 
@@ -459,8 +422,7 @@ class Supervisor:
             self.exit_code = ExitCode.WORKER_BOOT_FAILED
             self._stop_now("a worker could not boot")
         elif not clean and not handle.stopping:
-            self.crashes += 1
-            self.next_spawn_mono = now + _restart_backoff_s(self.crashes)
+            self.pool.crashed(now)
 
     def _database_answers(self) -> bool:
         """Whether our own connection works: if not, a worker's failed boot is an outage.
@@ -484,7 +446,7 @@ class Supervisor:
         the group missed it); nothing would ever stop it after we are gone.
         """
         try:
-            children = [p for p in psutil.Process().children() if p.pid not in self.workers]
+            children = [p for p in psutil.Process().children() if p.pid not in self.pool.workers]
         except psutil.Error:
             return
         for child in children:
@@ -612,7 +574,7 @@ class Supervisor:
         With no job in flight the call is free and succeeds: nothing can lapse,
         and a job claimed later has a lease that starts after this moment.
         """
-        fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.workers.values() for f in h.inflight]
+        fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.pool.workers.values() for f in h.inflight]
         try:
             lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
         except BackendError:
@@ -644,8 +606,8 @@ class Supervisor:
             self._open_listener()
 
     def _report_status(self, now: float) -> None:
-        busy = sum(1 for h in self.workers.values() if h.inflight)
-        self.notifier.status(f"{len(self.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
+        busy = sum(1 for h in self.pool.workers.values() if h.inflight)
+        self.notifier.status(f"{len(self.pool.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
 
     def _guard_leases(self, now: float) -> None:
         """With the database away, stop in-flight work before our leases can lapse.
@@ -656,7 +618,7 @@ class Supervisor:
         settings = self.config.supervisor
         if now - self.last_db_ok_mono < settings.lease_timeout_s - 2 * settings.heartbeat_interval_s:
             return
-        for handle in self.workers.values():
+        for handle in self.pool.workers.values():
             if handle.inflight:
                 handle.kill("database unreachable: stopped before the lease could lapse")
 
@@ -684,7 +646,7 @@ class Supervisor:
         tasks = set(self.queue.registrations)
         if any(not p or tasks.intersection(p.split(",")) for p in payloads):
             self.notified_mono = time.monotonic()
-            for handle in self.workers.values():
+            for handle in self.pool.workers.values():
                 if handle.idle and not handle.stopping:
                     handle.idle = False
                     handle.send({"t": protocol.WAKE})
@@ -694,7 +656,7 @@ class Supervisor:
     def _enforce_deadlines(self, now: float) -> None:
         settings = self.config.supervisor
         silence_s = 3 * settings.heartbeat_interval_s
-        for handle in self.workers.values():
+        for handle in self.pool.workers.values():
             if handle.kill_reason is not None:
                 continue
             if not handle.booted and now - handle.spawned_mono > _BOOT_TIMEOUT_S:
@@ -706,18 +668,13 @@ class Supervisor:
                 if timeout_s is not None and now - running.started_mono > timeout_s:
                     handle.kill(f"timeout: the job ran longer than {timeout_s:g}s")
         if self.drain_deadline_mono is not None and now > self.drain_deadline_mono:
-            for handle in self.workers.values():
+            for handle in self.pool.workers.values():
                 if handle.kill_reason is None:
                     handle.kill("shutdown_timeout reached")
 
 
 def _record_only(signum: int, frame: object) -> None:
     """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
-
-
-def _restart_backoff_s(crashes: int) -> float:
-    """0.1 s after the first crash, doubling to 5 s: a crash loop cannot spin."""
-    return min(_RESTART_BACKOFF_MAX_S, _RESTART_BACKOFF_MIN_S * 2 ** (crashes - 1))
 
 
 def _retry(config: Config) -> RetryDefaults:
