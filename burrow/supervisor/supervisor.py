@@ -51,6 +51,10 @@ _MAX_SELECT_S = 0.25  # job timeouts and silence are checked at least this often
 # A flush this large already costs little per outcome; waiting for more only delays them.
 _FLUSH_AT_OUTCOMES = 500
 _BOOT_TIMEOUT_S = 30.0
+# How long a worker sent SIGTERM for a timeout or silence has to write its stack
+# and die (milliseconds, as a rule) before SIGKILL: a handler that ignores or
+# catches SIGTERM runs no longer than this.
+_TERM_GRACE_S = 1.0
 
 
 class State(enum.Enum):
@@ -283,6 +287,8 @@ class Supervisor:
             fds.append(self.listener.fileno())
         for handle in self.pool.workers.values():
             fds += [handle.read_fd, handle.write_fd]
+            if handle.stack_file is not None:
+                fds.append(handle.stack_file.fileno())
         return fds
 
     def _on_readable(self, handle: WorkerHandle) -> None:
@@ -392,24 +398,26 @@ class Supervisor:
         """Read its last words, then settle every job it held, in this same turn."""
         self._read_last_words(handle)
         handle.kill_group()  # grandchildren a handler forked die with their worker
+        stack = handle.read_stack()
         handle.close()
         reason = handle.kill_reason or describe_exit(status)
         code = os.waitstatus_to_exitcode(status)
         clean = os.WIFEXITED(status) and code == WorkerExit.OK and handle.kill_reason is None
         shutting_down = self.state is State.DRAINING
         for index, flight in enumerate(handle.inflight):
-            if index == 0 and flight.started_mono is not None and not shutting_down:
+            ran = index == 0 and flight.started_mono is not None
+            if ran and not shutting_down:
                 self.pending.append(
                     failure_outcome(
                         flight.job,
                         self._job_config(flight.job.task),
                         _retry(self.config),
-                        f"{reason} while running the job",
+                        _with_stack(f"{reason} while running the job", stack),
                         permanent=False,
                     )
                 )
             else:
-                error: str | None = f"released: {reason}" if index == 0 and flight.started_mono is not None else None
+                error = _with_stack(f"released: {reason}", stack) if ran else None
                 self.pending.append(
                     Outcome(flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error)
                 )
@@ -656,17 +664,22 @@ class Supervisor:
     def _enforce_deadlines(self, now: float) -> None:
         settings = self.config.supervisor
         silence_s = 3 * settings.heartbeat_interval_s
+        sigkill_at = now + _TERM_GRACE_S
         for handle in self.pool.workers.values():
             if handle.kill_reason is not None:
+                if handle.sigkill_at_mono is not None and now >= handle.sigkill_at_mono:
+                    detail = f"still running {_TERM_GRACE_S:g}s after SIGTERM"
+                    log.warning("worker_killed", worker_pid=handle.pid, reason=handle.kill_reason, detail=detail)
+                    handle.kill(handle.kill_reason)
                 continue
             if not handle.booted and now - handle.spawned_mono > _BOOT_TIMEOUT_S:
                 handle.kill(f"worker did not boot within {_BOOT_TIMEOUT_S:g}s")
             elif now - handle.last_heard_mono > silence_s:
-                handle.kill(f"worker silent for {now - handle.last_heard_mono:.1f}s (no heartbeat)")
+                handle.terminate(f"worker silent for {now - handle.last_heard_mono:.1f}s (no heartbeat)", sigkill_at)
             elif (running := handle.running()) is not None and running.started_mono is not None:
                 timeout_s = self._job_config(running.job.task).timeout_s
                 if timeout_s is not None and now - running.started_mono > timeout_s:
-                    handle.kill(f"timeout: the job ran longer than {timeout_s:g}s")
+                    handle.terminate(f"timeout: the job ran longer than {timeout_s:g}s", sigkill_at)
         if self.drain_deadline_mono is not None and now > self.drain_deadline_mono:
             for handle in self.pool.workers.values():
                 if handle.kill_reason is None:
@@ -675,6 +688,11 @@ class Supervisor:
 
 def _record_only(signum: int, frame: object) -> None:
     """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
+
+
+def _with_stack(error: str, stack: str) -> str:
+    """The reason line first, as logs and job lists show only that; then where the job was."""
+    return f"{error}\n{stack}" if stack else error
 
 
 def _retry(config: Config) -> RetryDefaults:
