@@ -4,6 +4,12 @@ Forking is the delicate part. Signals are blocked across ``fork`` so that a sign
 arriving in between cannot run the supervisor's handler in the child; the child
 then drops everything that belongs to the parent (signal handlers, the wake-up
 fd, the other workers' pipes, pooled database connections) before it runs a job.
+
+A worker the supervisor must stop by force (a job past its timeout, a worker
+gone silent) gets SIGTERM first: :mod:`faulthandler` writes the Python stack of
+every thread to the worker's own stack file, then SIGTERM's default action ends
+it, and the supervisor puts that stack in the job's error. The file is not the
+result pipe, whose framing a dump would break.
 """
 
 from __future__ import annotations
@@ -11,17 +17,23 @@ from __future__ import annotations
 import collections
 import ctypes
 import enum
+import faulthandler
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import IO, NoReturn
 
 from burrow.backends.base import ClaimedJob
-from burrow.supervisor.protocol import FrameDecoder, encode_frame
+from burrow.supervisor.protocol import STOP, FrameDecoder, encode_frame
 
 _PR_SET_CHILD_SUBREAPER = 36
+# faulthandler writes at most 100 frames of each of at most 100 threads; this
+# much holds that, even with long paths.
+_STACK_READ_MAX_BYTES = 4 << 20
+STACK_MAX_CHARS = 20_000  # of stack in a job's error: enough for the frames that matter
 
 # Everything the supervisor handles; blocked across fork, reset in the child.
 HANDLED_SIGNALS = (
@@ -79,6 +91,8 @@ class WorkerHandle:
     idle: bool = False
     stopping: bool = False
     kill_reason: str | None = None  # why the supervisor killed it, for the job's error
+    sigkill_at_mono: float | None = None  # sent SIGTERM: when SIGKILL follows if it is still there
+    stack_file: IO[bytes] | None = None  # where its faulthandler writes on SIGTERM
     jobs_done: int = 0
     exit_status: int | None = None
     eof: bool = False
@@ -91,13 +105,48 @@ class WorkerHandle:
         except (BlockingIOError, BrokenPipeError, OSError):
             return False
 
-    def kill(self, reason: str, sig: signal.Signals = signal.SIGKILL) -> None:
+    def stop(self) -> None:
+        """Ask it to finish the job it is running and exit (once: the pipe may be full)."""
+        if not self.stopping:
+            self.stopping = True
+            self.send({"t": STOP})
+
+    def terminate(self, reason: str, sigkill_at_mono: float) -> None:
+        """SIGTERM, so that it writes its stack as it dies; the caller sends SIGKILL
+        at ``sigkill_at_mono`` to one that caught or ignored it."""
         if self.kill_reason is None:
             self.kill_reason = reason
+        self.sigkill_at_mono = sigkill_at_mono
+        self._signal(signal.SIGTERM)
+
+    def kill(self, reason: str) -> None:
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        self.sigkill_at_mono = None
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
         try:
             os.kill(self.pid, sig)
         except ProcessLookupError:
             pass
+
+    def read_stack(self) -> str:
+        """The stack its faulthandler wrote on SIGTERM, formatted for a job's error; "" if none.
+
+        There is none when the worker died otherwise, or when its handler had
+        replaced the SIGTERM handler (a Python handler or SIG_IGN takes
+        faulthandler's place).
+        """
+        if self.stack_file is None:
+            return ""
+        try:
+            fd = self.stack_file.fileno()
+            size = os.fstat(fd).st_size
+            dump = os.pread(fd, min(size, _STACK_READ_MAX_BYTES), 0) if size else b""
+        except (OSError, ValueError):  # ValueError: the file is closed already
+            return ""
+        return format_stack(dump.decode(errors="replace"))
 
     def kill_group(self) -> None:
         """SIGKILL what is left of the worker's process group (a handler's own children)."""
@@ -115,6 +164,25 @@ class WorkerHandle:
                 os.close(fd)
             except OSError:
                 pass
+        if self.stack_file is not None:
+            self.stack_file.close()
+
+
+def format_stack(dump: str, limit_chars: int = STACK_MAX_CHARS) -> str:
+    """faulthandler's dump with the thread that took the signal first, cut to ``limit_chars``.
+
+    faulthandler lists the other threads first and marks the one that took the
+    signal "Current thread": the main thread, which runs the job. That is the
+    stack an operator looks for, so it leads and survives the cut. A NUL is
+    spelled out (PostgreSQL text cannot hold one).
+    """
+    blocks = [block.strip("\n") for block in dump.split("\n\n") if block.strip()]
+    blocks.sort(key=lambda block: not block.startswith("Current thread"))
+    text = "\n\n".join(blocks).replace("\x00", "\\x00")
+    if len(text) <= limit_chars:
+        return text
+    cut = text.rfind("\n", 0, limit_chars)
+    return text[: cut if cut > 0 else limit_chars] + f"\n... (stack cut at {limit_chars} characters)"
 
 
 def spawn(
@@ -123,6 +191,7 @@ def spawn(
     child_main: Callable[[int, int], NoReturn],
 ) -> WorkerHandle:
     """Fork a worker that runs ``child_main(read_fd, write_fd)`` and never returns."""
+    stack_file = tempfile.TemporaryFile()
     to_parent_r, to_parent_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
@@ -132,11 +201,12 @@ def spawn(
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for fd in (to_parent_r, to_parent_w, to_child_r, to_child_w):
             os.close(fd)
+        stack_file.close()
         raise
     if pid == 0:  # the child
         try:
             os.setpgid(0, 0)  # its own group: grandchildren can be killed with it
-            _reset_child_signals()
+            _reset_child_signals(stack_file)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             os.close(to_parent_r)
             os.close(to_child_w)
@@ -154,7 +224,7 @@ def spawn(
     os.set_blocking(to_parent_r, False)
     os.set_blocking(to_child_w, False)
     now = time.monotonic()
-    return WorkerHandle(pid, generation, to_parent_r, to_child_w, now, last_heard_mono=now)
+    return WorkerHandle(pid, generation, to_parent_r, to_child_w, now, last_heard_mono=now, stack_file=stack_file)
 
 
 def become_subreaper() -> None:
@@ -166,9 +236,14 @@ def become_subreaper() -> None:
         pass
 
 
-def _reset_child_signals() -> None:
-    """The child starts with default handlers; Ctrl-C on the terminal belongs to the supervisor."""
+def _reset_child_signals(stack_file: IO[bytes]) -> None:
+    """The child starts with default handlers; Ctrl-C on the terminal belongs to the supervisor.
+
+    SIGTERM keeps its default action, death, with the stack written first:
+    ``chain`` re-raises it under the default handler once faulthandler is done.
+    """
     signal.set_wakeup_fd(-1)
     for sig in HANDLED_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.register(signal.SIGTERM, file=stack_file, all_threads=True, chain=True)

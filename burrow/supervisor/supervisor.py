@@ -1,11 +1,11 @@
 """The supervisor: one selectors loop over worker pipes, signals and LISTEN.
 
 Each turn of the loop is a short list of steps: wait for events, read what the
-workers said, reap dead workers, write results in one batch, run the heartbeat
-tick when due (leases, process row, reaper, systemd), enforce deadlines, top the
-pool up. Signal handlers do nothing; ``signal.set_wakeup_fd`` puts the signal
-number on a pipe this loop reads, so every reaction to a signal happens here,
-outside the handler, where logging and database calls are safe.
+workers said, reap dead workers, write results in one batch, run the maintenance
+steps that are due (leases, process row, reaper, LISTEN, systemd status), enforce
+deadlines, top the pool up. Signal handlers do nothing; ``signal.set_wakeup_fd``
+puts the signal number on a pipe this loop reads, so every reaction to a signal
+happens here, outside the handler, where logging and database calls are safe.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from burrow.supervisor.children import (
     spawn,
 )
 from burrow.supervisor.config import Config
+from burrow.supervisor.maintenance import Schedule, Step
+from burrow.supervisor.pool import DEFAULT_POOL, Pool
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.worker import WorkerSettings, worker_main
 from burrow.tasks import JobConfig
@@ -48,9 +50,11 @@ log = structlog.get_logger("burrow.supervisor")
 _MAX_SELECT_S = 0.25  # job timeouts and silence are checked at least this often
 # A flush this large already costs little per outcome; waiting for more only delays them.
 _FLUSH_AT_OUTCOMES = 500
-_RESTART_BACKOFF_MIN_S = 0.1
-_RESTART_BACKOFF_MAX_S = 5.0
 _BOOT_TIMEOUT_S = 30.0
+# How long a worker sent SIGTERM for a timeout or silence has to write its stack
+# and die (milliseconds, as a rule) before SIGKILL: a handler that ignores or
+# catches SIGTERM runs no longer than this.
+_TERM_GRACE_S = 1.0
 
 
 class State(enum.Enum):
@@ -85,19 +89,16 @@ class Supervisor:
         self.owner = new_owner("supervisor")
         self.state = State.STARTING
         self.exit_code = ExitCode.OK
-        self.workers: dict[int, WorkerHandle] = {}
-        self.generation = 0
-        self.target_workers = config.supervisor.workers
+        self.pool = Pool(DEFAULT_POOL, config.supervisor.workers)
         self.pending: list[Outcome] = []
         self.dead_owners: list[str] = []  # exited workers whose leftover claims to give back
         self.flush_retry_mono = 0.0
         self.pending_since_mono: float | None = None  # when the oldest unwritten outcome was seen
-        self.crashes = 0
-        self.next_spawn_mono = 0.0
-        self.next_tick_mono = 0.0
-        self.next_reap_mono = 0.0
         self.drain_deadline_mono: float | None = None
+        # When the leases of in-flight jobs were last extended (or there were none):
+        # what the database-outage guard measures from.
         self.last_db_ok_mono = time.monotonic()
+        self.schedule = Schedule(self._maintenance())
         self.ready_sent = False
         self.jobs_done = 0
         self.selector = selectors.DefaultSelector()
@@ -123,20 +124,19 @@ class Supervisor:
         now = time.monotonic()
         self._reap_children(now)
         self._flush(now)
-        if now >= self.next_tick_mono:
-            self._tick(now)
+        self._maintain(now)
         self._enforce_deadlines(now)
         if self.state is State.RUNNING:
-            self._top_up(now)
-        elif self.state is State.DRAINING and not self.workers:
+            self.pool.top_up(now, self._spawn)
+        elif self.state is State.DRAINING and not self.pool.workers:
             self._flush(now, force=True)
             self.state = State.STOPPED
 
     def _select_timeout(self) -> float:
         now = time.monotonic()
-        deadline = self.next_tick_mono
-        if self.state is State.RUNNING and self._missing_workers() > 0:
-            deadline = min(deadline, self.next_spawn_mono)
+        deadline = self.schedule.next_due_mono()
+        if self.state is State.RUNNING and self.pool.missing() > 0:
+            deadline = min(deadline, self.pool.next_spawn_mono)
         if self.pending or self.dead_owners:
             deadline = min(deadline, self._flush_due_mono(now))
         return min(max(deadline - now, 0.0), _MAX_SELECT_S)
@@ -167,7 +167,7 @@ class Supervisor:
             backend=self.backend.dialect,
         )
         self.state = State.RUNNING
-        self._top_up(time.monotonic())
+        self.pool.top_up(time.monotonic(), self._spawn)
 
     def _begin_drain(self, reason: str) -> None:
         """Stop claiming; let running jobs finish until shutdown_timeout."""
@@ -177,20 +177,19 @@ class Supervisor:
         self.state = State.DRAINING
         timeout = self.config.supervisor.shutdown_timeout_s
         self.drain_deadline_mono = time.monotonic() + timeout
-        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.workers))
-        for handle in self.workers.values():
-            self._stop_worker(handle)
+        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.pool.workers))
+        self.pool.stop_all()
 
     def _stop_now(self, reason: str) -> None:
         self._begin_drain(reason)
-        for handle in self.workers.values():
+        for handle in self.pool.workers.values():
             handle.kill(reason)
 
     def _cleanup(self, previous: dict[int, Any]) -> None:
-        for handle in list(self.workers.values()):
+        for handle in list(self.pool.workers.values()):
             handle.kill("supervisor exiting")
         deadline = time.monotonic() + 5
-        while self.workers and time.monotonic() < deadline:
+        while self.pool.workers and time.monotonic() < deadline:
             self._reap_children(time.monotonic())
             time.sleep(0.01)
         self._kill_strays()
@@ -230,12 +229,9 @@ class Supervisor:
             self._begin_drain(sig.name)
         elif sig is signal.SIGHUP and self.state is State.RUNNING:
             self._reload()
-        elif sig is signal.SIGTTIN and self.state is State.RUNNING:
-            self.target_workers += 1
-            log.info("workers_resized", target=self.target_workers)
-        elif sig is signal.SIGTTOU and self.state is State.RUNNING:
-            self.target_workers = max(1, self.target_workers - 1)
-            log.info("workers_resized", target=self.target_workers)
+        elif sig in (signal.SIGTTIN, signal.SIGTTOU) and self.state is State.RUNNING:
+            self.pool.resize(1 if sig is signal.SIGTTIN else -1)
+            log.info("workers_resized", target=self.pool.target)
 
     def _reload(self) -> None:
         """New config and freshly imported app code; old workers finish and leave."""
@@ -253,33 +249,18 @@ class Supervisor:
         if config.database != self.config.database:
             log.warning("reload_ignored_database", detail="a new [database] takes effect at restart")
         self.config, self.queue = config, queue
-        self.target_workers = config.supervisor.workers
-        self.generation += 1
-        for handle in self.workers.values():
-            self._stop_worker(handle)
-        log.info("supervisor_reloaded", generation=self.generation, tasks=sorted(queue.registrations))
-        self.next_spawn_mono = 0.0
-        self._top_up(time.monotonic())
+        for step in self._maintenance():
+            self.schedule.set_interval(step.name, step.interval_s)
+        self.pool.renew(config.supervisor.workers)
+        log.info("supervisor_reloaded", generation=self.pool.generation, tasks=sorted(queue.registrations))
+        self.pool.top_up(time.monotonic(), self._spawn)
         self.notifier.ready()
 
     # -- workers ------------------------------------------------------------------
 
-    def _missing_workers(self) -> int:
-        return self.target_workers - len(self._current_workers())
-
-    def _current_workers(self) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.generation == self.generation and not h.stopping]
-
-    def _top_up(self, now: float) -> None:
-        current = self._current_workers()
-        for handle in sorted(current, key=lambda h: h.spawned_mono)[self.target_workers :]:
-            self._stop_worker(handle)
-        missing = self.target_workers - len(current)
-        while missing > 0 and now >= self.next_spawn_mono:
-            self._spawn()
-            missing -= 1
-
-    def _spawn(self) -> None:
+    def _spawn(self, pool: Pool) -> WorkerHandle:
+        """Fork a worker for ``pool``; an OSError (no processes, memory or descriptors
+        left) goes to the pool, which backs off."""
         settings = WorkerSettings(
             config=self.config.supervisor,
             retry=_retry(self.config),
@@ -287,16 +268,10 @@ class Supervisor:
             supervisor_pid=os.getpid(),
         )
         queue = self.queue
-        try:
-            handle = spawn(self.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
-        except OSError as exc:  # out of processes, memory or descriptors: try again later
-            self.crashes += 1
-            self.next_spawn_mono = time.monotonic() + _restart_backoff_s(self.crashes)
-            log.error("worker_spawn_failed", error=str(exc))
-            return
-        self.workers[handle.pid] = handle
+        handle = spawn(pool.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
         self.selector.register(handle.read_fd, selectors.EVENT_READ, lambda: self._on_readable(handle))
         log.info("worker_started", worker_pid=handle.pid, generation=handle.generation)
+        return handle
 
     def _inherited_fds(self) -> list[int]:
         """What a new child must close: our signal pipe, the selector, other workers' pipes,
@@ -310,14 +285,11 @@ class Supervisor:
         fds = [self.signal_r, self.signal_w, self.selector.fileno()]
         if self.listener is not None:
             fds.append(self.listener.fileno())
-        for handle in self.workers.values():
+        for handle in self.pool.workers.values():
             fds += [handle.read_fd, handle.write_fd]
+            if handle.stack_file is not None:
+                fds.append(handle.stack_file.fileno())
         return fds
-
-    def _stop_worker(self, handle: WorkerHandle) -> None:
-        if not handle.stopping:
-            handle.stopping = True
-            handle.send({"t": protocol.STOP})
 
     def _on_readable(self, handle: WorkerHandle) -> None:
         try:
@@ -402,13 +374,13 @@ class Supervisor:
         if kind is not OutcomeKind.RELEASED:
             handle.jobs_done += 1
             self.jobs_done += 1
-            self.crashes = 0  # a worker that finishes jobs is healthy again
+            self.pool.job_done()
 
     def _maybe_ready(self) -> None:
-        if not self.ready_sent and sum(h.booted for h in self._current_workers()) >= self.target_workers:
+        if not self.ready_sent and self.pool.ready():
             self.ready_sent = True
             self.notifier.ready()
-            log.info("supervisor_ready", workers=len(self.workers))
+            log.info("supervisor_ready", workers=len(self.pool.workers))
 
     def _reap_children(self, now: float) -> None:
         while True:
@@ -418,32 +390,34 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            handle = self.workers.pop(pid, None)
+            handle = self.pool.workers.pop(pid, None)
             if handle is not None:
                 self._on_exit(handle, status, now)
 
     def _on_exit(self, handle: WorkerHandle, status: int, now: float) -> None:
-        """Read its last words, then settle every job it held, in this same tick."""
+        """Read its last words, then settle every job it held, in this same turn."""
         self._read_last_words(handle)
         handle.kill_group()  # grandchildren a handler forked die with their worker
+        stack = handle.read_stack()
         handle.close()
         reason = handle.kill_reason or describe_exit(status)
         code = os.waitstatus_to_exitcode(status)
         clean = os.WIFEXITED(status) and code == WorkerExit.OK and handle.kill_reason is None
         shutting_down = self.state is State.DRAINING
         for index, flight in enumerate(handle.inflight):
-            if index == 0 and flight.started_mono is not None and not shutting_down:
+            ran = index == 0 and flight.started_mono is not None
+            if ran and not shutting_down:
                 self.pending.append(
                     failure_outcome(
                         flight.job,
                         self._job_config(flight.job.task),
                         _retry(self.config),
-                        f"{reason} while running the job",
+                        _with_stack(f"{reason} while running the job", stack),
                         permanent=False,
                     )
                 )
             else:
-                error: str | None = f"released: {reason}" if index == 0 and flight.started_mono is not None else None
+                error = _with_stack(f"released: {reason}", stack) if ran else None
                 self.pending.append(
                     Outcome(flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error)
                 )
@@ -456,8 +430,7 @@ class Supervisor:
             self.exit_code = ExitCode.WORKER_BOOT_FAILED
             self._stop_now("a worker could not boot")
         elif not clean and not handle.stopping:
-            self.crashes += 1
-            self.next_spawn_mono = now + _restart_backoff_s(self.crashes)
+            self.pool.crashed(now)
 
     def _database_answers(self) -> bool:
         """Whether our own connection works: if not, a worker's failed boot is an outage.
@@ -481,7 +454,7 @@ class Supervisor:
         the group missed it); nothing would ever stop it after we are gone.
         """
         try:
-            children = [p for p in psutil.Process().children() if p.pid not in self.workers]
+            children = [p for p in psutil.Process().children() if p.pid not in self.pool.workers]
         except psutil.Error:
             return
         for child in children:
@@ -552,6 +525,7 @@ class Supervisor:
             log.error("results_not_written", jobs=len(batch), error=str(exc))
             return
         self.pending_since_mono = None
+        self.flush_retry_mono = 0.0  # written: the next outcomes need not wait out an old retry time
         for job_id in lost:
             log.warning("job_lease_lost", job_id=job_id, detail="another attempt owns the job; this result was dropped")
         for index, owner in enumerate(owners):
@@ -579,39 +553,71 @@ class Supervisor:
         since = now if self.pending_since_mono is None else self.pending_since_mono
         return max(self.flush_retry_mono, since + self.config.supervisor.flush_interval_s)
 
-    def _tick(self, now: float) -> None:
-        """Leases, our process row, the reaper and systemd, every heartbeat interval."""
-        settings = self.config.supervisor
-        self.next_tick_mono = now + settings.heartbeat_interval_s
-        fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.workers.values() for f in h.inflight]
-        try:
-            for job_id in self.backend.extend_leases(fences, settings.lease_timeout_s):
-                log.warning("job_lease_lost", job_id=job_id)
-            if not self.backend.heartbeat_process(self.owner):
-                self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
-            if now >= self.next_reap_mono:
-                self.next_reap_mono = now + settings.reap_interval_s
-                # Our own results first: a job that finished while the database was
-                # away has an expired lease, and reaping it first would run it again.
-                self._flush(now, force=True)
-                self._reap_database()
-            if self.listener is None and self.state is State.RUNNING:
-                self._open_listener()
-        except BackendError as exc:
-            log.error("heartbeat_failed", error=str(exc), seconds_since_ok=round(now - self.last_db_ok_mono, 1))
-            self._guard_leases(now)
-        else:
-            self.last_db_ok_mono = now
-            self.notifier.watchdog()
-        busy = sum(1 for h in self.workers.values() if h.inflight)
-        self.notifier.status(f"{len(self.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
+    # -- maintenance --------------------------------------------------------------
 
-    def _reap_database(self) -> None:
+    def _maintenance(self) -> list[Step]:
+        """The periodic work, with its intervals from the current config."""
+        settings = self.config.supervisor
+        heartbeat_s = settings.heartbeat_interval_s
+        return [
+            Step("leases", heartbeat_s, self._extend_leases),
+            Step("process", heartbeat_s, self._heartbeat_process),
+            Step("reaper", settings.reap_interval_s, self._reap),
+            Step("listener", heartbeat_s, self._reopen_listener),
+            Step("status", heartbeat_s, self._report_status),
+        ]
+
+    def _maintain(self, now: float) -> None:
+        for failure in self.schedule.run_due(now):
+            log.error(
+                "heartbeat_failed",
+                step=failure.step,
+                error=str(failure.error),
+                seconds_since_ok=round(now - self.last_db_ok_mono, 1),
+            )
+
+    def _extend_leases(self, now: float) -> None:
+        """The leases of every in-flight job; the outage guard when they cannot be.
+
+        With no job in flight the call is free and succeeds: nothing can lapse,
+        and a job claimed later has a lease that starts after this moment.
+        """
+        fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.pool.workers.values() for f in h.inflight]
+        try:
+            lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
+        except BackendError:
+            self._guard_leases(now)
+            raise
+        self.last_db_ok_mono = now
+        for job_id in lost:
+            log.warning("job_lease_lost", job_id=job_id)
+
+    def _heartbeat_process(self, now: float) -> None:
+        """Our row in burrow_processes; then systemd's watchdog, which only a database
+        that answers keeps fed."""
+        if not self.backend.heartbeat_process(self.owner):
+            self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
+        self.notifier.watchdog()
+
+    def _reap(self, now: float) -> None:
+        # Our own results first: a job that finished while the database was
+        # away has an expired lease, and reaping it first would run it again.
+        self._flush(now, force=True)
+        if self.pending:
+            return  # not written yet: some may be ours, finished, with an expired lease
         for job in self.queue.reap_expired():
             log.warning("job_lease_expired", job_id=job.id, task=job.task, attempt=job.attempt, now=job.state.value)
         stale_after = max(self.config.supervisor.lease_timeout_s, 3 * self.config.supervisor.heartbeat_interval_s)
         for owner in self.backend.reap_processes(stale_after):
             log.warning("process_presumed_dead", owner=owner)
+
+    def _reopen_listener(self, now: float) -> None:
+        if self.listener is None and self.state is State.RUNNING:
+            self._open_listener()
+
+    def _report_status(self, now: float) -> None:
+        busy = sum(1 for h in self.pool.workers.values() if h.inflight)
+        self.notifier.status(f"{len(self.pool.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
 
     def _guard_leases(self, now: float) -> None:
         """With the database away, stop in-flight work before our leases can lapse.
@@ -622,7 +628,7 @@ class Supervisor:
         settings = self.config.supervisor
         if now - self.last_db_ok_mono < settings.lease_timeout_s - 2 * settings.heartbeat_interval_s:
             return
-        for handle in self.workers.values():
+        for handle in self.pool.workers.values():
             if handle.inflight:
                 handle.kill("database unreachable: stopped before the lease could lapse")
 
@@ -639,7 +645,7 @@ class Supervisor:
 
     def _on_notify(self) -> None:
         if self.listener is None:
-            return  # lost earlier in this turn; a new one is opened on the next tick
+            return  # lost earlier in this turn; the listener step opens a new one
         try:
             payloads = self.listener.poll()
         except BackendError as exc:
@@ -650,7 +656,7 @@ class Supervisor:
         tasks = set(self.queue.registrations)
         if any(not p or tasks.intersection(p.split(",")) for p in payloads):
             self.notified_mono = time.monotonic()
-            for handle in self.workers.values():
+            for handle in self.pool.workers.values():
                 if handle.idle and not handle.stopping:
                     handle.idle = False
                     handle.send({"t": protocol.WAKE})
@@ -660,19 +666,24 @@ class Supervisor:
     def _enforce_deadlines(self, now: float) -> None:
         settings = self.config.supervisor
         silence_s = 3 * settings.heartbeat_interval_s
-        for handle in self.workers.values():
+        sigkill_at = now + _TERM_GRACE_S
+        for handle in self.pool.workers.values():
             if handle.kill_reason is not None:
+                if handle.sigkill_at_mono is not None and now >= handle.sigkill_at_mono:
+                    detail = f"still running {_TERM_GRACE_S:g}s after SIGTERM"
+                    log.warning("worker_killed", worker_pid=handle.pid, reason=handle.kill_reason, detail=detail)
+                    handle.kill(handle.kill_reason)
                 continue
             if not handle.booted and now - handle.spawned_mono > _BOOT_TIMEOUT_S:
                 handle.kill(f"worker did not boot within {_BOOT_TIMEOUT_S:g}s")
             elif now - handle.last_heard_mono > silence_s:
-                handle.kill(f"worker silent for {now - handle.last_heard_mono:.1f}s (no heartbeat)")
+                handle.terminate(f"worker silent for {now - handle.last_heard_mono:.1f}s (no heartbeat)", sigkill_at)
             elif (running := handle.running()) is not None and running.started_mono is not None:
                 timeout_s = self._job_config(running.job.task).timeout_s
                 if timeout_s is not None and now - running.started_mono > timeout_s:
-                    handle.kill(f"timeout: the job ran longer than {timeout_s:g}s")
+                    handle.terminate(f"timeout: the job ran longer than {timeout_s:g}s", sigkill_at)
         if self.drain_deadline_mono is not None and now > self.drain_deadline_mono:
-            for handle in self.workers.values():
+            for handle in self.pool.workers.values():
                 if handle.kill_reason is None:
                     handle.kill("shutdown_timeout reached")
 
@@ -681,9 +692,9 @@ def _record_only(signum: int, frame: object) -> None:
     """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
 
 
-def _restart_backoff_s(crashes: int) -> float:
-    """0.1 s after the first crash, doubling to 5 s: a crash loop cannot spin."""
-    return min(_RESTART_BACKOFF_MAX_S, _RESTART_BACKOFF_MIN_S * 2 ** (crashes - 1))
+def _with_stack(error: str, stack: str) -> str:
+    """The reason line first, as logs and job lists show only that; then where the job was."""
+    return f"{error}\n{stack}" if stack else error
 
 
 def _retry(config: Config) -> RetryDefaults:

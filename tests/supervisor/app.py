@@ -2,7 +2,8 @@
 
 Each task makes a worker do one thing a test can observe from outside: leave a
 line in a ledger, announce that it is running and wait for a go-ahead, sleep past
-its timeout, hoard memory, or report which version of this module it runs.
+its timeout (in a function a stack trace can name, or deaf to SIGTERM), hoard
+memory, or report which version of this module it runs.
 Handlers coordinate with tests through files, because the test and the worker
 are different processes.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +75,8 @@ def block(gate: Gate) -> str:
     The pid file proves the job is running in that worker, so a test can kill or
     signal at exactly that moment.
     """
+    attempt = _announce(gate)
     directory = Path(gate.directory)
-    attempt = burrow.current_job().attempt
-    announce = directory / f"{gate.name}.{attempt}.pid"
-    partial = announce.with_suffix(".tmp")
-    partial.write_text(str(os.getpid()))
-    partial.rename(announce)
     deadline = time.monotonic() + GATE_TIMEOUT_S
     while not (directory / f"{gate.name}.go").exists():
         if time.monotonic() > deadline:
@@ -87,8 +85,18 @@ def block(gate: Gate) -> str:
     return f"{gate.name} done on attempt {attempt}"
 
 
+def _announce(gate: Gate) -> int:
+    """Write "<name>.<attempt>.pid" by a rename, so a test never reads half a pid; the attempt."""
+    attempt = burrow.current_job().attempt
+    announce = Path(gate.directory) / f"{gate.name}.{attempt}.pid"
+    partial = announce.with_suffix(".tmp")
+    partial.write_text(str(os.getpid()))
+    partial.rename(announce)
+    return attempt
+
+
 def announced(gates: Path, name: str, attempt: int = 1) -> int | None:
-    """The pid of the worker running gate ``name`` (``block`` wrote it), or None yet."""
+    """The pid of the worker running gate ``name`` (``_announce`` wrote it), or None yet."""
     try:
         return int((gates / f"{name}.{attempt}.pid").read_text())
     except FileNotFoundError:
@@ -97,6 +105,25 @@ def announced(gates: Path, name: str, attempt: int = 1) -> int | None:
 
 def slow(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def stuck_in_a_known_place() -> None:
+    """The name the stack recorded in the job's error must show."""
+    time.sleep(GATE_TIMEOUT_S)
+
+
+def stuck(gate: Gate) -> None:
+    _announce(gate)
+    stuck_in_a_known_place()
+
+
+def deaf(gate: Gate) -> str:
+    """Ignore SIGTERM and hang on the first attempt; succeed on the next."""
+    if burrow.current_job().attempt == 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _announce(gate)
+        time.sleep(GATE_TIMEOUT_S)
+    return f"{gate.name} done on attempt {burrow.current_job().attempt}"
 
 
 _HOARD: list[bytes] = []
@@ -119,10 +146,14 @@ block_task = burrow.define_result_task("sv.block", block, burrow.with_max_retrie
 slow_task = burrow.define_task(
     "sv.slow", slow, burrow.with_timeout(0.5), burrow.with_max_retries(1), burrow.with_backoff(0.05, 0.1)
 )
+stuck_task = burrow.define_task("sv.stuck", stuck, burrow.with_timeout(0.5), burrow.with_max_retries(0))
+deaf_task = burrow.define_result_task(
+    "sv.deaf", deaf, burrow.with_timeout(0.5), burrow.with_max_retries(1), burrow.with_backoff(0.05, 0.1)
+)
 hog_task = burrow.define_result_task("sv.hog", hog)
 version_task = burrow.define_result_task("sv.version", version)
 
-TASKS = (square_task, async_square_task, record_task, block_task, slow_task, hog_task, version_task)
+TASKS = (square_task, async_square_task, record_task, block_task, slow_task, stuck_task, deaf_task, hog_task, version_task)
 
 
 class App:

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from burrow.backends.base import JobState
-from tests.supervisor.app import Gate, Mark, announced, block_task, record_task, slow_task
+from tests.supervisor.app import Gate, Mark, announced, block_task, deaf_task, record_task, slow_task, stuck_task
 from tests.supervisor.harness import Launcher, alive, write_config
 
 
@@ -220,6 +220,60 @@ def test_job_timeout_kills_and_replaces_the_worker(database, launcher: Launcher,
         supervisor.wait_event("worker_started", count=3)
         supervisor.wait(lambda: len(supervisor.workers()) == 1, 5, "one live worker")
         assert not any(alive(r["worker_pid"]) for r in killed)
+    finally:
+        q.close()
+
+
+TIMEOUT_REASON = "timeout: the job ran longer than 0.5s"
+
+
+def test_a_timed_out_job_records_where_it_was_stuck(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
+    q = database.connect()
+    try:
+        job_id = stuck_task.enqueue(q, Gate(str(gates), "a"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
+        supervisor.wait(lambda: q.job(job_id).state is JobState.FAILED, 15, "the job to fail")
+
+        error = q.job(job_id).last_error or ""
+        lines = error.splitlines()
+        assert lines[0] == f"{TIMEOUT_REASON} while running the job"
+        # faulthandler's dump follows, the thread that ran the job first.
+        assert lines[1].startswith("Current thread")
+        assert "in stuck_in_a_known_place" in lines[2]
+        assert [(h.attempt, h.event, h.error) for h in q.history(job_id)] == [(1, "failed", error)]
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid)[0]
+        assert exited["reason"] == TIMEOUT_REASON
+        assert supervisor.events("worker_killed") == []  # SIGTERM was enough
+        replacement = supervisor.wait_event("worker_started", count=2)[1]
+        supervisor.wait(lambda: [w.pid for w in supervisor.workers()] == [replacement["worker_pid"]], 5, "the new worker alone")
+    finally:
+        q.close()
+
+
+def test_a_handler_deaf_to_sigterm_is_killed_after_the_grace(
+    database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    q = database.connect()
+    try:
+        job_id = deaf_task.enqueue(q, Gate(str(gates), "a"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
+
+        killed = supervisor.wait_event("worker_killed", worker_pid=pid)[0]
+        assert killed["reason"] == TIMEOUT_REASON
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid)[0]
+        assert exited["reason"] == TIMEOUT_REASON
+        started = supervisor.events("job_started", job_id=job_id, attempt=1)[0]
+        # SIGTERM at the 0.5 s timeout, SIGKILL a 1 s grace later (the loop looks every 0.25 s).
+        assert 1.4 < (_ts(killed) - _ts(started)).total_seconds() < 5
+        assert not alive(pid)
+
+        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "the retried job to succeed")
+        assert deaf_task.result(q, job_id) == "a done on attempt 2"
+        # No stack: SIG_IGN took the place of faulthandler's handler.
+        expected = f"{TIMEOUT_REASON} while running the job"
+        assert [(h.attempt, h.event, h.error) for h in q.history(job_id)] == [(1, "retried", expected)]
     finally:
         q.close()
 
