@@ -46,7 +46,7 @@ UPDATE {t} AS j
 SET state = 'running', attempts = j.attempts + 1, owner = %s, started_at = now(),
     lease_expires_at = now() + make_interval(secs => %s)
 FROM picked WHERE j.id = picked.id
-RETURNING j.id, j.task, j.payload, j.priority, j.attempts, j.max_retries, j.run_at
+RETURNING j.id, j.task, j.payload, j.priority, j.attempts, j.max_retries, j.run_at, j.snoozes
 """
 
 _PG_COMPLETE = """
@@ -67,7 +67,7 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT ?
 )
-RETURNING id, task, payload, priority, attempts, max_retries, run_at
+RETURNING id, task, payload, priority, attempts, max_retries, run_at, snoozes
 """
 
 _SQLITE_COMPLETE = """

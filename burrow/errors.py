@@ -82,3 +82,20 @@ class PermanentError(BurrowError):
 
 class PayloadDecodeError(PermanentError):
     """The stored payload cannot be decoded into the handler's payload type."""
+
+
+class RetryAfter(BurrowError):
+    """Not now: run the job again after ``seconds``, without spending an attempt.
+
+    A handler raises it to snooze its job (a rate limit, a resource not ready). The
+    job goes back to the queue; a job snoozed more than 1,000 times is failed, so a
+    bug cannot snooze forever.
+    """
+
+    MAX_SECONDS = 366 * 24 * 3600.0
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= self.MAX_SECONDS:
+            raise BurrowError(f"RetryAfter takes 0 to {self.MAX_SECONDS:g} seconds, got {seconds!r}")
+        super().__init__(f"retry after {seconds:g}s")
+        self.seconds = float(seconds)

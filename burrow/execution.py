@@ -20,7 +20,7 @@ import structlog
 from burrow import retry
 from burrow.backends.base import ClaimedJob, ExpiredLease, Outcome, OutcomeKind
 from burrow.context import JobContext, ResultCapture, enter_job, leave_job
-from burrow.errors import PermanentError
+from burrow.errors import PermanentError, RetryAfter
 from burrow.options import JobConfig
 from burrow.retry import RetryDefaults
 
@@ -63,6 +63,8 @@ def execute(
         logger.info("job_started")
         try:
             _run(registration.handler, job.payload)
+        except RetryAfter as exc:
+            return _snoozed(job, exc, started)
         except KeyboardInterrupt as exc:
             if interruptible:
                 raise
@@ -142,6 +144,23 @@ def lease_expired_outcome(job: ExpiredLease, config: JobConfig, defaults: RetryD
         return Outcome(job.id, job.owner, job.attempt, OutcomeKind.EXPIRED_RETRY, error=LEASE_EXPIRED,
                        retry_in_s=decision.delay_s)
     return Outcome(job.id, job.owner, job.attempt, OutcomeKind.EXPIRED_FAILED, error=LEASE_EXPIRED)
+
+
+MAX_SNOOZES = 1000
+
+
+def _snoozed(job: ClaimedJob, exc: RetryAfter, started: float) -> Outcome:
+    """Back to the queue after ``exc.seconds``, the attempt given back; failed once the
+    job has been snoozed MAX_SNOOZES times, so a handler cannot snooze forever."""
+    duration_s = time.perf_counter() - started
+    if job.snoozes >= MAX_SNOOZES:
+        error = f"snoozed more than {MAX_SNOOZES} times (RetryAfter): failed so that it cannot snooze forever"
+        log.error("job_failed", job_id=job.id, task=job.task, attempt=job.attempt, error=error)
+        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.FAILED, error=error, duration_s=duration_s)
+    log.info("job_snoozed", job_id=job.id, task=job.task, attempt=job.attempt, retry_in_s=exc.seconds)
+    return Outcome(
+        job.id, job.owner, job.attempt, OutcomeKind.SNOOZED, retry_in_s=exc.seconds, duration_s=duration_s
+    )
 
 
 def released(job: ClaimedJob) -> Outcome:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from burrow.errors import BurrowError, InvalidTaskName
 from burrow.retry import RetryDefaults
@@ -37,6 +38,7 @@ class JobConfig:
     backoff_base_s: float | None = None
     backoff_max_s: float | None = None
     timeout_s: float | None = None
+    unique: Callable[[Any], str | None] | None = None  # a payload's unique key (with_unique)
 
     def backoff(self, defaults: RetryDefaults = RetryDefaults()) -> RetryDefaults:
         """This task's backoff: its own where it set one, else ``defaults`` (config ``[retry]``)."""
@@ -91,6 +93,28 @@ def with_timeout(seconds: float) -> JobOption:
     if not seconds > 0:
         raise BurrowError(f"with_timeout needs a positive number of seconds, got {seconds!r}")
     return lambda config: replace(config, timeout_s=float(seconds))
+
+
+def with_unique(key: Callable[[Any], str | None]) -> JobOption:
+    """Enqueue nothing while a job of this task with the same key is queued or running.
+
+    ``key`` maps the payload (as given to enqueue: the typed payload for a task, the raw
+    value for ``q.enqueue``) to a key string, or None for a job without a key. Enqueue
+    then returns the id of the job that holds the key.
+    """
+    if not callable(key):
+        raise BurrowError(f"with_unique takes a function of the payload, got {key!r}")
+    return lambda config: replace(config, unique=key)
+
+
+MAX_UNIQUE_KEY = 200
+
+
+def check_unique_key(key: object) -> str | None:
+    """``key`` if it is a valid unique key (a string of 1 to 200 characters) or None."""
+    if key is None or (isinstance(key, str) and 0 < len(key) <= MAX_UNIQUE_KEY):
+        return key
+    raise BurrowError(f"a unique key must be a string of 1 to {MAX_UNIQUE_KEY} characters (or None), got {key!r}")
 
 
 def apply_options(options: Iterable[JobOption], config: JobConfig | None = None) -> JobConfig:

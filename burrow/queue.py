@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import structlog
+
 from burrow import codec
 from burrow.backends import backend_for
 from burrow.backends.base import (
@@ -49,8 +51,12 @@ from burrow.options import (
     check_max_retries,
     check_priority,
     check_task_name,
+    check_unique_key,
 )
 from burrow.retry import RetryDefaults
+from burrow.schedule import Periodic
+
+log = structlog.get_logger("burrow")
 
 DRAIN_BATCH = 10
 # Jobs should carry references, not blobs: a row this size is already slow to claim.
@@ -90,6 +96,8 @@ class JobQueue:
         self.max_payload_bytes = max_payload_bytes
         self.owner = new_owner("drain")
         self._registry: dict[str, Registration] = {}
+        self._schedules: dict[str, Periodic] = {}
+        self._slots_seen: dict[str, dt.datetime] = {}  # the last slot each schedule was settled for
 
     # -- registry -----------------------------------------------------------------
 
@@ -106,6 +114,17 @@ class JobQueue:
     def registrations(self) -> Mapping[str, Registration]:
         return self._registry
 
+    def add_schedule(self, schedule: Periodic) -> None:
+        """Enqueue ``schedule``'s job once per slot, from supervisors running this queue's apps
+        (``burrow.periodic(...).register(q)`` calls this)."""
+        if schedule.name in self._schedules:
+            raise BurrowError(f"schedule {schedule.name!r} is already registered on this queue (give it a name=)")
+        self._schedules[schedule.name] = schedule
+
+    @property
+    def schedules(self) -> Mapping[str, Periodic]:
+        return self._schedules
+
     def _config(self, type_name: str) -> JobConfig:
         registration = self._registry.get(type_name)
         return registration.config if registration else JobConfig()
@@ -120,16 +139,26 @@ class JobQueue:
         priority: int | None = None,
         max_retries: int | None = None,
         run_at: dt.datetime | None = None,
+        delay: Delay | None = None,
+        unique_key: str | None = None,
         conn: Any = None,
     ) -> int:
-        """Store one job; returns its id. ``conn``: enqueue inside that SQLAlchemy transaction."""
+        """Store one job; returns its id (or, with a unique key held, the holder's id).
+
+        ``run_at`` (timezone-aware) or ``delay`` (a timedelta or seconds) holds the job
+        back; ``conn`` enqueues inside that SQLAlchemy transaction.
+        """
+        keys = None if unique_key is None else [unique_key]
         return self.enqueue_many(
-            type_name, [payload], priority=priority, max_retries=max_retries, run_at=run_at, conn=conn
+            type_name, [payload], priority=priority, max_retries=max_retries, run_at=run_at, delay=delay,
+            unique_keys=keys, conn=conn,
         )[0]
 
-    def enqueue_at(self, type_name: str, payload: Any, run_at: dt.datetime, *, conn: Any = None) -> int:
+    def enqueue_at(
+        self, type_name: str, payload: Any, run_at: dt.datetime, *, unique_key: str | None = None, conn: Any = None
+    ) -> int:
         """Store a job that is not claimed before ``run_at`` (timezone-aware)."""
-        return self.enqueue(type_name, payload, run_at=run_at, conn=conn)
+        return self.enqueue(type_name, payload, run_at=run_at, unique_key=unique_key, conn=conn)
 
     def enqueue_many(
         self,
@@ -139,21 +168,48 @@ class JobQueue:
         priority: int | None = None,
         max_retries: int | None = None,
         run_at: dt.datetime | None = None,
+        delay: Delay | None = None,
+        unique_keys: Sequence[str | None] | None = None,
         conn: Any = None,
     ) -> list[int]:
-        """Store many jobs in one statement; every payload is encoded before any is stored."""
+        """Store many jobs in one transaction; every payload is encoded before any is stored.
+
+        The ids come back position by position; ``unique_keys`` (one per payload, None
+        for none) defaults to the task's ``with_unique`` key of each payload.
+        """
         check_task_name(type_name)
         config = self._config(type_name)
+        payloads = list(payloads)
         # Checked here, not left to the database: an out-of-range value is one clear
         # error before anything is stored, the same on both backends.
         priority = config.priority if priority is None else check_priority(priority)
         max_retries = config.max_retries if max_retries is None else check_max_retries(max_retries)
-        run_at = _aware(run_at)
+        when = self._run_at(run_at, delay)
+        if unique_keys is None:
+            keys = [config.unique(p) for p in payloads] if config.unique else [None] * len(payloads)
+        elif len(unique_keys) != len(payloads):
+            raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {type_name!r}")
+        else:
+            keys = list(unique_keys)
         jobs = [
-            NewJob(type_name, _payload_bytes(p, type_name, self.max_payload_bytes), priority, max_retries, run_at)
-            for p in payloads
+            NewJob(
+                type_name, _payload_bytes(p, type_name, self.max_payload_bytes), priority, max_retries, when,
+                check_unique_key(key),
+            )
+            for p, key in zip(payloads, keys)
         ]
         return self.backend.enqueue(jobs, conn)
+
+    def _run_at(self, run_at: dt.datetime | None, delay: Delay | None) -> dt.datetime | None:
+        """When a job becomes due: ``run_at``, or now + ``delay``, or None (now)."""
+        if delay is None:
+            return _aware(run_at)
+        if run_at is not None:
+            raise BurrowError("pass run_at or delay, not both")
+        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_DELAY_S:
+            raise BurrowError(f"delay must be 0 to {MAX_DELAY_S:g} seconds (or a timedelta), got {delay!r}")
+        return self.backend.now() + dt.timedelta(seconds=seconds)
 
     def dequeue(self, job_id: int) -> bool:
         """Cancel a job that has not started (True); False for any other state."""
@@ -226,6 +282,34 @@ class JobQueue:
             done = {outcome.id for outcome in outcomes}
             self.backend.finish(outcomes + [released(job) for job in batch if job.id not in done])
         return len(outcomes)
+
+    def enqueue_due_slots(self) -> list[int]:
+        """Enqueue the latest slot of each registered schedule that no process enqueued yet.
+
+        Once per slot however many processes call this (see Backend.enqueue_slot); a
+        slot missed while nothing ran is not made up for, only the latest is. The
+        ids of the jobs this call enqueued.
+        """
+        now = self.backend.now()
+        enqueued = []
+        for schedule in self._schedules.values():
+            slot = schedule.rule.latest(now)
+            if self._slots_seen.get(schedule.name) == slot:
+                continue  # settled already, by this process or another: no round trip
+            config = self._config(schedule.task)
+            job = NewJob(
+                schedule.task,
+                _payload_bytes(schedule.payload, schedule.task, self.max_payload_bytes),
+                config.priority if schedule.priority is None else schedule.priority,
+                config.max_retries if schedule.max_retries is None else schedule.max_retries,
+                slot,
+            )
+            job_id = self.backend.enqueue_slot(schedule.name, schedule.rule.describe(), slot, schedule.rule.after(slot), job)
+            self._slots_seen[schedule.name] = slot
+            if job_id is not None:
+                log.info("periodic_job_enqueued", schedule=schedule.name, slot=slot.isoformat(), job_id=job_id)
+                enqueued.append(job_id)
+        return enqueued
 
     # -- operators ----------------------------------------------------------------
 
@@ -359,6 +443,8 @@ class JobQueue:
 
 
 StateFilter = str | JobState | Sequence[str | JobState] | None
+Delay = dt.timedelta | float
+MAX_DELAY_S = 10 * 366 * 24 * 3600.0  # ten years: a larger delay is a bug, not a plan
 MAX_LISTING = 1000
 BULK_BATCH = 1000  # rows per statement in bulk actions: no lock held for long
 REQUEUED_NOTE = "retried by an operator"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import typing
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
@@ -24,7 +24,7 @@ from burrow.context import (
     current_job,
     with_result_capture,
 )
-from burrow.errors import BurrowError, PayloadEncodeError, PermanentError, ResultEncodeError
+from burrow.errors import BurrowError, PayloadEncodeError, PermanentError, ResultEncodeError, RetryAfter
 from burrow.execution import JobHandlerFunc
 from burrow.options import (
     JobConfig,
@@ -35,8 +35,10 @@ from burrow.options import (
     with_max_retries,
     with_priority,
     with_timeout,
+    with_unique,
 )
 from burrow.queue import JobInfo, JobQueue, JobState, connect
+from burrow.schedule import Periodic, periodic
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -57,10 +59,14 @@ class Enqueuer(Protocol):
         priority: int | None = None,
         max_retries: int | None = None,
         run_at: dt.datetime | None = None,
+        delay: dt.timedelta | float | None = None,
+        unique_key: str | None = None,
         conn: Any = None,
     ) -> int: ...
 
-    def enqueue_at(self, type_name: str, payload: Any, run_at: dt.datetime, *, conn: Any = None) -> int: ...
+    def enqueue_at(
+        self, type_name: str, payload: Any, run_at: dt.datetime, *, unique_key: str | None = None, conn: Any = None
+    ) -> int: ...
 
     def enqueue_many(
         self,
@@ -69,6 +75,9 @@ class Enqueuer(Protocol):
         *,
         priority: int | None = None,
         max_retries: int | None = None,
+        run_at: dt.datetime | None = None,
+        delay: dt.timedelta | float | None = None,
+        unique_keys: Sequence[str | None] | None = None,
         conn: Any = None,
     ) -> list[int]: ...
 
@@ -146,25 +155,78 @@ class TaskDefinition(Generic[P]):
     def encode(self, payload: P) -> bytes:
         return codec.encode(payload, self.payload_type)
 
-    def enqueue(self, q: Enqueuer, payload: P, *, run_at: dt.datetime | None = None, conn: Any = None) -> int:
-        """Encode with P's type and enqueue with this task's priority and retries."""
+    def unique_key(self, payload: P) -> str | None:
+        """The payload's key under this task's ``with_unique``, None without one."""
+        return self.config.unique(payload) if self.config.unique is not None else None
+
+    def enqueue(
+        self,
+        q: Enqueuer,
+        payload: P,
+        *,
+        run_at: dt.datetime | None = None,
+        delay: dt.timedelta | float | None = None,
+        unique_key: str | None = None,
+        conn: Any = None,
+    ) -> int:
+        """Encode with P's type and enqueue with this task's priority and retries.
+
+        ``unique_key`` overrides the task's ``with_unique`` key for this job.
+        """
         return q.enqueue(
             self.name,
             self.encode(payload),
             priority=self.config.priority,
             max_retries=self.config.max_retries,
             run_at=run_at,
+            delay=delay,
+            unique_key=self.unique_key(payload) if unique_key is None else unique_key,
             conn=conn,
         )
 
-    def enqueue_at(self, q: Enqueuer, payload: P, run_at: dt.datetime, *, conn: Any = None) -> int:
-        return self.enqueue(q, payload, run_at=run_at, conn=conn)
+    def enqueue_at(
+        self, q: Enqueuer, payload: P, run_at: dt.datetime, *, unique_key: str | None = None, conn: Any = None
+    ) -> int:
+        return self.enqueue(q, payload, run_at=run_at, unique_key=unique_key, conn=conn)
 
-    def enqueue_many(self, q: Enqueuer, payloads: Iterable[P], *, conn: Any = None) -> list[int]:
-        """All in one INSERT statement; every payload is encoded before anything is stored."""
+    def enqueue_in(
+        self,
+        q: Enqueuer,
+        payload: P,
+        delay: dt.timedelta | float,
+        *,
+        unique_key: str | None = None,
+        conn: Any = None,
+    ) -> int:
+        """Enqueue to run ``delay`` (a timedelta or seconds) from now."""
+        return self.enqueue(q, payload, delay=delay, unique_key=unique_key, conn=conn)
+
+    def enqueue_many(
+        self,
+        q: Enqueuer,
+        payloads: Iterable[P],
+        *,
+        run_at: dt.datetime | None = None,
+        delay: dt.timedelta | float | None = None,
+        conn: Any = None,
+    ) -> list[int]:
+        """All in one transaction; every payload is encoded before anything is stored.
+
+        With ``with_unique``, position by position the new job's id or the id of the
+        job already holding that payload's key.
+        """
+        payloads = list(payloads)
         encoded = [self.encode(p) for p in payloads]
+        keys = [self.unique_key(p) for p in payloads] if self.config.unique is not None else None
         return q.enqueue_many(
-            self.name, encoded, priority=self.config.priority, max_retries=self.config.max_retries, conn=conn
+            self.name,
+            encoded,
+            priority=self.config.priority,
+            max_retries=self.config.max_retries,
+            run_at=run_at,
+            delay=delay,
+            unique_keys=keys,
+            conn=conn,
         )
 
 
@@ -246,9 +308,11 @@ __all__ = [
     "JobState",
     "JobQueue",
     "PermanentError",
+    "Periodic",
     "Queue",
     "ResultCapture",
     "ResultTask",
+    "RetryAfter",
     "TaskDefinition",
     "apply_options",
     "capture_result",
@@ -257,9 +321,11 @@ __all__ = [
     "current_job",
     "define_result_task",
     "define_task",
+    "periodic",
     "with_backoff",
     "with_max_retries",
     "with_priority",
     "with_result_capture",
     "with_timeout",
+    "with_unique",
 ]

@@ -45,6 +45,7 @@ class OutcomeKind(StrEnum):
     RETRY = "retry"  # back to queued after a delay, the attempt counted
     FAILED = "failed"
     RELEASED = "released"  # back to queued now, the attempt given back (claimed, never started)
+    SNOOZED = "snoozed"  # RetryAfter: back to queued after a delay, the attempt given back
     # Written by a reaper, not by the owner: only while the lease is still expired.
     EXPIRED_RETRY = "expired_retry"
     EXPIRED_FAILED = "expired_failed"
@@ -58,6 +59,7 @@ class HistoryEvent(StrEnum):
     LEASE_EXPIRED = "lease_expired"
     RELEASED = "released"  # a run interrupted by shutdown: its attempt given back
     REQUEUED = "requeued"  # a finished job put back in the queue by an operator (q.retry)
+    SNOOZED = "snoozed"  # the handler raised RetryAfter
 
 
 class NewJob(NamedTuple):
@@ -68,6 +70,7 @@ class NewJob(NamedTuple):
     priority: int
     max_retries: int
     run_at: dt.datetime | None  # None: now, by the backend's clock
+    unique_key: str | None = None  # while a job of this task holds it, no other is inserted
 
 
 # ClaimedJob and Outcome are made once per job in a worker and again in its
@@ -84,11 +87,13 @@ class ClaimedJob(NamedTuple):
     attempt: int
     max_retries: int
     owner: str
+    snoozes: int = 0
 
 
 # What a claim's RETURNING lists: ClaimedJob's fields before ``owner``, then run_at,
-# which only puts the batch in claim order (RETURNING order is unspecified).
-CLAIM_COLUMNS = ("id", "task", "payload", "priority", "attempts", "max_retries", "run_at")
+# which only puts the batch in claim order (RETURNING order is unspecified), then
+# ClaimedJob's fields after ``owner``.
+CLAIM_COLUMNS = ("id", "task", "payload", "priority", "attempts", "max_retries", "run_at", "snoozes")
 
 
 def claimed_jobs(rows: list[Any], owner: str) -> list[ClaimedJob]:
@@ -97,7 +102,7 @@ def claimed_jobs(rows: list[Any], owner: str) -> list[ClaimedJob]:
     run_at sorts correctly both as a datetime and as SQLite's fixed-width text stamp.
     """
     rows.sort(key=lambda r: (-r[3], r[6], r[0]))
-    return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], owner) for r in rows]
+    return [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], owner, r[7]) for r in rows]
 
 
 class Outcome(NamedTuple):
@@ -148,6 +153,8 @@ class JobInfo:
     payload: bytes
     owner: str | None
     lease_expires_at: dt.datetime | None
+    unique_key: str | None = None
+    snoozes: int = 0
 
 
 # The burrow_jobs columns a read selects, in JobInfo's order.
@@ -179,6 +186,17 @@ class ProcessInfo:
     started_at: dt.datetime
     heartbeat_at: dt.datetime
     stale: bool  # no heartbeat for longer than the staleness limit asked for
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A periodic job as the database knows it (burrow status shows it)."""
+
+    name: str
+    task: str
+    spec: str
+    last_slot: dt.datetime | None
+    next_slot: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +305,14 @@ class Backend(Protocol):
     def prune(self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000) -> int: ...
 
     def processes(self, stale_after_s: float) -> list[ProcessInfo]: ...
+
+    # -- periodic jobs --
+
+    def enqueue_slot(
+        self, name: str, spec: str, slot: dt.datetime, next_slot: dt.datetime, job: NewJob
+    ) -> int | None: ...
+
+    def schedules(self) -> list[ScheduleInfo]: ...
 
     # -- processes --
 

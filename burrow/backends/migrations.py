@@ -108,12 +108,38 @@ def _v2(dialect: str) -> list[str]:
     ]
 
 
+# -- 3: scheduling: unique jobs, snoozes, periodic slots ------------------------------
+
+
+def _v3(dialect: str) -> list[str]:
+    """A unique key is held only while its job is queued or running (a partial unique
+    index: free again the moment the job ends, however it ends). A schedule's row
+    records its last enqueued slot; the supervisor that moves it forward is the one
+    that enqueues the slot, so each slot is enqueued once however many run."""
+    time = _V1_TYPES[dialect]["time"]
+    return [
+        "ALTER TABLE burrow_jobs ADD COLUMN unique_key VARCHAR(200)",
+        "ALTER TABLE burrow_jobs ADD COLUMN snoozes INTEGER DEFAULT '0' NOT NULL",
+        "CREATE UNIQUE INDEX burrow_jobs_unique_idx ON burrow_jobs (task, unique_key)"
+        " WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')",
+        f"""CREATE TABLE burrow_schedules (
+	name VARCHAR(200) NOT NULL,
+	task VARCHAR(200) NOT NULL,
+	spec VARCHAR(200) NOT NULL,
+	last_slot {time},
+	next_slot {time},
+	updated_at {time} NOT NULL,
+	PRIMARY KEY (name)
+)""",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2))
+MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, claimed_jobs, owner_host_pid
 from burrow.backends.migrations import apply_migrations
-from burrow.backends.schema import Timestamp, history, jobs
+from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs
 from burrow.backends.sql import Clock, SQLBackend
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
@@ -33,6 +33,7 @@ from burrow.errors import BackendError
 MIGRATION_LOCK_KEY = 0x62757272  # "burr"
 _NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
 _IDENTIFIER_MAX = 63  # bytes in a PostgreSQL name, channel names included
+_UNIQUE_ATTEMPTS = 5  # inserts of a job whose unique key's holder keeps finishing meanwhile
 
 
 def normalize_dsn(dsn: str) -> sa.URL:
@@ -87,7 +88,11 @@ class PostgresBackend(SQLBackend):
         self._claims: dict[int, str] = {}
         self._finish_sql = _FINISH.format(**names)
         self._uniform_finishes: dict[Change, str] = {}
-        self._enqueue_sql = _ENQUEUE.format(**names)
+        self._enqueue_sql = {
+            False: _ENQUEUE.format(**names, on_conflict=""),
+            True: _ENQUEUE.format(**names, on_conflict=_ON_UNIQUE_CONFLICT),
+        }
+        self._key_holders_sql = _KEY_HOLDERS.format(**names)
         self._extend_sql = _EXTEND.format(**names)
 
     def _sequence_name(self, table: sa.Table) -> str:
@@ -199,6 +204,7 @@ class PostgresBackend(SQLBackend):
             params.update(
                 states=[c.state for c in changes],
                 give_backs=[c.give_back for c in changes],
+                snoozes=[c.snooze for c in changes],
                 finishes=[c.finishes for c in changes],
                 delays=[c.delay_s for c in changes],
                 events=[c.event for c in changes],
@@ -273,19 +279,40 @@ class PostgresBackend(SQLBackend):
 
         Held connections are in autocommit, so there the statement is its own
         transaction: one round trip, one commit. In a caller's transaction the
-        NOTIFY is delivered when (if) that transaction commits.
+        NOTIFY is delivered when (if) that transaction commits. A job skipped for a
+        unique key another job holds gets that job's id; if the holder finished
+        between the insert and the lookup, the job is inserted again.
         """
-        params = {
-            **{column: [job[i] for job in new_jobs] for i, column in enumerate(NewJob._fields)},
-            "now": self._clock_now(),
-            "channel": self.channel,
-            "notice": _notice(sorted({j.task for j in new_jobs})),
-        }
-        ids: list[int] = [0] * len(new_jobs)
-        for position, job_id in connection.execute(self._enqueue_sql, params):
-            if position is not None:
-                ids[position - 1] = job_id
-        return ids
+        ids: list[int | None] = [None] * len(new_jobs)
+        pending = list(range(len(new_jobs)))
+        for _ in range(_UNIQUE_ATTEMPTS):
+            batch = [new_jobs[i] for i in pending]
+            unique = any(job.unique_key is not None for job in batch)
+            params = {
+                **{column: [job[i] for job in batch] for i, column in enumerate(NewJob._fields)},
+                "now": self._clock_now(),
+                "channel": self.channel,
+                "notice": _notice(sorted({j.task for j in batch})),
+            }
+            for position, job_id in connection.execute(self._enqueue_sql[unique], params):
+                if position is not None:
+                    ids[pending[position - 1]] = job_id
+            skipped = [i for i in pending if ids[i] is None]
+            if skipped:
+                holders = self._key_holders(connection, [new_jobs[i] for i in skipped])
+                for i in skipped:
+                    ids[i] = holders.get((new_jobs[i].task, new_jobs[i].unique_key))
+            pending = [i for i in skipped if ids[i] is None]
+            if not pending:
+                return [job_id for job_id in ids if job_id is not None]
+        raise BackendError(f"postgresql: enqueue failed: unique keys kept changing hands ({len(pending)} jobs)")
+
+    def _key_holders(self, connection: Any, skipped: Sequence[NewJob]) -> dict[tuple[str, str | None], int]:
+        """The queued or running job that holds each (task, unique key) of ``skipped``."""
+        rows = connection.execute(
+            self._key_holders_sql, {"tasks": [j.task for j in skipped], "keys": [j.unique_key for j in skipped]}
+        )
+        return {(task, key): job_id for task, key, job_id in rows}
 
     def listener(self) -> Listener:
         """A LISTEN connection whose socket a selector can watch (one per process)."""
@@ -387,7 +414,7 @@ RETURNING {returning}
 """
 
 # What an outcome writes, for every kind: the values come from transitions.change.
-_FINISH_SET = """state = v.state, attempts = j.attempts - v.give_back,
+_FINISH_SET = """state = v.state, attempts = j.attempts - v.give_back, snoozes = j.snoozes + v.snooze,
     finished_at = CASE WHEN v.finishes THEN {now} END,
     run_at = CASE WHEN v.delay_s IS NULL THEN j.run_at ELSE {now} + make_interval(secs => v.delay_s) END,
     result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL"""
@@ -402,10 +429,10 @@ WITH written AS (
     UPDATE {jobs} AS j
     SET {set}
     FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(states)s::text[],
-                %(give_backs)s::int[], %(finishes)s::bool[], %(delays)s::float8[], %(results)s::bytea[],
+                %(give_backs)s::int[], %(snoozes)s::int[], %(finishes)s::bool[], %(delays)s::float8[], %(results)s::bytea[],
                 %(errors)s::text[], %(events)s::text[], %(wakes)s::bool[], %(expired_only)s::bool[],
                 %(hosts)s::text[], %(pids)s::int[], %(durations)s::float8[])
-         AS v(id, owner, attempt, state, give_back, finishes, delay_s, result, error, event, wakes, expired_only,
+         AS v(id, owner, attempt, state, give_back, snooze, finishes, delay_s, result, error, event, wakes, expired_only,
               host, pid, duration_s)
     WHERE {fenced} AND (NOT v.expired_only OR j.lease_expires_at < {now})
     RETURNING j.id, v.attempt, v.event, v.error, v.wakes, v.host, v.pid, v.duration_s
@@ -434,20 +461,30 @@ RETURNING j.id
 _ENQUEUE = """
 WITH v AS (
     SELECT * FROM unnest(%(task)s::varchar[], %(payload)s::bytea[], %(priority)s::int[],
-                         %(max_retries)s::int[], %(run_at)s::timestamptz[])
-           WITH ORDINALITY AS v(task, payload, priority, max_retries, run_at, n)
+                         %(max_retries)s::int[], %(run_at)s::timestamptz[], %(unique_key)s::varchar[])
+           WITH ORDINALITY AS v(task, payload, priority, max_retries, run_at, unique_key, n)
 ), numbered AS (
     SELECT n, nextval({id_seq}::regclass) AS id FROM (SELECT n FROM v ORDER BY n) AS o
 ), inserted AS (
-    INSERT INTO {jobs} (id, task, payload, priority, max_retries, run_at, state, attempts, created_at)
-    SELECT numbered.id, v.task, v.payload, v.priority, v.max_retries, coalesce(v.run_at, {now}), 'queued', 0, {now}
-    FROM v JOIN numbered USING (n)
+    INSERT INTO {jobs} (id, task, payload, priority, max_retries, run_at, unique_key, state, attempts, created_at)
+    SELECT numbered.id, v.task, v.payload, v.priority, v.max_retries, coalesce(v.run_at, {now}), v.unique_key,
+           'queued', 0, {now}
+    FROM v JOIN numbered USING (n) ORDER BY n
+    {on_conflict}
     RETURNING id
 ), notified AS (
     SELECT pg_notify(%(channel)s, %(notice)s)
 )
 SELECT numbered.n, inserted.id FROM inserted JOIN numbered USING (id)
 UNION ALL SELECT NULL, NULL FROM notified
+"""
+
+# A row whose (task, unique key) a queued or running job holds is skipped.
+_ON_UNIQUE_CONFLICT = f"ON CONFLICT (task, unique_key) WHERE {UNIQUE_WHERE} DO NOTHING"
+
+_KEY_HOLDERS = f"""
+SELECT task, unique_key, id FROM {{jobs}}
+WHERE (task, unique_key) IN (SELECT * FROM unnest(%(tasks)s::varchar[], %(keys)s::varchar[])) AND {UNIQUE_WHERE}
 """
 
 _EXTEND = """

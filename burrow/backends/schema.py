@@ -69,6 +69,8 @@ jobs = sa.Table(
     sa.Column("lease_expires_at", Timestamp),
     sa.Column("last_error", sa.Text),
     sa.Column("result", sa.LargeBinary),
+    sa.Column("unique_key", sa.String(200)),  # held while queued or running (burrow_jobs_unique_idx)
+    sa.Column("snoozes", sa.Integer, nullable=False, server_default="0"),  # RetryAfter runs, not attempts
     sa.CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="burrow_jobs_state_valid"
     ),
@@ -103,6 +105,17 @@ sa.Index(
 )
 sa.Index("burrow_jobs_task_idx", jobs.c.task, jobs.c.id)
 
+# One job per (task, unique key) while it is queued or running.
+UNIQUE_WHERE = "unique_key IS NOT NULL AND state IN ('queued', 'running')"
+sa.Index(
+    "burrow_jobs_unique_idx",
+    jobs.c.task,
+    jobs.c.unique_key,
+    unique=True,
+    postgresql_where=sa.text(UNIQUE_WHERE),
+    sqlite_where=sa.text(UNIQUE_WHERE),
+)
+
 history = sa.Table(
     "burrow_job_history",
     metadata,
@@ -126,6 +139,18 @@ processes = sa.Table(
     sa.Column("role", sa.String(32), nullable=False),
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("heartbeat_at", Timestamp, nullable=False),
+)
+
+# Periodic jobs: the last slot enqueued, per schedule name (see burrow.schedule).
+schedules = sa.Table(
+    "burrow_schedules",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("task", sa.String(200), nullable=False),
+    sa.Column("spec", sa.String(200), nullable=False),
+    sa.Column("last_slot", Timestamp),
+    sa.Column("next_slot", Timestamp),
+    sa.Column("updated_at", Timestamp, nullable=False),
 )
 
 schema_version = sa.Table(

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from burrow.backends.base import (
     JOB_COLUMNS,
@@ -28,10 +30,11 @@ from burrow.backends.base import (
     Outcome,
     OutcomeKind,
     ProcessInfo,
+    ScheduleInfo,
     SchemaStatus,
 )
 from burrow.backends.migrations import LATEST_VERSION, stored_version
-from burrow.backends.schema import UTC, Timestamp, history, jobs, processes
+from burrow.backends.schema import UTC, Timestamp, history, jobs, processes, schedules
 from burrow.errors import BackendError
 
 T = TypeVar("T")
@@ -492,6 +495,48 @@ class SQLBackend:
             total += deleted
             if deleted < batch:
                 return total
+
+    # -- periodic jobs ----------------------------------------------------------------
+
+    def enqueue_slot(
+        self, name: str, spec: str, slot: dt.datetime, next_slot: dt.datetime, job: NewJob
+    ) -> int | None:
+        """Enqueue ``job`` for ``slot`` of schedule ``name``, unless a process already did.
+
+        The schedule's row says which slot was enqueued last; moving it forward and
+        inserting the job are one transaction, and only one process can move it past
+        a given slot (the row lock; SQLite's single writer), so each slot is enqueued
+        once. The first time a schedule is seen, its row starts at the current slot
+        without a job: the first run is the next slot, not one from before it existed.
+        Returns the job's id, or None.
+        """
+
+        def write(conn: sa.Connection) -> int | None:
+            now = self._now()
+            values = {"name": name, "task": job.task, "spec": spec, "last_slot": slot, "next_slot": next_slot}
+            if conn.execute(self._insert_ignoring_conflicts(schedules).values(**values, updated_at=now)).rowcount == 1:
+                return None
+            moved = conn.execute(
+                sa.update(schedules)
+                .where(schedules.c.name == name, sa.or_(schedules.c.last_slot.is_(None), schedules.c.last_slot < slot))
+                .values(**values, updated_at=now)
+            ).rowcount
+            if moved != 1:
+                return None
+            [job_id] = self._insert(conn.connection.driver_connection, [job], own_transaction=False)
+            return job_id
+
+        return self._write("enqueue_slot", write, retry=False)
+
+    def _insert_ignoring_conflicts(self, table: sa.Table) -> Any:
+        dialect = sqlite_dialect if self.dialect == "sqlite" else postgresql_dialect
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule a supervisor has seen, with its last and next slot."""
+        statement = sa.select(schedules).order_by(schedules.c.name)
+        rows = self._read("schedules", lambda c: c.execute(statement).all())
+        return [ScheduleInfo(r.name, r.task, r.spec, r.last_slot, r.next_slot) for r in rows]
 
     # -- processes ----------------------------------------------------------------
 

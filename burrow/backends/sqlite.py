@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, SchemaStatus, claimed_jobs, owner_host_pid
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
-from burrow.backends.schema import UTC
+from burrow.backends.schema import UNIQUE_WHERE, UTC
 from burrow.backends.sql import Clock, SQLBackend
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
@@ -156,15 +156,36 @@ class SQLiteBackend(SQLBackend):
             connection.execute(_TAKE_WRITE_LOCK)
         first_id = connection.execute(_NEXT_ID).fetchone()[0]
         ids = list(range(first_id, first_id + len(new_jobs)))
+        unique = any(job.unique_key is not None for job in new_jobs)
+        inserted: set[int] = set()
         for start in range(0, len(new_jobs), _INSERT_ROWS):
             chunk = new_jobs[start : start + _INSERT_ROWS]
             params: list[Any] = []
-            for job_id, job in zip(ids[start:], chunk):
-                params += (job_id, *job[:4], now if job.run_at is None else _stamp(job.run_at), now)
-            connection.execute(_insert_sql(len(chunk)), params)
+            for job_id, (task, payload, priority, max_retries, run_at, unique_key) in zip(ids[start:], chunk):
+                params += (job_id, task, payload, priority, max_retries, now if run_at is None else _stamp(run_at), unique_key, now)
+            rows = connection.execute(_insert_sql(len(chunk), unique), params)
+            if unique:
+                inserted.update(row[0] for row in rows)
+        if unique:
+            # A job skipped for its unique key gets the id of the job holding the key; under
+            # the write lock that job cannot have finished since the INSERT saw it.
+            skipped = [(i, job) for i, job in enumerate(new_jobs) if ids[i] not in inserted]
+            holders = self._key_holders(connection, [job for _, job in skipped])
+            for i, job in skipped:
+                ids[i] = holders[job.task, job.unique_key]
         if own_transaction:
             connection.execute("COMMIT")
         return ids
+
+    def _key_holders(self, connection: Any, skipped: Sequence[NewJob]) -> dict[tuple[str, str | None], int]:
+        """The queued or running job that holds each (task, unique key) of ``skipped``."""
+        holders: dict[tuple[str, str | None], int] = {}
+        for task, key in {(job.task, job.unique_key) for job in skipped}:
+            row = connection.execute(_KEY_HOLDER, (task, key)).fetchone()
+            if row is None:
+                raise BackendError(f"sqlite: enqueue failed: unique key {key!r} of {task!r} has no holder")
+            holders[task, key] = row[0]
+        return holders
 
     def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
         """Select and mark in one statement; the write lock makes the subquery safe."""
@@ -269,9 +290,15 @@ _NEXT_ID = "SELECT coalesce(max(id), 0) + 1 FROM burrow_jobs"
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_sql(rows: int) -> str:
+def _insert_sql(rows: int, unique: bool) -> str:
+    """``unique``: some job has a unique key; a row whose key is held is skipped, and the
+    ids of the rows inserted come back."""
     values = ", ".join(["(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"] * rows)
-    return f"INSERT INTO burrow_jobs ({', '.join(_INSERT_COLUMNS)}) VALUES {values}"
+    statement = f"INSERT INTO burrow_jobs ({', '.join(_INSERT_COLUMNS)}) VALUES {values}"
+    return statement + f" ON CONFLICT (task, unique_key) WHERE {UNIQUE_WHERE} DO NOTHING RETURNING id" if unique else statement
+
+
+_KEY_HOLDER = f"SELECT id FROM burrow_jobs WHERE task = ? AND unique_key = ? AND {UNIQUE_WHERE}"
 
 
 @functools.cache
@@ -293,7 +320,7 @@ def _finish_params(outcome: Outcome, c: Change, now: dt.datetime, stamp: str) ->
     """_FINISH's parameters for ``outcome``: its change's values, then its fence."""
     run_at = None if c.delay_s is None else _stamp(now + dt.timedelta(seconds=c.delay_s))
     return (
-        c.state, c.give_back, stamp if c.finishes else None, run_at, outcome.result, outcome.error,
+        c.state, c.give_back, c.snooze, stamp if c.finishes else None, run_at, outcome.result, outcome.error,
         outcome.id, outcome.owner, outcome.attempt, c.expired_only, stamp,
     )
 
@@ -303,7 +330,7 @@ _FENCE = "id = ? AND owner = ? AND attempts = ? AND state = 'running'"
 # not set them (a running job has no finished_at; coalesce keeps run_at).
 _FINISH = f"""
 UPDATE burrow_jobs
-SET state = ?, attempts = attempts - ?, finished_at = ?, run_at = coalesce(?, run_at), result = ?,
+SET state = ?, attempts = attempts - ?, snoozes = snoozes + ?, finished_at = ?, run_at = coalesce(?, run_at), result = ?,
     last_error = coalesce(?, last_error), owner = NULL, lease_expires_at = NULL
 WHERE {_FENCE} AND (NOT ? OR lease_expires_at < ?)
 """

@@ -36,6 +36,7 @@ class Transition:
     gives_back_attempt: bool = False  # attempts - 1: the run does not count
     finishes: bool = False  # finished_at = now
     delays: bool = False  # run_at = now + the outcome's retry_in_s
+    snoozes: bool = False  # snoozes + 1
     history: HistoryEvent | None = None
     history_needs_error: bool = False  # leave history only if the outcome has an error
     wake: Wake = Wake.NEVER
@@ -55,6 +56,15 @@ TRANSITIONS: Mapping[OutcomeKind, Transition] = {
         history_needs_error=True,
         wake=Wake.ALWAYS,
     ),
+    # RetryAfter: later, and the run does not count.
+    OutcomeKind.SNOOZED: Transition(
+        JobState.QUEUED,
+        gives_back_attempt=True,
+        delays=True,
+        snoozes=True,
+        history=HistoryEvent.SNOOZED,
+        wake=Wake.WHEN_DUE,
+    ),
     OutcomeKind.EXPIRED_RETRY: Transition(
         JobState.QUEUED,
         delays=True,
@@ -73,6 +83,7 @@ class Change(NamedTuple):
 
     state: str
     give_back: int  # subtracted from attempts: 0 or 1
+    snooze: int  # added to snoozes: 0 or 1
     finishes: bool
     delay_s: float | None  # None: run_at unchanged
     event: str | None  # the history event, None for none
@@ -89,7 +100,7 @@ def _changes() -> dict[tuple[OutcomeKind, bool, bool], Change]:
                 event = t.history if t.history is not None and (has_error or not t.history_needs_error) else None
                 wakes = t.wake is Wake.ALWAYS or (t.wake is Wake.WHEN_DUE and due_now)
                 table[kind, has_error, due_now] = Change(
-                    t.state.value, int(t.gives_back_attempt), t.finishes, 0.0 if t.delays else None,
+                    t.state.value, int(t.gives_back_attempt), int(t.snoozes), t.finishes, 0.0 if t.delays else None,
                     None if event is None else event.value, wakes, t.needs_expired_lease,
                 )
     return table
@@ -115,7 +126,7 @@ def uniform_change(changes: Sequence[Change]) -> Change | None:
     CTEs to plan, which is most of a small batch's cost.
     """
     first = changes[0]
-    if first.delay_s is not None or first.event is not None or first.wakes or first.expired_only:
+    if first.delay_s is not None or first.event is not None or first.wakes or first.expired_only or first.snooze:
         return None
     return first if all(c == first for c in changes) else None
 

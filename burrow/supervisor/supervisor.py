@@ -57,6 +57,12 @@ _BOOT_TIMEOUT_S = 30.0
 _TERM_GRACE_S = 1.0
 
 
+# What a worker may report; the EXPIRED_* kinds are a reaper's, never a worker's.
+_WORKER_OUTCOMES = frozenset(
+    {OutcomeKind.SUCCEEDED, OutcomeKind.RETRY, OutcomeKind.FAILED, OutcomeKind.RELEASED, OutcomeKind.SNOOZED}
+)
+
+
 class State(enum.Enum):
     STARTING = "starting"
     RUNNING = "running"
@@ -358,6 +364,9 @@ class Supervisor:
         if "result_hex" in message:
             data = bytes.fromhex(message["result_hex"])
         kind = OutcomeKind(message["kind"])
+        if kind not in _WORKER_OUTCOMES:
+            raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
+        duration = message.get("duration")
         self.pending.append(
             Outcome(
                 job_id,
@@ -367,6 +376,7 @@ class Supervisor:
                 result=data,
                 error=message.get("error"),
                 retry_in_s=float(message.get("retry_in_s", 0.0)),
+                duration_s=float(duration) if duration is not None else None,
             )
         )
         if handle.inflight and handle.inflight[0].started_mono is None:
@@ -406,6 +416,7 @@ class Supervisor:
         shutting_down = self.state is State.DRAINING
         for index, flight in enumerate(handle.inflight):
             ran = index == 0 and flight.started_mono is not None
+            duration_s = now - flight.started_mono if ran and flight.started_mono is not None else None
             if ran and not shutting_down:
                 self.pending.append(
                     failure_outcome(
@@ -414,12 +425,16 @@ class Supervisor:
                         _retry(self.config),
                         _with_stack(f"{reason} while running the job", stack),
                         permanent=False,
+                        duration_s=duration_s,
                     )
                 )
             else:
                 error = _with_stack(f"released: {reason}", stack) if ran else None
                 self.pending.append(
-                    Outcome(flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error)
+                    Outcome(
+                        flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error,
+                        duration_s=duration_s,
+                    )
                 )
         if handle.owner is not None and not clean:
             self.dead_owners.append(handle.owner)  # a clean exit announced every claim it made

@@ -79,6 +79,8 @@ def outcome_frame(outcome: Outcome) -> dict[str, Any]:
         frame["error"] = outcome.error
     if outcome.retry_in_s:
         frame["retry_in_s"] = outcome.retry_in_s
+    if outcome.duration_s is not None:
+        frame["duration"] = outcome.duration_s
     return frame
 
 

@@ -95,13 +95,16 @@ ORDER = Order(
 
 
 def rows(database: Database, sql: str) -> list[tuple[Any, ...]]:
-    """Read burrow's tables behind its back, with the database's own driver."""
+    """Read (or change) burrow's tables behind its back, with the database's own driver."""
     if database.kind == "sqlite":
         with contextlib.closing(sqlite3.connect(database.dsn.removeprefix("sqlite:///"))) as conn:
-            return conn.execute(sql).fetchall()
+            found = conn.execute(sql).fetchall()
+            conn.commit()
+            return found
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{database.schema}"')
-        return conn.execute(sql).fetchall()
+        cursor = conn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
 
 
 def total_jobs(q: JobQueue) -> int:

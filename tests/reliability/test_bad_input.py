@@ -73,7 +73,7 @@ def test_a_task_nobody_handles_stays_queued_and_is_never_lost(database, launcher
         # the reaper has had its chances.
         until = q.backend.now() + dt.timedelta(seconds=LEASE_S + 2 * REAP_S)
         supervisor.wait(
-            lambda: any(p["role"] == "supervisor" and p["heartbeat_at"] >= until for p in q.backend.list_processes()),
+            lambda: any(p.role == "supervisor" and p.heartbeat_at >= until for p in q.processes()),
             LEASE_S + 2 * REAP_S + 10,
             "a lease and two reaps to pass",
         )

@@ -116,7 +116,7 @@ def test_supervisor_killed_workers_exit_and_another_supervisor_finishes(
         quick = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(20)])
         workers = first.workers()
         assert len(workers) == 2
-        assert [(r["pid"], r["role"]) for r in q.backend.list_processes()] == [(first.pid, "supervisor")]
+        assert [(p.pid, p.role) for p in q.processes()] == [(first.pid, "supervisor")]
 
         first.proc.send_signal(signal.SIGKILL)
         assert first.wait_exit(10) == -signal.SIGKILL
@@ -140,7 +140,7 @@ def test_supervisor_killed_workers_exit_and_another_supervisor_finishes(
         assert set(blocked) <= reaped
         # The dead supervisor's row is forgotten once it is stale; the live one's stays.
         second.wait_event("process_presumed_dead")
-        second.wait(lambda: [r["pid"] for r in q.backend.list_processes()] == [second.pid], 5, "one process row")
+        second.wait(lambda: [p.pid for p in q.processes()] == [second.pid], 5, "one process row")
         assert sorted(line.split()[0] for line in ledger.read_text().splitlines()) == sorted(str(i) for i in range(20))
 
         second.send(signal.SIGTERM)
@@ -174,7 +174,7 @@ def test_sigterm_drain_lets_running_jobs_finish(database, launcher: Launcher, ga
         assert not ledger.exists()
         assert all(r["reason"] == "worker exited with exit status 0" for r in supervisor.events("worker_exited"))
         assert supervisor.events("supervisor_stopped")[0]["exit_code"] == 0
-        assert q.backend.list_processes() == []  # a clean exit removes its row
+        assert q.processes() == []  # a clean exit removes its row
     finally:
         q.close()
 
