@@ -1,18 +1,17 @@
 """A demo app for ``conf/jobs.toml``: jobs flow in the log seconds after start.
 
-``demo.produce`` is a small producer: each run enqueues a few jobs of the other
-tasks and schedules itself again two seconds later. ``demo.flaky`` fails now and
-then, so retries show; ``demo.add`` is a result task.
+Every two seconds a periodic job, ``demo.produce``, enqueues a few jobs of the
+other tasks: ``demo.add`` (a result task) and ``demo.flaky``, which fails now and
+then so that retries show. Only public API: registering has no side effects, and
+the periodic job is enqueued once per slot however many supervisors run.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 from dataclasses import dataclass
 
 import burrow
-from burrow.backends.base import JobState
 
 
 @dataclass
@@ -24,6 +23,11 @@ class Numbers:
 @dataclass
 class Greeting:
     name: str
+
+
+@dataclass
+class Batch:
+    size: int
 
 
 def add(numbers: Numbers) -> int:
@@ -39,33 +43,23 @@ add_task = burrow.define_result_task("demo.add", add)
 flaky_task = burrow.define_task("demo.flaky", flaky, burrow.with_max_retries(3), burrow.with_backoff(0.5, 5))
 
 
-@dataclass
-class Round:
-    number: int
-
-
-def produce(round_: Round) -> None:
-    q = _queue
-    assert q is not None
-    add_task.enqueue_many(q, [Numbers(round_.number, i) for i in range(3)])
-    flaky_task.enqueue(q, Greeting(f"round {round_.number}"))
-    produce_task.enqueue_at(q, Round(round_.number + 1), dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2))
-
-
-produce_task = burrow.define_task("demo.produce", produce, burrow.with_priority(10))
-_queue: burrow.JobQueue | None = None
-
-
 class DemoApp:
+    """Satisfies burrow.HasJobs: named in conf/jobs.toml as ``burrow.demo:app``."""
+
     def register_jobs(self, q: burrow.Queue) -> None:
-        global _queue
         add_task.register(q)
         flaky_task.register(q)
+
+        # A job that enqueues jobs needs a queue: the one its handler was registered
+        # on (in a worker, that worker's own connection to the database).
+        def produce(batch: Batch) -> None:
+            job = burrow.current_job()
+            add_task.enqueue_many(q, [Numbers(job.id, i) for i in range(batch.size)])
+            flaky_task.enqueue(q, Greeting(f"batch of job {job.id}"))
+
+        produce_task = burrow.define_task("demo.produce", produce, burrow.with_priority(10))
         produce_task.register(q)
-        if isinstance(q, burrow.JobQueue):
-            _queue = q
-            if not q.backend.has_due(["demo.produce"]) and q.backend.counts()[JobState.QUEUED] == 0:
-                produce_task.enqueue(q, Round(1))
+        burrow.periodic(produce_task, Batch(size=3), every=2).register(q)
 
 
 app = DemoApp()

@@ -159,7 +159,9 @@ class Periodic:
         add(self)
 
     def describe(self) -> str:
-        return f"{self.name}: {self.task} {self.rule.describe()}"
+        """The name, and the task and rule where the name does not already say them."""
+        default = f"{self.task} {self.rule.describe()}"
+        return self.name if self.name == default else f"{self.name} ({default})"
 
 
 def periodic(

@@ -48,7 +48,7 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
         raise ConfigError(f"{config.path}: [database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
     queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
     try:
-        register_apps(queue, config.supervisor.apps)
+        register_apps(queue, config.supervisor.apps, config.schedules)
     except ConfigError as exc:
         queue.close()
         raise ConfigError(f"{config.path}: [supervisor] apps: {exc}") from exc
@@ -69,6 +69,12 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
         c = registration.config
         timeout = f", timeout {c.timeout_s:g}s" if c.timeout_s else ""
         lines.append(f"  {name}  (priority {c.priority}, max_retries {c.max_retries}{timeout})")
+    if queue.schedules:
+        lines.append("schedules:")
+        now = queue.backend.now()
+        for schedule in queue.schedules.values():
+            next_slot = schedule.rule.after(schedule.rule.latest(now))
+            lines.append(f"  {schedule.describe()}  (next slot {next_slot.isoformat()})")
     return "\n".join(lines)
 
 

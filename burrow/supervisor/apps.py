@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from burrow.errors import BurrowError, ConfigError
 from burrow.queue import JobQueue
+from burrow.schedule import Periodic
 from burrow.tasks import HasJobs
 
 
@@ -47,8 +48,11 @@ def _forget_package(module_name: str) -> None:
         del sys.modules[name]
 
 
-def register_apps(queue: JobQueue, refs: Sequence[str], *, fresh: bool = False) -> None:
-    """Import every app and let it register its tasks on ``queue``."""
+def register_apps(
+    queue: JobQueue, refs: Sequence[str], schedules: Sequence[Periodic] = (), *, fresh: bool = False
+) -> None:
+    """Import every app and let it register its tasks on ``queue``; then the config's
+    ``[[schedule]]`` entries, each for a task an app registered."""
     for ref in refs:
         app = load_app(ref, fresh=fresh)
         try:
@@ -57,3 +61,10 @@ def register_apps(queue: JobQueue, refs: Sequence[str], *, fresh: bool = False) 
             raise ConfigError(f"app {ref!r}: register_jobs failed: {exc}") from exc
     if not queue.registrations:
         raise ConfigError("no task is registered: [supervisor] apps must name at least one app with tasks")
+    for schedule in schedules:
+        if schedule.task not in queue.registrations:
+            raise ConfigError(f"[[schedule]] {schedule.name!r}: no app registers task {schedule.task!r}")
+        try:
+            schedule.register(queue)
+        except BurrowError as exc:
+            raise ConfigError(f"[[schedule]] {schedule.name!r}: {exc}") from exc

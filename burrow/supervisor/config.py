@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, TypeVar
 
 from burrow.backends.base import DEFAULT_LEASE_S
-from burrow.errors import ConfigError
+from burrow.errors import BurrowError, ConfigError
 from burrow.retry import RetryDefaults
+from burrow.schedule import Periodic, periodic
 
 __all__ = [
     "Config",
@@ -107,6 +108,7 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    schedules: tuple[Periodic, ...] = ()  # [[schedule]] tables
     path: Path | None = None
 
 
@@ -224,6 +226,10 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "retry": ("base", "max"),
     "logging": ("format", "level"),
 }
+# Arrays of tables ([[name]]), each table with these keys.
+_ARRAYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "schedule": ("task", "cron", "every", "payload", "name", "timezone"),
+}
 _BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 _URL_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SCHEMA_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -253,6 +259,7 @@ def load_config(
         supervisor=_supervisor(sections["supervisor"], workers_override),
         retry=_retry(sections["retry"]),
         logging=_logging(sections["logging"]),
+        schedules=_schedules(where, data.get("schedule", [])),
         path=path,
     )
 
@@ -272,6 +279,9 @@ def _read_toml(path: Path, where: str) -> dict[str, Any]:
 def _check_layout(where: str, data: Mapping[str, Any]) -> None:
     """Unknown sections and keys fail here, before any value is looked at."""
     for name, table in data.items():
+        if name in _ARRAYS:
+            _check_array(where, name, table)
+            continue
         if name not in _KEYS and not isinstance(table, dict):
             owner = next((s for s, keys in _KEYS.items() if name in keys), None)
             hint = f"did you mean [{owner}] {name}?" if owner else f"keys belong in {_known_sections()}"
@@ -287,6 +297,42 @@ def _check_layout(where: str, data: Mapping[str, Any]) -> None:
                 close = difflib.get_close_matches(key, _KEYS[name], n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(_KEYS[name])})"
                 raise _error(f"{where}: [{name}] {_key(key)}: unknown key{hint}")
+
+
+def _check_array(where: str, name: str, tables: Any) -> None:
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise _error(f"{where}: [[{name}]]: must be an array of tables ([[{name}]] sections), got {_show(tables)}")
+    for number, table in enumerate(tables, 1):
+        for key in table:
+            if key not in _ARRAYS[name]:
+                close = difflib.get_close_matches(key, _ARRAYS[name], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(_ARRAYS[name])})"
+                raise _error(f"{where}: [[{name}]] #{number} {_key(key)}: unknown key{hint}")
+
+
+def _schedules(where: str, tables: list[dict[str, Any]]) -> tuple[Periodic, ...]:
+    """``[[schedule]]`` tables as Periodic registrations, checked here like every other key."""
+    found: list[Periodic] = []
+    for number, table in enumerate(tables, 1):
+        at = f"{where}: [[schedule]] #{number}"
+        if "task" not in table:
+            raise _error(f"{at}: task: missing (the task name to enqueue)")
+        every = table.get("every")
+        try:
+            schedule = periodic(
+                table["task"],
+                table.get("payload", {}),
+                cron=table.get("cron"),
+                every=parse_duration(every) if isinstance(every, str) else every,
+                name=table.get("name"),
+                timezone=table.get("timezone", "UTC"),
+            )
+        except (BurrowError, ValueError) as exc:
+            raise _error(f"{at} ({table.get('task')!r}): {exc}") from None
+        if any(other.name == schedule.name for other in found):
+            raise _error(f"{at}: name {schedule.name!r} is used twice (give each schedule its own name)")
+        found.append(schedule)
+    return tuple(found)
 
 
 class _Section:

@@ -51,6 +51,9 @@ _MAX_SELECT_S = 0.25  # job timeouts and silence are checked at least this often
 # A flush this large already costs little per outcome; waiting for more only delays them.
 _FLUSH_AT_OUTCOMES = 500
 _BOOT_TIMEOUT_S = 30.0
+# How often schedules are looked at: a slot's job is enqueued at most this late (its
+# run_at is the slot's time all the same). Costs no database call between slots.
+_SCHEDULES_CHECK_S = 0.2
 # How long a worker sent SIGTERM for a timeout or silence has to write its stack
 # and die (milliseconds, as a rule) before SIGKILL: a handler that ignores or
 # catches SIGTERM runs no longer than this.
@@ -170,6 +173,7 @@ class Supervisor:
             pid=os.getpid(),
             workers=settings.workers,
             tasks=sorted(self.queue.registrations),
+            schedules=[schedule.describe() for schedule in self.queue.schedules.values()],
             backend=self.backend.dialect,
         )
         self.state = State.RUNNING
@@ -247,7 +251,7 @@ class Supervisor:
         try:
             config = self.reload_config()
             queue = JobQueue(self.backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
-            register_apps(queue, config.supervisor.apps, fresh=True)
+            register_apps(queue, config.supervisor.apps, config.schedules, fresh=True)
         except (ConfigError, BurrowError) as exc:
             log.error("reload_failed", error=str(exc))
             self.notifier.ready()
@@ -580,6 +584,7 @@ class Supervisor:
             Step("reaper", settings.reap_interval_s, self._reap),
             Step("listener", heartbeat_s, self._reopen_listener),
             Step("status", heartbeat_s, self._report_status),
+            Step("schedules", _SCHEDULES_CHECK_S, self._enqueue_due_slots),
         ]
 
     def _maintain(self, now: float) -> None:
@@ -625,6 +630,12 @@ class Supervisor:
         stale_after = max(self.config.supervisor.lease_timeout_s, 3 * self.config.supervisor.heartbeat_interval_s)
         for owner in self.backend.reap_processes(stale_after):
             log.warning("process_presumed_dead", owner=owner)
+
+    def _enqueue_due_slots(self, now: float) -> None:
+        """Periodic jobs: each due slot enqueued once across every supervisor (see
+        JobQueue.enqueue_due_slots); a database call only when a new slot is due."""
+        if self.state is State.RUNNING:
+            self.queue.enqueue_due_slots()
 
     def _reopen_listener(self, now: float) -> None:
         if self.listener is None and self.state is State.RUNNING:

@@ -13,7 +13,7 @@ import pytest
 from burrow.backends.base import JobState
 from burrow.backends.migrations import LATEST_VERSION
 from tests.supervisor.app import TASKS, Numbers, square_task
-from tests.supervisor.harness import Launcher, run_cli, write_config
+from tests.supervisor.harness import REPO, Launcher, run_cli, write_config
 
 SUPERVISOR = [sys.executable, "-m", "burrow.supervisor"]
 UNREACHABLE = "postgresql://postgres:s3cret@127.0.0.1:1/x"
@@ -56,6 +56,21 @@ def test_check_prints_the_plan_and_migrates_nothing(
         assert "schema:   does not exist yet: it will be created" in done.stdout
     else:
         assert "schema:   version 0: start will migrate it to version" in done.stdout
+
+
+def test_check_of_the_shipped_config_on_a_fresh_database_changes_nothing(database, postgres_admin, tmp_path: Path) -> None:
+    """conf/jobs.toml as a new user runs it: the demo app registers without side effects."""
+    config = REPO / "conf" / "jobs.toml"
+    if database.schema:  # the shipped file names no schema: point a copy at this test's
+        config = tmp_path / "jobs.toml"
+        shipped = (REPO / "conf" / "jobs.toml").read_text()
+        config.write_text(shipped.replace("[database]", f'[database]\nschema = "{database.schema}"', 1))
+    done = run_cli([*SUPERVISOR, "--check", "-c", str(config), "--jobs-database-dsn", database.dsn])
+    assert done.returncode == 0, done.stderr
+    assert "demo.produce every 2s  (next slot" in done.stdout
+    assert _tables(database, postgres_admin) == []
+    if database.kind == "sqlite":
+        assert not Path(database.dsn.removeprefix("sqlite:///")).exists()
 
 
 def test_check_reads_an_existing_schema_without_changing_it(database, postgres_admin, tmp_path: Path) -> None:

@@ -143,11 +143,37 @@ def test_logging_format_unset_follows_the_terminal() -> None:
         ),
         ('[database]\nschema = "a; drop"\n', "[database] schema: must be a plain SQL identifier (letters, digits, _), got 'a; drop'"),
         ('[database]\n"bad\\nkey" = 1\n', "[database] 'bad\\nkey': unknown key (known: dsn, dsn_file, schema)"),
+        ("schedule = 5\n", "[[schedule]]: must be an array of tables ([[schedule]] sections), got 5"),
+        ('[[schedule]]\ntask = "a.b"\nevry = "5s"\n', "[[schedule]] #1 evry: unknown key (did you mean 'every'?)"),
+        ('[[schedule]]\nevery = "5s"\n', "[[schedule]] #1: task: missing (the task name to enqueue)"),
+        (
+            '[[schedule]]\ntask = "a.b"\ncron = "61 * * * *"\n',
+            "[[schedule]] #1 ('a.b'): bad cron expression '61 * * * *': use 5 fields (minute hour day month weekday),"
+            " or 6 with seconds first",
+        ),
+        ('[[schedule]]\ntask = "a.b"\n', "[[schedule]] #1 ('a.b'): a periodic job takes cron= or every=, exactly one"),
+        ('[[schedule]]\ntask = "a.b"\nevery = "5 weeks"\n', "[[schedule]] #1 ('a.b'): bad duration '5 weeks' (use e.g. \"500ms\", \"30s\", \"5m\")"),
+        (
+            '[[schedule]]\ntask = "a.b"\nevery = "5s"\n[[schedule]]\ntask = "a.b"\nevery = "5s"\n',
+            "[[schedule]] #2: name 'a.b every 5s' is used twice (give each schedule its own name)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
     assert config_error(path) == f"{path}: {expected}"
+
+
+def test_schedules_load_as_periodic_registrations(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[schedule]]\ntask = "reports.build"\ncron = "0 3 * * *"\ntimezone = "Europe/Berlin"\nname = "nightly"\n'
+        'payload = { kind = "daily" }\n[[schedule]]\ntask = "mail.flush"\nevery = "30s"\n',
+    )
+    nightly, flush = load_config(path).schedules
+    assert nightly.describe() == "nightly (reports.build cron 0 3 * * * (Europe/Berlin))"
+    assert (nightly.task, nightly.payload) == ("reports.build", b'{"kind":"daily"}')
+    assert flush.describe() == "mail.flush every 30s"
 
 
 def test_config_error_is_a_burrow_error() -> None:
