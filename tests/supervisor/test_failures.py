@@ -316,3 +316,21 @@ def test_ctrl_c_on_the_process_group_drains(database, launcher: Launcher, gates:
         assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
     finally:
         q.close()
+
+
+def test_a_killed_workers_unique_key_is_not_leaked(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
+    """A job that dies with its worker and has no retries left fails, and its key is free."""
+    q = database.connect()
+    try:
+        job_id = q.enqueue("sv.block", block_task.encode(Gate(str(gates), "u")), max_retries=0, unique_key="only-one")
+        assert q.enqueue("sv.block", block_task.encode(Gate(str(gates), "u2")), unique_key="only-one") == job_id
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: announced(gates, "u"), 15, "the job to run")
+        os.kill(pid, signal.SIGKILL)
+        supervisor.wait(lambda: q.job(job_id).state is JobState.FAILED, 15, "the job to fail")
+        again = q.enqueue("sv.block", block_task.encode(Gate(str(gates), "u3")), unique_key="only-one")
+        assert again != job_id
+        assert q.job(again).state in (JobState.QUEUED, JobState.RUNNING)
+    finally:
+        q.close()
