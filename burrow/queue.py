@@ -34,6 +34,7 @@ from burrow.backends.base import (
 )
 from burrow.backends.sql import Clock
 from burrow.errors import (
+    BackendError,
     BurrowError,
     DuplicateTask,
     JobCancelled,
@@ -55,6 +56,7 @@ from burrow.options import (
 )
 from burrow.retry import RetryDefaults
 from burrow.schedule import Periodic
+from burrow.stats import StatsCounter, ThroughputPoint, minute_of
 
 log = structlog.get_logger("burrow")
 
@@ -97,6 +99,7 @@ class JobQueue:
         self.owner = new_owner("drain")
         self._registry: dict[str, Registration] = {}
         self._schedules: dict[str, Periodic] = {}
+        self._stats = StatsCounter()  # drain's finished jobs, for q.throughput
         self._slots_seen: dict[str, dt.datetime] = {}  # the last slot each schedule was settled for
 
     # -- registry -----------------------------------------------------------------
@@ -257,31 +260,69 @@ class JobQueue:
     # -- running in-process -------------------------------------------------------
 
     def drain(self, max_jobs: int | None = None) -> int:
-        """Run due jobs of registered tasks here until none are left; returns how many ran."""
+        """Run due jobs of registered tasks here until none are left; returns how many ran
+        and were recorded (a run whose lease was lost meanwhile is logged, not counted)."""
         tasks = list(self._registry)
-        ran = 0
-        while max_jobs is None or ran < max_jobs:
-            limit = DRAIN_BATCH if max_jobs is None else min(DRAIN_BATCH, max_jobs - ran)
-            batch = self.backend.claim(tasks, limit, self.owner, self.lease_s)
-            if not batch:
-                break
-            ran += self._run_batch(batch)
-        return ran
+        claimed = recorded = 0
+        try:
+            while max_jobs is None or claimed < max_jobs:
+                limit = DRAIN_BATCH if max_jobs is None else min(DRAIN_BATCH, max_jobs - claimed)
+                batch = self.backend.claim(tasks, limit, self.owner, self.lease_s)
+                if not batch:
+                    break
+                claimed += len(batch)
+                recorded += self._run_batch(batch)
+        finally:
+            self.flush_stats()
+        return recorded
 
     def _run_batch(self, batch: Sequence[ClaimedJob]) -> int:
-        """Run a claimed batch in order; whatever did not start goes back to the queue."""
-        outcomes: list[Outcome] = []
-        lease_renewed = time.monotonic()
+        """Run a claimed batch in order; whatever did not start goes back to the queue.
+
+        Outcomes are written at the end of the batch, or before the leases are pushed
+        out (every half lease): so every job of the batch, run or not, keeps a live
+        lease until its outcome is written. A job whose lease was lost (another process
+        reaped it) is not run; its run, if it ran, is not counted.
+        """
+        tasks = {job.id: job.task for job in batch}
+        pending: list[Outcome] = []
+        produced: set[int] = set()
+        lost: set[int] = set()
+        recorded = 0
+        renew_at = self.backend.now() + dt.timedelta(seconds=self.lease_s / 2)  # the database's time
         try:
             for index, job in enumerate(batch):
-                if time.monotonic() - lease_renewed > self.lease_s / 2:
-                    self.backend.extend_leases([(j.id, j.owner, j.attempt) for j in batch[index:]], self.lease_s)
-                    lease_renewed = time.monotonic()
-                outcomes.append(execute(job, self._registry[job.task], self.retry_defaults))
+                if self.backend.now() > renew_at:
+                    recorded += self._record(pending, tasks)
+                    pending = []
+                    rest = [(j.id, j.owner, j.attempt) for j in batch[index:] if j.id not in lost]
+                    for job_id in self.backend.extend_leases(rest, self.lease_s):
+                        log.warning("job_lease_lost", job_id=job_id, detail="not run here: another process owns it")
+                        lost.add(job_id)
+                    renew_at = self.backend.now() + dt.timedelta(seconds=self.lease_s / 2)
+                if job.id in lost:
+                    continue
+                pending.append(execute(job, self._registry[job.task], self.retry_defaults))
+                produced.add(job.id)
         finally:
-            done = {outcome.id for outcome in outcomes}
-            self.backend.finish(outcomes + [released(job) for job in batch if job.id not in done])
-        return len(outcomes)
+            unstarted = [released(job) for job in batch if job.id not in produced and job.id not in lost]
+            recorded += self._record(pending + unstarted, tasks)
+        return recorded
+
+    def _record(self, outcomes: list[Outcome], tasks: Mapping[int, str]) -> int:
+        """Write ``outcomes``; the number of runs written (releases are not runs)."""
+        if not outcomes:
+            return 0
+        lost = set(self.backend.finish(outcomes))
+        now = self.backend.now()
+        recorded = 0
+        for outcome in outcomes:
+            if outcome.id in lost:
+                log.warning("job_lease_lost", job_id=outcome.id, detail="another attempt owns the job; this result was dropped")
+            elif outcome.kind is not OutcomeKind.RELEASED:
+                recorded += 1
+                self._stats.count(tasks[outcome.id], outcome.kind, now)
+        return recorded
 
     def enqueue_due_slots(self) -> list[int]:
         """Enqueue the latest slot of each registered schedule that no process enqueued yet.
@@ -310,6 +351,31 @@ class JobQueue:
                 log.info("periodic_job_enqueued", schedule=schedule.name, slot=slot.isoformat(), job_id=job_id)
                 enqueued.append(job_id)
         return enqueued
+
+    def flush_stats(self) -> None:
+        """Add the finished jobs counted here to the database's per-minute counts."""
+        rows = self._stats.take()
+        try:
+            self.backend.add_stats(rows)
+        except BackendError as exc:
+            self._stats.give_back(rows)
+            log.warning("stats_not_written", error=str(exc))
+
+    def throughput(self, minutes: int = 60, task: str | Sequence[str] | None = None) -> list[ThroughputPoint]:
+        """Jobs finished per minute over the last ``minutes`` (this one included), oldest
+        first, every minute listed: succeeded, failed and retried runs, of ``task`` if given."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 7 * 24 * 60:
+            raise BurrowError(f"minutes must be an integer from 1 to {7 * 24 * 60}, got {minutes!r}")
+        tasks = [task] if isinstance(task, str) else list(task or [])
+        first = minute_of(self.backend.now()) - dt.timedelta(minutes=minutes - 1)
+        points = {first + dt.timedelta(minutes=i): [0, 0, 0] for i in range(minutes)}
+        for row in self.backend.stats_since(first, tasks):
+            totals = points.get(minute_of(row.minute))
+            if totals is not None:
+                totals[0] += row.succeeded
+                totals[1] += row.failed
+                totals[2] += row.retried
+        return [ThroughputPoint(minute, *totals) for minute, totals in points.items()]
 
     # -- operators ----------------------------------------------------------------
 

@@ -21,7 +21,10 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from burrow.stats import ThroughputRow
 
 # How long a claim holds a job without a heartbeat (config ``lease_timeout``).
 DEFAULT_LEASE_S = 30.0
@@ -305,6 +308,14 @@ class Backend(Protocol):
     def prune(self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000) -> int: ...
 
     def processes(self, stale_after_s: float) -> list[ProcessInfo]: ...
+
+    # -- throughput --
+
+    def add_stats(self, rows: Sequence[ThroughputRow]) -> None: ...
+
+    def stats_since(self, since: dt.datetime, tasks: Sequence[str] | None = None) -> list[ThroughputRow]: ...
+
+    def prune_stats(self, before: dt.datetime) -> int: ...
 
     # -- periodic jobs --
 

@@ -134,12 +134,31 @@ def _v3(dialect: str) -> list[str]:
     ]
 
 
+# -- 4: throughput per minute, for the admin's chart ------------------------------------
+
+
+def _v4(dialect: str) -> list[str]:
+    """Supervisors add up what they finished per minute and task, one upsert per
+    heartbeat: a chart of the last hour reads 60 rows a task, not every job of it."""
+    time = _V1_TYPES[dialect]["time"]
+    return [
+        f"""CREATE TABLE burrow_stats (
+	minute {time} NOT NULL,
+	task VARCHAR(200) NOT NULL,
+	succeeded INTEGER DEFAULT '0' NOT NULL,
+	failed INTEGER DEFAULT '0' NOT NULL,
+	retried INTEGER DEFAULT '0' NOT NULL,
+	PRIMARY KEY (minute, task)
+)""",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3))
+MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -153,6 +153,17 @@ schedules = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
+# Jobs finished per minute and task, added up by supervisors (q.throughput).
+stats = sa.Table(
+    "burrow_stats",
+    metadata,
+    sa.Column("minute", Timestamp, primary_key=True),
+    sa.Column("task", sa.String(200), primary_key=True),
+    sa.Column("succeeded", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retried", sa.Integer, nullable=False, server_default="0"),
+)
+
 schema_version = sa.Table(
     "burrow_schema_version",
     metadata,

@@ -34,8 +34,9 @@ from burrow.backends.base import (
     SchemaStatus,
 )
 from burrow.backends.migrations import LATEST_VERSION, stored_version
-from burrow.backends.schema import UTC, Timestamp, history, jobs, processes, schedules
+from burrow.backends.schema import UTC, Timestamp, history, jobs, processes, schedules, stats
 from burrow.errors import BackendError
+from burrow.stats import ThroughputRow
 
 T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
@@ -495,6 +496,35 @@ class SQLBackend:
             total += deleted
             if deleted < batch:
                 return total
+
+    # -- throughput ---------------------------------------------------------------------
+
+    def add_stats(self, rows: Sequence[ThroughputRow]) -> None:
+        """Add per-minute counts to what other processes counted, in one statement."""
+        if not rows:
+            return
+        dialect = sqlite_dialect if self.dialect == "sqlite" else postgresql_dialect
+        insert = dialect.insert(stats)
+        statement = insert.on_conflict_do_update(
+            index_elements=[stats.c.minute, stats.c.task],
+            set_={name: stats.c[name] + insert.excluded[name] for name in ("succeeded", "failed", "retried")},
+        )
+        values = [
+            {"minute": r.minute, "task": r.task, "succeeded": r.succeeded, "failed": r.failed, "retried": r.retried}
+            for r in rows
+        ]
+        self._write("add_stats", lambda c: c.execute(statement, values))
+
+    def stats_since(self, since: dt.datetime, tasks: Sequence[str] | None = None) -> list[ThroughputRow]:
+        statement = sa.select(stats).where(stats.c.minute >= since).order_by(stats.c.minute, stats.c.task)
+        if tasks:
+            statement = statement.where(stats.c.task.in_(list(tasks)))
+        rows = self._read("stats_since", lambda c: c.execute(statement).all())
+        return [ThroughputRow(r.minute, r.task, r.succeeded, r.failed, r.retried) for r in rows]
+
+    def prune_stats(self, before: dt.datetime) -> int:
+        statement = sa.delete(stats).where(stats.c.minute < before)
+        return self._write("prune_stats", lambda c: c.execute(statement).rowcount)
 
     # -- periodic jobs ----------------------------------------------------------------
 

@@ -30,12 +30,16 @@ from burrow.schedule import Periodic, periodic
 
 __all__ = [
     "Config",
+    "AdminConfig",
     "DatabaseConfig",
+    "HttpConfig",
+    "RetentionConfig",
     "LogFormat",
     "LoggingConfig",
     "RetryConfig",
     "SupervisorConfig",
     "load_config",
+    "parse_bind",
     "parse_duration",
     "parse_size",
     "redact_dsn",
@@ -101,6 +105,33 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The supervisor's /metrics, /healthz and /readyz; off unless ``bind`` is set."""
+
+    bind: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long finished jobs are kept, by state; None keeps them forever ("off")."""
+
+    succeeded_s: float | None = 24 * 3600.0
+    failed_s: float | None = 7 * 24 * 3600.0
+    cancelled_s: float | None = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AdminConfig:
+    """The standalone web admin (``burrow admin``): where it listens and its password."""
+
+    bind: tuple[str, int] = ("127.0.0.1", 8080)
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AdminConfig(bind={self.bind!r}, password={'***' if self.password else None})"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything ``conf/jobs.toml`` says; ``path`` is None for built-in defaults."""
 
@@ -108,6 +139,9 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     schedules: tuple[Periodic, ...] = ()  # [[schedule]] tables
     path: Path | None = None
 
@@ -116,15 +150,16 @@ class Config:
 
 # Digits are bounded so that a pasted blob is "bad", not a huge-number error.
 _NUMBER: Final = r"(\d{1,20}(?:\.\d{0,20})?|\.\d{1,20})"
-_DURATION_RE: Final = re.compile(rf"\s*{_NUMBER}\s*(ms|s|m|h)?\s*")
+_DURATION_RE: Final = re.compile(rf"\s*{_NUMBER}\s*(ms|s|m|h|d)?\s*")
 _DURATION_UNITS: Final[Mapping[str | None, Fraction]] = {
     "ms": Fraction(1, 1000),
     "s": Fraction(1),
     None: Fraction(1),
     "m": Fraction(60),
     "h": Fraction(3600),
+    "d": Fraction(86400),
 }
-_DURATION_HINT: Final = '(use e.g. "500ms", "30s", "5m")'
+_DURATION_HINT: Final = '(use e.g. "500ms", "30s", "5m", "7d")'
 
 _SIZE_RE: Final = re.compile(rf"\s*{_NUMBER}\s*([A-Za-z]*)\s*")
 _SIZE_UNITS: Final[Mapping[str, int]] = {
@@ -143,7 +178,7 @@ _SIZE_HINT: Final = '(use e.g. "512MB", "1GiB", "100kB")'
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Seconds from "500ms", "30s", "5m", "1h", "1.5s" or a bare number of seconds.
+    """Seconds from "500ms", "30s", "5m", "1h", "7d", "1.5s" or a bare number of seconds.
 
     Exact fractions keep "123ms" equal to 123 / 1000 and "0.1h" exactly 360.
     """
@@ -225,6 +260,9 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     "retry": ("base", "max"),
     "logging": ("format", "level"),
+    "http": ("bind",),
+    "retention": ("succeeded", "failed", "cancelled"),
+    "admin": ("password", "bind"),
 }
 # Arrays of tables ([[name]]), each table with these keys.
 _ARRAYS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -259,6 +297,9 @@ def load_config(
         supervisor=_supervisor(sections["supervisor"], workers_override),
         retry=_retry(sections["retry"]),
         logging=_logging(sections["logging"]),
+        http=HttpConfig(bind=sections["http"].get("bind", parse_bind, None)),
+        retention=_retention(sections["retention"]),
+        admin=_admin(sections["admin"]),
         schedules=_schedules(where, data.get("schedule", [])),
         path=path,
     )
@@ -466,7 +507,46 @@ def _logging(section: _Section) -> LoggingConfig:
     )
 
 
+def _retention(section: _Section) -> RetentionConfig:
+    default = RetentionConfig()
+    return RetentionConfig(
+        succeeded_s=section.get("succeeded", _duration_or_off, default.succeeded_s),
+        failed_s=section.get("failed", _duration_or_off, default.failed_s),
+        cancelled_s=section.get("cancelled", _duration_or_off, default.cancelled_s),
+    )
+
+
+def _admin(section: _Section) -> AdminConfig:
+    default = AdminConfig()
+    return AdminConfig(
+        bind=section.get("bind", parse_bind, default.bind),
+        password=section.get("password", _nonempty_str, None),
+    )
+
+
 # -- converters: each raises ValueError with the problem, the caller adds where --
+
+
+_BIND_RE: Final = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})")
+
+
+def parse_bind(value: Any) -> tuple[str, int]:
+    """("host", port) from "127.0.0.1:9464", "localhost:8080" or "[::1]:9464"."""
+    match = _BIND_RE.fullmatch(value) if isinstance(value, str) else None
+    port = int(match["port"]) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise ValueError(f'must be "host:port" (e.g. "127.0.0.1:9464"), got {_show(value)}')
+    return match["v6"] or match["host"], port
+
+
+def _duration_or_off(value: Any) -> float | None:
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f'must be more than 0 (or "off" to keep forever), got {_show(value)}')
+    return seconds
+
 
 
 def _int_between(low: int, high: int | None) -> Callable[[Any], int]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import structlog
 
 import burrow
 from burrow.backends.base import JobState, Outcome, OutcomeKind
 from burrow.queue import JobQueue
 from tests.backends.helpers import Item, typed_handler
-from tests.conftest import FakeClock
+from tests.conftest import Database, FakeClock
 
 
 def test_claim_order_is_priority_then_run_at_then_id(clocked: JobQueue, clock: FakeClock) -> None:
@@ -240,3 +241,50 @@ def test_ctrl_c_during_drain_leaves_no_job_running(queue: JobQueue) -> None:
     ran.clear()
     assert queue.drain() == 3
     assert ran == [2, 3, 4]
+
+
+def test_drain_keeps_every_lease_of_a_slow_batch_alive(database: Database, clock: FakeClock) -> None:
+    """Jobs that ran but whose outcomes are not written yet keep their leases too: a
+    reaper elsewhere finds nothing to take, and every result is recorded."""
+    q = database.connect(clock=clock, lease_s=10)
+    reaper = database.connect(clock=clock)
+    try:
+        reaped: list[int] = []
+
+        def slow(data: bytes) -> None:
+            clock.advance(6)  # each job takes 6 s of a 10 s lease
+            reaped.extend(job.id for job in reaper.reap_expired())
+
+        q.handle("slow.batch", slow)
+        ids = q.enqueue_many("slow.batch", [{"n": i} for i in range(3)])
+        assert q.drain() == 3
+        assert reaped == []
+        assert {q.job(i).state for i in ids} == {JobState.SUCCEEDED}
+        assert all(q.history(i) == [] for i in ids)
+    finally:
+        q.close()
+        reaper.close()
+
+
+def test_drain_does_not_run_or_count_a_job_whose_lease_was_lost(database: Database, clock: FakeClock) -> None:
+    q = database.connect(clock=clock, lease_s=10)
+    reaper = database.connect(clock=clock)
+    try:
+        ran: list[int] = []
+
+        def stalls(data: bytes) -> None:
+            ran.append(burrow.current_job().id)
+            clock.advance(11)  # past the lease of the jobs claimed behind it
+            reaper.reap_expired()
+
+        q.handle("stall.batch", stalls)
+        first, second = q.enqueue_many("stall.batch", [{"n": 1}, {"n": 2}])
+        with structlog.testing.capture_logs() as logs:
+            assert q.drain(max_jobs=2) == 0
+        assert ran == [first]
+        lost = {entry["job_id"] for entry in logs if entry["event"] == "job_lease_lost"}
+        assert lost == {first, second}
+        assert [h.event for h in q.history(first)] == ["lease_expired"]
+    finally:
+        q.close()
+        reaper.close()

@@ -291,3 +291,34 @@ def test_listings_use_their_indexes_among_many_finished_jobs(database: Database)
         assert "burrow_jobs_task_idx" in _plan(database, q, tasks=["bad.task"])
     finally:
         q.close()
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+
+def test_throughput_per_minute_from_drain_and_from_several_writers(database: Database, clock: FakeClock) -> None:
+    clock.now = dt.datetime(2030, 1, 1, 12, 0, 30, tzinfo=dt.timezone.utc)
+    q = database.connect(clock=clock)
+    try:
+        _fill(q)  # 3 succeeded, 2 failed
+        clock.advance(60)
+        q.handle("flaky.task", _fail, burrow.with_max_retries(1), burrow.with_backoff(0, 0))
+        q.enqueue("flaky.task", {})
+        assert drain_all(q) == 2  # one retried, then failed
+        points = q.throughput(minutes=3)
+        assert [p.minute for p in points] == [
+            dt.datetime(2030, 1, 1, 11, 59, tzinfo=dt.timezone.utc),
+            dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc),
+            dt.datetime(2030, 1, 1, 12, 1, tzinfo=dt.timezone.utc),
+        ]
+        assert [(p.succeeded, p.failed, p.retried) for p in points] == [(0, 0, 0), (3, 2, 0), (0, 1, 1)]
+        assert [(p.succeeded, p.failed) for p in q.throughput(minutes=2, task="bad.task")] == [(0, 2), (0, 0)]
+        # Counts from another process add up.
+        from burrow.stats import ThroughputRow
+
+        q.backend.add_stats([ThroughputRow(dt.datetime(2030, 1, 1, 12, 1, tzinfo=dt.timezone.utc), "ok.task", 5, 0, 0)])
+        assert q.throughput(minutes=1)[0].succeeded == 5
+        with pytest.raises(BurrowError, match="minutes must be an integer"):
+            q.throughput(minutes=0)
+    finally:
+        q.close()

@@ -104,13 +104,21 @@ def test_logging_format_unset_follows_the_terminal() -> None:
     ("text", "expected"),
     [
         ("[superviser]\nworkers = 2\n", "[superviser]: unknown section (did you mean [supervisor]?)"),
-        ("[metrics]\nport = 1\n", "[metrics]: unknown section (known: [database], [supervisor], [retry], [logging])"),
+        (
+            "[metrics]\nport = 1\n",
+            "[metrics]: unknown section (known: [database], [supervisor], [retry], [logging], [http], [retention], [admin])",
+        ),
+        ('[http]\nbind = "9464"\n', '[http] bind: must be "host:port" (e.g. "127.0.0.1:9464"), got \'9464\''),
+        ('[http]\nbind = "a:70000"\n', '[http] bind: must be "host:port" (e.g. "127.0.0.1:9464"), got \'a:70000\''),
+        ('[retention]\nfailed = "0s"\n', '[retention] failed: must be more than 0 (or "off" to keep forever), got \'0s\''),
+        ('[retention]\nsucceded = "1d"\n', "[retention] succeded: unknown key (did you mean 'succeeded'?)"),
+        ('[admin]\npassword = ""\n', "[admin] password: must be a non-empty string, got ''"),
         ("workers = 2\n", "workers: unknown key outside any section (did you mean [supervisor] workers?)"),
         ("[supervisor]\nworker = 2\n", "[supervisor] worker: unknown key (did you mean 'workers'?)"),
         ("[retry]\nbase_s = 2\n", "[retry] base_s: unknown key (did you mean 'base'?)"),
         (
             '[supervisor]\nheartbeat_interval = "3 parsecs"\n',
-            "[supervisor] heartbeat_interval: bad duration '3 parsecs' (use e.g. \"500ms\", \"30s\", \"5m\")",
+            "[supervisor] heartbeat_interval: bad duration '3 parsecs' (use e.g. \"500ms\", \"30s\", \"5m\", \"7d\")",
         ),
         (
             '[supervisor]\nmax_worker_memory = "12 furlongs"\n',
@@ -152,7 +160,7 @@ def test_logging_format_unset_follows_the_terminal() -> None:
             " or 6 with seconds first",
         ),
         ('[[schedule]]\ntask = "a.b"\n', "[[schedule]] #1 ('a.b'): a periodic job takes cron= or every=, exactly one"),
-        ('[[schedule]]\ntask = "a.b"\nevery = "5 weeks"\n', "[[schedule]] #1 ('a.b'): bad duration '5 weeks' (use e.g. \"500ms\", \"30s\", \"5m\")"),
+        ('[[schedule]]\ntask = "a.b"\nevery = "5 weeks"\n', "[[schedule]] #1 ('a.b'): bad duration '5 weeks' (use e.g. \"500ms\", \"30s\", \"5m\", \"7d\")"),
         (
             '[[schedule]]\ntask = "a.b"\nevery = "5s"\n[[schedule]]\ntask = "a.b"\nevery = "5s"\n',
             "[[schedule]] #2: name 'a.b every 5s' is used twice (give each schedule its own name)",
@@ -162,6 +170,21 @@ def test_logging_format_unset_follows_the_terminal() -> None:
 def test_bad_input_is_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
     assert config_error(path) == f"{path}: {expected}"
+
+
+def test_http_retention_and_admin_sections(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[http]\nbind = "[::1]:9464"\n[retention]\nsucceeded = "2d"\nfailed = "off"\n'
+        '[admin]\npassword = "s3cret"\nbind = "0.0.0.0:8080"\n',
+    )
+    config = load_config(path)
+    assert config.http.bind == ("::1", 9464)
+    assert (config.retention.succeeded_s, config.retention.failed_s, config.retention.cancelled_s) == (172800.0, None, 86400.0)
+    assert (config.admin.bind, config.admin.password) == (("0.0.0.0", 8080), "s3cret")
+    assert "s3cret" not in repr(config)
+    defaults = load_config(write(tmp_path, "", "empty.toml"))
+    assert defaults.http.bind is None and defaults.admin.bind == ("127.0.0.1", 8080)
 
 
 def test_schedules_load_as_periodic_registrations(tmp_path: Path) -> None:
