@@ -305,7 +305,9 @@ class Backend(Protocol):
 
     def delete_job(self, job_id: int) -> bool | None: ...
 
-    def prune(self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000) -> int: ...
+    def prune(
+        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
+    ) -> int: ...
 
     def processes(self, stale_after_s: float) -> list[ProcessInfo]: ...
 
@@ -329,8 +331,8 @@ class Backend(Protocol):
 
     def register_process(self, owner: str, host: str, pid: int, role: str) -> None: ...
 
-    def heartbeat_process(self, owner: str) -> bool:
-        """Refresh this process's row; False if it was removed (presumed dead)."""
+    def heartbeat_processes(self, owners: Sequence[str]) -> list[str]:
+        """Refresh these processes' rows; the owners whose row was removed (presumed dead)."""
 
     def remove_process(self, owner: str) -> None: ...
 

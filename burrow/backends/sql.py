@@ -469,15 +469,18 @@ class SQLBackend:
 
         return self._write("delete", delete)
 
-    def prune(self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000) -> int:
+    def prune(
+        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
+    ) -> int:
         """Delete jobs of ``states`` finished before the cutoff, with their history.
 
         At most ``batch`` jobs a transaction, oldest ids first, so that no lock is held
-        for long and a prune of millions never stalls claims and finishes.
+        for long and a prune of millions never stalls claims and finishes; at most
+        ``max_rows`` in all (None: until none is left).
         """
         total = 0
         state_values = [s.value for s in states]
-        while True:
+        while max_rows is None or total < max_rows:
 
             def delete_batch(conn: sa.Connection) -> int:
                 picked = (
@@ -495,7 +498,8 @@ class SQLBackend:
             deleted = self._write("prune", delete_batch)
             total += deleted
             if deleted < batch:
-                return total
+                break
+        return total
 
     # -- throughput ---------------------------------------------------------------------
 
@@ -580,9 +584,17 @@ class SQLBackend:
 
         self._write("register_process", register)
 
-    def heartbeat_process(self, owner: str) -> bool:
-        statement = sa.update(processes).where(processes.c.owner == owner).values(heartbeat_at=self._now())
-        return self._write("heartbeat_process", lambda c: c.execute(statement).rowcount == 1)
+    def heartbeat_processes(self, owners: Sequence[str]) -> list[str]:
+        """Refresh these processes' rows in one statement; the owners whose row is gone
+        (reaped as stale by another supervisor while this one was cut off)."""
+        statement = (
+            sa.update(processes)
+            .where(processes.c.owner.in_(list(owners)))
+            .values(heartbeat_at=self._now())
+            .returning(processes.c.owner)
+        )
+        found = set(self._write("heartbeat_processes", lambda c: list(c.execute(statement).scalars())))
+        return [owner for owner in owners if owner not in found]
 
     def remove_process(self, owner: str) -> None:
         statement = sa.delete(processes).where(processes.c.owner == owner)

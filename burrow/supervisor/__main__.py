@@ -20,6 +20,7 @@ from burrow.logging import configure_logging
 from burrow.queue import JobQueue
 from burrow.supervisor.apps import register_apps
 from burrow.supervisor.config import Config, load_config, redact_dsn
+from burrow.supervisor.metrics import Metrics
 from burrow.supervisor.supervisor import ExitCode, Supervisor, _retry
 
 
@@ -89,22 +90,30 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m burrow.superv
     try:
         config = load()
         configure_logging(config.logging.format, config.logging.level)
+        if config.http.bind is not None:
+            Metrics()  # the extra it needs is installed, or a ConfigError saying how
         queue, status = _queue(config, migrate=not args.check)
     except BurrowError as exc:
-        # One line even when an app's import error spans several: log collectors split on newlines.
-        print("burrow: " + " ".join(str(exc).splitlines()), file=sys.stderr)
-        return ExitCode.CONFIG
+        return _bad_input(exc)
     if args.check:
         print(_plan(config, queue, status))
         queue.close()
         return ExitCode.OK
     try:
         return Supervisor(config, queue, reload_config=load).run()
+    except ConfigError as exc:  # found at start, e.g. an [http] bind that is taken
+        return _bad_input(exc)
     except BackendError as exc:
         structlog.get_logger("burrow.supervisor").error("supervisor_failed", error=str(exc))
         return ExitCode.FAILURE
     finally:
         queue.close()
+
+
+def _bad_input(exc: BurrowError) -> int:
+    # One line even when an app's import error spans several: log collectors split on newlines.
+    print("burrow: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+    return ExitCode.CONFIG
 
 
 if __name__ == "__main__":

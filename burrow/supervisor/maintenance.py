@@ -9,10 +9,13 @@ seconds), so a test can step time by hand.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from burrow.backends.base import Backend, JobState
 from burrow.errors import BackendError
+from burrow.supervisor.config import RetentionConfig
 
 
 @dataclass(slots=True)
@@ -50,6 +53,11 @@ class Schedule:
         """From the next run on (a reload): the run already planned keeps its time."""
         self._steps[name].interval_s = interval_s
 
+    def run_at(self, name: str, due_mono: float) -> None:
+        """Move one run of a step (a step with more work left runs again sooner)."""
+        self._steps[name].due_mono = due_mono
+        self._next_due_mono = min(step.due_mono for step in self._steps.values())
+
     def next_due_mono(self) -> float:
         """When the loop must wake up next for a step; infinity with no steps."""
         return self._next_due_mono
@@ -76,3 +84,25 @@ class Schedule:
             except BackendError as exc:
                 failures.append(StepFailure(step.name, exc))
         return failures
+
+
+# Throughput rows are kept this long: the admin charts the last hour, a week is plenty.
+STATS_KEPT = dt.timedelta(days=7)
+
+
+def prune_finished(backend: Backend, retention: RetentionConfig, *, max_rows: int) -> int:
+    """Delete finished jobs older than their state's retention, at most ``max_rows``;
+    and throughput rows older than STATS_KEPT. The number of jobs deleted."""
+    now = backend.now()
+    deleted = 0
+    ages = (
+        (JobState.SUCCEEDED, retention.succeeded_s),
+        (JobState.FAILED, retention.failed_s),
+        (JobState.CANCELLED, retention.cancelled_s),
+    )
+    for state, age_s in ages:
+        if age_s is not None and deleted < max_rows:
+            before = now - dt.timedelta(seconds=age_s)
+            deleted += backend.prune(before, [state], max_rows=max_rows - deleted)
+    backend.prune_stats(now - STATS_KEPT)
+    return deleted

@@ -39,9 +39,12 @@ from burrow.supervisor.children import (
     spawn,
 )
 from burrow.supervisor.config import Config
-from burrow.supervisor.maintenance import Schedule, Step
+from burrow.supervisor.http import Answer, HealthServer
+from burrow.supervisor.maintenance import Schedule, Step, prune_finished
+from burrow.supervisor.metrics import Metrics
 from burrow.supervisor.pool import DEFAULT_POOL, Pool
 from burrow.supervisor.systemd import Notifier
+from burrow.supervisor.telemetry import Telemetry, exit_label
 from burrow.supervisor.worker import WorkerSettings, worker_main
 from burrow.tasks import JobConfig
 
@@ -54,6 +57,9 @@ _BOOT_TIMEOUT_S = 30.0
 # How often schedules are looked at: a slot's job is enqueued at most this late (its
 # run_at is the slot's time all the same). Costs no database call between slots.
 _SCHEDULES_CHECK_S = 0.2
+_RETENTION_INTERVAL_S = 60.0
+_RETENTION_BUSY_INTERVAL_S = 1.0  # while a backlog of finished jobs is being pruned
+_RETENTION_ROWS_PER_TURN = 5000
 # How long a worker sent SIGTERM for a timeout or silence has to write its stack
 # and die (milliseconds, as a rule) before SIGKILL: a handler that ignores or
 # catches SIGTERM runs no longer than this.
@@ -107,6 +113,9 @@ class Supervisor:
         # When the leases of in-flight jobs were last extended (or there were none):
         # what the database-outage guard measures from.
         self.last_db_ok_mono = time.monotonic()
+        self.last_heartbeat_mono: float | None = None  # our process row last written: /readyz
+        self.telemetry = Telemetry(Metrics() if config.http.bind is not None else None)
+        self.http: HealthServer | None = None
         self.schedule = Schedule(self._maintenance())
         self.ready_sent = False
         self.jobs_done = 0
@@ -167,7 +176,9 @@ class Supervisor:
         # forking: a database that later refuses new connections still takes our writes.
         self.backend.ping()
         self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
+        self.last_heartbeat_mono = time.monotonic()
         self._open_listener()
+        self._open_http()
         log.info(
             "supervisor_started",
             pid=os.getpid(),
@@ -205,6 +216,10 @@ class Supervisor:
         self._kill_strays()
         self._flush(time.monotonic(), force=True)
         try:
+            self.telemetry.write_stats(self.queue)
+        except BackendError as exc:
+            log.warning("stats_not_written", error=str(exc))
+        try:
             self.backend.remove_process(self.owner)
         except BackendError as exc:
             log.warning("process_row_not_removed", error=str(exc))
@@ -216,6 +231,8 @@ class Supervisor:
         os.close(self.signal_w)
         if self.listener is not None:
             self.listener.close()
+        if self.http is not None:
+            self.http.close()
         log.info("supervisor_stopped", exit_code=int(self.exit_code), jobs_done=self.jobs_done)
 
     # -- signals ------------------------------------------------------------------
@@ -295,6 +312,8 @@ class Supervisor:
         fds = [self.signal_r, self.signal_w, self.selector.fileno()]
         if self.listener is not None:
             fds.append(self.listener.fileno())
+        if self.http is not None:
+            fds.append(self.http.fileno())
         for handle in self.pool.workers.values():
             fds += [handle.read_fd, handle.write_fd]
             if handle.stack_file is not None:
@@ -336,6 +355,7 @@ class Supervisor:
             for job_id, attempt, task, max_retries in message["jobs"]:
                 job = ClaimedJob(job_id, task, b"", 0, attempt, max_retries, owner)
                 handle.inflight.append(InFlight(job))
+            self.telemetry.claimed(len(message["jobs"]))
             handle.inflight[0].started_mono = handle.inflight[0].started_mono or now
             handle.idle = False
         elif kind == protocol.READY:
@@ -351,6 +371,7 @@ class Supervisor:
             owner = message.get("owner")
             handle.owner = owner if isinstance(owner, str) else None
             handle.booted = True
+            self._register_worker(handle)
             self._maybe_ready()
         elif kind != protocol.HEARTBEAT:
             raise ProtocolError(f"unexpected message type {kind!r}")
@@ -371,7 +392,7 @@ class Supervisor:
         if kind not in _WORKER_OUTCOMES:
             raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
         duration = message.get("duration")
-        self.pending.append(
+        self._settle(
             Outcome(
                 job_id,
                 flight.job.owner,
@@ -381,7 +402,8 @@ class Supervisor:
                 error=message.get("error"),
                 retry_in_s=float(message.get("retry_in_s", 0.0)),
                 duration_s=float(duration) if duration is not None else None,
-            )
+            ),
+            flight.job.task,
         )
         if handle.inflight and handle.inflight[0].started_mono is None:
             handle.inflight[0].started_mono = now
@@ -389,6 +411,29 @@ class Supervisor:
             handle.jobs_done += 1
             self.jobs_done += 1
             self.pool.job_done()
+
+    def _settle(self, outcome: Outcome, task: str) -> None:
+        """An outcome to write with the next flush (and to count once written)."""
+        self.pending.append(outcome)
+        self.telemetry.expect(outcome, task)
+
+    def _register_worker(self, handle: WorkerHandle) -> None:
+        """The worker's row in burrow_processes, heartbeated with ours, so that operators
+        see it; a row that cannot be written now is written on the next heartbeat."""
+        if handle.owner is None:
+            return
+        try:
+            self.backend.register_process(handle.owner, socket.gethostname(), handle.pid, "worker")
+        except BackendError as exc:
+            log.warning("process_row_not_written", worker_pid=handle.pid, error=str(exc))
+
+    def _forget_worker(self, handle: WorkerHandle) -> None:
+        if handle.owner is None:
+            return
+        try:
+            self.backend.remove_process(handle.owner)
+        except BackendError as exc:  # it goes stale, and any supervisor's reaper removes it
+            log.warning("process_row_not_removed", worker_pid=handle.pid, error=str(exc))
 
     def _maybe_ready(self) -> None:
         if not self.ready_sent and self.pool.ready():
@@ -422,28 +467,27 @@ class Supervisor:
             ran = index == 0 and flight.started_mono is not None
             duration_s = now - flight.started_mono if ran and flight.started_mono is not None else None
             if ran and not shutting_down:
-                self.pending.append(
-                    failure_outcome(
-                        flight.job,
-                        self._job_config(flight.job.task),
-                        _retry(self.config),
-                        _with_stack(f"{reason} while running the job", stack),
-                        permanent=False,
-                        duration_s=duration_s,
-                    )
+                outcome = failure_outcome(
+                    flight.job,
+                    self._job_config(flight.job.task),
+                    _retry(self.config),
+                    _with_stack(f"{reason} while running the job", stack),
+                    permanent=False,
+                    duration_s=duration_s,
                 )
             else:
                 error = _with_stack(f"released: {reason}", stack) if ran else None
-                self.pending.append(
-                    Outcome(
-                        flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error,
-                        duration_s=duration_s,
-                    )
+                outcome = Outcome(
+                    flight.job.id, flight.job.owner, flight.job.attempt, OutcomeKind.RELEASED, error=error,
+                    duration_s=duration_s,
                 )
+            self._settle(outcome, flight.job.task)
         if handle.owner is not None and not clean:
             self.dead_owners.append(handle.owner)  # a clean exit announced every claim it made
         event = log.info if clean else log.error
         event("worker_exited", worker_pid=handle.pid, reason=reason, jobs_done=handle.jobs_done, jobs_settled=len(handle.inflight))
+        self.telemetry.worker_exited(exit_label(handle.kill_reason, clean, os.WIFSIGNALED(status)))
+        self._forget_worker(handle)
         if not handle.booted and os.WIFEXITED(status) and code == WorkerExit.BOOT_FAILED and self._database_answers():
             log.error("worker_boot_failed", worker_pid=handle.pid, detail="stopping: a new worker would fail the same way")
             self.exit_code = ExitCode.WORKER_BOOT_FAILED
@@ -545,6 +589,7 @@ class Supervisor:
             return
         self.pending_since_mono = None
         self.flush_retry_mono = 0.0  # written: the next outcomes need not wait out an old retry time
+        self.telemetry.written(batch, lost, self.backend.now())
         for job_id in lost:
             log.warning("job_lease_lost", job_id=job_id, detail="another attempt owns the job; this result was dropped")
         for index, owner in enumerate(owners):
@@ -585,6 +630,8 @@ class Supervisor:
             Step("listener", heartbeat_s, self._reopen_listener),
             Step("status", heartbeat_s, self._report_status),
             Step("schedules", _SCHEDULES_CHECK_S, self._enqueue_due_slots),
+            Step("telemetry", heartbeat_s, self._refresh_telemetry),
+            Step("retention", _RETENTION_INTERVAL_S, self._prune),
         ]
 
     def _maintain(self, now: float) -> None:
@@ -615,8 +662,13 @@ class Supervisor:
     def _heartbeat_process(self, now: float) -> None:
         """Our row in burrow_processes; then systemd's watchdog, which only a database
         that answers keeps fed."""
-        if not self.backend.heartbeat_process(self.owner):
-            self.backend.register_process(self.owner, socket.gethostname(), os.getpid(), "supervisor")
+        workers = {h.owner: h for h in self.pool.workers.values() if h.owner is not None and h.booted}
+        for owner in self.backend.heartbeat_processes([self.owner, *workers]):
+            if owner == self.owner:
+                self.backend.register_process(owner, socket.gethostname(), os.getpid(), "supervisor")
+            else:
+                self.backend.register_process(owner, socket.gethostname(), workers[owner].pid, "worker")
+        self.last_heartbeat_mono = now
         self.notifier.watchdog()
 
     def _reap(self, now: float) -> None:
@@ -625,8 +677,10 @@ class Supervisor:
         self._flush(now, force=True)
         if self.pending:
             return  # not written yet: some may be ours, finished, with an expired lease
-        for job in self.queue.reap_expired():
+        reaped = self.queue.reap_expired()
+        for job in reaped:
             log.warning("job_lease_expired", job_id=job.id, task=job.task, attempt=job.attempt, now=job.state.value)
+        self.telemetry.reaped(reaped, self.backend.now())
         stale_after = max(self.config.supervisor.lease_timeout_s, 3 * self.config.supervisor.heartbeat_interval_s)
         for owner in self.backend.reap_processes(stale_after):
             log.warning("process_presumed_dead", owner=owner)
@@ -636,6 +690,50 @@ class Supervisor:
         JobQueue.enqueue_due_slots); a database call only when a new slot is due."""
         if self.state is State.RUNNING:
             self.queue.enqueue_due_slots()
+
+    def _refresh_telemetry(self, now: float) -> None:
+        self.telemetry.refresh(self.queue, len(self.pool.workers))
+
+    def _prune(self, now: float) -> None:
+        """Retention: finished jobs past their state's age go, a few thousand a turn at most
+        (1,000 a transaction), so that a first prune of millions never stalls the loop;
+        while there is more to do, the step comes back sooner."""
+        deleted = prune_finished(self.backend, self.config.retention, max_rows=_RETENTION_ROWS_PER_TURN)
+        if deleted:
+            log.info("jobs_pruned", deleted=deleted)
+        if deleted >= _RETENTION_ROWS_PER_TURN:
+            self.schedule.run_at("retention", now + _RETENTION_BUSY_INTERVAL_S)
+
+    def _open_http(self) -> None:
+        bind = self.config.http.bind
+        if bind is None:
+            return
+        try:
+            self.http = HealthServer(bind, {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz})
+        except OSError as exc:
+            raise ConfigError(f"{self.config.path}: [http] bind {bind[0]}:{bind[1]}: {exc.strerror or exc}") from exc
+        self.selector.register(self.http, selectors.EVENT_READ, self.http.handle)
+        log.info("http_listening", address=f"{self.http.address[0]}:{self.http.address[1]}")
+
+    def _metrics(self) -> Answer:
+        assert self.telemetry.metrics is not None
+        body, content_type = self.telemetry.metrics.render()
+        return 200, content_type, body
+
+    def _healthz(self) -> Answer:
+        """Answered at all means the loop turns."""
+        return 200, "text/plain", f"ok: {self.state.value}\n".encode()
+
+    def _readyz(self) -> Answer:
+        """Ready: our process row was written within three heartbeats, and a worker is up."""
+        limit = 3 * self.config.supervisor.heartbeat_interval_s
+        since = None if self.last_heartbeat_mono is None else time.monotonic() - self.last_heartbeat_mono
+        if since is None or since > limit:
+            reason = "never" if since is None else f"{since:.1f}s ago"
+            return 503, "text/plain", f"not ready: no database heartbeat within {limit:g}s (last {reason})\n".encode()
+        if self.state is not State.RUNNING or not any(h.booted for h in self.pool.workers.values()):
+            return 503, "text/plain", f"not ready: no worker is up (state {self.state.value})\n".encode()
+        return 200, "text/plain", b"ready\n"
 
     def _reopen_listener(self, now: float) -> None:
         if self.listener is None and self.state is State.RUNNING:

@@ -130,3 +130,14 @@ def test_a_new_interval_applies_after_the_planned_run() -> None:
     assert schedule.next_due_mono() == 2.0
     schedule.run_due(2.0)
     assert schedule.next_due_mono() == 2.5
+
+
+def test_a_run_can_be_moved_sooner() -> None:
+    runs: list[float] = []
+    schedule = Schedule([Step("prune", 60.0, runs.append)])
+    schedule.run_due(0.0)
+    assert schedule.next_due_mono() == 60.0
+    schedule.run_at("prune", 1.0)
+    assert schedule.next_due_mono() == 1.0
+    schedule.run_due(1.0)
+    assert runs == [0.0, 1.0] and schedule.next_due_mono() == 61.0

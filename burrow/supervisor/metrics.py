@@ -1,0 +1,79 @@
+"""The counters a supervisor exports at ``/metrics`` (their names are API).
+
+The supervisor already sees every outcome (workers report to it over pipes), so
+one process owns every metric: no multiprocess mode, no files. prometheus_client
+is an optional extra (``pip install burrow[metrics]``), imported only when
+``[http] bind`` is set; without it the supervisor counts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from burrow.backends.base import JobState, OutcomeKind
+from burrow.errors import ConfigError
+
+# The outcome label of burrow_jobs_finished_total, by kind.
+OUTCOME_LABELS: Mapping[OutcomeKind, str] = {
+    OutcomeKind.SUCCEEDED: "succeeded",
+    OutcomeKind.RETRY: "retried",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.RELEASED: "released",
+    OutcomeKind.SNOOZED: "snoozed",
+    OutcomeKind.EXPIRED_RETRY: "lease_expired",
+    OutcomeKind.EXPIRED_FAILED: "lease_expired",
+}
+
+# Job durations from a millisecond to an hour.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class Metrics:
+    """burrow_* metrics in a registry of their own."""
+
+    def __init__(self) -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            raise ConfigError(
+                "[http] bind needs prometheus_client for /metrics: pip install 'burrow[metrics]'"
+            ) from None
+        self._prom = prom
+        self.registry = prom.CollectorRegistry(auto_describe=True)
+        self.finished = prom.Counter(
+            "burrow_jobs_finished", "Runs whose outcome this supervisor wrote, by task and outcome",
+            ["task", "outcome"], registry=self.registry,
+        )
+        self.duration = prom.Histogram(
+            "burrow_job_duration_seconds", "How long handlers ran, measured in the worker",
+            ["task"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self.queued = prom.Gauge("burrow_jobs_queued", "Queued jobs in the database, by task", ["task"], registry=self.registry)
+        self.running = prom.Gauge("burrow_jobs_running", "Running jobs in the database, by task", ["task"], registry=self.registry)
+        self.workers = prom.Gauge("burrow_workers", "Worker processes of this supervisor", registry=self.registry)
+        self.worker_exits = prom.Counter(
+            "burrow_worker_exits", "Worker processes that exited, by reason", ["reason"], registry=self.registry
+        )
+        self.claim_batch = prom.Histogram(
+            "burrow_claim_batch_size", "Jobs a worker claimed in one round trip",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+        self._active_tasks: set[str] = set()
+
+    def outcome(self, task: str, kind: OutcomeKind, duration_s: float | None) -> None:
+        self.finished.labels(task, OUTCOME_LABELS[kind]).inc()
+        if duration_s is not None:
+            self.duration.labels(task).observe(duration_s)
+
+    def active(self, counts: Mapping[str, Mapping[JobState, int]]) -> None:
+        """Queued and running jobs by task; a task with none left reads 0."""
+        self._active_tasks.update(counts)
+        for task in self._active_tasks:
+            by_state = counts.get(task, {})
+            self.queued.labels(task).set(by_state.get(JobState.QUEUED, 0))
+            self.running.labels(task).set(by_state.get(JobState.RUNNING, 0))
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition and its content type."""
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST

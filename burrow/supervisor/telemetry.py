@@ -1,0 +1,100 @@
+"""What a supervisor counts about the jobs it handles: Prometheus metrics (when
+``[http] bind`` is set) and the per-minute throughput rows the admin's chart reads.
+
+Both are fed from the same places in the supervisor: a claim, an outcome written,
+a worker's exit. Outcomes are counted once written (a result the fence refused is
+not a finished job), which needs each job's task: the supervisor notes it when the
+outcome is made (:meth:`expect`), and it is forgotten once written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import structlog
+
+from burrow.backends.base import Outcome, OutcomeKind, ReapedJob
+from burrow.errors import BackendError
+from burrow.queue import JobQueue
+from burrow.stats import StatsCounter
+from burrow.supervisor.metrics import Metrics
+
+log = structlog.get_logger("burrow.supervisor")
+
+
+class Telemetry:
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.metrics = metrics
+        self.stats = StatsCounter()
+        self._tasks: dict[int, str] = {}  # job id -> task, for outcomes not written yet
+
+    def expect(self, outcome: Outcome, task: str) -> None:
+        self._tasks[outcome.id] = task
+
+    def claimed(self, batch_size: int) -> None:
+        if self.metrics is not None:
+            self.metrics.claim_batch.observe(batch_size)
+
+    def written(self, outcomes: Sequence[Outcome], lost: Iterable[int], at: dt.datetime) -> None:
+        """Count the outcomes the database took; forget the tasks of all of them."""
+        refused = set(lost)
+        for outcome in outcomes:
+            task = self._tasks.pop(outcome.id, None)
+            if task is None or outcome.id in refused:
+                continue
+            self.stats.count(task, outcome.kind, at)
+            if self.metrics is not None:
+                self.metrics.outcome(task, outcome.kind, outcome.duration_s)
+
+    def reaped(self, jobs: Sequence[ReapedJob], at: dt.datetime) -> None:
+        """Jobs this supervisor's reaper took back from an owner that went silent."""
+        for job in jobs:
+            kind = OutcomeKind.EXPIRED_RETRY if job.state == "queued" else OutcomeKind.EXPIRED_FAILED
+            self.stats.count(job.task, kind, at)
+            if self.metrics is not None:
+                self.metrics.outcome(job.task, kind, None)
+
+    def worker_exited(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_exits.labels(reason).inc()
+
+    def refresh(self, queue: JobQueue, workers: int) -> None:
+        """Gauges from the database (queued and running by task) and the pool; then the
+        per-minute counts, added to the database's (kept for next time if it is away)."""
+        if self.metrics is not None:
+            self.metrics.workers.set(workers)
+            self.metrics.active(queue.backend.counts_by_task(active_only=True))
+        self.write_stats(queue)
+
+    def write_stats(self, queue: JobQueue) -> None:
+        rows = self.stats.take()
+        try:
+            queue.backend.add_stats(rows)
+        except BackendError:
+            self.stats.give_back(rows)
+            raise
+
+
+# The supervisor's kill reasons, by a word each contains, in the order to look for them.
+_KILL_LABELS = (
+    ("shutdown", "shutdown"),
+    ("SIGINT", "shutdown"),
+    ("supervisor exiting", "shutdown"),
+    ("silent", "silent"),
+    ("timeout", "timeout"),
+    ("protocol", "protocol_error"),
+    ("database", "outage"),
+    ("boot", "boot_failed"),
+    ("cancel", "cancelled"),
+    ("lease", "lease_lost"),
+)
+
+
+def exit_label(kill_reason: str | None, clean: bool, signaled: bool) -> str:
+    """burrow_worker_exits_total's reason: a few stable words, not the free-text reason."""
+    if kill_reason is not None:
+        return next((label for word, label in _KILL_LABELS if word in kill_reason), "killed")
+    if clean:
+        return "stopped"
+    return "signal" if signaled else "exit_status"
