@@ -547,6 +547,8 @@ def _job_page(job: JobInfo, history: Sequence[HistoryEntry]) -> list[str]:
         ("state", job.state),
         ("priority", job.priority),
         ("attempts", f"{job.attempts} of at most {job.max_retries + 1} (max_retries {job.max_retries})"),
+        ("snoozes", job.snoozes),
+        ("unique key", job.unique_key),
         ("run at", _when(job.run_at)),
         ("created at", _when(job.created_at)),
         ("started at", _when(job.started_at)),

@@ -125,7 +125,7 @@ def jobs(database: Database) -> Iterator[Jobs]:
     queued = q.enqueue("other.task", {"n": 3}, run_at=dt.datetime.now(UTC) + dt.timedelta(days=1))
     assert q.drain() == 3
     assert q.retry(failed) and q.drain() == 1  # its history: failed, requeued, failed
-    running = q.enqueue("slow.task", {"n": 4})
+    running = q.enqueue("slow.task", {"n": 4}, unique_key="slow:4")
     [claimed] = q.backend.claim(["slow.task"], 1, "test:1:worker:x", 30)
     assert claimed.id == running
     yield Jobs(q, succeeded, failed, running, queued, cancelled, raw)
@@ -229,7 +229,8 @@ def test_jobs_show_as_json_and_as_a_page(database: Database, jobs: Jobs) -> None
 
     page = output(failed_page)
     assert page.startswith(f"job {jobs.failed}: bad.task\n")
-    for line in ["  state          failed", "  attempts       1 of at most 1 (max_retries 0)", "payload:", '    "n": 1',
+    for line in ["  state          failed", "  attempts       1 of at most 1 (max_retries 0)", "  snoozes        0",
+                 "  unique key     -", "payload:", '    "n": 1',
                  "result: none", "last error:", "  ValueError: boom", "  the detail", "history:"]:  # fmt: skip
         assert line in page.splitlines(), line
     assert "\n  Traceback (most recent call last):\n" in page  # the whole traceback, indented
@@ -240,7 +241,8 @@ def test_jobs_show_as_json_and_as_a_page(database: Database, jobs: Jobs) -> None
     page = output(raw_page)
     assert "payload:\n  (not UTF-8 JSON; 5 bytes, escaped)\n  b'\\x00\\xffraw'\n" in page
     assert "result:\n  (not UTF-8 JSON; 2 bytes, escaped)\n  b'\\xfe\\xff'\n" in page and "history: none" in page
-    assert "  owner          test:1:worker:x\n" in output(running_page)
+    page = output(running_page)
+    assert "  owner          test:1:worker:x\n" in page and "  unique key     slow:4\n" in page
 
 
 # -- acting ---------------------------------------------------------------------------
