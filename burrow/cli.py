@@ -38,6 +38,8 @@ from burrow.supervisor.config import DSN_ENV, load_config, parse_duration, redac
 
 
 class Exit(IntEnum):
+    """What a script can tell apart: done, not applicable (or unhealthy), and a mistake."""
+
     OK = 0
     REFUSED = 1  # the action does not apply to that job, or status --check: unhealthy
     BAD_INPUT = 2  # usage, config, a value or the database (argparse exits 2 too)
@@ -116,11 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command(actions, "retry", _jobs_retry, "queue a failed or cancelled job again, or every one in --state")
     retry.add_argument("id", type=int, nargs="?")
     _filters(retry)
-    for name, run, summary in (
-        ("cancel", _jobs_cancel, "cancel a queued job"),
-        ("delete", _jobs_delete, "delete a job that is not running, and its history"),
-    ):
-        command(actions, name, run, summary).add_argument("id", type=int)
+    cancel = command(actions, "cancel", _jobs_cancel, "cancel a queued job")
+    cancel.add_argument("id", type=int)
+    delete = command(actions, "delete", _jobs_delete, "delete a job that is not running, and its history")
+    delete.add_argument("id", type=int)
 
     status = command(commands, "status", _status, "counts by state and task, and the processes", as_json)
     status.add_argument("--check", action="store_true", help="exit 1 unless a supervisor's heartbeat is fresh")
@@ -149,6 +150,7 @@ class Target:
     lease_s: float  # a process silent this long is stale: the config's lease_timeout
 
     def describe(self) -> str:
+        """For messages: the password hidden, the schema named (two queues may share a server)."""
         return redact_dsn(self.dsn) + (f" (schema {self.schema})" if self.schema else "")
 
 
