@@ -318,13 +318,13 @@ def test_database_repr_hides_the_password() -> None:
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1.5s", 1.5), (" 2 s ", 2.0),
-     ("0.1h", 360.0), ("45", 45.0), (3, 3.0), (0.25, 0.25), ("0", 0.0)],
+     ("0.1h", 360.0), ("7d", 604800.0), ("0.5d", 43200.0), ("45", 45.0), (3, 3.0), (0.25, 0.25), ("0", 0.0)],
 )
 def test_parse_duration(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "s", "3 parsecs", "-1s", "1e3s", "5M", "1.5.s", "nan", "inf"])
+@pytest.mark.parametrize("text", ["", "s", "3 parsecs", "-1s", "-7d", "1e3s", "5M", "1D", "1w", "1.5.s", "nan", "inf"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="bad duration"):
         parse_duration(text)
