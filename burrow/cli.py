@@ -27,14 +27,20 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy.exc import ArgumentError
-
 from burrow.backends import backend_for
-from burrow.backends.base import DEFAULT_LEASE_S, HistoryEntry, JobInfo, JobState, ProcessInfo, SchemaStatus
+from burrow.backends.base import (
+    DEFAULT_LEASE_S,
+    HistoryEntry,
+    JobInfo,
+    JobState,
+    ProcessInfo,
+    ScheduleInfo,
+    SchemaStatus,
+)
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
 from burrow.logging import configure_logging
 from burrow.queue import JobQueue
-from burrow.supervisor.config import DSN_ENV, load_config, parse_duration, redact_dsn
+from burrow.supervisor.config import DSN_ENV, SCHEMA_ENV, load_config, parse_duration, redact_dsn
 
 
 class Exit(IntEnum):
@@ -161,12 +167,12 @@ def _target(options: argparse.Namespace) -> Target:
     directory must not report on, or create, an empty ``burrow.db`` there.
     """
     if options.config is not None:
-        config = load_config(options.config, dsn_override=options.dsn)
+        config = load_config(options.config, dsn_override=options.dsn, dsn_option="--dsn")
         return Target(config.database.dsn, options.schema or config.database.schema, config.supervisor.lease_timeout_s)
     dsn = options.dsn or os.environ.get(DSN_ENV) or None
     if dsn is None:
         raise ConfigError(f"no database named: pass --dsn DSN (and --schema S), set {DSN_ENV}, or -c conf/jobs.toml")
-    return Target(dsn, options.schema, DEFAULT_LEASE_S)
+    return Target(dsn, options.schema or os.environ.get(SCHEMA_ENV) or None, DEFAULT_LEASE_S)
 
 
 @contextlib.contextmanager
@@ -178,8 +184,8 @@ def _open(options: argparse.Namespace) -> Iterator[JobQueue]:
     target = _target(options)
     try:
         backend = backend_for(target.dsn, schema=target.schema)
-    except (ValueError, ArgumentError) as exc:  # URL parsing errors that backend_for lets through
-        raise ConfigError(f"database {target.describe()}: not a database URL burrow can read") from exc
+    except BackendError as exc:
+        raise ConfigError(f"database {target.describe()}: {exc}") from exc
     queue = JobQueue(backend, lease_s=target.lease_s)
     try:
         yield queue
@@ -334,6 +340,7 @@ def _status(options: argparse.Namespace) -> int:
     try:
         with _queue(options) as queue:
             counts, tasks, processes = queue.counts(), queue.counts_by_task(), queue.processes()
+            schedules = queue.periodic_jobs()
             now = queue.backend.now()
     except BackendError as exc:
         if options.check:
@@ -345,10 +352,11 @@ def _status(options: argparse.Namespace) -> int:
                 "counts": {str(state): n for state, n in counts.items()},
                 "tasks": {task: {str(state): n for state, n in by_state.items()} for task, by_state in tasks.items()},
                 "processes": [_process_json(process) for process in processes],
+                "schedules": [_schedule_json(schedule) for schedule in schedules],
             }
         )
     else:
-        _print_lines(_status_page(counts, tasks, processes, now, queue.lease_s))
+        _print_lines(_status_page(counts, tasks, processes, schedules, now, queue.lease_s))
     if options.check and not any(p.role == "supervisor" and not p.stale for p in processes):
         print(f"burrow: unhealthy: no supervisor has sent a heartbeat in the last {queue.lease_s:g}s", file=sys.stderr)
         return Exit.REFUSED
@@ -458,6 +466,16 @@ def _history_json(entry: HistoryEntry) -> dict[str, Any]:
         "host": entry.host,
         "pid": entry.pid,
         "duration_s": entry.duration_s,
+    }
+
+
+def _schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
+    return {
+        "name": schedule.name,
+        "task": schedule.task,
+        "rule": schedule.spec,
+        "last_slot": _iso(schedule.last_slot),
+        "next_slot": _iso(schedule.next_slot),
     }
 
 
@@ -596,15 +614,20 @@ def _status_page(
     counts: dict[JobState, int],
     tasks: dict[str, dict[JobState, int]],
     processes: Sequence[ProcessInfo],
+    schedules: Sequence[ScheduleInfo],
     now: dt.datetime,
     stale_after_s: float,
 ) -> list[str]:
-    """Where the jobs are, which task they pile up in, and who is alive to run them."""
+    """Where the jobs are, which task they pile up in, who is alive to run them, and
+    when each periodic job is due next."""
     states = list(JobState)
     lines = ["jobs by state:", *_table(states, [[counts[s] for s in states]], indent="  ")]
     if tasks:
         rows = [[task, *(by_state[s] for s in states)] for task, by_state in tasks.items()]
         lines += ["", "jobs by task:", *_table(["task", *states], rows, indent="  ")]
+    if schedules:
+        rows = [[s.name, s.task, s.spec, _when(s.last_slot) or "-", _when(s.next_slot) or "-"] for s in schedules]
+        lines += ["", "periodic jobs:", *_table(("name", "task", "rule", "last slot", "next slot"), rows, indent="  ")]
     lines += ["", f"processes (stale after {stale_after_s:g}s without a heartbeat):"]
     if not processes:
         return [*lines, "  none registered"]

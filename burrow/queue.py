@@ -30,6 +30,7 @@ from burrow.backends.base import (
     OutcomeKind,
     ProcessInfo,
     ReapedJob,
+    ScheduleInfo,
     new_owner,
 )
 from burrow.backends.sql import Clock
@@ -422,7 +423,8 @@ class JobQueue:
     def retry_all(self, state: str | JobState = JobState.FAILED, task: str | Sequence[str] | None = None) -> int:
         """:meth:`retry` every job in ``state`` (failed or cancelled), of ``task`` if given;
         the number retried. Works through the jobs that existed when it began, 1,000 at a time."""
-        [wanted] = _states(state)
+        states = _states(state)
+        wanted = states[0] if len(states) == 1 else None
         if wanted not in _RETRYABLE:
             raise BurrowError(f"retry_all takes state 'failed' or 'cancelled', got {str(state)!r}")
         tasks = [task] if isinstance(task, str) else list(task or [])
@@ -461,6 +463,11 @@ class JobQueue:
         if not wanted or any(s not in FINISHED_STATES for s in wanted):
             raise BurrowError(f"prune takes finished states (succeeded, failed, cancelled), got {[str(s) for s in states]}")
         return self.backend.prune(self.backend.now() - age, wanted, BULK_BATCH)
+
+    def periodic_jobs(self) -> list[ScheduleInfo]:
+        """Every periodic job a supervisor has run on this database, with its last and next
+        slot (the registered ones are :attr:`schedules`; this is what the database knows)."""
+        return self.backend.schedules()
 
     def processes(self, stale_after_s: float | None = None) -> list[ProcessInfo]:
         """The registered supervisors and workers; stale if silent for ``stale_after_s``

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import ArgumentError
+
 from burrow.backends.base import Backend
 from burrow.backends.sql import Clock
 from burrow.errors import BackendError
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def backend_for(dsn: str, *, schema: str | None = None, clock: Clock | None = None) -> Backend:
     """The backend for ``dsn``: sqlite:///path.db, or postgresql://user@host/db."""
     scheme = dsn.split(":", 1)[0].split("+", 1)[0].lower()
+    try:
+        return _backend(scheme, dsn, schema, clock)
+    except (ValueError, ArgumentError) as exc:  # SQLAlchemy's URL parser: a bad port, a bad form
+        raise BackendError(f"not a database URL burrow can read: {_first_line(exc)}") from None
+
+
+def _backend(scheme: str, dsn: str, schema: str | None, clock: Clock | None) -> Backend:
     if scheme == "sqlite":
         if schema is not None:
             raise BackendError("SQLite has no schemas: leave schema unset, or use another database file")

@@ -51,6 +51,7 @@ LogFormat = Literal["console", "json"]
 DEFAULT_DSN: Final = "sqlite:///burrow.db"
 DSN_ENV: Final = "BURROW_DATABASE_DSN"
 DSN_OPTION: Final = "--jobs-database-dsn"
+SCHEMA_ENV: Final = "BURROW_DATABASE_SCHEMA"
 MAX_WORKERS: Final = 256
 MAX_BATCH_SIZE: Final = 10_000
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -277,14 +278,16 @@ def load_config(
     path: Path | str,
     *,
     dsn_override: str | None = None,
+    dsn_option: str = DSN_OPTION,
     workers_override: int | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> Config:
     """Read and check ``path``; the first problem found is raised as ConfigError.
 
-    The DSN comes from, in order: ``dsn_override`` (``--jobs-database-dsn``), the
-    ``BURROW_DATABASE_DSN`` environment variable (an empty value counts as unset),
-    then the file's ``dsn`` or ``dsn_file``. A ``dsn_file`` is not read when an
+    The DSN comes from, in order: ``dsn_override`` (the command line's ``dsn_option``),
+    the ``BURROW_DATABASE_DSN`` environment variable (an empty value counts as unset),
+    then the file's ``dsn`` or ``dsn_file``; ``BURROW_DATABASE_SCHEMA`` overrides the
+    file's ``schema``. A ``dsn_file`` is not read when an
     override wins, so a shell without the systemd credential can still run.
     """
     path = Path(path)
@@ -293,7 +296,7 @@ def load_config(
     _check_layout(where, data)
     sections = {name: _Section(where, name, data.get(name, {})) for name in _KEYS}
     return Config(
-        database=_database(sections["database"], path, dsn_override, environ),
+        database=_database(sections["database"], path, dsn_override, dsn_option, environ),
         supervisor=_supervisor(sections["supervisor"], workers_override),
         retry=_retry(sections["retry"]),
         logging=_logging(sections["logging"]),
@@ -399,17 +402,23 @@ class _Section:
 
 
 def _database(
-    section: _Section, path: Path, dsn_override: str | None, environ: Mapping[str, str]
+    section: _Section, path: Path, dsn_override: str | None, dsn_option: str, environ: Mapping[str, str]
 ) -> DatabaseConfig:
     if "dsn" in section.table and "dsn_file" in section.table:
         section.fail("dsn_file", "set either dsn or dsn_file, not both")
     file_dsn = section.get("dsn", _dsn, None)
     dsn_file = section.get("dsn_file", _nonempty_str, None)
     schema = section.get("schema", _schema, None)
+    env_schema = environ.get(SCHEMA_ENV) or None
+    if env_schema is not None:
+        try:
+            schema = _schema(env_schema)
+        except ValueError as exc:
+            section.fail(f"schema (from {SCHEMA_ENV})", str(exc))
 
     env_dsn = environ.get(DSN_ENV) or None
     if dsn_override is not None:
-        dsn = _checked_dsn(section, f"dsn (from {DSN_OPTION})", dsn_override)
+        dsn = _checked_dsn(section, f"dsn (from {dsn_option})", dsn_override)
     elif env_dsn is not None:
         dsn = _checked_dsn(section, f"dsn (from {DSN_ENV})", env_dsn)
     elif dsn_file is not None:

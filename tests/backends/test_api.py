@@ -12,7 +12,7 @@ import pytest
 import burrow
 import burrow.tasks
 from burrow.backends.base import JobState
-from burrow.errors import BurrowError, DuplicateTask, InvalidTaskName
+from burrow.errors import BackendError, BurrowError, DuplicateTask, InvalidTaskName
 from burrow.queue import JobQueue
 from tests.backends.helpers import UTC, Item, Pair, add, total_jobs, typed_handler
 
@@ -196,3 +196,12 @@ def test_valid_task_names_are_accepted(queue: JobQueue) -> None:
         job_id = queue.enqueue(name, {"name": "n", "qty": 1, "price": 0.0})
         assert queue.job(job_id).task == name
     assert queue.drain() == 4
+
+
+@pytest.mark.parametrize(
+    "dsn", ["postgresql://u:p@h:port/db", "postgres", "postgresql:/x", "mysql://h/db", "sqlite://"]
+)
+def test_a_dsn_burrow_cannot_read_is_a_backend_error(dsn: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        burrow.connect(dsn)
+    assert "\n" not in str(caught.value) and "p@" not in str(caught.value)

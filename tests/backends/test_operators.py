@@ -139,8 +139,9 @@ def test_retry_all_by_state_and_task(queue: JobQueue) -> None:
     assert {queue.job(i).state for i in ids["bad"] + more_bad} == {JobState.QUEUED}
     assert queue.retry_all(state="cancelled") == 1
     assert queue.retry_all() == 0
-    with pytest.raises(BurrowError, match="retry_all takes state 'failed' or 'cancelled'"):
-        queue.retry_all(state="succeeded")
+    for bad in ("succeeded", ["failed", "cancelled"], []):
+        with pytest.raises(BurrowError, match="retry_all takes state 'failed' or 'cancelled'"):
+            queue.retry_all(state=bad)  # type: ignore[arg-type]
 
 
 # -- cancel and delete -----------------------------------------------------------------

@@ -368,7 +368,7 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr == "burrow: unhealthy: no supervisor has sent a heartbeat in the last 30s\n"
     status = json.loads(done.stdout)
-    assert list(status) == ["counts", "tasks", "processes"]
+    assert list(status) == ["counts", "tasks", "processes", "schedules"]
     assert status["counts"] == {"queued": 1, "running": 1, "succeeded": 2, "failed": 1, "cancelled": 1}
     zero = {state.value: 0 for state in JobState}
     assert status["tasks"] == {
@@ -378,7 +378,7 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
         "raw.task": {**zero, "succeeded": 1},
         "slow.task": {**zero, "running": 1},
     }
-    assert status["processes"] == []
+    assert status["processes"] == [] and status["schedules"] == []
 
     # A supervisor silent for an hour is stale, and a fresh worker is not a supervisor.
     with database.connect(clock=lambda: dt.datetime.now(UTC) - dt.timedelta(hours=1)) as hour_ago:
@@ -405,6 +405,20 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert old.split()[1:] == ["old", "1", "supervisor", "60m", "ago", "stale"]
     fresh_line = next(line for line in lines if line.startswith("  web:3:supervisor:c"))
     assert fresh_line.split()[1:4] == ["web", "3", "supervisor"] and fresh_line.split()[-2:] == ["ago", "ok"]
+
+
+def test_status_shows_each_periodic_jobs_next_slot(database: Database, jobs: Jobs) -> None:
+    clock_now = dt.datetime(2030, 1, 1, 0, 0, 5, tzinfo=UTC)
+    with database.connect(clock=lambda: clock_now) as q:
+        burrow.periodic("ok.task", {}, every=60, name="minutely").register(q)
+        q.enqueue_due_slots()  # a supervisor's first sight of it
+    [schedule] = as_json(database, "status")["schedules"]
+    assert schedule == {
+        "name": "minutely", "task": "ok.task", "rule": "every 60s",
+        "last_slot": "2030-01-01T00:00:00+00:00", "next_slot": "2030-01-01T00:01:00+00:00",
+    }
+    page = output(burrow_cli("status", *where(database)))
+    assert "periodic jobs:" in page and "minutely" in page and "2030-01-01 00:01:00Z" in page
 
 
 def test_prune(database: Database, jobs: Jobs) -> None:

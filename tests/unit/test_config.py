@@ -363,3 +363,11 @@ UNITS = {"": 1, "B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
 @given(st.integers(0, 10**12), st.sampled_from(sorted(UNITS)))
 def test_parse_size_round_trips_each_unit(n: int, unit: str) -> None:
     assert parse_size(f"{n}{unit}") == n * UNITS[unit]
+
+
+def test_the_schema_variable_overrides_the_files_schema(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql://u@h/db"\nschema = "jobs"\n')
+    assert load_config(path, environ={"BURROW_DATABASE_SCHEMA": "other"}).database.schema == "other"
+    assert load_config(path, environ={"BURROW_DATABASE_SCHEMA": ""}).database.schema == "jobs"
+    with pytest.raises(ConfigError, match=r"\[database\] schema \(from BURROW_DATABASE_SCHEMA\): must be a plain SQL identifier"):
+        load_config(path, environ={"BURROW_DATABASE_SCHEMA": "a b"})
