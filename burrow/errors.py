@@ -8,6 +8,8 @@ job, task, key or value at fault.
 
 from __future__ import annotations
 
+from burrow.retry import MAX_DELAY_S
+
 
 class BurrowError(Exception):
     """burrow failed."""
@@ -92,7 +94,7 @@ class RetryAfter(BurrowError):
     bug cannot snooze forever.
     """
 
-    MAX_SECONDS = 366 * 24 * 3600.0
+    MAX_SECONDS = MAX_DELAY_S
 
     def __init__(self, seconds: float) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= self.MAX_SECONDS:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from burrow.errors import BurrowError, InvalidTaskName
-from burrow.retry import RetryDefaults
+from burrow.retry import MAX_DELAY_S, RetryDefaults
 
 TASK_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}")
 DEFAULT_MAX_RETRIES = 3
@@ -82,9 +82,16 @@ def with_priority(n: int) -> JobOption:
 
 
 def with_backoff(base: float, cap: float) -> JobOption:
-    """Retry delay in seconds: min(cap, base * 2**(attempt-1)), times a jitter in [0.5, 1]."""
-    if not (0 <= base <= cap):
-        raise BurrowError(f"with_backoff needs 0 <= base <= cap, got base={base!r} cap={cap!r}")
+    """Retry delay in seconds: min(cap, base * 2**(attempt-1)), times a jitter in [0.5, 1].
+
+    ``cap`` is at most a year (retry.MAX_DELAY_S): a job that should wait longer is a
+    job that should be enqueued later.
+    """
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (base, cap))
+    if not (numbers and 0 <= base <= cap <= MAX_DELAY_S):
+        raise BurrowError(
+            f"with_backoff needs 0 <= base <= cap <= {MAX_DELAY_S:.0f} seconds (a year), got base={base!r} cap={cap!r}"
+        )
     return lambda config: replace(config, backoff_base_s=float(base), backoff_max_s=float(cap))
 
 

@@ -211,8 +211,8 @@ class JobQueue:
         if run_at is not None:
             raise BurrowError("pass run_at or delay, not both")
         seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_DELAY_S:
-            raise BurrowError(f"delay must be 0 to {MAX_DELAY_S:g} seconds (or a timedelta), got {delay!r}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_ENQUEUE_DELAY_S:
+            raise BurrowError(f"delay must be 0 to {MAX_ENQUEUE_DELAY_S:g} seconds (or a timedelta), got {delay!r}")
         return self.backend.now() + dt.timedelta(seconds=seconds)
 
     def dequeue(self, job_id: int) -> bool:
@@ -517,7 +517,7 @@ class JobQueue:
 
 StateFilter = str | JobState | Sequence[str | JobState] | None
 Delay = dt.timedelta | float
-MAX_DELAY_S = 10 * 366 * 24 * 3600.0  # ten years: a larger delay is a bug, not a plan
+MAX_ENQUEUE_DELAY_S = 10 * 366 * 24 * 3600.0  # ten years: a larger delay is a bug, not a plan
 MAX_LISTING = 1000
 BULK_BATCH = 1000  # rows per statement in bulk actions: no lock held for long
 REQUEUED_NOTE = "retried by an operator"

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 DEFAULT_BACKOFF_BASE_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 3600.0
+# The longest any retry or snooze waits: a year. A cap above it (or infinite) is
+# refused when the option is made; a delay above it is cut down to it before it
+# reaches SQL, where a timestamp past year 9999 would make a whole batch unwritable.
+MAX_DELAY_S = 366 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +33,7 @@ def backoff_delay_s(attempt: int, base_s: float, max_s: float, rand: Callable[[]
     down) so they do not all come back in the same instant.
     """
     exponent = min(max(attempt - 1, 0), 62)  # 2**62 seconds is already past any cap
-    delay = min(max_s, base_s * (2**exponent))
+    delay = min(max_s, MAX_DELAY_S, base_s * (2**exponent))
     return delay * (0.5 + 0.5 * rand())
 
 

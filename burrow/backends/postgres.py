@@ -176,7 +176,7 @@ class PostgresBackend(SQLBackend):
 
     # -- fenced batch writes ------------------------------------------------------
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+    def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """All outcomes, and their history rows, in one statement (one round trip).
 
         What each kind writes comes from ``transitions.change`` as arrays of

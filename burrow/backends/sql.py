@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -39,6 +40,7 @@ from burrow.errors import BackendError
 from burrow.stats import ThroughputRow
 
 T = TypeVar("T")
+log = structlog.get_logger("burrow")
 Clock = Callable[[], dt.datetime]
 
 
@@ -172,6 +174,10 @@ class SQLBackend:
                         if attempt == 1 and retry:
                             continue
                     raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
+                except OverflowError as exc:  # sqlite3 binding an integer beyond 64 bits
+                    with contextlib.suppress(Exception):
+                        connection.rollback()
+                    raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
                 except BaseException:
                     with contextlib.suppress(Exception):
                         connection.rollback()
@@ -249,6 +255,50 @@ class SQLBackend:
         raise NotImplementedError
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Write outcomes in one round trip (``_finish``); the ids whose fence no longer held.
+
+        A batch the database refuses for its data (not for being away) is split in
+        halves until the outcome at fault stands alone; that one is written as its
+        job's failure, saying why, and every other outcome is written as it was.
+        One unwritable outcome must not keep a supervisor's every later batch out
+        of the database (its jobs' leases would lapse and they would run again).
+        """
+        try:
+            return self._finish(outcomes)
+        except BackendError as exc:
+            if not outcomes or not self._refused_data(exc):
+                raise
+            if len(outcomes) > 1:
+                middle = len(outcomes) // 2
+                return self.finish(outcomes[:middle]) + self.finish(outcomes[middle:])
+            return self._finish_unwritable(outcomes[0], exc)
+
+    def _refused_data(self, exc: BackendError) -> bool:
+        """Whether the database refused what was sent (bad data: PEP 249's DataError,
+        IntegrityError, ProgrammingError...), not failed to answer (OperationalError,
+        InterfaceError: a lock, a timeout, a lost connection): only then can writing
+        less of it succeed. Values Python could not even bind count as refused."""
+        cause = exc.__cause__
+        if isinstance(cause, sa.exc.DBAPIError):
+            cause = cause.orig
+        if isinstance(cause, (OverflowError, ValueError, TypeError)):
+            return True
+        dbapi = self._base_engine.dialect.loaded_dbapi
+        return isinstance(cause, dbapi.Error) and not isinstance(cause, (dbapi.OperationalError, dbapi.InterfaceError))
+
+    def _finish_unwritable(self, outcome: Outcome, exc: BackendError) -> list[int]:
+        """The job of an outcome the database refused: failed, with the reason."""
+        reason = f"burrow could not record this run's outcome ({outcome.kind.value}): {exc}"
+        log.error("outcome_unwritable", job_id=outcome.id, attempt=outcome.attempt, error=str(exc))
+        failed = Outcome(outcome.id, outcome.owner, outcome.attempt, OutcomeKind.FAILED, error=reason[:2000])
+        try:
+            return self._finish([failed])
+        except BackendError as again:
+            # Even that refused: leave the job to its lease, whose reaper records it.
+            log.error("outcome_dropped", job_id=outcome.id, attempt=outcome.attempt, error=str(again))
+            return [outcome.id]
+
+    def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         raise NotImplementedError
 
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:

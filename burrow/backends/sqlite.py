@@ -203,7 +203,7 @@ class SQLiteBackend(SQLBackend):
 
         return claimed_jobs(self._on_held("claim", claim), owner)
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+    def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """One fenced executemany for the whole batch, whatever the kinds, in one transaction.
 
         SQLite has no network round trip to save, so per-row statements run at C
@@ -218,13 +218,16 @@ class SQLiteBackend(SQLBackend):
         stamp = _stamp(now)
         changes = [change(o) for o in outcomes]
         uniform = uniform_change(changes)
-        if uniform is not None:
-            statement = _uniform_finish_sql(uniform)
-            head = (stamp,) if uniform.finishes else ()
-            rows = [(*head, o.result, o.error, o.id, o.owner, o.attempt) for o in outcomes]
-        else:
-            statement = _FINISH
-            rows = [_finish_params(o, c, now, stamp) for o, c in zip(outcomes, changes)]
+        try:
+            if uniform is not None:
+                statement = _uniform_finish_sql(uniform)
+                head = (stamp,) if uniform.finishes else ()
+                rows = [(*head, o.result, o.error, o.id, o.owner, o.attempt) for o in outcomes]
+            else:
+                statement = _FINISH
+                rows = [_finish_params(o, c, now, stamp) for o, c in zip(outcomes, changes)]
+        except (OverflowError, ValueError) as exc:  # a value no SQLite column can hold
+            raise BackendError(f"sqlite: finish failed: {exc}") from exc
 
         def write(conn: sqlite3.Connection) -> list[int]:
             _begin_immediate(conn)

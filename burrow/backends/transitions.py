@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from burrow.backends.base import HistoryEvent, JobState, Outcome, OutcomeKind
+from burrow.retry import MAX_DELAY_S
 
 
 class Wake(enum.Enum):
@@ -110,11 +111,14 @@ _CHANGES = _changes()
 
 
 def change(outcome: Outcome) -> Change:
-    """What writing ``outcome`` does, as values; ``delay_s`` is the outcome's own delay."""
-    base = _CHANGES[outcome.kind, outcome.error is not None, outcome.retry_in_s <= 0]
-    if base.delay_s is None:
+    """What writing ``outcome`` does, as values; ``delay_s`` is the outcome's own delay,
+    cut to [0, MAX_DELAY_S] (NaN reads as 0): no value that reaches SQL can overflow."""
+    delay_s = float(outcome.retry_in_s)
+    due_now = not delay_s > 0  # NaN included
+    base = _CHANGES[outcome.kind, outcome.error is not None, due_now]
+    if base.delay_s is None or due_now:
         return base
-    return base._replace(delay_s=max(0.0, float(outcome.retry_in_s)))
+    return base._replace(delay_s=min(delay_s, MAX_DELAY_S))
 
 
 def uniform_change(changes: Sequence[Change]) -> Change | None:

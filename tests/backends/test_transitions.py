@@ -91,3 +91,47 @@ def test_a_reapers_write_needs_the_lease_still_expired(clocked: JobQueue, clock:
 def test_the_table_is_complete() -> None:
     assert set(TRANSITIONS) == set(OutcomeKind)
     assert {t.wake for t in TRANSITIONS.values()} <= set(Wake)
+
+
+def test_one_unwritable_outcome_does_not_keep_the_others_out(clocked: JobQueue, clock: FakeClock) -> None:
+    """The batch is split until the bad outcome stands alone; it is recorded as its job's
+    failure (or, if even that cannot be written, left to the lease); the rest are written."""
+    jobs = [_running_job(clocked, clock, f"split.{i}") for i in range(4)]
+    good = [Outcome(job_id, "owner", attempt, OutcomeKind.SUCCEEDED, result=b"ok") for job_id, attempt, _ in jobs[:3]]
+    bad_id, bad_attempt, _ = jobs[3]
+    if clocked.backend.dialect == "postgresql":
+        bad = Outcome(bad_id, "owner", bad_attempt, OutcomeKind.FAILED, error="a NUL \x00 PostgreSQL refuses")
+    else:
+        bad = Outcome(bad_id, "owner", 2**70, OutcomeKind.FAILED, error="an attempt no column holds")
+    lost = clocked.backend.finish([good[0], bad, good[1], good[2]])
+    assert {clocked.job(o.id).state for o in good} == {JobState.SUCCEEDED}
+    info = clocked.job(bad_id)
+    if clocked.backend.dialect == "postgresql":
+        assert lost == []
+        assert info.state is JobState.FAILED
+        assert info.last_error is not None and info.last_error.startswith("burrow could not record this run's outcome (failed)")
+    else:
+        assert lost == [bad_id] and info.state is JobState.RUNNING  # left to its lease and the reaper
+
+
+def test_delays_are_cut_to_a_year_before_they_reach_sql(clocked: JobQueue, clock: FakeClock) -> None:
+    from burrow.retry import MAX_DELAY_S
+
+    jobs = [_running_job(clocked, clock, f"delay.{i}") for i in range(3)]
+    delays = [1e30, float("inf"), float("nan")]
+    outcomes = [
+        Outcome(job_id, "owner", attempt, OutcomeKind.RETRY, error="later", retry_in_s=delay)
+        for (job_id, attempt, _), delay in zip(jobs, delays)
+    ]
+    assert clocked.backend.finish(outcomes) == []
+    run_ats = [clocked.job(job_id).run_at for job_id, _, _ in jobs]
+    assert run_ats == [clock.now + dt.timedelta(seconds=MAX_DELAY_S)] * 2 + [clock.now]
+
+
+@pytest.mark.parametrize("cap", [float("inf"), 366 * 24 * 3600.0 + 1, float("nan")])
+def test_a_backoff_cap_past_a_year_is_refused(cap: float) -> None:
+    import burrow
+    from burrow.errors import BurrowError
+
+    with pytest.raises(BurrowError, match="with_backoff needs 0 <= base <= cap <= 31622400 seconds \\(a year\\)"):
+        burrow.with_backoff(60, cap)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from burrow.retry import Fail, Retry, backoff_delay_s, decide
+from burrow.retry import MAX_DELAY_S, Fail, Retry, backoff_delay_s, decide
 
 
 def fixed(value: float) -> Callable[[], float]:
@@ -30,13 +30,14 @@ def test_the_delay_doubles_per_attempt_up_to_the_cap() -> None:
     assert backoff_delay_s(1, 0.0, 0.0, top) == 0.0
 
 
-def test_the_exponent_is_capped() -> None:
-    """Without the cap, 2 ** (attempt - 1) for a large attempt overflows a float."""
+def test_the_exponent_and_the_delay_are_capped() -> None:
+    """Without the caps, 2 ** (attempt - 1) for a large attempt overflows a float, and a
+    delay past year 9999 cannot be stored: a delay is never more than MAX_DELAY_S."""
     top = fixed(1.0)
-    assert backoff_delay_s(63, 1.0, math.inf, top) == 2.0**62
-    assert backoff_delay_s(64, 1.0, math.inf, top) == 2.0**62
-    assert backoff_delay_s(1_000_000, 1.0, math.inf, top) == 2.0**62
+    assert backoff_delay_s(63, 1.0, math.inf, top) == MAX_DELAY_S
+    assert backoff_delay_s(1_000_000, 1.0, math.inf, top) == MAX_DELAY_S
     assert backoff_delay_s(1_000_000, 1.0, 3600.0, top) == 3600.0
+    assert backoff_delay_s(20, 1e-12, math.inf, top) == 1e-12 * 2.0**19
 
 
 @given(
