@@ -101,6 +101,8 @@ class JobQueue:
         self._registry: dict[str, Registration] = {}
         self._schedules: dict[str, Periodic] = {}
         self._stats = StatsCounter()  # drain's finished jobs, for q.throughput
+        self._claims = 0  # claims made: each has an owner of its own, owner/N
+        self._unsettled: list[str] = []  # owners of claims that failed without an answer
         self._slots_seen: dict[str, dt.datetime] = {}  # the last slot each schedule was settled for
 
     # -- registry -----------------------------------------------------------------
@@ -268,7 +270,7 @@ class JobQueue:
         try:
             while max_jobs is None or claimed < max_jobs:
                 limit = DRAIN_BATCH if max_jobs is None else min(DRAIN_BATCH, max_jobs - claimed)
-                batch = self.backend.claim(tasks, limit, self.owner, self.lease_s)
+                batch = self.claim(tasks, limit)
                 if not batch:
                     break
                 claimed += len(batch)
@@ -276,6 +278,35 @@ class JobQueue:
         finally:
             self.flush_stats()
         return recorded
+
+    def claim(self, tasks: Sequence[str], limit: int, lease_s: float | None = None) -> list[ClaimedJob]:
+        """Claim up to ``limit`` due jobs of ``tasks`` under an owner of this claim's own.
+
+        A claim can fail after its commit went through (the connection dropped before
+        the answer): its jobs are then running under its owner, and nobody knows
+        them. So every claim has its own owner (``self.owner/N``), and the owners
+        of failed claims are released, attempts given back, before the next claim.
+        """
+        for attempt in (1, 2):  # once more at once: a dropped connection is the usual cause
+            try:
+                while self._unsettled:
+                    released = self.backend.release_owner(self._unsettled[0])
+                    if released:
+                        log.warning("orphaned_claim_released", owner=self._unsettled[0], job_ids=released)
+                    self._unsettled.pop(0)
+            except BackendError:
+                if attempt == 2:
+                    raise
+                continue
+            self._claims += 1
+            owner = f"{self.owner}/{self._claims}"
+            try:
+                return self.backend.claim(tasks, limit, owner, self.lease_s if lease_s is None else lease_s)
+            except BackendError:
+                self._unsettled.append(owner)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _run_batch(self, batch: Sequence[ClaimedJob]) -> int:
         """Run a claimed batch in order; whatever did not start goes back to the queue.
@@ -504,6 +535,7 @@ class JobQueue:
         """Call in a forked child before using the queue: new connections, new owner."""
         self.backend.after_fork()
         self.owner = new_owner("drain")
+        self._claims, self._unsettled = 0, []
 
     def close(self) -> None:
         self.backend.close()

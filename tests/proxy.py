@@ -3,8 +3,10 @@
 ``cut()`` closes every connection and refuses new ones (a server that went away);
 ``blackhole()`` keeps every connection open but forwards nothing either way, and
 accepts new connections without forwarding them (a partition: the client's bytes
-are acknowledged by the proxy's kernel, nothing comes back); ``restore()`` ends
-either. Threads pump bytes; each test starts its own proxy and stops it.
+are acknowledged by the proxy's kernel, nothing comes back); ``mute()`` forwards
+the client's bytes but none of the server's (a statement runs and commits, its
+answer is lost); ``restore()`` ends any of them. Threads pump bytes; each test
+starts its own proxy and stops it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Proxy:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._forwarding = threading.Event()
         self._forwarding.set()
+        self._muted = threading.Event()
         self._refusing = False
         self._stopped = False
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
@@ -47,9 +50,13 @@ class Proxy:
     def blackhole(self) -> None:
         self._forwarding.clear()
 
+    def mute(self) -> None:
+        self._muted.set()
+
     def restore(self) -> None:
         with self._lock:
             self._refusing = False
+        self._muted.clear()
         self._forwarding.set()
 
     def stop(self) -> None:
@@ -86,11 +93,13 @@ class Proxy:
                 if not self._forwarding.is_set():
                     continue  # a blackhole: what arrived waits, unforwarded
                 for sock in readable:
+                    if sock is server and self._muted.is_set():
+                        continue  # the answer waits, unforwarded, until restore()
                     data = sock.recv(65536)
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # a socket closed under us by cut() or stop()
             return
         finally:
             for sock in peers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.exc import ArgumentError
 
 from burrow.backends.base import Backend
+from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.sql import Clock
 from burrow.errors import BackendError
 
@@ -14,24 +15,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def backend_for(dsn: str, *, schema: str | None = None, clock: Clock | None = None) -> Backend:
-    """The backend for ``dsn``: sqlite:///path.db, or postgresql://user@host/db."""
+def backend_for(
+    dsn: str, *, schema: str | None = None, clock: Clock | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
+) -> Backend:
+    """The backend for ``dsn``: sqlite:///path.db, or postgresql://user@host/db.
+
+    ``timeouts`` bound every database call it makes (see burrow/backends/deadline.py).
+    """
     scheme = dsn.split(":", 1)[0].split("+", 1)[0].lower()
     try:
-        return _backend(scheme, dsn, schema, clock)
+        return _backend(scheme, dsn, schema, clock, timeouts)
     except (ValueError, ArgumentError) as exc:  # SQLAlchemy's URL parser: a bad port, a bad form
         raise BackendError(f"not a database URL burrow can read: {_first_line(exc)}") from None
 
 
-def _backend(scheme: str, dsn: str, schema: str | None, clock: Clock | None) -> Backend:
+def _backend(scheme: str, dsn: str, schema: str | None, clock: Clock | None, timeouts: Timeouts) -> Backend:
     if scheme == "sqlite":
         if schema is not None:
             raise BackendError("SQLite has no schemas: leave schema unset, or use another database file")
         from burrow.backends.sqlite import SQLiteBackend
 
-        return SQLiteBackend(dsn, clock=clock)
+        return SQLiteBackend(dsn, clock=clock, timeouts=timeouts)
     if scheme in ("postgresql", "postgres"):
         from burrow.backends.postgres import PostgresBackend
 
-        return PostgresBackend(dsn, schema=schema, clock=clock)
+        return PostgresBackend(dsn, schema=schema, clock=clock, timeouts=timeouts)
     raise BackendError(f"unsupported DSN scheme {scheme!r}: use sqlite:///path.db or postgresql://user@host/db")

@@ -23,6 +23,7 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, claimed_jobs, owner_host_pid
+from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs
 from burrow.backends.sql import Clock, SQLBackend
@@ -67,10 +68,21 @@ def _notice(tasks: Sequence[str]) -> str:
 class PostgresBackend(SQLBackend):
     dialect = "postgresql"
 
-    def __init__(self, dsn: str, *, schema: str | None = None, clock: Clock | None = None) -> None:
+    watched = True  # calls run under the deadline watchdog (see deadline.py)
+
+    def __init__(
+        self, dsn: str, *, schema: str | None = None, clock: Clock | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> None:
         self.url = normalize_dsn(dsn)
-        engine = sa.create_engine(self.url, hide_parameters=True, pool_size=5, max_overflow=5)
-        super().__init__(engine, schema=schema, clock=clock)
+        engine = sa.create_engine(
+            self.url,
+            hide_parameters=True,
+            pool_size=5,
+            max_overflow=5,
+            pool_timeout=timeouts.call_s,
+            connect_args=timeouts.postgres_connect_args(),
+        )
+        super().__init__(engine, schema=schema, clock=clock, timeouts=timeouts)
         self.channel = notify_channel(schema)
         self._listener: Listener | None = None
         # The hot-path statements are psycopg %-format text: a "%" in a quoted
@@ -125,6 +137,7 @@ class PostgresBackend(SQLBackend):
         """
 
         def migrate(conn: sa.Connection) -> None:
+            conn.execute(sa.select(sa.func.set_config("statement_timeout", "0", True)))  # indexes take their time
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
             if self.schema:
                 conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
@@ -132,7 +145,7 @@ class PostgresBackend(SQLBackend):
                 conn.execute(sa.select(sa.func.set_config("search_path", self._quoted_schema(), True)))
             apply_migrations(conn, self.now())
 
-        self._write("migrate", migrate)
+        self._write("migrate", migrate, bounded=False)
 
     # -- claim --------------------------------------------------------------------
 
@@ -150,7 +163,10 @@ class PostgresBackend(SQLBackend):
         def claim(conn: psycopg.Connection[Any]) -> list[Any]:
             return conn.execute(statement, params).fetchall()  # unprepared: see _configure_held
 
-        return claimed_jobs(self._on_held("claim", claim), owner)
+        # Never retried here: a claim whose commit went through before the connection
+        # dropped has jobs under ``owner`` its caller never saw; a second claim under
+        # the same owner would hide them. The caller releases ``owner`` instead.
+        return claimed_jobs(self._on_held("claim", claim, retry=False), owner)
 
     def claim_sql(self, limit: int) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.
@@ -317,7 +333,7 @@ class PostgresBackend(SQLBackend):
     def listener(self) -> Listener:
         """A LISTEN connection whose socket a selector can watch (one per process)."""
         if self._listener is None or self._listener.closed:
-            self._listener = Listener(self.url, self.channel)
+            self._listener = Listener(self.url, self.channel, self.timeouts)
         return self._listener
 
     def wait_for_jobs(self, timeout_s: float, tasks: Sequence[str] = ()) -> bool:
@@ -362,10 +378,10 @@ class PostgresBackend(SQLBackend):
 class Listener:
     """A dedicated autocommit psycopg connection in LISTEN; its socket is select()able."""
 
-    def __init__(self, url: sa.URL, channel: str) -> None:
+    def __init__(self, url: sa.URL, channel: str, timeouts: Timeouts) -> None:
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         try:
-            self._conn = psycopg.connect(conninfo, autocommit=True)
+            self._conn = psycopg.connect(conninfo, autocommit=True, **timeouts.postgres_connect_args())
             # LISTEN takes an identifier, not a parameter; psycopg quotes it.
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:

@@ -116,6 +116,15 @@ sa.Index(
     sqlite_where=sa.text(UNIQUE_WHERE),
 )
 
+# Retention: finished jobs of a state, oldest first.
+sa.Index(
+    "burrow_jobs_finished_idx",
+    jobs.c.state,
+    jobs.c.finished_at,
+    postgresql_where=jobs.c.finished_at.is_not(None),
+    sqlite_where=jobs.c.finished_at.is_not(None),
+)
+
 history = sa.Table(
     "burrow_job_history",
     metadata,

@@ -34,6 +34,7 @@ from burrow.backends.base import (
     ScheduleInfo,
     SchemaStatus,
 )
+from burrow.backends.deadline import DEFAULT_TIMEOUTS, WATCHDOG, Call, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, stored_version
 from burrow.backends.schema import UTC, Timestamp, history, jobs, processes, schedules, stats
 from burrow.errors import BackendError
@@ -65,8 +66,22 @@ class SQLBackend:
 
     dialect = "sql"
 
-    def __init__(self, engine: sa.Engine, *, schema: str | None = None, clock: Clock | None = None) -> None:
+    # Whether calls run on a socket the deadline watchdog can shut down (PostgreSQL).
+    watched = False
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        schema: str | None = None,
+        clock: Clock | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    ) -> None:
         self.schema = schema
+        self.timeouts = timeouts
+        # After a call that took the whole deadline and failed, calls fail at once until
+        # then (monotonic): one unanswered call at a time, not one per caller and step.
+        self._quiet_until: float | None = None
         self._base_engine = engine
         self._engine = engine.execution_options(schema_translate_map={None: schema}) if schema else engine
         self._clock = clock
@@ -98,15 +113,17 @@ class SQLBackend:
         except sa.exc.SQLAlchemyError as exc:
             raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
 
-    def _write(self, operation: str, fn: Callable[[sa.Connection], T], *, retry: bool = True) -> T:
+    def _write(
+        self, operation: str, fn: Callable[[sa.Connection], T], *, retry: bool = True, bounded: bool = True
+    ) -> T:
         """Run ``fn`` in a write transaction; once more after a dropped connection.
 
-        A retry is safe for the fenced writes (they change nothing a second time)
-        and for claims (a claim whose commit was lost leaves jobs running under our
-        owner; their lease runs out and they are reaped). Inserts pass retry=False:
-        a lost commit acknowledgement must not become a duplicate job.
+        A retry is safe for the fenced writes (they change nothing a second time).
+        Inserts pass retry=False: a lost commit acknowledgement must not become a
+        duplicate job. ``bounded=False`` lifts the call deadline (migrations: an
+        index built over millions of jobs takes what it takes).
         """
-        return self._run(operation, fn, self._begin_write, attempts=2 if retry else 1)
+        return self._run(operation, fn, self._begin_write, attempts=2 if retry else 1, bounded=bounded)
 
     def _run(
         self,
@@ -115,18 +132,58 @@ class SQLBackend:
         open_connection: Callable[[], contextlib.AbstractContextManager[sa.Connection]],
         *,
         attempts: int,
+        bounded: bool = True,
     ) -> T:
         """Run ``fn``; after a dropped connection (the pool is then refreshed) try again."""
         for attempt in range(1, attempts + 1):
+            self._check_quiet(operation)
+            started = time.monotonic()
             try:
-                with self._errors(operation), open_connection() as conn:
-                    return fn(conn)
+                with self._errors(operation), open_connection() as conn, self._deadline(conn, bounded) as call:
+                    try:
+                        result = fn(conn)
+                    except sa.exc.DBAPIError as exc:
+                        if call is not None and call.timed_out:
+                            raise self._timed_out(operation) from exc
+                        raise
             except BackendError as exc:
+                self._note_failure(started)
                 cause = exc.__cause__
                 disconnected = isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated
-                if not disconnected or attempt == attempts:
+                if not disconnected or attempt == attempts or time.monotonic() - started >= self.timeouts.call_s:
                     raise
+            else:
+                self._quiet_until = None
+                return result
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _deadline(self, conn: sa.Connection, bounded: bool = True) -> Iterator[Call | None]:
+        """The call under the watchdog, on a network connection (see deadline.py)."""
+        fileno = _fileno(conn.connection.dbapi_connection) if self.watched and bounded else None
+        if fileno is None:
+            yield None
+            return
+        with WATCHDOG.guard(fileno, self.timeouts.call_s) as call:
+            yield call
+
+    def _timed_out(self, operation: str) -> BackendError:
+        return BackendError(
+            f"{self.dialect}: {operation} failed: no answer within {self.timeouts.call_s:g}s (connection closed)"
+        )
+
+    def _check_quiet(self, operation: str) -> None:
+        if self._quiet_until is not None and time.monotonic() < self._quiet_until:
+            raise BackendError(
+                f"{self.dialect}: {operation} not tried: the database did not answer a call"
+                f" within {self.timeouts.call_s:g}s just now"
+            )
+
+    def _note_failure(self, started: float) -> None:
+        """A failed call that took the whole deadline: the next ones wait their turn."""
+        now = time.monotonic()
+        if now - started >= self.timeouts.call_s:
+            self._quiet_until = now + self.timeouts.call_s
 
     def _begin_write(self) -> contextlib.AbstractContextManager[sa.Connection]:
         return self._engine.begin()
@@ -147,6 +204,8 @@ class SQLBackend:
         dialect = self._base_engine.dialect
         with self._held_lock:
             for attempt in (1, 2):
+                self._check_quiet(operation)
+                started = time.monotonic()
                 try:
                     if self._held is None:
                         held = self._base_engine.raw_connection()
@@ -158,21 +217,30 @@ class SQLBackend:
                         self._held = held
                     connection = self._held.driver_connection
                 except dialect.loaded_dbapi.Error as exc:  # the pool raises the driver's errors
+                    self._note_failure(started)
                     raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
+                call: Call | None = None
                 try:
-                    return fn(connection)
+                    with self._held_deadline(connection) as call:
+                        result = fn(connection)
+                    self._quiet_until = None
+                    return result
                 except dialect.loaded_dbapi.Error as exc:
-                    disconnected = dialect.is_disconnect(exc, self._held.dbapi_connection, None)
+                    timed_out = call is not None and call.timed_out
+                    disconnected = timed_out or dialect.is_disconnect(exc, self._held.dbapi_connection, None)
                     with contextlib.suppress(Exception):
                         connection.rollback()
+                    self._note_failure(started)
                     if disconnected:
                         # The server likely dropped the pooled connections too (a restart,
                         # a terminate): start the retry from a fresh pool, as SQLAlchemy does.
                         self._held.invalidate()
                         self._held = None
                         self._base_engine.dispose()
-                        if attempt == 1 and retry:
+                        if attempt == 1 and retry and not timed_out:
                             continue
+                    if timed_out:
+                        raise self._timed_out(operation) from exc
                     raise BackendError(f"{self.dialect}: {operation} failed: {_first_line(exc)}") from exc
                 except OverflowError as exc:  # sqlite3 binding an integer beyond 64 bits
                     with contextlib.suppress(Exception):
@@ -183,6 +251,15 @@ class SQLBackend:
                         connection.rollback()
                     raise
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _held_deadline(self, connection: Any) -> Iterator[Call | None]:
+        fileno = _fileno(connection) if self.watched else None
+        if fileno is None:
+            yield None
+            return
+        with WATCHDOG.guard(fileno, self.timeouts.call_s) as call:
+            yield call
 
     def _configure_held(self, connection: Any) -> None:
         """Adjust a newly held DBAPI connection for the hot path (see PostgresBackend)."""
@@ -390,18 +467,22 @@ class SQLBackend:
         return [ExpiredLease(r.id, r.task, r.owner, r.attempts, r.max_retries) for r in rows]
 
     def release_owner(self, owner: str) -> list[int]:
-        """Give back what a dead worker still holds: queued again, the attempt returned.
+        """Give back what ``owner`` (and each of its claims, ``owner/N``) still holds:
+        queued again, the attempt returned.
 
-        The supervisor calls this after it wrote every outcome the worker
-        reported, so a job still ``running`` under that owner was claimed but
-        never announced: the worker died between the claim's commit and its
-        ``claimed`` message, before running anything. Without this the job
-        waited out its lease and was charged an attempt it never ran. The
-        release is a fenced RELEASED outcome, like any other.
+        Two callers. The supervisor, after it wrote every outcome a dead worker
+        reported: a job still ``running`` under that worker was claimed but never
+        announced (the worker died between the claim's commit and its ``claimed``
+        message), so it never ran; without this it waited out its lease and was
+        charged an attempt. And a claimer whose claim failed without an answer:
+        the commit may have gone through, leaving jobs under that claim's owner
+        that nobody will run. The release is a fenced RELEASED outcome, like any other.
         """
-        statement = sa.select(jobs.c.id, jobs.c.attempts).where(_IS_RUNNING, jobs.c.owner == owner)
+        prefix = owner + "/"
+        mine = sa.or_(jobs.c.owner == owner, sa.func.substr(jobs.c.owner, 1, len(prefix)) == prefix)
+        statement = sa.select(jobs.c.id, jobs.c.owner, jobs.c.attempts).where(_IS_RUNNING, mine)
         rows = self._read("release_owner", lambda c: c.execute(statement).all())
-        outcomes = [Outcome(r.id, owner, r.attempts, OutcomeKind.RELEASED) for r in rows]
+        outcomes = [Outcome(r.id, r.owner, r.attempts, OutcomeKind.RELEASED) for r in rows]
         lost = set(self.finish(outcomes))
         return [o.id for o in outcomes if o.id not in lost]
 
@@ -524,9 +605,10 @@ class SQLBackend:
     ) -> int:
         """Delete jobs of ``states`` finished before the cutoff, with their history.
 
-        At most ``batch`` jobs a transaction, oldest ids first, so that no lock is held
-        for long and a prune of millions never stalls claims and finishes; at most
-        ``max_rows`` in all (None: until none is left).
+        At most ``batch`` jobs a transaction, the longest finished first (an index
+        range: burrow_jobs_finished_idx), so that no lock is held for long and a prune
+        of millions never stalls claims and finishes; at most ``max_rows`` in all
+        (None: until none is left).
         """
         total = 0
         state_values = [s.value for s in states]
@@ -536,7 +618,7 @@ class SQLBackend:
                 picked = (
                     sa.select(jobs.c.id)
                     .where(jobs.c.state.in_(state_values), jobs.c.finished_at < finished_before)
-                    .order_by(jobs.c.id)
+                    .order_by(jobs.c.finished_at)
                     .limit(batch)
                     .scalar_subquery()
                 )
@@ -675,6 +757,7 @@ class SQLBackend:
             self._held = None
         self._held_lock = threading.Lock()  # another thread may have held it at the fork
         self._base_engine.dispose(close=False)
+        self._quiet_until = None
 
     def close(self) -> None:
         with self._held_lock:
@@ -683,6 +766,14 @@ class SQLBackend:
                     self._held.close()
                 self._held = None
         self._base_engine.dispose()
+
+
+def _fileno(connection: Any) -> int | None:
+    """The socket of a DBAPI connection; None for one that has none (closed, or a file)."""
+    try:
+        return int(connection.fileno())
+    except Exception:  # noqa: BLE001 - a closed connection: the call fails on its own
+        return None
 
 
 def _job_info(row: sa.Row[Any]) -> JobInfo:

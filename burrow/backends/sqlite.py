@@ -22,13 +22,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, SchemaStatus, claimed_jobs, owner_host_pid
+from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, UTC
 from burrow.backends.sql import Clock, SQLBackend
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
 
-BUSY_TIMEOUT_MS = 30_000
 _INSERT_ROWS = 500  # 6 parameters a row; SQLite allows 32,766 in a statement
 _LOCK_RETRY_S = 0.0002
 
@@ -55,7 +55,7 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-def _enable_wal(cursor: Any) -> None:
+def _enable_wal(cursor: Any, wait_s: float) -> None:
     """Switch the file to WAL, waiting out other connections switching it too.
 
     The switch needs an exclusive lock and does not call the busy handler, so
@@ -63,13 +63,13 @@ def _enable_wal(cursor: Any) -> None:
     once; retry with a short backoff. A file already in WAL mode (every open after
     the first) passes on the first try.
     """
-    _retry_while_locked(lambda: cursor.execute("PRAGMA journal_mode = WAL"), pause_s=0.001, max_pause_s=0.05)
+    _retry_while_locked(lambda: cursor.execute("PRAGMA journal_mode = WAL"), pause_s=0.001, max_pause_s=0.05, wait_s=wait_s)
 
 
-def _retry_while_locked(run: Callable[[], object], *, pause_s: float, max_pause_s: float) -> None:
+def _retry_while_locked(run: Callable[[], object], *, pause_s: float, max_pause_s: float, wait_s: float) -> None:
     """``run()`` until it does not fail with "database is locked", pausing between
-    tries (doubling up to ``max_pause_s``), for at most the busy timeout."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    tries (doubling up to ``max_pause_s``), for at most ``wait_s`` (the call timeout)."""
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             run()
@@ -81,7 +81,7 @@ def _retry_while_locked(run: Callable[[], object], *, pause_s: float, max_pause_
         pause_s = min(pause_s * 2, max_pause_s)
 
 
-def create_engine(path: Path) -> sa.Engine:
+def create_engine(path: Path, timeouts: Timeouts) -> sa.Engine:
     """An engine that creates the file on its first connection, not before.
 
     Building a backend touches nothing, so ``--check`` can look at a database
@@ -99,8 +99,8 @@ def create_engine(path: Path) -> sa.Engine:
         # Let SQLAlchemy's "begin" event, not the driver, start transactions.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _enable_wal(cursor)
+        cursor.execute(f"PRAGMA busy_timeout = {int(timeouts.call_s * 1000)}")
+        _enable_wal(cursor, timeouts.call_s)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
@@ -116,9 +116,9 @@ def create_engine(path: Path) -> sa.Engine:
 class SQLiteBackend(SQLBackend):
     dialect = "sqlite"
 
-    def __init__(self, dsn: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, dsn: str, *, clock: Clock | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
         self.path = database_path(dsn)
-        super().__init__(create_engine(self.path), clock=clock)
+        super().__init__(create_engine(self.path, timeouts), clock=clock, timeouts=timeouts)
         self._write_engine = self._engine.execution_options(burrow_write=True)
 
     def _begin_write(self) -> contextlib.AbstractContextManager[sa.Connection]:
@@ -151,7 +151,7 @@ class SQLiteBackend(SQLBackend):
         """
         now = _stamp(self.now())
         if own_transaction:
-            _begin_immediate(connection)
+            _begin_immediate(connection, self.timeouts.call_s)
         else:
             connection.execute(_TAKE_WRITE_LOCK)
         first_id = connection.execute(_NEXT_ID).fetchone()[0]
@@ -196,12 +196,15 @@ class SQLiteBackend(SQLBackend):
         statement = _claim_sql(len(tasks))
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
-            _begin_immediate(conn)
+            _begin_immediate(conn, self.timeouts.call_s)
             rows = conn.execute(statement, params).fetchall()
             conn.execute("COMMIT")
             return rows
 
-        return claimed_jobs(self._on_held("claim", claim), owner)
+        # Never retried here: a claim whose commit went through before the connection
+        # dropped has jobs under ``owner`` its caller never saw; a second claim under
+        # the same owner would hide them. The caller releases ``owner`` instead.
+        return claimed_jobs(self._on_held("claim", claim, retry=False), owner)
 
     def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """One fenced executemany for the whole batch, whatever the kinds, in one transaction.
@@ -230,13 +233,13 @@ class SQLiteBackend(SQLBackend):
             raise BackendError(f"sqlite: finish failed: {exc}") from exc
 
         def write(conn: sqlite3.Connection) -> list[int]:
-            _begin_immediate(conn)
+            _begin_immediate(conn, self.timeouts.call_s)
             written: Sequence[int]
             if conn.executemany(statement, rows).rowcount == len(rows):
                 written = range(len(rows))
             else:
                 conn.rollback()
-                _begin_immediate(conn)
+                _begin_immediate(conn, self.timeouts.call_s)
                 written = [i for i, row in enumerate(rows) if conn.execute(statement, row).rowcount == 1]
             entries = []
             for i in written:
@@ -257,7 +260,7 @@ class SQLiteBackend(SQLBackend):
         until = _stamp(self.now() + dt.timedelta(seconds=lease_s))
 
         def extend(conn: sqlite3.Connection) -> list[int]:
-            _begin_immediate(conn)
+            _begin_immediate(conn, self.timeouts.call_s)
             lost = [f[0] for f in fences if conn.execute(_EXTEND, (until, *f)).rowcount != 1]
             conn.execute("COMMIT")
             return lost
@@ -265,7 +268,7 @@ class SQLiteBackend(SQLBackend):
         return self._on_held("extend_leases", extend)
 
 
-def _begin_immediate(conn: sqlite3.Connection) -> None:
+def _begin_immediate(conn: sqlite3.Connection, wait_s: float) -> None:
     """Take the write lock for a hot-path transaction, trying again every 0.2 ms.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, ... 100 ms between tries, so
@@ -273,9 +276,11 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
     the others keep taking the lock: a claimer starved for a whole second among
     four, and a worker waiting out a 2 ms flush slept 3 ms or more. The held
     connection therefore has no busy timeout (``_configure_held``) and retries here
-    at a fine, constant grain, bounded by the same 30 s.
+    at a fine, constant grain, bounded by the same call timeout.
     """
-    _retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"), pause_s=_LOCK_RETRY_S, max_pause_s=_LOCK_RETRY_S)
+    _retry_while_locked(
+        lambda: conn.execute("BEGIN IMMEDIATE"), pause_s=_LOCK_RETRY_S, max_pause_s=_LOCK_RETRY_S, wait_s=wait_s
+    )
 
 
 def _stamp(value: dt.datetime) -> str:

@@ -15,6 +15,7 @@ import structlog
 
 from burrow.backends import backend_for
 from burrow.backends.base import SchemaStatus
+from burrow.backends.deadline import Timeouts
 from burrow.errors import BackendError, BurrowError, ConfigError
 from burrow.logging import configure_logging
 from burrow.queue import JobQueue
@@ -41,7 +42,8 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
     """
     database = config.database
     try:
-        backend = backend_for(database.dsn, schema=database.schema)
+        timeouts = Timeouts.for_supervisor(config.supervisor.heartbeat_interval_s)
+        backend = backend_for(database.dsn, schema=database.schema, timeouts=timeouts)
         if migrate:
             backend.migrate()
         status = backend.schema_status()

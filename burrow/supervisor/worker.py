@@ -163,7 +163,7 @@ class Worker:
                 break
             try:
                 claim_began = time.monotonic()  # CLOCK_MONOTONIC: the supervisor's clock too
-                batch = self.queue.backend.claim(tasks, claim_size, self.queue.owner, config.lease_timeout_s)
+                batch = self.queue.claim(tasks, claim_size, config.lease_timeout_s)
                 backend_pause = 0.1
             except BackendError as exc:
                 log.warning("claim_failed", error=str(exc))
@@ -182,7 +182,7 @@ class Worker:
             self.send(
                 {
                     "t": protocol.CLAIMED,
-                    "owner": self.queue.owner,
+                    "owner": batch[0].owner,  # this claim's own: self.queue.owner/N
                     "jobs": [[j.id, j.attempt, j.task, j.max_retries] for j in batch],
                 }
             )

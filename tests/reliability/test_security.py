@@ -102,7 +102,7 @@ def test_a_new_sqlite_database_and_its_wal_and_shm_are_0600(launcher: Launcher, 
 # -- SQL is bound -------------------------------------------------------------------
 
 # The only SQL built from Python values: a PRAGMA whose value is a module constant.
-ALLOWED_INTERPOLATION = {("sqlite.py", "f'PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}'")}
+ALLOWED_INTERPOLATION = {("sqlite.py", "f'PRAGMA busy_timeout = {int(timeouts.call_s * 1000)}'")}
 SQL_SINKS = {"text", "exec_driver_sql", "execute", "executescript", "literal_column"}
 
 

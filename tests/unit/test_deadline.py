@@ -1,0 +1,59 @@
+"""The deadline watchdog: a call past its deadline has its socket shut down; one in time
+is left alone; a process that forks, and whose child forks again, never hangs on it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from burrow.backends.deadline import WATCHDOG, Timeouts
+
+
+def test_a_call_past_its_deadline_has_its_socket_shut_down() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        started = time.monotonic()
+        with WATCHDOG.guard(ours.fileno(), 0.2) as call:
+            data = ours.recv(10)  # nothing ever comes: only the shutdown ends the wait
+        assert data == b"" and call.timed_out
+        assert 0.15 < time.monotonic() - started < 2.0
+
+
+def test_a_call_in_time_is_left_alone() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with WATCHDOG.guard(ours.fileno(), 5.0) as call:
+            theirs.sendall(b"hello")
+            assert ours.recv(10) == b"hello"
+        assert not call.timed_out
+        theirs.sendall(b"again")
+        assert ours.recv(10) == b"again"  # still open
+
+
+def test_forks_of_forks_never_hang_on_the_watchdog() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs, WATCHDOG.guard(ours.fileno(), 5.0):  # its thread runs and holds its lock now and then
+        pid = os.fork()
+        if pid == 0:  # the child forks again, as a handler in a forked worker may
+            code = 1
+            try:
+                grandchild = os.fork()
+                if grandchild == 0:
+                    os._exit(0)
+                code = os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1])
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 10
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "a forked child hung on the watchdog's lock"
+            time.sleep(0.01)
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_a_supervisor_waits_a_heartbeat_but_at_least_a_second() -> None:
+    assert Timeouts.for_supervisor(2.0).call_s == 2.0
+    assert Timeouts.for_supervisor(0.2).call_s == 1.0
+    args = Timeouts(connect_s=3, statement_s=2.5, call_s=4).postgres_connect_args()
+    assert (args["connect_timeout"], args["tcp_user_timeout"]) == (3, 4000)
+    assert args["options"] == "-c statement_timeout=2500"
