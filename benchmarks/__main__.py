@@ -28,15 +28,17 @@ from benchmarks.suite import (
     bench_memory,
     bench_mixes,
     bench_steady,
+    bench_table_size,
 )
 from benchmarks.target import Target
 
-ALL = ("enqueue", "claim", "drain", "steady", "mix", "memory")
+ALL = ("enqueue", "claim", "drain", "steady", "mix", "memory", "tablesize")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the CI subset (under 3 minutes); enforces the floors")
+    parser.add_argument("--quick", action="store_true",
+                        help="the CI subset (under 3 minutes, no tablesize); enforces the floors")
     parser.add_argument("--json", metavar="PATH", help="write every figure, machine, versions and settings here")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "all"), default="all")
     parser.add_argument("--only", metavar="NAMES", help=f"comma-separated subset of {','.join(ALL)}")
@@ -98,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ("steady", lambda: bench_steady(target, plan, batch_size, progress)),
                     ("mix", lambda: bench_mixes(claims, plan, batch_size, progress)),
                     ("memory", lambda: bench_memory(target, plan, batch_size, progress)),
+                    ("tablesize", lambda: bench_table_size(target, plan, batch_size, progress)),
                 ]
                 for name, step in steps:
                     if name not in only:

@@ -1,4 +1,4 @@
-"""The benchmarks (a to f), each returning table rows for one backend."""
+"""The benchmarks (a to g), each returning table rows for one backend."""
 
 from __future__ import annotations
 
@@ -34,16 +34,17 @@ class Plan:
     mix_jobs: int
     mix_rounds: int
     memory_jobs: int
+    tablesize_old: int  # finished jobs left in the table beside the drain (0: not run)
 
     @classmethod
     def full(cls) -> Plan:
         return cls(False, 3, 1.0, 1.0, (1, 10, 100, 1000), (1, 2, 4), (), (1, 2, 4), 30_000, (1, 100, 1000),
-                   (500, 1000, 2000, None), 8.0, 20_000, 3, 200_000)
+                   (500, 1000, 2000, None), 8.0, 20_000, 3, 200_000, 2_000_000)
 
     @classmethod
     def quick_plan(cls) -> Plan:
         return cls(True, 3, 0.25, 0.3, (1, 10, 100, 1000), (1,), ((100, 2),), (2,), 5_000, (),
-                   (1000,), 2.0, 3_000, 1, 5_000)
+                   (1000,), 2.0, 3_000, 1, 5_000, 0)
 
 
 Progress = Callable[[str], None]
@@ -353,6 +354,99 @@ def bench_memory(target: Target, plan: Plan, batch_size: int, progress: Progress
         Row(f"{kind}.memory.growth", kind, "memory", "growth", growth, unit="%", note=f"RSS growth after {jobs}"),
     ]
     progress(f"{kind} memory: idle {idle.rss / mb:.1f} MB, after {after.rss / mb:.1f} MB ({growth:+.1f}%), {jobs}")
+    return rows
+
+
+# -- g. table size --------------------------------------------------------------
+
+# Every old row is past these ages (they finished 2 to 23 hours ago), none past the
+# defaults (24 h, failed 7 days), which the other supervisors run with.
+PRUNE_ALL = '[retention]\nsucceeded = "1h"\nfailed = "1h"\ncancelled = "1h"\n'
+
+
+def bench_table_size(target: Target, plan: Plan, batch_size: int, progress: Progress) -> list[Row]:
+    """The drain of ``bench_drain`` (2 workers, ``drain_jobs``) beside millions of finished
+    jobs, against the same drain on an empty table.
+
+    The old rows live in a second schema, filled once; the empty side is ``target``,
+    truncated before each round as in ``bench_drain``. Before each round on the big
+    table the previous drain's jobs are deleted, whatever retention pruned is put back
+    (same states), and both tables are ``VACUUM ANALYZE``d, so every round starts from
+    the same ``tablesize_old`` old rows without dead ones. Rounds alternate empty/old
+    (its own median for each ratio): first beside old rows under the default
+    retention (nothing old enough to prune), then with retention at 1 hour, so the
+    supervisor prunes (5,000 a turn) while it drains.
+    """
+    kind = target.kind
+    if kind != "postgresql" or not plan.tablesize_old:
+        progress(f"{kind} tablesize: skipped ({'--quick' if kind == 'postgresql' else 'PostgreSQL only'})")
+        return []
+    n, old = plan.drain_jobs, plan.tablesize_old
+    label = f"{old // 1_000_000}m" if old % 1_000_000 == 0 else f"{old // 1000}k"
+    big = Target.create(kind)
+    try:
+        big.migrate()
+        began = time.monotonic()
+        big.add_finished(old)
+        big.vacuum_analyze()
+        fill_s = time.monotonic() - began
+        composition = big.counts()
+        progress(f"{kind} tablesize: {old:,} finished jobs in {fill_s:.1f} s ({composition})")
+        next_g = old + 1
+        watermark = big.max_id()  # the old rows are up to here; the drains' jobs come after
+
+        def restore() -> int:
+            """Put back what retention pruned (same states); the id the old rows end at."""
+            nonlocal next_g, watermark
+            big.drop_above(watermark)
+            missing = {state: count - big.counts().get(state, 0) for state, count in composition.items()}
+            for state, count in missing.items():
+                if count > 0:
+                    big.add_finished(count, first=next_g, state=state, spread=old)
+                    next_g += count
+            watermark = big.max_id()
+            return watermark
+
+        def empty() -> float:
+            return drain(target, 2, batch_size, n).rate
+
+        pruned: list[int] = []
+
+        def beside(config: str) -> Callable[[], float]:
+            def measure() -> float:
+                result = drain(big, 2, batch_size, n, above_id=restore(), config=config)
+                pruned.append(sum(composition.values()) - sum(big.counts().values()) + n)
+                return result.rate
+            return measure
+
+        rows = []
+        pairs = [(label, "", f"drain beside {old:,} finished jobs (same {old:,} every round, no dead rows), "
+                             "default retention: none old enough"),
+                 (f"{label}_pruning", PRUNE_ALL, f"as {label}, retention 1 h: all prunable, pruned 5,000 a turn "
+                                                 "meanwhile; put back before the next round")]
+        empties: list[float] = []
+        measured: list[tuple[str, str, list[float], list[float], list[int]]] = []
+        for name, config, note in pairs:
+            pruned.clear()
+            ours, theirs = _alternate(plan.rounds, beside(config), empty)
+            empties += theirs
+            measured.append((name, note, ours, theirs, list(pruned)))
+            progress(f"{kind}.tablesize.{name}: {median(ours):,.0f} jobs/s, empty {median(theirs):,.0f}, "
+                     f"ratio {median(ours) / median(theirs):.2f}; pruned per round {pruned}")
+        common = {"jobs": n, "workers": 2, "batch_size": batch_size, "old_rows": composition, "fill_s": fill_s}
+        rows.append(Row(f"{kind}.tablesize.empty", kind, "tablesize", "empty table", median(empties), rounds=empties,
+                        note=f"supervisor, {n:,} no-op jobs, 2 workers, batch {batch_size}, empty table; "
+                             f"median of the {len(empties)} rounds beside the rows below",
+                        extra=common))
+        for name, note, ours, theirs, rows_pruned in measured:
+            extra = {**common, "pruned_per_round": rows_pruned}
+            rows.append(Row(f"{kind}.tablesize.{name}", kind, "tablesize", name, median(ours), baseline=median(theirs),
+                            rounds=ours, baseline_rounds=theirs,
+                            note=note + (f" ({'/'.join(f'{p:,}' for p in rows_pruned)} pruned)"
+                                         if name.endswith("pruning") else "") + "; ratio: to the empty table",
+                            extra=extra))
+    finally:
+        big.destroy()
     return rows
 
 

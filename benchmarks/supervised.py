@@ -49,7 +49,8 @@ class SupervisorProcess:
     # How the supervisor is started; a profiling or patching experiment may swap this.
     command = ("-m", "burrow.supervisor")
 
-    def __init__(self, target: Target, workers: int, batch_size: int, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, target: Target, workers: int, batch_size: int, *, env: dict[str, str] | None = None,
+                 config: str = "") -> None:
         SupervisorProcess._count += 1
         self.name = f"sup{SupervisorProcess._count}"
         self.target = target
@@ -60,6 +61,7 @@ class SupervisorProcess:
         self.config = self.dir / "jobs.toml"
         self.log = self.dir / "supervisor.log"
         self.extra_env = env or {}
+        self.extra_config = config  # TOML appended to the generated file (e.g. a [retention] table)
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify: socket.socket | None = None
 
@@ -79,6 +81,7 @@ class SupervisorProcess:
             "[logging]\n"
             'format = "json"\n'
             'level = "warning"\n'
+            f"{self.extra_config}"
         )
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -189,13 +192,22 @@ class DrainResult:
 
 
 def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = "bench.noop",
-          payload: bytes = b"{}", special: bytes | None = None, every: int = 0) -> DrainResult:
-    """Pre-fill ``n`` jobs, start a supervisor, wait until every one succeeded."""
-    target.reset(n, task=task, payload=payload, special=special, every=every)
-    with SupervisorProcess(target, workers, batch_size) as sup:
+          payload: bytes = b"{}", special: bytes | None = None, every: int = 0,
+          above_id: int | None = None, config: str = "") -> DrainResult:
+    """Pre-fill ``n`` jobs, start a supervisor, wait until every one succeeded.
+
+    ``above_id``: keep the jobs up to that id (old finished rows) and drain ``n``
+    new ones beside them (see Target.refill), timed on those alone. ``config``:
+    TOML added to the supervisor's config.
+    """
+    if above_id is None:
+        target.reset(n, task=task, payload=payload, special=special, every=every)
+    else:
+        target.refill(n, above_id, task=task)
+    with SupervisorProcess(target, workers, batch_size, config=config) as sup:
         sup.start()
         wait_finished(target, sup, timeout_s=60 + n / 500)
-        succeeded, seconds, attempts = target.span()
+        succeeded, seconds, attempts = target.span(above_id or 0)
         lines = sup.warnings()
     if succeeded != n:
         raise SupervisorFailed(f"drain: {succeeded} of {n} jobs succeeded: {target.counts()}")

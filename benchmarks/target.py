@@ -149,6 +149,87 @@ class Target:
             conn.execute("COMMIT")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    # -- a table that already holds many finished jobs (PostgreSQL) ---------------
+
+    def add_finished(self, n: int, first: int = 1, state: str | None = None, spread: int | None = None) -> None:
+        """Insert ``n`` finished jobs as a day of production leaves them, and their history.
+
+        Job ``g`` (``first`` to ``first + n - 1``) is, by ``g % 100``: failed for 0-1
+        (4 attempts, an error, 4 history rows: 3 retried and the failure), cancelled
+        for 2 (never started), succeeded after one retry for 3 (1 history row), else
+        succeeded at the first attempt; ``state`` forces one state (a top-up). Tasks
+        rotate over four names, one of them the drain's; payloads are about 60 bytes
+        of JSON; results are empty (no-op tasks). Finished between 23 and 2 hours ago,
+        in id order over ``spread`` jobs (default ``n``): none is past burrow's default
+        retention (24 h succeeded and cancelled, 7 days failed), all are past 1 hour.
+        """
+        assert self.kind == "postgresql"
+        spread = spread or n
+        with self.admin() as conn, conn.transaction():
+            before = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(self.table)).fetchone()[0]
+            conn.execute(
+                sql.SQL(
+                    "WITH r AS ("
+                    " SELECT g, coalesce(%(state)s::text, CASE WHEN g %% 100 < 2 THEN 'failed'"
+                    "   WHEN g %% 100 = 2 THEN 'cancelled' ELSE 'succeeded' END) AS state,"
+                    "  now() - interval '23 hours' + (g %% %(spread)s)::float8 / %(spread)s * interval '21 hours' AS at"
+                    " FROM generate_series(%(first)s::bigint, %(first)s::bigint + %(n)s - 1) AS g)"
+                    " INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at,"
+                    "  started_at, finished_at, last_error)"
+                    " SELECT (ARRAY['app.send_email', 'app.resize_image', 'app.sync_account', %(noop)s])[1 + g %% 4],"
+                    "  0, state,"
+                    "  convert_to('{{\"account_id\": ' || g || ', \"template\": \"welcome\", \"locale\": \"en_GB\"}}', 'UTF8'),"
+                    "  CASE state WHEN 'failed' THEN 4 WHEN 'cancelled' THEN 0 ELSE CASE WHEN g %% 100 = 3 THEN 2 ELSE 1 END END,"
+                    "  3, at - interval '3 seconds', at - interval '3 seconds',"
+                    "  CASE WHEN state = 'cancelled' THEN NULL ELSE at - interval '40 milliseconds' END, at,"
+                    "  CASE WHEN state = 'failed' THEN 'RuntimeError: upstream answered 503 Service Unavailable"
+                    " (account ' || g || ')' END"
+                    " FROM r ORDER BY g"
+                ).format(self.table),
+                {"state": state, "spread": spread, "first": first, "n": n, "noop": NOOP},
+            )
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (job_id, attempt, event, error, at, host, pid, duration_s)"
+                    " SELECT j.id, a, CASE WHEN a = j.attempts AND j.state = 'failed' THEN 'failed' ELSE 'retried' END,"
+                    "  j.last_error, j.finished_at - (j.attempts - a) * interval '1 second', 'worker-host-1', 4242, 0.04"
+                    " FROM {} AS j, generate_series(1, j.attempts) AS a"
+                    " WHERE j.id > %s AND j.attempts > 1 AND (a < j.attempts OR j.state = 'failed')"
+                ).format(self.history_table, self.table),
+                (before,),
+            )
+
+    def vacuum_analyze(self) -> None:
+        with self.admin() as conn:
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(self.table))
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(self.history_table))
+
+    def drop_above(self, above_id: int) -> None:
+        """Delete the jobs after ``above_id`` and their history (a drain's own jobs)."""
+        assert self.kind == "postgresql"
+        with self.admin() as conn, conn.transaction():
+            conn.execute(sql.SQL("DELETE FROM {} WHERE job_id > %s").format(self.history_table), (above_id,))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE id > %s").format(self.table), (above_id,))
+
+    def max_id(self) -> int:
+        with self.admin() as conn:
+            return int(conn.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(self.table)).fetchone()[0])
+
+    def refill(self, n: int, above_id: int, task: str = NOOP, payload: bytes = EMPTY_PAYLOAD) -> None:
+        """Like :meth:`reset` but the jobs up to ``above_id`` stay: delete the rest, insert
+        ``n`` due jobs (ids after ``above_id``), ``VACUUM ANALYZE``."""
+        assert self.kind == "postgresql"
+        self.drop_above(above_id)
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+                    " SELECT %s, 0, 'queued', %s, 0, 3, now() - interval '1 second', now() FROM generate_series(1, %s)"
+                ).format(self.table),
+                (task, payload, n),
+            )
+        self.vacuum_analyze()
+
     def add_jobs(self, n: int, task: str = NOOP, payload: bytes = EMPTY_PAYLOAD) -> None:
         """Insert ``n`` more due jobs without emptying anything (and wake PostgreSQL listeners)."""
         if self.kind == "postgresql":
@@ -202,15 +283,17 @@ class Target:
                 rows = conn.execute("SELECT state, count(*) FROM burrow_jobs GROUP BY state").fetchall()
         return {state: n for state, n in rows}
 
-    def span(self) -> tuple[int, float, int]:
-        """(succeeded jobs, seconds from the first claim to the last finish, total attempts)."""
+    def span(self, above_id: int = 0) -> tuple[int, float, int]:
+        """(succeeded jobs, seconds from the first claim to the last finish, total attempts);
+        ``above_id``: of the jobs after that id only (PostgreSQL), not the old rows kept below it."""
         with self.admin() as conn:
             if self.kind == "postgresql":
                 row = conn.execute(
                     sql.SQL(
                         "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at)), sum(attempts)"
-                        " FROM {} WHERE state = 'succeeded'"
-                    ).format(self.table)
+                        " FROM {} WHERE state = 'succeeded' AND id > %s"
+                    ).format(self.table),
+                    (above_id,),
                 ).fetchone()
                 return int(row[0]), float(row[1] or 0.0), int(row[2] or 0)
             row = conn.execute(
