@@ -44,14 +44,7 @@ def token(request: Request) -> tuple[str, bool]:
 
 def set_cookie(response: Response, request: Request, value: str) -> None:
     """Give the browser its token; scripts cannot read it and other sites' requests do not carry it."""
-    response.set_cookie(
-        COOKIE,
-        value,
-        path=paths.cookie_path(request),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    paths.set_cookie(response, request, COOKIE, value)
 
 
 async def checked_form(request: Request) -> FormData:

@@ -44,15 +44,7 @@ class Flash:
 def put(response: Response, request: Request, code: str, n: int = 0) -> None:
     """Leave message ``code`` (a key of MESSAGES) for the next page this browser shows."""
     assert code in MESSAGES, code
-    response.set_cookie(
-        COOKIE,
-        f"{code}.{n}",
-        max_age=MAX_AGE_S,
-        path=paths.cookie_path(request),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    paths.set_cookie(response, request, COOKIE, f"{code}.{n}", max_age=MAX_AGE_S)
 
 
 def take(request: Request) -> Flash | None:
@@ -65,4 +57,4 @@ def take(request: Request) -> Flash | None:
 
 
 def clear(response: Response, request: Request) -> None:
-    response.delete_cookie(COOKIE, path=paths.cookie_path(request), httponly=True, samesite="strict")
+    paths.delete_cookie(response, request, COOKIE)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 Query = Mapping[str, str | int | None]
 
@@ -22,9 +23,23 @@ def root(request: Request) -> str:
     return prefix.rstrip("/")
 
 
-def cookie_path(request: Request) -> str:
-    """The Path of the admin's cookies: only the mount point sees them, not the parent app."""
-    return root(request) or "/"
+def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int | None = None) -> None:
+    """Set one of the admin's cookies: seen only under the mount point (not by the parent
+    app), never by scripts (HttpOnly), never sent by another site's request
+    (SameSite=Strict), and only over HTTPS when the admin is served over HTTPS."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=root(request) or "/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def delete_cookie(response: Response, request: Request, name: str) -> None:
+    set_cookie(response, request, name, "", max_age=0)
 
 
 def relative(request: Request, name: str, query: Query | None = None, **params: str | int) -> str:
