@@ -55,7 +55,7 @@ def listing(request: Request, filters: Filters) -> dict[str, Any]:
     rows = q.jobs(state=filters.state, task=filters.task, before_id=filters.before, limit=PAGE_SIZE + 1)
     by_task = q.counts_by_task()
     if filters.task is None:
-        counts = q.counts()
+        counts = web.state_totals(by_task)
     else:
         counts = by_task.get(filters.task, dict.fromkeys(JobState, 0))
     page = rows[:PAGE_SIZE]
