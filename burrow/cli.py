@@ -63,13 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch, and turn every BurrowError into one line and an exit status.
 
     ``supervisor`` goes to its own parser untouched, so ``burrow supervisor`` keeps
-    exactly the options and exit codes of ``python -m burrow.supervisor``.
+    exactly the options and exit codes of ``python -m burrow.supervisor``; ``admin``
+    likewise to the web admin's server (an optional extra: imported only here).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "supervisor":
         from burrow.supervisor.__main__ import main as supervisor_main
 
         return supervisor_main(args[1:], prog="burrow supervisor")
+    if args and args[0] == "admin":
+        try:
+            from burrow.admin.server import main as admin_main
+        except ImportError as exc:
+            print(f"burrow: the web admin needs its extra ({exc.name} is missing): pip install 'burrow[admin]'", file=sys.stderr)
+            return Exit.BAD_INPUT
+        return admin_main(args[1:], prog="burrow admin")
     options = build_parser().parse_args(args)
     configure_logging(level="warning")  # stderr: stdout carries only the output, --json only JSON
     command: Command = options.run

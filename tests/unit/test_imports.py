@@ -22,6 +22,8 @@ MODULES = [
     "burrow.supervisor.supervisor",
     "burrow.supervisor.worker",
     "burrow.cli",
+    "burrow.admin",
+    "burrow.admin.server",
 ]
 
 

@@ -1,0 +1,44 @@
+"""``/``: the overview. How many jobs are in each state, per task, what finished
+in the last hour, and which supervisors are alive.
+
+The counts, chart and processes are one fragment (``/parts/overview``) that the
+page's refresh script fetches again every few seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from burrow.admin import chart, web
+
+
+def overview(request: Request) -> dict[str, Any]:
+    """The overview's data, read through JobQueue: three reads, no job rows."""
+    q = web.queue(request)
+    points = q.throughput(chart.MINUTES)
+    by_task = q.counts_by_task()
+    return {
+        "counts": web.state_totals(by_task),
+        "by_task": by_task,
+        "chart": chart.throughput_chart(points),
+        "hour": {name: sum(getattr(p, name) for p in points) for name in chart.SERIES},
+        "processes": q.processes(),
+    }
+
+
+def overview_page(request: Request) -> Response:
+    return web.render(request, "overview.html", {"nav": "overview", **overview(request)})
+
+
+def overview_part(request: Request) -> Response:
+    return web.render(request, "overview_body.html", overview(request), whole=False)
+
+
+routes = [
+    Route("/", overview_page, name="overview"),
+    Route("/parts/overview", overview_part, name="overview_part"),
+]
