@@ -39,6 +39,8 @@ class JobConfig:
     backoff_max_s: float | None = None
     timeout_s: float | None = None
     unique: Callable[[Any], str | None] | None = None  # a payload's unique key (with_unique)
+    queue: str | None = None  # the named queue its jobs go to (with_queue); None: "default"
+    concurrency: int | None = None  # at most this many running at once, everywhere (with_concurrency)
 
     def backoff(self, defaults: RetryDefaults = RetryDefaults()) -> RetryDefaults:
         """This task's backoff: its own where it set one, else ``defaults`` (config ``[retry]``)."""
@@ -115,6 +117,29 @@ def with_unique(key: Callable[[Any], str | None]) -> JobOption:
 
 
 MAX_UNIQUE_KEY = 200
+
+
+def check_queue_name(name: str) -> str:
+    """A queue name follows the task-name pattern (it shows up in configs, logs, metrics)."""
+    if not isinstance(name, str) or TASK_NAME_PATTERN.fullmatch(name) is None:
+        raise BurrowError(
+            f"invalid queue name {name!r}: use letters, digits and _ . : - (at most 200, not starting with . : -)"
+        )
+    return name
+
+
+def with_queue(name: str) -> JobOption:
+    """Put this task's jobs in the named queue, which a pool of workers of its own may
+    serve (``[[supervisor.pools]]``); without it, jobs go to the "default" queue."""
+    name = check_queue_name(name)
+    return lambda config: replace(config, queue=name)
+
+
+def with_concurrency(n: int) -> JobOption:
+    """At most ``n`` jobs of this task run at once, across every supervisor on the
+    database; the rest wait queued, in order, without holding up other tasks."""
+    n = _int_option("with_concurrency", n, 1, 1_000_000)
+    return lambda config: replace(config, concurrency=n)
 
 
 def check_unique_key(key: object) -> str | None:

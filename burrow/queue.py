@@ -18,7 +18,9 @@ import structlog
 from burrow import codec
 from burrow.backends import backend_for
 from burrow.backends.base import (
+    ALL_QUEUES,
     DEFAULT_LEASE_S,
+    DEFAULT_QUEUE,
     FINISHED_STATES,
     Backend,
     ClaimedJob,
@@ -29,6 +31,7 @@ from burrow.backends.base import (
     Outcome,
     OutcomeKind,
     ProcessInfo,
+    QueueFilter,
     ReapedJob,
     ScheduleInfo,
     new_owner,
@@ -52,6 +55,7 @@ from burrow.options import (
     apply_options,
     check_max_retries,
     check_priority,
+    check_queue_name,
     check_task_name,
     check_unique_key,
 )
@@ -131,6 +135,11 @@ class JobQueue:
     def schedules(self) -> Mapping[str, Periodic]:
         return self._schedules
 
+    @property
+    def _limits(self) -> dict[str, int]:
+        """The concurrency limits of the tasks registered here (with_concurrency)."""
+        return {name: r.config.concurrency for name, r in self._registry.items() if r.config.concurrency is not None}
+
     def _config(self, type_name: str) -> JobConfig:
         registration = self._registry.get(type_name)
         return registration.config if registration else JobConfig()
@@ -147,17 +156,19 @@ class JobQueue:
         run_at: dt.datetime | None = None,
         delay: Delay | None = None,
         unique_key: str | None = None,
+        queue: str | None = None,
         conn: Any = None,
     ) -> int:
         """Store one job; returns its id (or, with a unique key held, the holder's id).
 
         ``run_at`` (timezone-aware) or ``delay`` (a timedelta or seconds) holds the job
-        back; ``conn`` enqueues inside that SQLAlchemy transaction.
+        back; ``queue`` (default: the task's ``with_queue``, else "default") says which
+        pool of workers runs it; ``conn`` enqueues inside that SQLAlchemy transaction.
         """
         keys = None if unique_key is None else [unique_key]
         return self.enqueue_many(
             type_name, [payload], priority=priority, max_retries=max_retries, run_at=run_at, delay=delay,
-            unique_keys=keys, conn=conn,
+            unique_keys=keys, queue=queue, conn=conn,
         )[0]
 
     def enqueue_at(
@@ -176,6 +187,7 @@ class JobQueue:
         run_at: dt.datetime | None = None,
         delay: Delay | None = None,
         unique_keys: Sequence[str | None] | None = None,
+        queue: str | None = None,
         conn: Any = None,
     ) -> list[int]:
         """Store many jobs in one transaction; every payload is encoded before any is stored.
@@ -191,6 +203,7 @@ class JobQueue:
         priority = config.priority if priority is None else check_priority(priority)
         max_retries = config.max_retries if max_retries is None else check_max_retries(max_retries)
         when = self._run_at(run_at, delay)
+        queue = check_queue_name(queue) if queue is not None else config.queue or DEFAULT_QUEUE
         if unique_keys is None:
             keys = [config.unique(p) for p in payloads] if config.unique else [None] * len(payloads)
         elif len(unique_keys) != len(payloads):
@@ -200,7 +213,7 @@ class JobQueue:
         jobs = [
             NewJob(
                 type_name, _payload_bytes(p, type_name, self.max_payload_bytes), priority, max_retries, when,
-                check_unique_key(key),
+                check_unique_key(key), queue,
             )
             for p, key in zip(payloads, keys)
         ]
@@ -279,8 +292,11 @@ class JobQueue:
             self.flush_stats()
         return recorded
 
-    def claim(self, tasks: Sequence[str], limit: int, lease_s: float | None = None) -> list[ClaimedJob]:
-        """Claim up to ``limit`` due jobs of ``tasks`` under an owner of this claim's own.
+    def claim(
+        self, tasks: Sequence[str], limit: int, lease_s: float | None = None, queues: QueueFilter = ALL_QUEUES
+    ) -> list[ClaimedJob]:
+        """Claim up to ``limit`` due jobs of ``tasks`` (in ``queues``) under an owner of this
+        claim's own, within the concurrency limits of the tasks registered here.
 
         A claim can fail after its commit went through (the connection dropped before
         the answer): its jobs are then running under its owner, and nobody knows
@@ -301,7 +317,9 @@ class JobQueue:
             self._claims += 1
             owner = f"{self.owner}/{self._claims}"
             try:
-                return self.backend.claim(tasks, limit, owner, self.lease_s if lease_s is None else lease_s)
+                return self.backend.claim(
+                    tasks, limit, owner, self.lease_s if lease_s is None else lease_s, queues=queues, limits=self._limits
+                )
             except BackendError:
                 self._unsettled.append(owner)
                 if attempt == 2:
@@ -376,6 +394,8 @@ class JobQueue:
                 config.priority if schedule.priority is None else schedule.priority,
                 config.max_retries if schedule.max_retries is None else schedule.max_retries,
                 slot,
+                None,
+                schedule.queue or config.queue or DEFAULT_QUEUE,
             )
             job_id = self.backend.enqueue_slot(schedule.name, schedule.rule.describe(), slot, schedule.rule.after(slot), job)
             self._slots_seen[schedule.name] = slot

@@ -151,6 +151,7 @@ class Periodic:
     rule: SlotRule
     priority: int | None = None
     max_retries: int | None = None
+    queue: str | None = None
 
     def register(self, q: Queue) -> None:
         add = getattr(q, "add_schedule", None)
@@ -178,11 +179,11 @@ def periodic(
     the rule); give one when a task has several schedules with different payloads."""
     rule = slot_rule(cron=cron, every=every, timezone=timezone)
     if isinstance(task, str):
-        task_name, data, priority, max_retries = check_task_name(task), codec.encode(payload), None, None
+        task_name, data, priority, max_retries, queue = check_task_name(task), codec.encode(payload), None, None, None
     else:
         task_name, data = task.name, task.encode(payload)
-        priority, max_retries = task.config.priority, task.config.max_retries
+        priority, max_retries, queue = task.config.priority, task.config.max_retries, task.config.queue
     name = name if name is not None else f"{task_name} {rule.describe()}"
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
         raise BurrowError(f"a schedule name must be a string of 1 to {MAX_NAME} characters, got {name!r}")
-    return Periodic(name, task_name, data, rule, priority, max_retries)
+    return Periodic(name, task_name, data, rule, priority, max_retries, queue)

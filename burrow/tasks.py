@@ -34,6 +34,8 @@ from burrow.options import (
     with_backoff,
     with_max_retries,
     with_priority,
+    with_concurrency,
+    with_queue,
     with_timeout,
     with_unique,
 )
@@ -61,6 +63,7 @@ class Enqueuer(Protocol):
         run_at: dt.datetime | None = None,
         delay: dt.timedelta | float | None = None,
         unique_key: str | None = None,
+        queue: str | None = None,
         conn: Any = None,
     ) -> int: ...
 
@@ -78,6 +81,7 @@ class Enqueuer(Protocol):
         run_at: dt.datetime | None = None,
         delay: dt.timedelta | float | None = None,
         unique_keys: Sequence[str | None] | None = None,
+        queue: str | None = None,
         conn: Any = None,
     ) -> list[int]: ...
 
@@ -181,6 +185,7 @@ class TaskDefinition(Generic[P]):
             run_at=run_at,
             delay=delay,
             unique_key=self.unique_key(payload) if unique_key is None else unique_key,
+            queue=self.config.queue,
             conn=conn,
         )
 
@@ -226,6 +231,7 @@ class TaskDefinition(Generic[P]):
             run_at=run_at,
             delay=delay,
             unique_keys=keys,
+            queue=self.config.queue,
             conn=conn,
         )
 
@@ -326,6 +332,8 @@ __all__ = [
     "with_max_retries",
     "with_priority",
     "with_result_capture",
+    "with_concurrency",
+    "with_queue",
     "with_timeout",
     "with_unique",
 ]

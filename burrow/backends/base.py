@@ -18,7 +18,7 @@ import datetime as dt
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -65,6 +65,9 @@ class HistoryEvent(StrEnum):
     SNOOZED = "snoozed"  # the handler raised RetryAfter
 
 
+DEFAULT_QUEUE = "default"
+
+
 class NewJob(NamedTuple):
     """A row to insert; the field names are the ``burrow_jobs`` columns they fill."""
 
@@ -74,6 +77,23 @@ class NewJob(NamedTuple):
     max_retries: int
     run_at: dt.datetime | None  # None: now, by the backend's clock
     unique_key: str | None = None  # while a job of this task holds it, no other is inserted
+    queue: str = DEFAULT_QUEUE  # the pool of workers that claims it
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    """The queues a claim takes jobs from: these (``exclude=False``), or every queue but
+    these (``exclude=True``: a supervisor's default pool leaves its other pools' queues)."""
+
+    names: tuple[str, ...] = ()
+    exclude: bool = True
+
+    @property
+    def everything(self) -> bool:
+        return self.exclude and not self.names
+
+
+ALL_QUEUES = QueueFilter()
 
 
 # ClaimedJob and Outcome are made once per job in a worker and again in its
@@ -158,6 +178,8 @@ class JobInfo:
     lease_expires_at: dt.datetime | None
     unique_key: str | None = None
     snoozes: int = 0
+    queue: str = DEFAULT_QUEUE
+    cancel_requested_at: dt.datetime | None = None  # q.cancel of a running job, until it ends
 
 
 # The burrow_jobs columns a read selects, in JobInfo's order.
@@ -256,8 +278,18 @@ class Backend(Protocol):
     def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
         """Insert jobs in one transaction; ids by position; inside ``conn``'s transaction when given."""
 
-    def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
-        """Mark up to ``limit`` due queued jobs of ``tasks`` running for ``owner``."""
+    def claim(
+        self,
+        tasks: Sequence[str],
+        limit: int,
+        owner: str,
+        lease_s: float,
+        *,
+        queues: QueueFilter = ALL_QUEUES,
+        limits: Mapping[str, int] | None = None,
+    ) -> list[ClaimedJob]:
+        """Mark up to ``limit`` due queued jobs of ``tasks`` in ``queues`` running for
+        ``owner``; of a task in ``limits``, only while fewer than its limit run."""
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Write outcomes in one round trip; returns the ids whose fence no longer held."""

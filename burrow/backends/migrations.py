@@ -165,12 +165,29 @@ def _v5(dialect: str) -> list[str]:
     ]
 
 
+# -- 6: flow control: named queues, cancelling running jobs, concurrency limits -------
+
+
+def _v6(dialect: str) -> list[str]:
+    """A job's queue (each pool of workers claims from its own), a cancel request for a
+    running job (its supervisor stops it), and the claim's access paths: by queue,
+    and by task for the tasks whose running jobs are limited."""
+    time = _V1_TYPES[dialect]["time"]
+    return [
+        "ALTER TABLE burrow_jobs ADD COLUMN queue VARCHAR(200) DEFAULT 'default' NOT NULL",
+        f"ALTER TABLE burrow_jobs ADD COLUMN cancel_requested_at {time}",
+        "CREATE INDEX burrow_jobs_queue_idx ON burrow_jobs (queue, priority DESC, run_at, id) WHERE state = 'queued'",
+        "CREATE INDEX burrow_jobs_task_queued_idx ON burrow_jobs (task, priority DESC, run_at, id)"
+        " WHERE state = 'queued'",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5))
+MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

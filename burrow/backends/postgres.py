@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -22,7 +22,16 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, claimed_jobs, owner_host_pid
+from burrow.backends.base import (
+    ALL_QUEUES,
+    CLAIM_COLUMNS,
+    ClaimedJob,
+    NewJob,
+    Outcome,
+    QueueFilter,
+    claimed_jobs,
+    owner_host_pid,
+)
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs
@@ -80,7 +89,9 @@ class PostgresBackend(SQLBackend):
             pool_size=5,
             max_overflow=5,
             pool_timeout=timeouts.call_s,
-            connect_args=timeouts.postgres_connect_args(),
+            # Nothing prepared, on any connection (see _configure_held): a pooled one
+            # becomes the held one, and the migrations run one INSERT six times.
+            connect_args={**timeouts.postgres_connect_args(), "prepare_threshold": None},
         )
         super().__init__(engine, schema=schema, clock=clock, timeouts=timeouts)
         self.channel = notify_channel(schema)
@@ -97,7 +108,11 @@ class PostgresBackend(SQLBackend):
             "set": _FINISH_SET,
         }
         self._jobs, self._now_sql, self._returning = names["jobs"], names["now"], names["returning"]
-        self._claims: dict[int, str] = {}
+        self._claims: dict[tuple[int, bool | None, bool], str] = {}
+        self._try_locks_sql = _TRY_LOCKS
+        # Advisory locks are per database: the key is the schema's, so two queues on
+        # one server do not share their limits' locks.
+        self._lock_key = int.from_bytes(hashlib.sha256(self.channel.encode()).digest()[:4], "big", signed=True)
         self._finish_sql = _FINISH.format(**names)
         self._uniform_finishes: dict[Change, str] = {}
         self._enqueue_sql = {
@@ -153,22 +168,58 @@ class PostgresBackend(SQLBackend):
         # One array parameter: the statement text does not change with the task list.
         return jobs.c.task == sa.any_(sa.bindparam("tasks", list(tasks), type_=pg.ARRAY(sa.String)))
 
-    def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
-        """Pick and mark up to ``limit`` jobs in one statement (see :meth:`claim_sql`)."""
+    def claim(
+        self,
+        tasks: Sequence[str],
+        limit: int,
+        owner: str,
+        lease_s: float,
+        *,
+        queues: QueueFilter = ALL_QUEUES,
+        limits: Mapping[str, int] | None = None,
+    ) -> list[ClaimedJob]:
+        """Pick and mark up to ``limit`` jobs in one statement (see :meth:`claim_sql`).
+
+        With limited tasks, a short transaction instead: try-locks (a transaction-scoped
+        advisory lock per limited task; a task another claimer holds is left for this
+        round, never waited for), then, under a snapshot taken after the locks, the
+        claim counting each locked task's running jobs (:meth:`limited_claim_sql`).
+        Only claims start jobs, and two claims of a limited task never overlap, so the
+        count cannot be overtaken: the limit holds across every supervisor.
+        """
         if not tasks or limit <= 0:
             return []
-        statement = self.claim_sql(limit)
-        params = {"tasks": list(tasks), "owner": owner, "lease_s": float(lease_s), "now": self._clock_now()}
+        limited = {task: n for task, n in (limits or {}).items() if task in tasks}
+        params: dict[str, Any] = {
+            "tasks": [task for task in tasks if task not in limited],
+            "queues": list(queues.names),
+            "owner": owner,
+            "lease_s": float(lease_s),
+            "now": self._clock_now(),
+        }
+        if not limited:
+            statement = self.claim_sql(limit, queues)
 
-        def claim(conn: psycopg.Connection[Any]) -> list[Any]:
-            return conn.execute(statement, params).fetchall()  # unprepared: see _configure_held
+            def claim(conn: psycopg.Connection[Any]) -> list[Any]:
+                return conn.execute(statement, params).fetchall()  # unprepared: see _configure_held
+
+        else:
+            statement = self.limited_claim_sql(limit, queues)
+
+            def claim(conn: psycopg.Connection[Any]) -> list[Any]:
+                with conn.transaction():
+                    names = sorted(limited)
+                    row = conn.execute(self._try_locks_sql, {"tasks": names, "key": self._lock_key}).fetchone()
+                    held = [task for task in names if task in ((row and row[0]) or ())]
+                    params.update(limited=held, maxes=[limited[task] for task in held])
+                    return conn.execute(statement, params).fetchall()
 
         # Never retried here: a claim whose commit went through before the connection
         # dropped has jobs under ``owner`` its caller never saw; a second claim under
         # the same owner would hide them. The caller releases ``owner`` instead.
         return claimed_jobs(self._on_held("claim", claim, retry=False), owner)
 
-    def claim_sql(self, limit: int) -> str:
+    def claim_sql(self, limit: int, queues: QueueFilter = ALL_QUEUES) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.
 
         The CTE is materialized so the LIMIT applies once: ``WHERE id IN (SELECT
@@ -183,10 +234,26 @@ class PostgresBackend(SQLBackend):
         of it: batch-1000 claims fell from about 37,000 to 2,000 jobs/s when the raw
         baseline let psycopg prepare this statement).
         """
-        statement = self._claims.get(limit)
+        key = (limit, queues.exclude if queues.names else None, False)
+        statement = self._claims.get(key)
         if statement is None:
-            statement = self._claims[limit] = _CLAIM.format(
-                jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning
+            statement = self._claims[key] = _CLAIM.format(
+                jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning,
+                queue=_queue_predicate(queues),
+            )
+        return statement
+
+    def limited_claim_sql(self, limit: int, queues: QueueFilter = ALL_QUEUES) -> str:
+        """The claim with a pick of its own for each limited task, of at most its free
+        slots, beside the plain pick of the other tasks; the picks are put back in
+        claim order and cut to ``limit``. Each limited pick is an ordered range of
+        burrow_jobs_task_queued_idx, so a backlog of a throttled task costs nothing."""
+        key = (limit, queues.exclude if queues.names else None, True)
+        statement = self._claims.get(key)
+        if statement is None:
+            statement = self._claims[key] = _LIMITED_CLAIM.format(
+                jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning,
+                queue=_queue_predicate(queues),
             )
         return statement
 
@@ -417,10 +484,50 @@ _FENCED = "j.id = v.id AND j.owner = v.owner AND j.attempts = v.attempt AND j.st
 _CLAIM = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM {jobs}
-    WHERE state = 'queued' AND run_at <= {now} AND task = ANY(%(tasks)s::varchar[])
+    WHERE state = 'queued' AND run_at <= {now} AND task = ANY(%(tasks)s::varchar[]){queue}
     ORDER BY priority DESC, run_at, id
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
+)
+UPDATE {jobs} AS j
+SET state = 'running', attempts = j.attempts + 1, owner = %(owner)s, started_at = {now},
+    lease_expires_at = {now} + make_interval(secs => %(lease_s)s)
+FROM picked WHERE j.id = picked.id
+RETURNING {returning}
+"""
+
+# The limited tasks whose lock this claim got (pg_try_advisory_xact_lock: never waits).
+_TRY_LOCKS = """
+SELECT array_agg(task) FROM unnest(%(tasks)s::varchar[]) AS t(task)
+WHERE pg_try_advisory_xact_lock(%(key)s, hashtext(task))
+"""
+
+_LIMITED_CLAIM = """
+WITH running AS MATERIALIZED (
+    SELECT task, count(*) AS n FROM {jobs}
+    WHERE state = 'running' AND task = ANY(%(limited)s::varchar[])
+    GROUP BY task
+), caps AS MATERIALIZED (
+    SELECT l.task, greatest(l.most - coalesce(r.n, 0), 0) AS free
+    FROM unnest(%(limited)s::varchar[], %(maxes)s::int[]) AS l(task, most) LEFT JOIN running r USING (task)
+), free_pick AS MATERIALIZED (
+    SELECT id, priority, run_at FROM {jobs}
+    WHERE state = 'queued' AND run_at <= {now} AND task = ANY(%(tasks)s::varchar[]){queue}
+    ORDER BY priority DESC, run_at, id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+), limited_pick AS MATERIALIZED (
+    SELECT p.id, p.priority, p.run_at FROM caps CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM {jobs}
+        WHERE state = 'queued' AND run_at <= {now} AND task = caps.task{queue}
+        ORDER BY priority DESC, run_at, id
+        LIMIT least(caps.free, {limit})
+        FOR UPDATE SKIP LOCKED
+    ) AS p
+), picked AS (
+    SELECT id FROM (SELECT * FROM free_pick UNION ALL SELECT * FROM limited_pick) AS both_picks
+    ORDER BY priority DESC, run_at, id
+    LIMIT {limit}
 )
 UPDATE {jobs} AS j
 SET state = 'running', attempts = j.attempts + 1, owner = %(owner)s, started_at = {now},
@@ -477,13 +584,14 @@ RETURNING j.id
 _ENQUEUE = """
 WITH v AS (
     SELECT * FROM unnest(%(task)s::varchar[], %(payload)s::bytea[], %(priority)s::int[],
-                         %(max_retries)s::int[], %(run_at)s::timestamptz[], %(unique_key)s::varchar[])
-           WITH ORDINALITY AS v(task, payload, priority, max_retries, run_at, unique_key, n)
+                         %(max_retries)s::int[], %(run_at)s::timestamptz[], %(unique_key)s::varchar[],
+                         %(queue)s::varchar[])
+           WITH ORDINALITY AS v(task, payload, priority, max_retries, run_at, unique_key, queue, n)
 ), numbered AS (
     SELECT n, nextval({id_seq}::regclass) AS id FROM (SELECT n FROM v ORDER BY n) AS o
 ), inserted AS (
-    INSERT INTO {jobs} (id, task, payload, priority, max_retries, run_at, unique_key, state, attempts, created_at)
-    SELECT numbered.id, v.task, v.payload, v.priority, v.max_retries, coalesce(v.run_at, {now}), v.unique_key,
+    INSERT INTO {jobs} (id, task, payload, priority, max_retries, run_at, unique_key, queue, state, attempts, created_at)
+    SELECT numbered.id, v.task, v.payload, v.priority, v.max_retries, coalesce(v.run_at, {now}), v.unique_key, v.queue,
            'queued', 0, {now}
     FROM v JOIN numbered USING (n) ORDER BY n
     {on_conflict}
@@ -510,6 +618,13 @@ FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[]) AS v(id,
 WHERE {fenced}
 RETURNING j.id
 """
+
+
+def _queue_predicate(queues: QueueFilter) -> str:
+    """The claim's queue condition: none for every queue, else in or not in %(queues)s."""
+    if not queues.names:
+        return ""
+    return " AND queue <> ALL(%(queues)s::varchar[])" if queues.exclude else " AND queue = ANY(%(queues)s::varchar[])"
 
 
 def _quote_literal(text: str) -> str:

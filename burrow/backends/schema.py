@@ -71,6 +71,8 @@ jobs = sa.Table(
     sa.Column("result", sa.LargeBinary),
     sa.Column("unique_key", sa.String(200)),  # held while queued or running (burrow_jobs_unique_idx)
     sa.Column("snoozes", sa.Integer, nullable=False, server_default="0"),  # RetryAfter runs, not attempts
+    sa.Column("queue", sa.String(200), nullable=False, server_default="default"),  # which pool claims it
+    sa.Column("cancel_requested_at", Timestamp),  # q.cancel of a running job: its supervisor stops it
     sa.CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="burrow_jobs_state_valid"
     ),
@@ -114,6 +116,26 @@ sa.Index(
     unique=True,
     postgresql_where=sa.text(UNIQUE_WHERE),
     sqlite_where=sa.text(UNIQUE_WHERE),
+)
+
+# The claims of a pool of named queues, and of a task whose running jobs are limited.
+sa.Index(
+    "burrow_jobs_queue_idx",
+    jobs.c.queue,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=jobs.c.state == "queued",
+    sqlite_where=jobs.c.state == "queued",
+)
+sa.Index(
+    "burrow_jobs_task_queued_idx",
+    jobs.c.task,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=jobs.c.state == "queued",
+    sqlite_where=jobs.c.state == "queued",
 )
 
 # Retention: finished jobs of a state, oldest first.

@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from burrow.backends.base import (
+    ALL_QUEUES,
     JOB_COLUMNS,
     ClaimedJob,
     ExpiredLease,
@@ -31,6 +32,7 @@ from burrow.backends.base import (
     Outcome,
     OutcomeKind,
     ProcessInfo,
+    QueueFilter,
     ScheduleInfo,
     SchemaStatus,
 )
@@ -328,7 +330,16 @@ class SQLBackend:
         """Insert and notify on a DBAPI connection; commit only with ``own_transaction``."""
         raise NotImplementedError
 
-    def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
+    def claim(
+        self,
+        tasks: Sequence[str],
+        limit: int,
+        owner: str,
+        lease_s: float,
+        *,
+        queues: QueueFilter = ALL_QUEUES,
+        limits: Mapping[str, int] | None = None,
+    ) -> list[ClaimedJob]:
         raise NotImplementedError
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:

@@ -15,13 +15,23 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import CLAIM_COLUMNS, ClaimedJob, NewJob, Outcome, SchemaStatus, claimed_jobs, owner_host_pid
+from burrow.backends.base import (
+    ALL_QUEUES,
+    CLAIM_COLUMNS,
+    ClaimedJob,
+    NewJob,
+    Outcome,
+    QueueFilter,
+    SchemaStatus,
+    claimed_jobs,
+    owner_host_pid,
+)
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, UTC
@@ -161,8 +171,9 @@ class SQLiteBackend(SQLBackend):
         for start in range(0, len(new_jobs), _INSERT_ROWS):
             chunk = new_jobs[start : start + _INSERT_ROWS]
             params: list[Any] = []
-            for job_id, (task, payload, priority, max_retries, run_at, unique_key) in zip(ids[start:], chunk):
-                params += (job_id, task, payload, priority, max_retries, now if run_at is None else _stamp(run_at), unique_key, now)
+            for job_id, (task, payload, priority, max_retries, run_at, unique_key, queue) in zip(ids[start:], chunk):
+                run_at_stamp = now if run_at is None else _stamp(run_at)
+                params += (job_id, task, payload, priority, max_retries, run_at_stamp, unique_key, queue, now)
             rows = connection.execute(_insert_sql(len(chunk), unique), params)
             if unique:
                 inserted.update(row[0] for row in rows)
@@ -187,17 +198,47 @@ class SQLiteBackend(SQLBackend):
             holders[task, key] = row[0]
         return holders
 
-    def claim(self, tasks: Sequence[str], limit: int, owner: str, lease_s: float) -> list[ClaimedJob]:
-        """Select and mark in one statement; the write lock makes the subquery safe."""
+    def claim(
+        self,
+        tasks: Sequence[str],
+        limit: int,
+        owner: str,
+        lease_s: float,
+        *,
+        queues: QueueFilter = ALL_QUEUES,
+        limits: Mapping[str, int] | None = None,
+    ) -> list[ClaimedJob]:
+        """Select and mark in one statement; the write lock makes the subquery safe.
+
+        A task with a concurrency limit gets a pick of its own, of at most its free
+        slots: the running jobs are counted under the same write lock, so no other
+        claimer can start one in between (SQLite's single writer does what
+        PostgreSQL needs an advisory lock for).
+        """
         if not tasks or limit <= 0:
             return []
+        limited = {task: n for task, n in (limits or {}).items() if task in tasks}
+        free_tasks = [task for task in tasks if task not in limited]
         now = self.now()
-        params = (owner, _stamp(now), _stamp(now + dt.timedelta(seconds=lease_s)), _stamp(now), *tasks, limit)
-        statement = _claim_sql(len(tasks))
+        head = (owner, _stamp(now), _stamp(now + dt.timedelta(seconds=lease_s)))
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
             _begin_immediate(conn, self.timeouts.call_s)
-            rows = conn.execute(statement, params).fetchall()
+            picks: list[tuple[int, int]] = []  # (task count, limit) of each pick
+            params: list[Any] = []
+            if free_tasks:
+                picks.append((len(free_tasks), limit))
+                params += (_stamp(now), *free_tasks, *queues.names, limit)
+            if limited:
+                running = dict(conn.execute(_count_running_sql(len(limited)), list(limited)).fetchall())
+                for task, most in limited.items():
+                    if (free := most - running.get(task, 0)) > 0:
+                        picks.append((1, min(free, limit)))
+                        params += (_stamp(now), task, *queues.names, min(free, limit))
+            rows = []
+            if picks:
+                statement = _claim_sql(tuple(picks), len(queues.names), queues.exclude, len(picks) > 1)
+                rows = conn.execute(statement, (*head, *params, limit)).fetchall()
             conn.execute("COMMIT")
             return rows
 
@@ -310,18 +351,42 @@ _KEY_HOLDER = f"SELECT id FROM burrow_jobs WHERE task = ? AND unique_key = ? AND
 
 
 @functools.cache
-def _claim_sql(task_count: int) -> str:
+def _claim_sql(picks: tuple[tuple[int, int], ...], queue_count: int, exclude: bool, several: bool) -> str:
+    """Mark the jobs the picks select; each pick is (its task count, its limit).
+
+    One pick (the usual claim) is the plain ordered scan of the queued index. Several
+    (tasks with concurrency limits, each with its own) are joined, and the whole is
+    put back in claim order and cut to the claim's limit.
+    """
+    queue = ""
+    if queue_count:
+        queue = f" AND queue {'NOT IN' if exclude else 'IN'} ({', '.join('?' * queue_count)})"
+
+    def pick(task_count: int) -> str:
+        return (
+            f"SELECT id, priority, run_at FROM burrow_jobs WHERE state = 'queued' AND run_at <= ?"
+            f" AND task IN ({', '.join('?' * task_count)}){queue} ORDER BY priority DESC, run_at, id LIMIT ?"
+        )
+
+    if several:
+        union = " UNION ALL ".join(f"SELECT * FROM ({pick(task_count)})" for task_count, _ in picks)
+        chosen = f"SELECT id FROM ({union}) ORDER BY priority DESC, run_at, id LIMIT ?"
+    else:
+        chosen = f"SELECT id FROM ({pick(picks[0][0])}) LIMIT ?"
     return f"""
         UPDATE burrow_jobs
         SET state = 'running', attempts = attempts + 1, owner = ?, started_at = ?, lease_expires_at = ?
-        WHERE id IN (
-            SELECT id FROM burrow_jobs
-            WHERE state = 'queued' AND run_at <= ? AND task IN ({", ".join("?" * task_count)})
-            ORDER BY priority DESC, run_at, id
-            LIMIT ?
-        )
+        WHERE id IN ({chosen})
         RETURNING {", ".join(CLAIM_COLUMNS)}
     """
+
+
+@functools.cache
+def _count_running_sql(task_count: int) -> str:
+    return (
+        "SELECT task, count(*) FROM burrow_jobs WHERE state = 'running'"
+        f" AND task IN ({', '.join('?' * task_count)}) GROUP BY task"
+    )
 
 
 def _finish_params(outcome: Outcome, c: Change, now: dt.datetime, stamp: str) -> tuple[Any, ...]:
