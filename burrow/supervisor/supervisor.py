@@ -10,6 +10,7 @@ happens here, outside the handler, where logging and database calls are safe.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import os
@@ -23,7 +24,7 @@ from typing import Any
 import psutil
 import structlog
 
-from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
 from burrow.errors import BackendError, BurrowError, ConfigError, ProtocolError
 from burrow.execution import RetryDefaults, failure_outcome
 from burrow.queue import JobQueue, new_owner
@@ -392,21 +393,24 @@ class Supervisor:
         if kind not in _WORKER_OUTCOMES:
             raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
         duration = message.get("duration")
-        self._settle(
-            Outcome(
-                job_id,
-                flight.job.owner,
-                message["attempt"],
-                kind,
-                result=data,
-                error=message.get("error"),
-                retry_in_s=float(message.get("retry_in_s", 0.0)),
-                duration_s=float(duration) if duration is not None else None,
-            ),
-            flight.job.task,
-        )
+        if not flight.lease_lost:  # else another process owns the job: its outcome is that one's to write
+            self._settle(
+                Outcome(
+                    job_id,
+                    flight.job.owner,
+                    message["attempt"],
+                    kind,
+                    result=data,
+                    error=message.get("error"),
+                    retry_in_s=float(message.get("retry_in_s", 0.0)),
+                    duration_s=float(duration) if duration is not None else None,
+                ),
+                flight.job.task,
+            )
         if handle.inflight and handle.inflight[0].started_mono is None:
             handle.inflight[0].started_mono = now
+            if handle.inflight[0].lease_lost:
+                self._stop_lost_run(handle, handle.inflight[0], now)
         if kind is not OutcomeKind.RELEASED:
             handle.jobs_done += 1
             self.jobs_done += 1
@@ -463,10 +467,17 @@ class Supervisor:
         code = os.waitstatus_to_exitcode(status)
         clean = os.WIFEXITED(status) and code == WorkerExit.OK and handle.kill_reason is None
         shutting_down = self.state is State.DRAINING
+        settled = 0
+        lost_stack = ""
         for index, flight in enumerate(handle.inflight):
             ran = index == 0 and flight.started_mono is not None
+            if flight.lease_lost:  # another process owns it: nothing to write, the fence would refuse it
+                if ran:
+                    lost_stack = stack
+                continue
+            settled += 1
             duration_s = now - flight.started_mono if ran and flight.started_mono is not None else None
-            if ran and not shutting_down:
+            if ran and not shutting_down and not handle.release_running:
                 outcome = failure_outcome(
                     flight.job,
                     self._job_config(flight.job.task),
@@ -485,7 +496,9 @@ class Supervisor:
         if handle.owner is not None and not clean:
             self.dead_owners.append(handle.owner)  # a clean exit announced every claim it made
         event = log.info if clean else log.error
-        event("worker_exited", worker_pid=handle.pid, reason=reason, jobs_done=handle.jobs_done, jobs_settled=len(handle.inflight))
+        # A lost run's stack has no job error to go in: the log keeps where it was stopped.
+        extra = {"stack": lost_stack} if lost_stack else {}
+        event("worker_exited", worker_pid=handle.pid, reason=reason, jobs_done=handle.jobs_done, jobs_settled=settled, **extra)
         self.telemetry.worker_exited(exit_label(handle.kill_reason, clean, os.WIFSIGNALED(status)))
         self._forget_worker(handle)
         if not handle.booted and os.WIFEXITED(status) and code == WorkerExit.BOOT_FAILED and self._database_answers():
@@ -647,17 +660,72 @@ class Supervisor:
         """The leases of every in-flight job; the outage guard when they cannot be.
 
         With no job in flight the call is free and succeeds: nothing can lapse,
-        and a job claimed later has a lease that starts after this moment.
+        and a job claimed later has a lease that starts after this moment. A
+        lease found lost is not asked for again: its job is another process's now.
         """
-        fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.pool.workers.values() for f in h.inflight]
+        held = [(h, f) for h in self.pool.workers.values() for f in h.inflight if not f.lease_lost]
+        fences = [(f.job.id, f.job.owner, f.job.attempt) for _, f in held]
         try:
             lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
         except BackendError:
             self._guard_leases(now)
             raise
         self.last_db_ok_mono = now
-        for job_id in lost:
-            log.warning("job_lease_lost", job_id=job_id)
+        if lost:
+            self._on_leases_lost(set(lost), held, now)
+
+    def _on_leases_lost(self, lost: set[int], held: list[tuple[WorkerHandle, InFlight]], now: float) -> None:
+        """Stop every run whose lease is gone, before it runs on beside its new owner.
+
+        A lease is lost when another process took the job over: a reaper whose
+        clock saw the lease expire (we were stalled, or its clock runs ahead),
+        or a hand in the table. The new owner may be running the job this
+        moment, so ours must stop at once; and it must leave the row alone (the
+        fence would refuse the write anyway). Ids alone name the lost fences:
+        when one id is held twice (an old run we lost to our own reaper, and our
+        new claim of it), the row says which of the two owns it.
+        """
+        counts = collections.Counter(f.job.id for _, f in held)
+        for handle, flight in held:
+            job = flight.job
+            if job.id not in lost:
+                continue
+            if counts[job.id] > 1 and self._still_owns(flight):
+                continue
+            flight.lease_lost = True
+            log.warning(
+                "job_lease_lost",
+                job_id=job.id,
+                task=job.task,
+                attempt=job.attempt,
+                worker_pid=handle.pid,
+                detail="another process owns the job now: its run here is stopped and nothing is written for it",
+            )
+            if handle.inflight and handle.inflight[0] is flight:
+                self._stop_lost_run(handle, flight, now)
+            # A lost job claimed behind the running one is stopped when it starts (_on_result).
+
+    def _still_owns(self, flight: InFlight) -> bool:
+        try:
+            record = self.backend.get(flight.job.id)
+        except BackendError:
+            return True  # not known yet: the next heartbeat asks again
+        return (
+            record is not None
+            and record.state is JobState.RUNNING
+            and (record.owner, record.attempts) == (flight.job.owner, flight.job.attempt)
+        )
+
+    def _stop_lost_run(self, handle: WorkerHandle, flight: InFlight, now: float) -> None:
+        """SIGTERM (its stack dumped for the log), SIGKILL after the grace, a new worker.
+
+        What else it was running when it died was not that job's fault: it goes
+        back to the queue with its attempt given back (release_running).
+        """
+        if handle.kill_reason is not None:
+            return  # dying already
+        handle.release_running = True
+        handle.terminate(f"lease lost: job {flight.job.id} belongs to another process now", now + _TERM_GRACE_S)
 
     def _heartbeat_process(self, now: float) -> None:
         """Our row in burrow_processes; then systemd's watchdog, which only a database
