@@ -262,7 +262,12 @@ class Supervisor:
             log.info("workers_resized", target=self.pool.target)
 
     def _reload(self) -> None:
-        """New config and freshly imported app code; old workers finish and leave."""
+        """New config and freshly imported app code; old workers finish and leave.
+
+        A reload that fails (a bad config; app code that raises anything at all,
+        which register_apps turns into a ConfigError) changes nothing: the workers
+        running keep running, and the next ones are forked with the old code.
+        """
         if self.reload_config is None:
             return
         self.notifier.reloading()
@@ -270,8 +275,8 @@ class Supervisor:
             config = self.reload_config()
             queue = JobQueue(self.backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
             register_apps(queue, config.supervisor.apps, config.schedules, fresh=True)
-        except (ConfigError, BurrowError) as exc:
-            log.error("reload_failed", error=str(exc))
+        except BurrowError as exc:
+            log.error("reload_failed", error=str(exc), detail="the running workers and code go on")
             self.notifier.ready()
             return
         if config.database != self.config.database:

@@ -3,7 +3,8 @@
 Each task makes a worker do one thing a test can observe from outside: leave a
 line in a ledger, announce that it is running and wait for a go-ahead, sleep past
 its timeout (in a function a stack trace can name, or deaf to SIGTERM), hoard
-memory, or report which version of this module it runs.
+memory, or report which version of this module it runs (version "broken" fails
+its register_jobs).
 Handlers coordinate with tests through files, because the test and the worker
 are different processes.
 """
@@ -156,8 +157,14 @@ version_task = burrow.define_result_task("sv.version", version)
 TASKS = (square_task, async_square_task, record_task, block_task, slow_task, stuck_task, deaf_task, hog_task, version_task)
 
 
+BROKEN = "broken"  # the version whose register_jobs fails as app code can, with no BurrowError
+
+
 class App:
     def register_jobs(self, q: burrow.Queue) -> None:
+        if VERSION == BROKEN:
+            settings: dict[str, str] = {}
+            settings["queue_name"]  # a KeyError, as a missing setting would raise
         for task in TASKS:
             task.register(q)
 
