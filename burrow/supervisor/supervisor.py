@@ -10,6 +10,8 @@ happens here, outside the handler, where logging and database calls are safe.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import contextlib
 import enum
@@ -390,10 +392,7 @@ class Supervisor:
                 break
         else:
             raise ProtocolError(f"result for job {job_id}, which this worker did not claim")
-        result = message.get("result")
-        data = result.encode() if result is not None else None
-        if "result_hex" in message:
-            data = bytes.fromhex(message["result_hex"])
+        data = _result_bytes(message)
         kind = OutcomeKind(message["kind"])
         if kind not in _WORKER_OUTCOMES:
             raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
@@ -887,6 +886,23 @@ class Supervisor:
 
 def _record_only(signum: int, frame: object) -> None:
     """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
+
+
+def _result_bytes(message: dict[str, Any]) -> bytes | None:
+    """A result frame's result: a JSON string's UTF-8, or base64 (worker.outcome_frame)."""
+    text, packed = message.get("result"), message.get("result_b64")
+    if text is not None:
+        if type(text) is not str:
+            raise ProtocolError(f"a result frame's result is a {type(text).__name__}, not a string")
+        return text.encode()
+    if packed is not None:
+        if type(packed) is not str:
+            raise ProtocolError(f"a result frame's result_b64 is a {type(packed).__name__}, not a string")
+        try:
+            return base64.b64decode(packed, validate=True)
+        except binascii.Error as exc:
+            raise ProtocolError(f"a result frame's result_b64 is not base64: {exc}") from None
+    return None
 
 
 def _with_stack(error: str, stack: str) -> str:

@@ -140,6 +140,24 @@ def version(_: int) -> str:
     return VERSION
 
 
+def bad_name(_: int) -> None:
+    """A PermanentError naming a file whose name is not UTF-8: a lone surrogate in the text."""
+    raise burrow.PermanentError("bad name " + os.fsdecode(b"\xff"))
+
+
+def huge_error(megabytes: int) -> None:
+    raise ValueError("x" * (megabytes << 20))
+
+
+def text_result(size: int) -> str:
+    return "x" * size
+
+
+def binary_result(size: int) -> None:
+    """A result that is not UTF-8 (a raw capture, as a handler storing an image would)."""
+    burrow.capture_result(b"\xff" * size)
+
+
 square_task = burrow.define_result_task("sv.square", square)
 async_square_task = burrow.define_result_task("sv.async_square", async_square)
 record_task = burrow.define_task("sv.record", record)
@@ -153,8 +171,26 @@ deaf_task = burrow.define_result_task(
 )
 hog_task = burrow.define_result_task("sv.hog", hog)
 version_task = burrow.define_result_task("sv.version", version)
+bad_name_task = burrow.define_task("sv.bad_name", bad_name, burrow.with_max_retries(2))
+huge_error_task = burrow.define_task("sv.huge_error", huge_error, burrow.with_max_retries(0))
+text_result_task = burrow.define_result_task("sv.text_result", text_result, burrow.with_max_retries(2))
+binary_result_task = burrow.define_task("sv.binary_result", binary_result, burrow.with_max_retries(2))
 
-TASKS = (square_task, async_square_task, record_task, block_task, slow_task, stuck_task, deaf_task, hog_task, version_task)
+TASKS = (
+    square_task,
+    async_square_task,
+    record_task,
+    block_task,
+    slow_task,
+    stuck_task,
+    deaf_task,
+    hog_task,
+    version_task,
+    bad_name_task,
+    huge_error_task,
+    text_result_task,
+    binary_result_task,
+)
 
 
 BROKEN = "broken"  # the version whose register_jobs fails as app code can, with no BurrowError
