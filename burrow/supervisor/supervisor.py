@@ -819,13 +819,20 @@ class Supervisor:
         """With the database away, stop in-flight work before our leases can lapse.
 
         Past that point another supervisor may reap and re-run the jobs; killing
-        ours first keeps an outage from turning into duplicate runs.
+        ours first keeps an outage from turning into duplicate runs. The outage is
+        not the jobs' fault: each stopped run is released (a RELEASED outcome with
+        the reason, its attempt given back, written once the database answers),
+        so a job on its last attempt is run again rather than failed. Our own
+        reaper writes our outcomes before it reaps; another supervisor's reaper
+        that gets to the job first treats it as any expired lease.
         """
         settings = self.config.supervisor
         if now - self.last_db_ok_mono < settings.lease_timeout_s - 2 * settings.heartbeat_interval_s:
             return
         for handle in self.pool.workers.values():
             if handle.inflight:
+                if handle.kill_reason is None:  # else killed for its own reason (a timeout), and charged for it
+                    handle.release_running = True
                 handle.kill("database unreachable: stopped before the lease could lapse")
 
     def _open_listener(self) -> None:

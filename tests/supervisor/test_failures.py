@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from burrow.backends.base import JobState
 from burrow.backends.schema import jobs
 from tests.supervisor.app import Gate, Mark, announced, block_task, deaf_task, record_task, slow_task, stuck_task
+from tests.conftest import POSTGRES_DSN, Database
+from tests.proxy import proxy_to
 from tests.reliability.audit import log_time
 from tests.supervisor.harness import Launcher, alive, write_config
 
@@ -442,5 +444,52 @@ def test_a_lost_job_claimed_behind_the_running_one_is_stopped_when_it_starts(
         assert (q.backend.get(second), q.history(second)) == before
         assert len(supervisor.events("job_lease_lost")) == 1
         (gates / "b.go").touch()
+    finally:
+        q.close()
+
+
+GUARD_REASON = "database unreachable: stopped before the lease could lapse"
+
+
+def test_a_job_stopped_by_the_outage_guard_is_released_not_charged(
+    postgres_schema: str, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """The database goes away under a job on its last attempt (max_retries=0): the
+    guard stops it before its lease can lapse, and once the database is back the
+    job is queued again with that attempt given back, and re-run; never failed."""
+    host, port = "127.0.0.1", 5432
+    assert f"{host}:{port}" in POSTGRES_DSN
+    q = Database("postgresql", POSTGRES_DSN, postgres_schema).connect()  # the test's own way in
+    try:
+        with proxy_to((host, port)) as proxy:
+            behind_proxy = Database("postgresql", proxy.dsn(POSTGRES_DSN), postgres_schema)
+            config = write_config(
+                tmp_path / "jobs.toml", behind_proxy, workers=1, lease_timeout="3s", heartbeat_interval="500ms"
+            )
+            job_id = q.enqueue("sv.block", block_task.encode(Gate(str(gates), "a")), max_retries=0)
+            supervisor = launcher.start(config)
+            supervisor.wait_ready()
+            pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
+            (gates / "a.1.pid").unlink()  # so that its next run announces itself afresh
+
+            proxy.cut()
+            exited = supervisor.wait_event("worker_exited", worker_pid=pid, timeout=10)[0]
+            assert exited["reason"] == GUARD_REASON
+            assert q.job(job_id).state is JobState.RUNNING  # nothing can be written yet
+            proxy.restore()
+
+            rerun = supervisor.wait(lambda: announced(gates, "a"), 30, "the job to run again")
+            assert rerun != pid
+            job = q.job(job_id)
+            assert (job.state, job.attempts) == (JobState.RUNNING, 1)  # the stopped run's attempt given back
+            [released] = q.history(job_id)
+            assert (released.attempt, released.event) == (1, "released")
+            assert released.error == f"released: {GUARD_REASON}"
+            (gates / "a.go").touch()
+            supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "the re-run to succeed")
+            assert q.job(job_id).attempts == 1
+            assert supervisor.events("job_failed") == [] and supervisor.events("job_lease_expired") == []
+            supervisor.send(signal.SIGTERM)
+            assert supervisor.wait_exit() == 0
     finally:
         q.close()
