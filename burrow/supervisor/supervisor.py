@@ -360,10 +360,9 @@ class Supervisor:
             self._on_result(handle, message, now)
         elif kind == protocol.CLAIMED:
             owner = message["owner"]
-            for job_id, attempt, task, max_retries in message["jobs"]:
-                job = ClaimedJob(job_id, task, b"", 0, attempt, max_retries, owner)
-                handle.inflight.append(InFlight(job))
-            self.telemetry.claimed(len(message["jobs"]))
+            jobs = _claimed_jobs(message["jobs"], owner)
+            handle.inflight.extend(InFlight(job) for job in jobs)
+            self.telemetry.claimed(len(jobs))
             handle.inflight[0].started_mono = handle.inflight[0].started_mono or now
             handle.idle = False
         elif kind == protocol.READY:
@@ -893,6 +892,24 @@ class Supervisor:
 
 def _record_only(signum: int, frame: object) -> None:
     """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
+
+
+def _claimed_jobs(entries: Any, owner: Any) -> list[ClaimedJob]:
+    """A claimed frame's jobs, each ``[id, attempt, task, max_retries]``; ProtocolError if
+    it names none (the first would be taken as running) or any is malformed."""
+    if type(owner) is not str:
+        raise ProtocolError(f"a claimed frame's owner is a {type(owner).__name__}, not a string")
+    if type(entries) is not list or not entries:
+        raise ProtocolError("a claimed frame must name at least one job")
+    jobs = []
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 4:
+            raise ProtocolError("a claimed frame's job must be [id, attempt, task, max_retries]")
+        job_id, attempt, task, max_retries = entry
+        if type(job_id) is not int or type(attempt) is not int or type(task) is not str or type(max_retries) is not int:
+            raise ProtocolError("a claimed frame's job must be [id, attempt, task, max_retries]")
+        jobs.append(ClaimedJob(job_id, task, b"", 0, attempt, max_retries, owner))
+    return jobs
 
 
 def _result_bytes(message: dict[str, Any]) -> bytes | None:

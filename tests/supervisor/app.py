@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import burrow
+from burrow.supervisor.protocol import encode_frame
 
 VERSION_ENV = "BURROW_TEST_APP_VERSION_FILE"
 GATE_TIMEOUT_S = 60.0  # a gate nobody opens must not hold a worker forever
@@ -104,6 +105,33 @@ def announced(gates: Path, name: str, attempt: int = 1) -> int | None:
         return None
 
 
+def _pipes_to_the_supervisor() -> list[int]:
+    """This worker's writable pipe descriptors other than stdio: its pipe to the supervisor."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            flags = int(Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError, ValueError):
+            continue
+        if fd > 2 and target.startswith("pipe:") and flags & os.O_WRONLY:
+            found.append(fd)
+    return found
+
+
+def claim_nothing(gate: Gate) -> str:
+    """Report this job's result itself, so that the supervisor holds nothing in flight for
+    this worker, then announce a claim of no job at all; hang until killed."""
+    job = burrow.current_job()
+    result = {"t": "result", "id": job.id, "attempt": job.attempt, "kind": "succeeded", "result": '"reported"'}
+    _announce(gate)
+    for fd in _pipes_to_the_supervisor():
+        os.write(fd, encode_frame(result) + encode_frame({"t": "claimed", "owner": "me", "jobs": []}))
+    time.sleep(GATE_TIMEOUT_S)
+    return "never"
+
+
 def slow(seconds: float) -> None:
     time.sleep(seconds)
 
@@ -175,6 +203,7 @@ bad_name_task = burrow.define_task("sv.bad_name", bad_name, burrow.with_max_retr
 huge_error_task = burrow.define_task("sv.huge_error", huge_error, burrow.with_max_retries(0))
 text_result_task = burrow.define_result_task("sv.text_result", text_result, burrow.with_max_retries(2))
 binary_result_task = burrow.define_task("sv.binary_result", binary_result, burrow.with_max_retries(2))
+claim_nothing_task = burrow.define_result_task("sv.claim_nothing", claim_nothing)
 
 TASKS = (
     square_task,
@@ -190,6 +219,7 @@ TASKS = (
     huge_error_task,
     text_result_task,
     binary_result_task,
+    claim_nothing_task,
 )
 
 

@@ -13,7 +13,17 @@ import sqlalchemy as sa
 
 from burrow.backends.base import JobState
 from burrow.backends.schema import jobs
-from tests.supervisor.app import Gate, Mark, announced, block_task, deaf_task, record_task, slow_task, stuck_task
+from tests.supervisor.app import (
+    Gate,
+    Mark,
+    announced,
+    block_task,
+    claim_nothing_task,
+    deaf_task,
+    record_task,
+    slow_task,
+    stuck_task,
+)
 from tests.conftest import POSTGRES_DSN, Database
 from tests.proxy import proxy_to
 from tests.reliability.audit import log_time
@@ -491,5 +501,30 @@ def test_a_job_stopped_by_the_outage_guard_is_released_not_charged(
             assert supervisor.events("job_failed") == [] and supervisor.events("job_lease_expired") == []
             supervisor.send(signal.SIGTERM)
             assert supervisor.wait_exit() == 0
+    finally:
+        q.close()
+
+
+def test_a_claimed_frame_with_no_jobs_is_a_protocol_error(
+    database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """Sent by a worker with nothing in flight, the supervisor died of an IndexError
+    looking for the running job; now the worker is replaced and the supervisor goes on."""
+    q = database.connect()
+    try:
+        job_id = claim_nothing_task.enqueue(q, Gate(str(gates), "c"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: announced(gates, "c"), 15, "the job to run")
+        [error] = supervisor.wait_event("worker_protocol_error", worker_pid=pid)
+        assert error["error"] == "a claimed frame must name at least one job"
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid)[0]
+        assert exited["reason"] == "protocol error: a claimed frame must name at least one job"
+        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 5, "the job's reported outcome")
+        assert claim_nothing_task.result(q, job_id) == "reported"  # the frame before the bad one counts
+        assert supervisor.wait_event("worker_started", count=2)[1]["worker_pid"] != pid
+        assert supervisor.proc.poll() is None
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
     finally:
         q.close()
