@@ -320,13 +320,14 @@ def not_a_number(p: Leaf) -> float:
 echo_task = burrow.define_result_task("codec.echo", echo)
 leaves_task = burrow.define_result_task("codec.leaves", leaves_of)
 nan_task = burrow.define_result_task("codec.nan", not_a_number, burrow.with_max_retries(0))
+nan_retried_task = burrow.define_result_task("codec.nan_retried", not_a_number, burrow.with_max_retries(3))
 
 
 @pytest.fixture(scope="module")
 def sqlite_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobQueue]:
     path: Path = tmp_path_factory.mktemp("codec") / "jobs.db"
     with burrow.connect(f"sqlite:///{path}") as q:
-        for task in (echo_task, leaves_task, nan_task):
+        for task in (echo_task, leaves_task, nan_task, nan_retried_task):
             task.register(q)
         yield q
 
@@ -353,3 +354,14 @@ def test_unencodable_result_fails_the_job(sqlite_queue: JobQueue) -> None:
     assert info.last_error is not None and info.last_error.startswith("ResultEncodeError")
     with pytest.raises(burrow.errors.JobFailed):
         nan_task.result(sqlite_queue, job_id)
+
+
+def test_an_unencodable_result_is_not_retried(sqlite_queue: JobQueue) -> None:
+    """It would not encode on the next attempt either: failed at once, retries left or not."""
+    leaf = Leaf(1, 1.0, "s", True, None, None, dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), Color.RED, Level.LOW)
+    job_id = nan_retried_task.enqueue(sqlite_queue, leaf)
+    assert sqlite_queue.drain() == 1
+    info = sqlite_queue.job(job_id)
+    assert (info.state, info.attempts) == (JobState.FAILED, 1)
+    assert [h.event for h in sqlite_queue.history(job_id)] == ["failed"]
+    assert issubclass(burrow.errors.ResultEncodeError, PermanentError)
