@@ -274,8 +274,38 @@ def test_bad_payloads_raise_permanent_decode_errors(data: bytes) -> None:
 def test_scalars_of_the_wrong_json_type_are_refused_not_converted(field: str, value: object, expected: str) -> None:
     """A payload written with the wrong type must fail its job with the field named,
     not run with a value nobody sent."""
-    with pytest.raises(PayloadDecodeError, match=rf"expected {expected} @ \$\.{field}"):
+    found = "bool" if isinstance(value, bool) else type(value).__name__
+    with pytest.raises(PayloadDecodeError, match=rf"expected {expected}, got {found} @ \$\.{field}"):
         codec.decode(codec.encode({**LEAF_JSON, field: value}), Leaf)
+
+
+SECRET = "4111-1111-1111-1111"
+
+
+@pytest.mark.parametrize(
+    ("type_", "value", "expected"),
+    [
+        (int, SECRET, "expected int, got str"),
+        (float, SECRET, "expected float, got str"),
+        (bool, SECRET, "expected bool, got str"),
+        (str, 4111111111111111, "expected str, got int"),
+        (type(None), SECRET, "expected null, got str"),
+        (Color, SECRET, "invalid value for type, expected Color"),
+        (Level, 4111111111111111, "invalid value for type, expected Level"),
+        (dt.datetime, SECRET, "expected an ISO 8601 datetime, got a str that is not one"),
+        (dt.datetime, "2030-01-01T12:00:00", "naive datetime: burrow needs timezone-aware datetimes"),
+        (list[int], [1, SECRET], "expected int, got str @ $[1]"),
+        (Leaf, {**LEAF_JSON, "n": SECRET, "color": SECRET}, "expected int, got str @ $.n"),
+    ],
+)
+def test_a_decode_error_names_types_never_the_value(type_: Any, value: object, expected: str) -> None:
+    """The error goes to last_error and the logs; a payload may hold secrets."""
+    with pytest.raises(PayloadDecodeError) as raised:
+        codec.decode(codec.encode(value), type_)
+    message = str(raised.value)
+    assert expected in message
+    for shown in (SECRET, "4111", "2030"):
+        assert shown not in message, message
 
 
 def test_an_integer_is_a_float() -> None:
