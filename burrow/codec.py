@@ -29,17 +29,35 @@ from burrow.errors import PayloadDecodeError, PayloadEncodeError
 
 _converter: Final = make_converter()
 
+
+class _Refused(ValueError):
+    """A decoded value refused, in words that name types, never the value: a payload
+    may hold secrets, and this text ends up in the job's last_error and in logs."""
+
+
+def _structure_datetime(value: Any, _: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise _Refused(f"expected an ISO 8601 datetime string, got {type(value).__name__}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _Refused("expected an ISO 8601 datetime, got a str that is not one") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise _Refused("naive datetime: burrow needs timezone-aware datetimes")
+    return parsed
+
+
 # datetimes always leave burrow timezone-aware; fromisoformat keeps the offset.
 # The check is in the hook: once isoformat() ran, a naive datetime is just a string.
 _converter.register_unstructure_hook(dt.datetime, lambda d: _aware(d).isoformat())
-_converter.register_structure_hook(dt.datetime, lambda v, _: _aware(dt.datetime.fromisoformat(v)))
+_converter.register_structure_hook(dt.datetime, _structure_datetime)
 
 _JSON_SCALARS: Final = (str, int, bool, type(None))
 
 
 def _structure_none(value: Any, _: Any) -> None:
     if value is not None:
-        raise ValueError(f"expected null, got {value!r}")
+        raise _Refused(f"expected null, got {type(value).__name__}")
     return None
 
 
@@ -53,7 +71,7 @@ def _strict(type_: type, accepts: tuple[type, ...]) -> Any:
         if cls is not type_:  # a subclass, such as an IntEnum or a StrEnum: by value, as cattrs does
             return cls(value)
         if isinstance(value, bool) and type_ is not bool or not isinstance(value, accepts):
-            raise TypeError(f"expected {type_.__name__}, got {type(value).__name__} {value!r}")
+            raise _Refused(f"expected {type_.__name__}, got {type(value).__name__}")
         return type_(value)
 
     return structure
@@ -107,18 +125,40 @@ def decode(data: bytes, type_: Any = Any) -> Any:
             return plain
         return _converter.structure(plain, type_)
     except Exception as exc:
-        raise PayloadDecodeError(f"cannot decode payload into {_type_name(type_)}: {_describe(exc)}") from exc
+        raise PayloadDecodeError(f"cannot decode payload into {_type_name(type_)}: {_describe(exc, type_)}") from exc
 
 
 def _type_name(type_: Any) -> str:
     return getattr(type_, "__qualname__", None) or repr(type_)
 
 
-def _describe(exc: BaseException) -> str:
-    """One line for an error; cattrs' grouped errors name each bad field."""
-    from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+def _describe(exc: BaseException, type_: Any) -> str:
+    """One line for an error; cattrs' grouped errors name each bad field.
+
+    The payload's values never appear: the messages of cattrs, enums and
+    datetime parsing quote them, so only ours (_Refused), which name types,
+    are shown as they are. JSON syntax errors give a position, not content.
+    """
+    from cattrs.errors import BaseValidationError, ForbiddenExtraKeysError
     from cattrs.v import transform_error
 
-    if isinstance(exc, (ClassValidationError, ForbiddenExtraKeysError)):
-        return "; ".join(transform_error(exc))
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, orjson.JSONDecodeError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (BaseValidationError, ForbiddenExtraKeysError)):
+        return "; ".join(transform_error(exc, format_exception=_format_error))
+    return _format_error(exc, type_)
+
+
+def _format_error(exc: BaseException, type_: Any) -> str:
+    """What was wrong with one value, without the value (see _describe)."""
+    from cattrs.errors import ForbiddenExtraKeysError
+
+    if isinstance(exc, _Refused):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"extra fields found ({', '.join(sorted(exc.extra_fields))})"
+    if type_ is None:
+        return f"invalid value ({type(exc).__name__})"
+    return f"invalid value for type, expected {getattr(type_, '__name__', None) or _type_name(type_)}"

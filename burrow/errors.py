@@ -42,10 +42,6 @@ class PayloadEncodeError(BurrowError):
     """The payload cannot be encoded as JSON; nothing was stored."""
 
 
-class ResultEncodeError(BurrowError):
-    """The handler's return value cannot be encoded as JSON."""
-
-
 class JobNotFound(BurrowError, LookupError):
     """No job has this id."""
 
@@ -84,6 +80,11 @@ class PermanentError(BurrowError):
 
 class PayloadDecodeError(PermanentError):
     """The stored payload cannot be decoded into the handler's payload type."""
+
+
+class ResultEncodeError(PermanentError):
+    """The handler's return value cannot be encoded as JSON; it would not be next time
+    either, so the job fails at once."""
 
 
 class RetryAfter(BurrowError):

@@ -8,6 +8,7 @@ binding, result capture, error text, retry decision and log events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 import traceback
@@ -21,6 +22,7 @@ from burrow import retry
 from burrow.backends.base import ClaimedJob, ExpiredLease, Outcome, OutcomeKind
 from burrow.context import JobContext, ResultCapture, enter_job, leave_job
 from burrow.errors import PermanentError, RetryAfter
+from burrow.logging import encodable
 from burrow.options import JobConfig
 from burrow.retry import RetryDefaults
 
@@ -45,12 +47,16 @@ def execute(
     defaults: RetryDefaults = RetryDefaults(),
     *,
     interruptible: bool = True,
+    max_result_bytes: int | None = None,
 ) -> Outcome:
-    """Run ``job``'s handler and return its outcome; never raises for a handler's failure.
+    """Run ``job``'s handler and return its outcome; never raises for a handler's failure,
+    nor for burrow's own work around it (a log line, the error's text).
 
     ``interruptible`` lets KeyboardInterrupt through (a person pressed Ctrl-C on an
     in-process drain); a worker passes False because its SIGINT belongs to the
     supervisor, so anything a handler raises there is that job's failure.
+    ``max_result_bytes`` (a worker's ``max_result_size``) fails a job whose result
+    is larger, at once: it would be as large on every attempt.
     """
     capture = ResultCapture()
     started = time.perf_counter()
@@ -58,25 +64,45 @@ def execute(
     # per-job overhead is what caps a worker's throughput on short jobs.
     log_tokens = structlog.contextvars.bind_contextvars(job_id=job.id, task=job.task, attempt=job.attempt)
     job_tokens = enter_job(JobContext(job.id, job.task, job.attempt, job.max_retries), capture)
-    logger = log.bind()  # once: each call through structlog's lazy proxy resolves it again
     try:
-        logger.info("job_started")
-        try:
-            _run(registration.handler, job.payload)
-        except RetryAfter as exc:
-            return _snoozed(job, exc, started)
-        except KeyboardInterrupt as exc:
-            if interruptible:
-                raise
-            return _failed(job, registration, defaults, exc, started)
-        except BaseException as exc:  # SystemExit too: a handler's exit is its job's failure
-            return _failed(job, registration, defaults, exc, started)
-        duration_s = time.perf_counter() - started
-        logger.info("job_succeeded", duration_ms=round(duration_s * 1000, 3))
-        return Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=capture.data, duration_s=duration_s)
+        return _execute(job, registration, defaults, capture, started, interruptible, max_result_bytes)
+    except Exception as exc:
+        # Not the handler's failure (_execute catches those) but burrow's, around it:
+        # the job's failure all the same, never the death of the worker running it.
+        return _not_recorded(job, registration, defaults, exc, started)
     finally:
         leave_job(job_tokens)
         structlog.contextvars.reset_contextvars(**log_tokens)
+
+
+def _execute(
+    job: ClaimedJob,
+    registration: Registration,
+    defaults: RetryDefaults,
+    capture: ResultCapture,
+    started: float,
+    interruptible: bool,
+    max_result_bytes: int | None,
+) -> Outcome:
+    logger = log.bind()  # once: each call through structlog's lazy proxy resolves it again
+    logger.info("job_started")
+    try:
+        _run(registration.handler, job.payload)
+    except RetryAfter as exc:
+        return _snoozed(job, exc, started)
+    except KeyboardInterrupt as exc:
+        if interruptible:
+            raise
+        return _failed(job, registration, defaults, exc, started)
+    except BaseException as exc:  # SystemExit too: a handler's exit is its job's failure
+        return _failed(job, registration, defaults, exc, started)
+    duration_s = time.perf_counter() - started
+    data = capture.data
+    if max_result_bytes is not None and data is not None and len(data) > max_result_bytes:
+        error = f"result too large: {len(data)} bytes, over max_result_size ({max_result_bytes} bytes)"
+        return failure_outcome(job, registration.config, defaults, error, permanent=True, duration_s=duration_s)
+    logger.info("job_succeeded", duration_ms=round(duration_s * 1000, 3))
+    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=data, duration_s=duration_s)
 
 
 def _run(handler: JobHandlerFunc, payload: bytes) -> None:
@@ -89,14 +115,36 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+# Of a handler's error in ``last_error`` (and on the worker's pipe, whose frames are
+# capped): the message and traceback of any real failure fit many times over.
+MAX_ERROR_CHARS = 64 * 1024
+
+
 def describe_error(exc: BaseException) -> str:
     """The error line, then the traceback: what an operator needs in ``last_error``.
 
     A NUL is spelled out: PostgreSQL text cannot hold one, and a handler's
     message with one made the whole batch of outcomes unwritable, every retry.
+    So are lone surrogates (a surrogate-escaped file name in the message), which
+    no UTF-8 encoder takes: they made the worker's log line and its frame to the
+    supervisor fail, and the worker die. A text over MAX_ERROR_CHARS keeps its
+    head (the message) and its tail (where the traceback ends).
     """
-    head = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return (head + "\n" + "".join(traceback.format_exception(exc)).rstrip()).replace("\x00", "\\x00")
+    message = _str(exc)
+    head = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    text = encodable(head + "\n" + "".join(traceback.format_exception(exc)).rstrip()).replace("\x00", "\\x00")
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    keep = MAX_ERROR_CHARS // 2
+    return f"{text[:keep]}\n... ({len(text) - 2 * keep} characters cut) ...\n{text[-keep:]}"
+
+
+def _str(exc: BaseException) -> str:
+    """str(exc); an exception whose __str__ raises still gets described (as traceback does)."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def failure_outcome(
@@ -130,6 +178,28 @@ def _failed(
     return failure_outcome(
         job, registration.config, defaults, describe_error(exc), permanent=permanent, duration_s=duration_s
     )
+
+
+def _not_recorded(
+    job: ClaimedJob, registration: Registration, defaults: RetryDefaults, exc: Exception, started: float
+) -> Outcome:
+    """The job's outcome when burrow failed around its handler (a log line could not be
+    written, say): retried or failed by its policy, with burrow's error as the job's.
+
+    Built without failure_outcome's log line, which may be what failed; the line
+    here is tried once, and its own failure ignored.
+    """
+    error = "burrow could not record the job's outcome: " + describe_error(exc)
+    backoff = registration.config.backoff(defaults)
+    decision = retry.decide(job.attempt, job.max_retries, permanent=False, base_s=backoff.base_s, max_s=backoff.max_s)
+    duration_s = time.perf_counter() - started
+    with contextlib.suppress(Exception):
+        log.error("job_not_recorded", job_id=job.id, task=job.task, attempt=job.attempt, error=error.splitlines()[0])
+    if isinstance(decision, retry.Retry):
+        return Outcome(
+            job.id, job.owner, job.attempt, OutcomeKind.RETRY, error=error, retry_in_s=decision.delay_s, duration_s=duration_s
+        )
+    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.FAILED, error=error, duration_s=duration_s)
 
 
 LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating"

@@ -17,8 +17,63 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+_MAX_DEPTH = 32  # nesting kept when a line has to be rebuilt; deeper values are shown as text
+
+
+def encodable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: lone surrogates spelled out (``\\udcff``).
+
+    A surrogate-escaped file name (``os.fsdecode`` of bytes that are not UTF-8)
+    holds lone surrogates, which no UTF-8 encoder accepts: orjson, the pipe's
+    frames and PostgreSQL all refuse them. Logs and job errors use this.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
+
+
 def _orjson_dumps(value: Any, **_: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    """One JSON line; never raises, so that no log call can fail the code that made it.
+
+    orjson refuses lone surrogates in strings, integers past 64 bits, keys that
+    are not strings and nesting past 254 levels, and ``default=str`` covers none
+    of them; a line it refuses is rebuilt from plain, encodable parts.
+    """
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except Exception:  # orjson.JSONEncodeError (a TypeError), or whatever a value's __str__ raised
+        pass
+    try:
+        return orjson.dumps(_plain(value, 0)).decode()
+    except Exception as exc:
+        return orjson.dumps({"event": "log_line_unencodable", "error": encodable(_text(exc))}).decode()
+
+
+def _plain(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return encodable(value)
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth < _MAX_DEPTH:
+        if isinstance(value, dict):
+            return {encodable(k if isinstance(k, str) else _text(k)): _plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_plain(v, depth + 1) for v in value]
+    return encodable(_text(value))
+
+
+def _text(value: object) -> str:
+    """str(value), or what it is when its __str__ fails too."""
+    try:
+        return str(value)
+    except Exception as exc:  # an object's own __str__ can raise anything
+        return f"<{type(value).__name__}: str() failed: {type(exc).__name__}>"
 
 
 def configure_logging(

@@ -74,6 +74,9 @@ class InFlight:
 
     job: ClaimedJob
     started_mono: float | None = None
+    # Another process owns the job now (a lease extension found it gone): nothing is
+    # written for this attempt, and the worker must not run it on.
+    lease_lost: bool = False
 
 
 @dataclass
@@ -91,6 +94,9 @@ class WorkerHandle:
     idle: bool = False
     stopping: bool = False
     kill_reason: str | None = None  # why the supervisor killed it, for the job's error
+    # Killed for no fault of the job it runs (a lost lease elsewhere in its batch, a
+    # database outage): that job goes back to the queue with its attempt given back.
+    release_running: bool = False
     sigkill_at_mono: float | None = None  # sent SIGTERM: when SIGKILL follows if it is still there
     stack_file: IO[bytes] | None = None  # where its faulthandler writes on SIGTERM
     jobs_done: int = 0

@@ -27,6 +27,7 @@ from burrow.backends.base import DEFAULT_LEASE_S
 from burrow.errors import BurrowError, ConfigError
 from burrow.retry import RetryDefaults
 from burrow.schedule import Periodic, periodic
+from burrow.supervisor.protocol import MAX_RESULT_BYTES
 
 __all__ = [
     "Config",
@@ -49,6 +50,8 @@ T = TypeVar("T")
 LogFormat = Literal["console", "json"]
 
 DEFAULT_DSN: Final = "sqlite:///burrow.db"
+# Well under MAX_RESULT_BYTES; results belong in a table row, not files in it.
+DEFAULT_MAX_RESULT_BYTES: Final = 8 * 1024 * 1024
 DSN_ENV: Final = "BURROW_DATABASE_DSN"
 DSN_OPTION: Final = "--jobs-database-dsn"
 SCHEMA_ENV: Final = "BURROW_DATABASE_SCHEMA"
@@ -82,6 +85,8 @@ class SupervisorConfig:
     shutdown_timeout_s: float = 30.0
     max_jobs_per_worker: int | None = None
     max_worker_memory_bytes: int | None = None
+    # A larger result fails its job (it would on every attempt); see worker.outcome_frame.
+    max_result_size_bytes: int = DEFAULT_MAX_RESULT_BYTES
     reap_interval_s: float = 5.0
     poll_interval_s: float = 0.05
     flush_interval_s: float = 0.005
@@ -255,6 +260,7 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
         "shutdown_timeout",
         "max_jobs_per_worker",
         "max_worker_memory",
+        "max_result_size",
         "reap_interval",
         "poll_interval",
         "flush_interval",
@@ -493,6 +499,7 @@ def _supervisor(section: _Section, workers_override: int | None) -> SupervisorCo
         shutdown_timeout_s=section.get("shutdown_timeout", parse_duration, default.shutdown_timeout_s),
         max_jobs_per_worker=section.get("max_jobs_per_worker", _int_between(1, None), None),
         max_worker_memory_bytes=memory,
+        max_result_size_bytes=section.get("max_result_size", _result_size, default.max_result_size_bytes),
         reap_interval_s=section.get("reap_interval", _positive_duration, default.reap_interval_s),
         poll_interval_s=section.get("poll_interval", _positive_duration, default.poll_interval_s),
         flush_interval_s=flush,
@@ -583,6 +590,16 @@ def _positive_size(value: Any) -> int:
     size = parse_size(value)
     if size <= 0:
         raise ValueError(f"must be more than 0 bytes, got {_show(value)}")
+    return size
+
+
+def _result_size(value: Any) -> int:
+    size = _positive_size(value)
+    if size > MAX_RESULT_BYTES:
+        raise ValueError(
+            f"must be at most {MAX_RESULT_BYTES} bytes (12 MiB less room for the rest of the frame:"
+            f" a result crosses the worker's pipe as base64 in one frame of at most 16 MiB), got {_show(value)}"
+        )
     return size
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "HEARTBEAT",
     "HELLO",
     "MAX_FRAME_BYTES",
+    "MAX_RESULT_BYTES",
     "PROTOCOL_VERSION",
     "READY",
     "RESULT",
@@ -45,8 +46,12 @@ __all__ = [
     "write_frame",
 ]
 
-PROTOCOL_VERSION: Final = 1
+# 2: a result that is not small UTF-8 text crosses as base64 ("result_b64"), not hex.
+PROTOCOL_VERSION: Final = 2
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+# The largest ``max_result_size``: its base64 (4/3 of it) and the frame's other fields
+# (64 KiB of room: ids, kind, a duration) fit in one frame.
+MAX_RESULT_BYTES: Final = (MAX_FRAME_BYTES - 64 * 1024) // 4 * 3
 
 HELLO: Final = "hello"
 READY: Final = "ready"

@@ -10,6 +10,9 @@ happens here, outside the handler, where logging and database calls are safe.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import collections
 import contextlib
 import enum
 import os
@@ -23,7 +26,7 @@ from typing import Any
 import psutil
 import structlog
 
-from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
 from burrow.errors import BackendError, BurrowError, ConfigError, ProtocolError
 from burrow.execution import RetryDefaults, failure_outcome
 from burrow.queue import JobQueue, new_owner
@@ -264,7 +267,12 @@ class Supervisor:
             log.info("workers_resized", target=self.pool.target)
 
     def _reload(self) -> None:
-        """New config and freshly imported app code; old workers finish and leave."""
+        """New config and freshly imported app code; old workers finish and leave.
+
+        A reload that fails (a bad config; app code that raises anything at all,
+        which register_apps turns into a ConfigError) changes nothing: the workers
+        running keep running, and the next ones are forked with the old code.
+        """
         if self.reload_config is None:
             return
         self.notifier.reloading()
@@ -272,8 +280,8 @@ class Supervisor:
             config = self.reload_config()
             queue = JobQueue(self.backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
             register_apps(queue, config.supervisor.apps, config.schedules, fresh=True)
-        except (ConfigError, BurrowError) as exc:
-            log.error("reload_failed", error=str(exc))
+        except BurrowError as exc:
+            log.error("reload_failed", error=str(exc), detail="the running workers and code go on")
             self.notifier.ready()
             return
         if config.database != self.config.database:
@@ -355,10 +363,9 @@ class Supervisor:
             self._on_result(handle, message, now)
         elif kind == protocol.CLAIMED:
             owner = message["owner"]
-            for job_id, attempt, task, max_retries in message["jobs"]:
-                job = ClaimedJob(job_id, task, b"", 0, attempt, max_retries, owner)
-                handle.inflight.append(InFlight(job))
-            self.telemetry.claimed(len(message["jobs"]))
+            jobs = _claimed_jobs(message["jobs"], owner)
+            handle.inflight.extend(InFlight(job) for job in jobs)
+            self.telemetry.claimed(len(jobs))
             handle.inflight[0].started_mono = handle.inflight[0].started_mono or now
             handle.idle = False
         elif kind == protocol.READY:
@@ -387,29 +394,29 @@ class Supervisor:
                 break
         else:
             raise ProtocolError(f"result for job {job_id}, which this worker did not claim")
-        result = message.get("result")
-        data = result.encode() if result is not None else None
-        if "result_hex" in message:
-            data = bytes.fromhex(message["result_hex"])
+        data = _result_bytes(message)
         kind = OutcomeKind(message["kind"])
         if kind not in _WORKER_OUTCOMES:
             raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
         duration = message.get("duration")
-        self._settle(
-            Outcome(
-                job_id,
-                flight.job.owner,
-                message["attempt"],
-                kind,
-                result=data,
-                error=message.get("error"),
-                retry_in_s=float(message.get("retry_in_s", 0.0)),
-                duration_s=float(duration) if duration is not None else None,
-            ),
-            flight.job.task,
-        )
+        if not flight.lease_lost:  # else another process owns the job: its outcome is that one's to write
+            self._settle(
+                Outcome(
+                    job_id,
+                    flight.job.owner,
+                    message["attempt"],
+                    kind,
+                    result=data,
+                    error=message.get("error"),
+                    retry_in_s=float(message.get("retry_in_s", 0.0)),
+                    duration_s=float(duration) if duration is not None else None,
+                ),
+                flight.job.task,
+            )
         if handle.inflight and handle.inflight[0].started_mono is None:
             handle.inflight[0].started_mono = now
+            if handle.inflight[0].lease_lost:
+                self._stop_lost_run(handle, handle.inflight[0], now)
         if kind is not OutcomeKind.RELEASED:
             handle.jobs_done += 1
             self.jobs_done += 1
@@ -466,10 +473,17 @@ class Supervisor:
         code = os.waitstatus_to_exitcode(status)
         clean = os.WIFEXITED(status) and code == WorkerExit.OK and handle.kill_reason is None
         shutting_down = self.state is State.DRAINING
+        settled = 0
+        lost_stack = ""
         for index, flight in enumerate(handle.inflight):
             ran = index == 0 and flight.started_mono is not None
+            if flight.lease_lost:  # another process owns it: nothing to write, the fence would refuse it
+                if ran:
+                    lost_stack = stack
+                continue
+            settled += 1
             duration_s = now - flight.started_mono if ran and flight.started_mono is not None else None
-            if ran and not shutting_down:
+            if ran and not shutting_down and not handle.release_running:
                 outcome = failure_outcome(
                     flight.job,
                     self._job_config(flight.job.task),
@@ -488,7 +502,9 @@ class Supervisor:
         if handle.owner is not None and not clean:
             self.dead_owners.append(handle.owner)  # a clean exit announced every claim it made
         event = log.info if clean else log.error
-        event("worker_exited", worker_pid=handle.pid, reason=reason, jobs_done=handle.jobs_done, jobs_settled=len(handle.inflight))
+        # A lost run's stack has no job error to go in: the log keeps where it was stopped.
+        extra = {"stack": lost_stack} if lost_stack else {}
+        event("worker_exited", worker_pid=handle.pid, reason=reason, jobs_done=handle.jobs_done, jobs_settled=settled, **extra)
         self.telemetry.worker_exited(exit_label(handle.kill_reason, clean, os.WIFSIGNALED(status)))
         self._forget_worker(handle)
         if not handle.booted and os.WIFEXITED(status) and code == WorkerExit.BOOT_FAILED and self._database_answers():
@@ -650,17 +666,72 @@ class Supervisor:
         """The leases of every in-flight job; the outage guard when they cannot be.
 
         With no job in flight the call is free and succeeds: nothing can lapse,
-        and a job claimed later has a lease that starts after this moment.
+        and a job claimed later has a lease that starts after this moment. A
+        lease found lost is not asked for again: its job is another process's now.
         """
-        fences = [(f.job.id, f.job.owner, f.job.attempt) for h in self.pool.workers.values() for f in h.inflight]
+        held = [(h, f) for h in self.pool.workers.values() for f in h.inflight if not f.lease_lost]
+        fences = [(f.job.id, f.job.owner, f.job.attempt) for _, f in held]
         try:
             lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
         except BackendError:
             self._guard_leases(now)
             raise
         self.last_db_ok_mono = now
-        for job_id in lost:
-            log.warning("job_lease_lost", job_id=job_id)
+        if lost:
+            self._on_leases_lost(set(lost), held, now)
+
+    def _on_leases_lost(self, lost: set[int], held: list[tuple[WorkerHandle, InFlight]], now: float) -> None:
+        """Stop every run whose lease is gone, before it runs on beside its new owner.
+
+        A lease is lost when another process took the job over: a reaper whose
+        clock saw the lease expire (we were stalled, or its clock runs ahead),
+        or a hand in the table. The new owner may be running the job this
+        moment, so ours must stop at once; and it must leave the row alone (the
+        fence would refuse the write anyway). Ids alone name the lost fences:
+        when one id is held twice (an old run we lost to our own reaper, and our
+        new claim of it), the row says which of the two owns it.
+        """
+        counts = collections.Counter(f.job.id for _, f in held)
+        for handle, flight in held:
+            job = flight.job
+            if job.id not in lost:
+                continue
+            if counts[job.id] > 1 and self._still_owns(flight):
+                continue
+            flight.lease_lost = True
+            log.warning(
+                "job_lease_lost",
+                job_id=job.id,
+                task=job.task,
+                attempt=job.attempt,
+                worker_pid=handle.pid,
+                detail="another process owns the job now: its run here is stopped and nothing is written for it",
+            )
+            if handle.inflight and handle.inflight[0] is flight:
+                self._stop_lost_run(handle, flight, now)
+            # A lost job claimed behind the running one is stopped when it starts (_on_result).
+
+    def _still_owns(self, flight: InFlight) -> bool:
+        try:
+            record = self.backend.get(flight.job.id)
+        except BackendError:
+            return True  # not known yet: the next heartbeat asks again
+        return (
+            record is not None
+            and record.state is JobState.RUNNING
+            and (record.owner, record.attempts) == (flight.job.owner, flight.job.attempt)
+        )
+
+    def _stop_lost_run(self, handle: WorkerHandle, flight: InFlight, now: float) -> None:
+        """SIGTERM (its stack dumped for the log), SIGKILL after the grace, a new worker.
+
+        What else it was running when it died was not that job's fault: it goes
+        back to the queue with its attempt given back (release_running).
+        """
+        if handle.kill_reason is not None:
+            return  # dying already
+        handle.release_running = True
+        handle.terminate(f"lease lost: job {flight.job.id} belongs to another process now", now + _TERM_GRACE_S)
 
     def _heartbeat_process(self, now: float) -> None:
         """Our row in burrow_processes; then systemd's watchdog, which only a database
@@ -750,13 +821,20 @@ class Supervisor:
         """With the database away, stop in-flight work before our leases can lapse.
 
         Past that point another supervisor may reap and re-run the jobs; killing
-        ours first keeps an outage from turning into duplicate runs.
+        ours first keeps an outage from turning into duplicate runs. The outage is
+        not the jobs' fault: each stopped run is released (a RELEASED outcome with
+        the reason, its attempt given back, written once the database answers),
+        so a job on its last attempt is run again rather than failed. Our own
+        reaper writes our outcomes before it reaps; another supervisor's reaper
+        that gets to the job first treats it as any expired lease.
         """
         settings = self.config.supervisor
         if now - self.last_db_ok_mono < settings.lease_timeout_s - 2 * settings.heartbeat_interval_s:
             return
         for handle in self.pool.workers.values():
             if handle.inflight:
+                if handle.kill_reason is None:  # else killed for its own reason (a timeout), and charged for it
+                    handle.release_running = True
                 handle.kill("database unreachable: stopped before the lease could lapse")
 
     def _open_listener(self) -> None:
@@ -817,6 +895,41 @@ class Supervisor:
 
 def _record_only(signum: int, frame: object) -> None:
     """Installed so set_wakeup_fd fires; the loop reads the signal number from the pipe."""
+
+
+def _claimed_jobs(entries: Any, owner: Any) -> list[ClaimedJob]:
+    """A claimed frame's jobs, each ``[id, attempt, task, max_retries]``; ProtocolError if
+    it names none (the first would be taken as running) or any is malformed."""
+    if type(owner) is not str:
+        raise ProtocolError(f"a claimed frame's owner is a {type(owner).__name__}, not a string")
+    if type(entries) is not list or not entries:
+        raise ProtocolError("a claimed frame must name at least one job")
+    jobs = []
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 4:
+            raise ProtocolError("a claimed frame's job must be [id, attempt, task, max_retries]")
+        job_id, attempt, task, max_retries = entry
+        if type(job_id) is not int or type(attempt) is not int or type(task) is not str or type(max_retries) is not int:
+            raise ProtocolError("a claimed frame's job must be [id, attempt, task, max_retries]")
+        jobs.append(ClaimedJob(job_id, task, b"", 0, attempt, max_retries, owner))
+    return jobs
+
+
+def _result_bytes(message: dict[str, Any]) -> bytes | None:
+    """A result frame's result: a JSON string's UTF-8, or base64 (worker.outcome_frame)."""
+    text, packed = message.get("result"), message.get("result_b64")
+    if text is not None:
+        if type(text) is not str:
+            raise ProtocolError(f"a result frame's result is a {type(text).__name__}, not a string")
+        return text.encode()
+    if packed is not None:
+        if type(packed) is not str:
+            raise ProtocolError(f"a result frame's result_b64 is a {type(packed).__name__}, not a string")
+        try:
+            return base64.b64decode(packed, validate=True)
+        except binascii.Error as exc:
+            raise ProtocolError(f"a result frame's result_b64 is not base64: {exc}") from None
+    return None
 
 
 def _with_stack(error: str, stack: str) -> str:

@@ -8,6 +8,8 @@ exactly which jobs it held.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import ctypes
 import os
 import resource
@@ -21,8 +23,8 @@ from typing import Any, NoReturn
 import psutil
 import structlog
 
-from burrow.backends.base import Outcome
-from burrow.errors import BackendError
+from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.errors import BackendError, ProtocolError
 from burrow.execution import RetryDefaults, execute, released
 from burrow.queue import JobQueue, new_owner
 from burrow.supervisor import protocol
@@ -42,6 +44,9 @@ _CLAIM_SECONDS_OF_WORK = 0.1
 # Within a batch, look for a stop message this often (not after every job: on
 # short jobs the select() per job cost more than the job).
 _STOP_CHECK_S = 0.005
+# Results up to this size that are UTF-8 cross the pipe as JSON strings, the rest as
+# base64 (see outcome_frame); escaped, such a string is at most 6 x 64 KiB.
+_TEXT_RESULT_MAX_BYTES = 64 * 1024
 
 
 def next_claim_size(ran: int, elapsed_s: float, batch_size: int) -> int:
@@ -64,17 +69,31 @@ class WorkerSettings:
 
 
 def outcome_frame(outcome: Outcome) -> dict[str, Any]:
+    """The ``result`` frame of an outcome.
+
+    A small UTF-8 result goes as a JSON string, which costs nothing to make. Any
+    other goes as base64 (``result_b64``), 4/3 of its size whatever its bytes: as
+    a JSON string, text can grow sixfold (a control character is six bytes
+    escaped) and hex doubles, so a result well under ``max_result_size`` could
+    make a frame over the pipe's cap. With base64, max_result_size may be up to
+    protocol.MAX_RESULT_BYTES (12 MiB less the rest of the frame's room) and the
+    frame still fits in MAX_FRAME_BYTES.
+    """
     frame: dict[str, Any] = {
         "t": protocol.RESULT,
         "id": outcome.id,
         "attempt": outcome.attempt,
         "kind": outcome.kind.value,
     }
-    if outcome.result is not None:
-        try:
-            frame["result"] = outcome.result.decode()
-        except UnicodeDecodeError:
-            frame["result_hex"] = outcome.result.hex()
+    result = outcome.result
+    if result is not None:
+        if len(result) <= _TEXT_RESULT_MAX_BYTES:
+            try:
+                frame["result"] = result.decode()
+            except UnicodeDecodeError:
+                frame["result_b64"] = base64.b64encode(result).decode("ascii")
+        else:
+            frame["result_b64"] = base64.b64encode(result).decode("ascii")
     if outcome.error is not None:
         frame["error"] = outcome.error
     if outcome.retry_in_s:
@@ -100,7 +119,27 @@ class Worker:
 
     def send(self, message: dict[str, Any]) -> None:
         """Frames from the job loop and the heartbeat thread must not interleave."""
-        data = protocol.encode_frame(message)
+        self._write(protocol.encode_frame(message))
+
+    def report(self, outcome: Outcome, job: ClaimedJob) -> None:
+        """Send a job's outcome; one no frame can carry is the job's failure, not our death.
+
+        execute() keeps results under max_result_size and error text encodable and
+        short, so this is the last guard, for whatever slips past them.
+        """
+        try:
+            data = protocol.encode_frame(outcome_frame(outcome))
+        except ProtocolError as exc:
+            error = f"the job's outcome could not be sent to the supervisor: {exc}"
+            with contextlib.suppress(Exception):  # as in execute(): a log line must not kill us either
+                log.error("job_failed", job_id=job.id, task=job.task, attempt=job.attempt, error=error)
+            failed = Outcome(
+                outcome.id, outcome.owner, outcome.attempt, OutcomeKind.FAILED, error=error, duration_s=outcome.duration_s
+            )
+            data = protocol.encode_frame(outcome_frame(failed))
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         try:
             with self.write_lock:
                 view = memoryview(data)
@@ -191,7 +230,7 @@ class Worker:
             claim_size = next_claim_size(ran, time.perf_counter() - started, config.batch_size)
         return WorkerExit.OK
 
-    def run_batch(self, batch: list[Any]) -> int:
+    def run_batch(self, batch: list[ClaimedJob]) -> int:
         """Run the claimed jobs in order, each result sent as it ends; the number run.
 
         Results are not held back to send a batch at once: the supervisor takes
@@ -199,15 +238,16 @@ class Worker:
         crash charges an attempt to.
         """
         registry = self.queue.registrations
+        max_result = self.settings.config.max_result_size_bytes
         next_poll = time.monotonic() + _STOP_CHECK_S
         for index, job in enumerate(batch):
             if index and (self.stopping or self.recycle_reason() is not None):
                 for rest in batch[index:]:
-                    self.send(outcome_frame(released(rest)))
+                    self.report(released(rest), rest)
                 return index
-            outcome = execute(job, registry[job.task], self.settings.retry, interruptible=False)
+            outcome = execute(job, registry[job.task], self.settings.retry, interruptible=False, max_result_bytes=max_result)
             self.jobs_done += 1
-            self.send(outcome_frame(outcome))
+            self.report(outcome, job)
             if (now := time.monotonic()) >= next_poll:
                 self.poll_messages(0)
                 next_poll = now + _STOP_CHECK_S

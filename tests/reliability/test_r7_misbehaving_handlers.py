@@ -38,7 +38,8 @@ CASES = {
     # also come back by lease expiry (and fail there, the retry spent).
     "corrupts_pipe": ("corrupt_the_pipe", "", ["retried", "failed"]),
     "truncated_frame": ("truncate_a_frame", "worker exited with exit status 1 while running the job", ["retried", "failed"]),
-    "unencodable_result": ("unencodable_result", "ResultEncodeError: cannot encode the result", ["retried", "failed"]),
+    # Permanent: the same value would not encode on the next attempt either.
+    "unencodable_result": ("unencodable_result", "ResultEncodeError: cannot encode the result", ["failed"]),
     "stdout_100mb": ("flood_stdout", "", []),
 }
 

@@ -3,7 +3,8 @@
 Each task makes a worker do one thing a test can observe from outside: leave a
 line in a ledger, announce that it is running and wait for a go-ahead, sleep past
 its timeout (in a function a stack trace can name, or deaf to SIGTERM), hoard
-memory, or report which version of this module it runs.
+memory, or report which version of this module it runs (version "broken" fails
+its register_jobs).
 Handlers coordinate with tests through files, because the test and the worker
 are different processes.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import burrow
+from burrow.supervisor.protocol import encode_frame
 
 VERSION_ENV = "BURROW_TEST_APP_VERSION_FILE"
 GATE_TIMEOUT_S = 60.0  # a gate nobody opens must not hold a worker forever
@@ -103,6 +105,33 @@ def announced(gates: Path, name: str, attempt: int = 1) -> int | None:
         return None
 
 
+def _pipes_to_the_supervisor() -> list[int]:
+    """This worker's writable pipe descriptors other than stdio: its pipe to the supervisor."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            flags = int(Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError, ValueError):
+            continue
+        if fd > 2 and target.startswith("pipe:") and flags & os.O_WRONLY:
+            found.append(fd)
+    return found
+
+
+def claim_nothing(gate: Gate) -> str:
+    """Report this job's result itself, so that the supervisor holds nothing in flight for
+    this worker, then announce a claim of no job at all; hang until killed."""
+    job = burrow.current_job()
+    result = {"t": "result", "id": job.id, "attempt": job.attempt, "kind": "succeeded", "result": '"reported"'}
+    _announce(gate)
+    for fd in _pipes_to_the_supervisor():
+        os.write(fd, encode_frame(result) + encode_frame({"t": "claimed", "owner": "me", "jobs": []}))
+    time.sleep(GATE_TIMEOUT_S)
+    return "never"
+
+
 def slow(seconds: float) -> None:
     time.sleep(seconds)
 
@@ -139,6 +168,24 @@ def version(_: int) -> str:
     return VERSION
 
 
+def bad_name(_: int) -> None:
+    """A PermanentError naming a file whose name is not UTF-8: a lone surrogate in the text."""
+    raise burrow.PermanentError("bad name " + os.fsdecode(b"\xff"))
+
+
+def huge_error(megabytes: int) -> None:
+    raise ValueError("x" * (megabytes << 20))
+
+
+def text_result(size: int) -> str:
+    return "x" * size
+
+
+def binary_result(size: int) -> None:
+    """A result that is not UTF-8 (a raw capture, as a handler storing an image would)."""
+    burrow.capture_result(b"\xff" * size)
+
+
 square_task = burrow.define_result_task("sv.square", square)
 async_square_task = burrow.define_result_task("sv.async_square", async_square)
 record_task = burrow.define_task("sv.record", record)
@@ -152,12 +199,38 @@ deaf_task = burrow.define_result_task(
 )
 hog_task = burrow.define_result_task("sv.hog", hog)
 version_task = burrow.define_result_task("sv.version", version)
+bad_name_task = burrow.define_task("sv.bad_name", bad_name, burrow.with_max_retries(2))
+huge_error_task = burrow.define_task("sv.huge_error", huge_error, burrow.with_max_retries(0))
+text_result_task = burrow.define_result_task("sv.text_result", text_result, burrow.with_max_retries(2))
+binary_result_task = burrow.define_task("sv.binary_result", binary_result, burrow.with_max_retries(2))
+claim_nothing_task = burrow.define_result_task("sv.claim_nothing", claim_nothing)
 
-TASKS = (square_task, async_square_task, record_task, block_task, slow_task, stuck_task, deaf_task, hog_task, version_task)
+TASKS = (
+    square_task,
+    async_square_task,
+    record_task,
+    block_task,
+    slow_task,
+    stuck_task,
+    deaf_task,
+    hog_task,
+    version_task,
+    bad_name_task,
+    huge_error_task,
+    text_result_task,
+    binary_result_task,
+    claim_nothing_task,
+)
+
+
+BROKEN = "broken"  # the version whose register_jobs fails as app code can, with no BurrowError
 
 
 class App:
     def register_jobs(self, q: burrow.Queue) -> None:
+        if VERSION == BROKEN:
+            settings: dict[str, str] = {}
+            settings["queue_name"]  # a KeyError, as a missing setting would raise
         for task in TASKS:
             task.register(q)
 

@@ -5,12 +5,28 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import time
 from pathlib import Path
 
 import psutil
+import sqlalchemy as sa
 
 from burrow.backends.base import JobState
-from tests.supervisor.app import Gate, Mark, announced, block_task, deaf_task, record_task, slow_task, stuck_task
+from burrow.backends.schema import jobs
+from tests.supervisor.app import (
+    Gate,
+    Mark,
+    announced,
+    block_task,
+    claim_nothing_task,
+    deaf_task,
+    record_task,
+    slow_task,
+    stuck_task,
+)
+from tests.conftest import POSTGRES_DSN, Database
+from tests.proxy import proxy_to
+from tests.reliability.audit import log_time
 from tests.supervisor.harness import Launcher, alive, write_config
 
 
@@ -335,5 +351,180 @@ def test_a_killed_workers_unique_key_is_not_leaked(database, launcher: Launcher,
         again = q.enqueue("sv.block", block_task.encode(Gate(str(gates), "u3")), unique_key="only-one")
         assert again != job_id
         assert q.job(again).state in (JobState.QUEUED, JobState.RUNNING)
+    finally:
+        q.close()
+
+
+def _heartbeat_of(q, pid: int) -> dt.datetime | None:
+    """When the process row of ``pid`` was last heartbeated (the supervisor's: every tick)."""
+    return next((p.heartbeat_at for p in q.processes() if p.pid == pid), None)
+
+
+def test_a_job_whose_lease_is_lost_is_stopped_at_once(
+    database, launcher: Launcher, gates: Path, tmp_path: Path, clock
+) -> None:
+    """Another supervisor whose clock says the lease ran out reaps the job and claims it:
+    the worker still running it is stopped within a heartbeat or two and replaced, and
+    its supervisor writes nothing for that attempt (the job belongs to the new owner)."""
+    ledger = tmp_path / "ledger"
+    q = database.connect()
+    other = database.connect(clock=clock)  # clock: 2030, long past any lease taken now
+    try:
+        # A quick first job, so that the worker's next claim takes the gated job and the
+        # two behind it in one batch (see test_worker_killed_mid_job_is_retried_and_replaced).
+        warm_up = record_task.enqueue(q, Mark(str(ledger), "warm-up"))
+        job_id = block_task.enqueue(q, Gate(str(gates), "a"))
+        behind = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(2)])
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
+        supervisor.wait(lambda: q.job(warm_up).state is JobState.SUCCEEDED, 5, "the warm-up job's outcome")
+        assert all(q.job(i).state is JobState.RUNNING for i in behind)  # claimed with it, not started
+
+        reaped = {r.id: r.state for r in other.reap_expired()}
+        assert reaped == {i: JobState.QUEUED for i in (job_id, *behind)}
+        clock.advance(3600)  # past the reaper's backoff
+        (taken,) = other.backend.claim(["sv.block"], 1, "another-supervisor", 3600.0)
+        assert (taken.id, taken.attempt) == (job_id, 2)
+        ids = [job_id, *behind]
+        before = {i: (q.backend.get(i), q.history(i)) for i in ids}
+
+        claimed_at = time.time()
+
+        # Stopped the way a timed-out worker is: SIGTERM first, which dumps its stack.
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid)[0]
+        assert log_time(exited) - claimed_at < 1.0  # the next lease extension (every 200 ms) found it
+        assert exited["reason"] == f"lease lost: job {job_id} belongs to another process now"
+        assert "in block" in exited["stack"]
+        assert supervisor.events("worker_killed") == []  # SIGTERM was enough
+        assert exited["jobs_settled"] == 0  # all three were taken over: nothing to write
+        replacement = supervisor.wait_event("worker_started", count=2)[1]
+        supervisor.wait(lambda: [w.pid for w in supervisor.workers()] == [replacement["worker_pid"]], 5, "the new worker")
+        assert not alive(pid)
+
+        # Several heartbeats later: logged once, and nothing written for the old attempt.
+        exited_at = _heartbeat_of(q, supervisor.pid)
+        assert exited_at is not None
+        supervisor.wait(
+            lambda: (_heartbeat_of(q, supervisor.pid) or exited_at) - exited_at > dt.timedelta(seconds=1),
+            10,
+            "five more heartbeats",
+        )
+        lost = sorted((r["job_id"], r["task"], r["attempt"], r["worker_pid"]) for r in supervisor.events("job_lease_lost"))
+        assert lost == [(job_id, "sv.block", 1, pid), *((i, "sv.record", 1, pid) for i in behind)]  # once each
+        assert {i: (q.backend.get(i), q.history(i)) for i in ids} == before
+        assert q.backend.get(job_id).owner == "another-supervisor"
+        assert [h.event for h in q.history(job_id)] == ["lease_expired"]
+        assert supervisor.events("job_retried") == supervisor.events("job_failed") == []
+        assert supervisor.proc.poll() is None
+    finally:
+        other.close()
+        q.close()
+
+
+def test_a_lost_job_claimed_behind_the_running_one_is_stopped_when_it_starts(
+    database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """Only the second job of a batch is taken away (by hand, as nothing in burrow does
+    that alone): the first finishes as usual, the worker is stopped as the second starts."""
+    ledger = tmp_path / "ledger"
+    q = database.connect()
+    try:
+        warm_up = record_task.enqueue(q, Mark(str(ledger), "warm-up"))
+        first = block_task.enqueue(q, Gate(str(gates), "a"))
+        second = block_task.enqueue(q, Gate(str(gates), "b"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the first job to run")
+        supervisor.wait(lambda: q.job(warm_up).state is JobState.SUCCEEDED, 5, "the warm-up job's outcome")
+        assert q.backend.get(second).owner == q.backend.get(first).owner  # one batch
+
+        with q.backend._engine.begin() as conn:
+            conn.execute(sa.update(jobs).where(jobs.c.id == second).values(owner="someone-else"))
+        before = (q.backend.get(second), q.history(second))
+        supervisor.wait_event("job_lease_lost", job_id=second, worker_pid=pid)
+        assert alive(pid)  # the job it runs is still its own
+        (gates / "a.go").touch()
+
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid)[0]
+        assert exited["reason"] == f"lease lost: job {second} belongs to another process now"
+        supervisor.wait(lambda: q.job(first).state is JobState.SUCCEEDED, 5, "the first job's outcome")
+        assert (q.job(first).attempts, q.history(first)) == (1, [])
+        supervisor.wait_event("worker_started", count=2)
+        assert (q.backend.get(second), q.history(second)) == before
+        assert len(supervisor.events("job_lease_lost")) == 1
+        (gates / "b.go").touch()
+    finally:
+        q.close()
+
+
+GUARD_REASON = "database unreachable: stopped before the lease could lapse"
+
+
+def test_a_job_stopped_by_the_outage_guard_is_released_not_charged(
+    postgres_schema: str, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """The database goes away under a job on its last attempt (max_retries=0): the
+    guard stops it before its lease can lapse, and once the database is back the
+    job is queued again with that attempt given back, and re-run; never failed."""
+    host, port = "127.0.0.1", 5432
+    assert f"{host}:{port}" in POSTGRES_DSN
+    q = Database("postgresql", POSTGRES_DSN, postgres_schema).connect()  # the test's own way in
+    try:
+        with proxy_to((host, port)) as proxy:
+            behind_proxy = Database("postgresql", proxy.dsn(POSTGRES_DSN), postgres_schema)
+            config = write_config(
+                tmp_path / "jobs.toml", behind_proxy, workers=1, lease_timeout="3s", heartbeat_interval="500ms"
+            )
+            job_id = q.enqueue("sv.block", block_task.encode(Gate(str(gates), "a")), max_retries=0)
+            supervisor = launcher.start(config)
+            supervisor.wait_ready()
+            pid = supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
+            (gates / "a.1.pid").unlink()  # so that its next run announces itself afresh
+
+            proxy.cut()
+            exited = supervisor.wait_event("worker_exited", worker_pid=pid, timeout=10)[0]
+            assert exited["reason"] == GUARD_REASON
+            assert q.job(job_id).state is JobState.RUNNING  # nothing can be written yet
+            proxy.restore()
+
+            rerun = supervisor.wait(lambda: announced(gates, "a"), 30, "the job to run again")
+            assert rerun != pid
+            job = q.job(job_id)
+            assert (job.state, job.attempts) == (JobState.RUNNING, 1)  # the stopped run's attempt given back
+            [released] = q.history(job_id)
+            assert (released.attempt, released.event) == (1, "released")
+            assert released.error == f"released: {GUARD_REASON}"
+            (gates / "a.go").touch()
+            supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "the re-run to succeed")
+            assert q.job(job_id).attempts == 1
+            assert supervisor.events("job_failed") == [] and supervisor.events("job_lease_expired") == []
+            supervisor.send(signal.SIGTERM)
+            assert supervisor.wait_exit() == 0
+    finally:
+        q.close()
+
+
+def test_a_claimed_frame_with_no_jobs_is_a_protocol_error(
+    database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """Sent by a worker with nothing in flight, the supervisor died of an IndexError
+    looking for the running job; now the worker is replaced and the supervisor goes on."""
+    q = database.connect()
+    try:
+        job_id = claim_nothing_task.enqueue(q, Gate(str(gates), "c"))
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+        supervisor.wait_ready()
+        pid = supervisor.wait(lambda: announced(gates, "c"), 15, "the job to run")
+        [error] = supervisor.wait_event("worker_protocol_error", worker_pid=pid)
+        assert error["error"] == "a claimed frame must name at least one job"
+        exited = supervisor.wait_event("worker_exited", worker_pid=pid)[0]
+        assert exited["reason"] == "protocol error: a claimed frame must name at least one job"
+        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 5, "the job's reported outcome")
+        assert claim_nothing_task.result(q, job_id) == "reported"  # the frame before the bad one counts
+        assert supervisor.wait_event("worker_started", count=2)[1]["worker_pid"] != pid
+        assert supervisor.proc.poll() is None
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
     finally:
         q.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from burrow.backends.base import JobState
 from tests.supervisor.app import (
+    BROKEN,
     VERSION_ENV,
     Gate,
     Mark,
@@ -22,7 +24,7 @@ from tests.supervisor.app import (
     square_task,
     version_task,
 )
-from tests.supervisor.harness import Launcher, alive, write_config
+from tests.supervisor.harness import Launcher, alive, run_cli, write_config
 
 CLEAN_EXIT = "worker exited with exit status 0"
 
@@ -114,6 +116,8 @@ def test_sighup_reloads_config_and_code(database, launcher: Launcher, gates: Pat
         assert alive(busy)
         (gates / "a.go").touch()
         assert supervisor.wait_event("worker_exited", worker_pid=busy)[0]["reason"] == CLEAN_EXIT
+        # Logged as the exit is reaped; the outcome is written up to flush_interval later.
+        supervisor.wait(lambda: q.job(long_job).state is not JobState.RUNNING, 5, "the long job's outcome")
         job = q.job(long_job)
         assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
         supervisor.wait(lambda: {w.pid for w in supervisor.workers()} == new, 5, "only the new generation alive")
@@ -138,6 +142,59 @@ def test_sighup_with_a_broken_config_keeps_running(database, launcher: Launcher,
         supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "a job after the failed reload")
     finally:
         q.close()
+
+
+def test_sighup_with_broken_app_code_keeps_the_old_workers_and_code(
+    database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """register_jobs raising what app code raises (a KeyError, not a BurrowError) is a
+    failed reload like a bad config: logged, and the running workers and code go on."""
+    version_file = tmp_path / "version"
+    version_file.write_text("1")
+    config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1)
+    q = database.connect()
+    try:
+        supervisor = launcher.start(config, env={VERSION_ENV: str(version_file)})
+        supervisor.wait_ready()
+        long_job = block_task.enqueue(q, Gate(str(gates), "a"))
+        busy = supervisor.wait(lambda: announced(gates, "a"), 15, "a long job to run")
+        before = {w.pid for w in supervisor.workers()}
+        assert busy in before and len(before) == 2
+
+        version_file.write_text(BROKEN)
+        supervisor.send(signal.SIGHUP)
+        failed = supervisor.wait_event("reload_failed")[0]
+        assert "register_jobs failed: KeyError: 'queue_name'" in failed["error"]
+        assert supervisor.events("supervisor_reloaded") == []
+        assert {w.pid for w in supervisor.workers()} == before
+
+        (gates / "a.go").touch()
+        supervisor.wait(lambda: q.job(long_job).state is JobState.SUCCEEDED, 15, "the long job")
+        assert (q.job(long_job).attempts, q.history(long_job)) == (1, [])
+        after = version_task.enqueue(q, 0)
+        supervisor.wait(lambda: q.job(after).state is JobState.SUCCEEDED, 15, "a job after the failed reload")
+        assert version_task.result(q, after) == "1"  # the old code still runs it
+        assert {w.pid for w in supervisor.workers()} == before
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
+        assert supervisor.events("worker_exited", reason=CLEAN_EXIT) == supervisor.events("worker_exited")
+    finally:
+        q.close()
+
+
+def test_a_start_with_broken_app_code_is_one_line_and_exit_2(database, tmp_path: Path) -> None:
+    version_file = tmp_path / "version"
+    version_file.write_text(BROKEN)
+    config = write_config(tmp_path / "jobs.toml", database)
+    for check in ([], ["--check"]):
+        done = run_cli(
+            [sys.executable, "-m", "burrow.supervisor", "-c", str(config), *check],
+            env={VERSION_ENV: str(version_file)},
+            timeout=30,
+        )
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.splitlines()
+        assert line.startswith("burrow: ") and "register_jobs failed: KeyError: 'queue_name'" in line, line
 
 
 def test_sigttin_adds_and_sigttou_removes_a_worker(database, launcher: Launcher, tmp_path: Path) -> None:

@@ -274,8 +274,38 @@ def test_bad_payloads_raise_permanent_decode_errors(data: bytes) -> None:
 def test_scalars_of_the_wrong_json_type_are_refused_not_converted(field: str, value: object, expected: str) -> None:
     """A payload written with the wrong type must fail its job with the field named,
     not run with a value nobody sent."""
-    with pytest.raises(PayloadDecodeError, match=rf"expected {expected} @ \$\.{field}"):
+    found = "bool" if isinstance(value, bool) else type(value).__name__
+    with pytest.raises(PayloadDecodeError, match=rf"expected {expected}, got {found} @ \$\.{field}"):
         codec.decode(codec.encode({**LEAF_JSON, field: value}), Leaf)
+
+
+SECRET = "4111-1111-1111-1111"
+
+
+@pytest.mark.parametrize(
+    ("type_", "value", "expected"),
+    [
+        (int, SECRET, "expected int, got str"),
+        (float, SECRET, "expected float, got str"),
+        (bool, SECRET, "expected bool, got str"),
+        (str, 4111111111111111, "expected str, got int"),
+        (type(None), SECRET, "expected null, got str"),
+        (Color, SECRET, "invalid value for type, expected Color"),
+        (Level, 4111111111111111, "invalid value for type, expected Level"),
+        (dt.datetime, SECRET, "expected an ISO 8601 datetime, got a str that is not one"),
+        (dt.datetime, "2030-01-01T12:00:00", "naive datetime: burrow needs timezone-aware datetimes"),
+        (list[int], [1, SECRET], "expected int, got str @ $[1]"),
+        (Leaf, {**LEAF_JSON, "n": SECRET, "color": SECRET}, "expected int, got str @ $.n"),
+    ],
+)
+def test_a_decode_error_names_types_never_the_value(type_: Any, value: object, expected: str) -> None:
+    """The error goes to last_error and the logs; a payload may hold secrets."""
+    with pytest.raises(PayloadDecodeError) as raised:
+        codec.decode(codec.encode(value), type_)
+    message = str(raised.value)
+    assert expected in message
+    for shown in (SECRET, "4111", "2030"):
+        assert shown not in message, message
 
 
 def test_an_integer_is_a_float() -> None:
@@ -320,13 +350,14 @@ def not_a_number(p: Leaf) -> float:
 echo_task = burrow.define_result_task("codec.echo", echo)
 leaves_task = burrow.define_result_task("codec.leaves", leaves_of)
 nan_task = burrow.define_result_task("codec.nan", not_a_number, burrow.with_max_retries(0))
+nan_retried_task = burrow.define_result_task("codec.nan_retried", not_a_number, burrow.with_max_retries(3))
 
 
 @pytest.fixture(scope="module")
 def sqlite_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobQueue]:
     path: Path = tmp_path_factory.mktemp("codec") / "jobs.db"
     with burrow.connect(f"sqlite:///{path}") as q:
-        for task in (echo_task, leaves_task, nan_task):
+        for task in (echo_task, leaves_task, nan_task, nan_retried_task):
             task.register(q)
         yield q
 
@@ -353,3 +384,14 @@ def test_unencodable_result_fails_the_job(sqlite_queue: JobQueue) -> None:
     assert info.last_error is not None and info.last_error.startswith("ResultEncodeError")
     with pytest.raises(burrow.errors.JobFailed):
         nan_task.result(sqlite_queue, job_id)
+
+
+def test_an_unencodable_result_is_not_retried(sqlite_queue: JobQueue) -> None:
+    """It would not encode on the next attempt either: failed at once, retries left or not."""
+    leaf = Leaf(1, 1.0, "s", True, None, None, dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), Color.RED, Level.LOW)
+    job_id = nan_retried_task.enqueue(sqlite_queue, leaf)
+    assert sqlite_queue.drain() == 1
+    info = sqlite_queue.job(job_id)
+    assert (info.state, info.attempts) == (JobState.FAILED, 1)
+    assert [h.event for h in sqlite_queue.history(job_id)] == ["failed"]
+    assert issubclass(burrow.errors.ResultEncodeError, PermanentError)

@@ -36,6 +36,7 @@ lease_timeout = "1m"
 shutdown_timeout = "45s"
 max_jobs_per_worker = 1000
 max_worker_memory = "512MiB"
+max_result_size = "1MiB"
 reap_interval = 10
 poll_interval = "20ms"
 flush_interval = "2ms"
@@ -79,6 +80,7 @@ def test_full_file_loads_into_the_dataclasses(tmp_path: Path) -> None:
             shutdown_timeout_s=45.0,
             max_jobs_per_worker=1000,
             max_worker_memory_bytes=512 * 1024**2,
+            max_result_size_bytes=1024**2,
             reap_interval_s=10.0,
             poll_interval_s=0.02,
             flush_interval_s=0.002,
@@ -92,6 +94,24 @@ def test_full_file_loads_into_the_dataclasses(tmp_path: Path) -> None:
 def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, "")
     assert load_config(path, environ={}) == Config(path=path)
+    assert Config().supervisor.max_result_size_bytes == 8 * 1024**2
+
+
+def test_the_largest_max_result_size_fits_in_a_frame(tmp_path: Path) -> None:
+    """base64 of the largest result allowed, with the rest of a result frame, is under the cap."""
+    import base64
+
+    from burrow.backends.base import Outcome, OutcomeKind
+    from burrow.supervisor.protocol import MAX_FRAME_BYTES, MAX_RESULT_BYTES, encode_frame
+    from burrow.supervisor.worker import outcome_frame
+
+    path = write(tmp_path, f"[supervisor]\nmax_result_size = {MAX_RESULT_BYTES}\n")
+    assert load_config(path, environ={}).supervisor.max_result_size_bytes == MAX_RESULT_BYTES
+    result = b"\xff" * MAX_RESULT_BYTES
+    outcome = Outcome(2**62, "owner", 2**31, OutcomeKind.SUCCEEDED, result=result, duration_s=1e300)
+    frame = outcome_frame(outcome)
+    assert base64.b64decode(frame["result_b64"]) == result
+    assert len(encode_frame(frame)) <= MAX_FRAME_BYTES + 4
 
 
 def test_logging_format_unset_follows_the_terminal() -> None:
@@ -124,6 +144,12 @@ def test_logging_format_unset_follows_the_terminal() -> None:
             '[supervisor]\nmax_worker_memory = "12 furlongs"\n',
             "[supervisor] max_worker_memory: bad size '12 furlongs' (use e.g. \"512MB\", \"1GiB\", \"100kB\")",
         ),
+        (
+            '[supervisor]\nmax_result_size = "13MiB"\n',
+            "[supervisor] max_result_size: must be at most 12533760 bytes (12 MiB less room for the rest of the"
+            " frame: a result crosses the worker's pipe as base64 in one frame of at most 16 MiB), got '13MiB'",
+        ),
+        ('[supervisor]\nmax_result_size = 0\n', "[supervisor] max_result_size: must be more than 0 bytes, got 0"),
         ("[supervisor]\nworkers = -1\n", "[supervisor] workers: must be between 1 and 256, got -1"),
         ("[supervisor]\nworkers = 257\n", "[supervisor] workers: must be between 1 and 256, got 257"),
         ('[supervisor]\nworkers = "2"\n', "[supervisor] workers: must be an integer, got '2'"),
