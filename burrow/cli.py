@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command(actions, "retry", _jobs_retry, "queue a failed or cancelled job again, or every one in --state")
     retry.add_argument("id", type=int, nargs="?")
     _filters(retry)
-    cancel = command(actions, "cancel", _jobs_cancel, "cancel a queued job")
+    cancel = command(actions, "cancel", _jobs_cancel, "cancel a queued job, or stop a running one")
     cancel.add_argument("id", type=int)
     delete = command(actions, "delete", _jobs_delete, "delete a job that is not running, and its history")
     delete.add_argument("id", type=int)
@@ -324,10 +324,11 @@ def _jobs_retry(options: argparse.Namespace) -> int:
 def _jobs_cancel(options: argparse.Namespace) -> int:
     """Exit 1 when there is nothing to cancel, so a script knows the job will still run or already ran."""
     with _queue(options) as queue:
+        was_running = queue.job(options.id).state is JobState.RUNNING
         if queue.cancel(options.id):
-            print(f"cancelled job {options.id}")
+            print(f"cancelled job {options.id}" + (" (running: its supervisor stops it)" if was_running else ""))
             return Exit.OK
-        return _refuse(queue, options.id, "only a queued job can be cancelled")
+        return _refuse(queue, options.id, "a finished job cannot be cancelled")
 
 
 def _jobs_delete(options: argparse.Namespace) -> int:
@@ -348,7 +349,7 @@ def _status(options: argparse.Namespace) -> int:
     try:
         with _queue(options) as queue:
             counts, tasks, processes = queue.counts(), queue.counts_by_task(), queue.processes()
-            schedules = queue.periodic_jobs()
+            schedules, queues = queue.periodic_jobs(), queue.counts_by_queue()
             now = queue.backend.now()
     except BackendError as exc:
         if options.check:
@@ -361,10 +362,11 @@ def _status(options: argparse.Namespace) -> int:
                 "tasks": {task: {str(state): n for state, n in by_state.items()} for task, by_state in tasks.items()},
                 "processes": [_process_json(process) for process in processes],
                 "schedules": [_schedule_json(schedule) for schedule in schedules],
+                "queues": {name: {str(state): n for state, n in by_state.items()} for name, by_state in queues.items()},
             }
         )
     else:
-        _print_lines(_status_page(counts, tasks, processes, schedules, now, queue.lease_s))
+        _print_lines(_status_page(counts, tasks, queues, processes, schedules, now, queue.lease_s))
     if options.check and not any(p.role == "supervisor" and not p.stale for p in processes):
         print(f"burrow: unhealthy: no supervisor has sent a heartbeat in the last {queue.lease_s:g}s", file=sys.stderr)
         return Exit.REFUSED
@@ -621,6 +623,7 @@ def _age(seconds: float) -> str:
 def _status_page(
     counts: dict[JobState, int],
     tasks: dict[str, dict[JobState, int]],
+    queues: dict[str, dict[JobState, int]],
     processes: Sequence[ProcessInfo],
     schedules: Sequence[ScheduleInfo],
     now: dt.datetime,
@@ -633,6 +636,9 @@ def _status_page(
     if tasks:
         rows = [[task, *(by_state[s] for s in states)] for task, by_state in tasks.items()]
         lines += ["", "jobs by task:", *_table(["task", *states], rows, indent="  ")]
+    if queues:
+        rows = [[name, by_state[JobState.QUEUED], by_state[JobState.RUNNING]] for name, by_state in queues.items()]
+        lines += ["", "queues (each pool's depth):", *_table(("queue", "queued", "running"), rows, indent="  ")]
     if schedules:
         rows = [[s.name, s.task, s.spec, _when(s.last_slot) or "-", _when(s.next_slot) or "-"] for s in schedules]
         lines += ["", "periodic jobs:", *_table(("name", "task", "rule", "last slot", "next slot"), rows, indent="  ")]

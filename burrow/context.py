@@ -9,9 +9,9 @@ handlers because asyncio copies the context into the task it runs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from burrow.errors import BurrowError
 
@@ -24,10 +24,21 @@ class JobContext:
     task: str
     attempt: int
     max_retries: int
+    cancel_check: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt > self.max_retries
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether an operator asked to cancel this job (``q.cancel``) while it runs.
+
+        A long handler may look now and then and stop cleanly; if it does not, its
+        supervisor stops its worker two seconds after the request. Asking reads the
+        database, at most once a second: call it between units of work.
+        """
+        return self.cancel_check is not None and self.cancel_check()
 
 
 @dataclass(slots=True)

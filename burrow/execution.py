@@ -21,7 +21,7 @@ import structlog
 from burrow import retry
 from burrow.backends.base import ClaimedJob, ExpiredLease, Outcome, OutcomeKind
 from burrow.context import JobContext, ResultCapture, enter_job, leave_job
-from burrow.errors import PermanentError, RetryAfter
+from burrow.errors import BurrowError, PermanentError, RetryAfter
 from burrow.logging import encodable
 from burrow.options import JobConfig
 from burrow.retry import RetryDefaults
@@ -48,6 +48,7 @@ def execute(
     *,
     interruptible: bool = True,
     max_result_bytes: int | None = None,
+    cancel_check: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Run ``job``'s handler and return its outcome; never raises for a handler's failure,
     nor for burrow's own work around it (a log line, the error's text).
@@ -56,14 +57,15 @@ def execute(
     in-process drain); a worker passes False because its SIGINT belongs to the
     supervisor, so anything a handler raises there is that job's failure.
     ``max_result_bytes`` (a worker's ``max_result_size``) fails a job whose result
-    is larger, at once: it would be as large on every attempt.
+    is larger, at once: it would be as large on every attempt. ``cancel_check``
+    answers the handler's ``current_job().cancel_requested``.
     """
     capture = ResultCapture()
     started = time.perf_counter()
     # Plain set/reset rather than context managers: this runs once per job, and
     # per-job overhead is what caps a worker's throughput on short jobs.
     log_tokens = structlog.contextvars.bind_contextvars(job_id=job.id, task=job.task, attempt=job.attempt)
-    job_tokens = enter_job(JobContext(job.id, job.task, job.attempt, job.max_retries), capture)
+    job_tokens = enter_job(JobContext(job.id, job.task, job.attempt, job.max_retries, cancel_check), capture)
     try:
         return _execute(job, registration, defaults, capture, started, interruptible, max_result_bytes)
     except Exception as exc:
@@ -231,6 +233,34 @@ def _snoozed(job: ClaimedJob, exc: RetryAfter, started: float) -> Outcome:
     return Outcome(
         job.id, job.owner, job.attempt, OutcomeKind.SNOOZED, retry_in_s=exc.seconds, duration_s=duration_s
     )
+
+
+class CancelCheck:
+    """``current_job().cancel_requested`` for the job running now: the database asked at
+    most once a second, and a request once seen stays seen. One per process, pointed at
+    each job in turn (:meth:`for_job`): nothing is built per job on the hot path."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, ask: Callable[[int], bool]) -> None:
+        self._ask = ask
+        self.for_job(0)
+
+    def for_job(self, job_id: int) -> CancelCheck:
+        self._job_id = job_id
+        self._asked_mono = -self.INTERVAL_S
+        self._requested = False
+        return self
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._requested and now - self._asked_mono >= self.INTERVAL_S:
+            self._asked_mono = now
+            try:
+                self._requested = self._ask(self._job_id)
+            except BurrowError:
+                return False  # the database is away: keep working, the supervisor decides
+        return self._requested
 
 
 def released(job: ClaimedJob) -> Outcome:

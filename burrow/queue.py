@@ -48,7 +48,7 @@ from burrow.errors import (
     PayloadEncodeError,
     WaitTimeout,
 )
-from burrow.execution import JobHandlerFunc, Registration, execute, lease_expired_outcome, released
+from burrow.execution import CancelCheck, JobHandlerFunc, Registration, execute, lease_expired_outcome, released
 from burrow.options import (
     JobConfig,
     JobOption,
@@ -106,6 +106,7 @@ class JobQueue:
         self._schedules: dict[str, Periodic] = {}
         self._stats = StatsCounter()  # drain's finished jobs, for q.throughput
         self._claims = 0  # claims made: each has an owner of its own, owner/N
+        self._cancel_check = CancelCheck(self.cancel_requested)
         self._unsettled: list[str] = []  # owners of claims that failed without an answer
         self._slots_seen: dict[str, dt.datetime] = {}  # the last slot each schedule was settled for
 
@@ -352,7 +353,9 @@ class JobQueue:
                     renew_at = self.backend.now() + dt.timedelta(seconds=self.lease_s / 2)
                 if job.id in lost:
                     continue
-                pending.append(execute(job, self._registry[job.task], self.retry_defaults))
+                pending.append(
+                    execute(job, self._registry[job.task], self.retry_defaults, cancel_check=self._cancel_check.for_job(job.id))
+                )
                 produced.add(job.id)
         finally:
             unstarted = [released(job) for job in batch if job.id not in produced and job.id not in lost]
@@ -462,6 +465,13 @@ class JobQueue:
             for task, by_state in sorted(self.backend.counts_by_task().items())
         }
 
+    def counts_by_queue(self) -> dict[str, dict[JobState, int]]:
+        """queue -> queued and running jobs (the depth each pool of workers faces)."""
+        return {
+            queue: {state: by_state.get(state, 0) for state in (JobState.QUEUED, JobState.RUNNING)}
+            for queue, by_state in sorted(self.backend.active_by_queue().items())
+        }
+
     def retry(self, job_id: int) -> bool:
         """Put a failed or cancelled job back in the queue, due now, as if new: attempts 0,
         error and result cleared (its history keeps the past attempts and records the
@@ -486,12 +496,20 @@ class JobQueue:
         return retried
 
     def cancel(self, job_id: int) -> bool:
-        """Cancel a job that has not started: True; False for one running or finished.
-        JobNotFound for an unknown id."""
-        if self.backend.cancel(job_id):
+        """Cancel a job: a queued one at once; a running one is stopped by the supervisor
+        running it, within about a second (its worker killed and replaced if the handler
+        does not stop first), and ends cancelled, never retried. False for a finished
+        job; JobNotFound for an unknown id. (``dequeue`` cancels queued jobs only.)"""
+        if self.backend.cancel(job_id) or self.backend.request_cancel(job_id):
             return True
         self.job(job_id)
         return False
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """Whether a cancel of this job was asked for while it ran (it may be written off as
+        cancelled already: its supervisor does that first, then stops the run)."""
+        info = self.backend.get(job_id)
+        return info is not None and (info.cancel_requested_at is not None or info.state is JobState.CANCELLED)
 
     def delete(self, job_id: int) -> bool:
         """Delete a job and its history: True; False while it runs. JobNotFound if unknown."""

@@ -25,8 +25,8 @@ _VALUE_RE: Final = re.compile(r"([a-z_]{1,30})\.(\d{1,19})")
 MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "retried": ("ok", "Job {n} is queued again."),
     "not_retried": ("error", "Job {n} was not retried: only failed or cancelled jobs can be."),
-    "cancelled": ("ok", "Job {n} is cancelled."),
-    "not_cancelled": ("error", "Job {n} was not cancelled: only a queued job can be."),
+    "cancelled": ("ok", "Job {n} is cancelled (a running one is stopped by its supervisor within seconds)."),
+    "not_cancelled": ("error", "Job {n} was not cancelled: it has finished."),
     "deleted": ("ok", "Job {n} is deleted."),
     "not_deleted": ("error", "Job {n} was not deleted: it is running."),
     "missing": ("error", "Job {n} does not exist (any more)."),

@@ -49,6 +49,7 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"
     RELEASED = "released"  # back to queued now, the attempt given back (claimed, never started)
     SNOOZED = "snoozed"  # RetryAfter: back to queued after a delay, the attempt given back
+    CANCELLED = "cancelled"  # q.cancel of a running job: stopped by its supervisor, never retried
     # Written by a reaper, not by the owner: only while the lease is still expired.
     EXPIRED_RETRY = "expired_retry"
     EXPIRED_FAILED = "expired_failed"
@@ -63,9 +64,13 @@ class HistoryEvent(StrEnum):
     RELEASED = "released"  # a run interrupted by shutdown: its attempt given back
     REQUEUED = "requeued"  # a finished job put back in the queue by an operator (q.retry)
     SNOOZED = "snoozed"  # the handler raised RetryAfter
+    CANCELLED = "cancelled"  # a running job stopped at an operator's request (q.cancel)
 
 
 DEFAULT_QUEUE = "default"
+# The NOTIFY payload of a cancel request: no task is named so (task names cannot
+# start with "!"), and supervisors look for requests among their jobs at once.
+CANCEL_NOTICE = "!cancel"
 
 
 class NewJob(NamedTuple):
@@ -233,6 +238,7 @@ class ExpiredLease:
     owner: str
     attempt: int
     max_retries: int
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +312,12 @@ class Backend(Protocol):
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job; False if it is in any other state."""
 
+    def request_cancel(self, job_id: int) -> bool:
+        """Ask the supervisor running this job to stop it; False unless it is running."""
+
+    def cancel_requests(self, job_ids: Sequence[int]) -> list[int]:
+        """Which of these jobs are running with a cancel request."""
+
     def get(self, job_id: int) -> JobInfo | None: ...
 
     def history(self, job_id: int) -> list[HistoryEntry]: ...
@@ -328,6 +340,8 @@ class Backend(Protocol):
     ) -> list[JobInfo]: ...
 
     def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]: ...
+
+    def active_by_queue(self) -> dict[str, dict[JobState, int]]: ...
 
     def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]: ...
 

@@ -537,8 +537,10 @@ RETURNING {returning}
 """
 
 # What an outcome writes, for every kind: the values come from transitions.change.
-_FINISH_SET = """state = v.state, attempts = j.attempts - v.give_back, snoozes = j.snoozes + v.snooze,
-    finished_at = CASE WHEN v.finishes THEN {now} END,
+# A cancelled job never goes back to the queue: queued reads cancelled, finished now.
+_FINISH_SET = """state = CASE WHEN v.state = 'queued' AND j.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE v.state END,
+    attempts = j.attempts - v.give_back, snoozes = j.snoozes + v.snooze,
+    finished_at = CASE WHEN v.finishes OR (v.state = 'queued' AND j.cancel_requested_at IS NOT NULL) THEN {now} END,
     run_at = CASE WHEN v.delay_s IS NULL THEN j.run_at ELSE {now} + make_interval(secs => v.delay_s) END,
     result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL"""
 

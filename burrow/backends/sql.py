@@ -21,6 +21,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from burrow.backends.base import (
     ALL_QUEUES,
+    CANCEL_NOTICE,
     JOB_COLUMNS,
     ClaimedJob,
     ExpiredLease,
@@ -44,6 +45,7 @@ from burrow.stats import ThroughputRow
 
 T = TypeVar("T")
 log = structlog.get_logger("burrow")
+
 Clock = Callable[[], dt.datetime]
 
 
@@ -414,6 +416,32 @@ class SQLBackend:
         )
         return self._write("cancel", lambda c: c.execute(statement).rowcount == 1)
 
+    def request_cancel(self, job_id: int) -> bool:
+        """Mark a running job for its supervisor to stop (it polls, and on PostgreSQL a
+        notification wakes it); True if the job was running."""
+
+        def request(conn: sa.Connection) -> bool:
+            statement = (
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, _IS_RUNNING, jobs.c.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=self._now())
+            )
+            if conn.execute(statement).rowcount == 1:
+                self._notify(conn, [CANCEL_NOTICE])
+                return True
+            found = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+            return bool(found == JobState.RUNNING.value)  # asked already
+
+        return self._write("request_cancel", request)
+
+    def cancel_requests(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        statement = sa.select(jobs.c.id).where(
+            jobs.c.id.in_(list(job_ids)), _IS_RUNNING, jobs.c.cancel_requested_at.is_not(None)
+        )
+        return self._read("cancel_requests", lambda c: list(c.execute(statement).scalars()))
+
     def get(self, job_id: int) -> JobInfo | None:
         statement = sa.select(*[jobs.c[name] for name in JOB_COLUMNS]).where(jobs.c.id == job_id)
         row = self._read("get", lambda c: c.execute(statement).one_or_none())
@@ -469,13 +497,18 @@ class SQLBackend:
         lease extended in between, or a second reaper, changes nothing.
         """
         statement = (
-            sa.select(jobs.c.id, jobs.c.task, jobs.c.owner, jobs.c.attempts, jobs.c.max_retries)
+            sa.select(
+                jobs.c.id, jobs.c.task, jobs.c.owner, jobs.c.attempts, jobs.c.max_retries, jobs.c.cancel_requested_at
+            )
             .where(_IS_RUNNING, jobs.c.lease_expires_at < self._now())
             .order_by(jobs.c.lease_expires_at)
             .limit(limit)
         )
         rows = self._read("expired_leases", lambda c: c.execute(statement).all())
-        return [ExpiredLease(r.id, r.task, r.owner, r.attempts, r.max_retries) for r in rows]
+        return [
+            ExpiredLease(r.id, r.task, r.owner, r.attempts, r.max_retries, r.cancel_requested_at is not None)
+            for r in rows
+        ]
 
     def release_owner(self, owner: str) -> list[int]:
         """Give back what ``owner`` (and each of its claims, ``owner/N``) still holds:
@@ -539,6 +572,19 @@ class SQLBackend:
         counts: dict[str, dict[JobState, int]] = {}
         for task, state, n in rows:
             counts.setdefault(task, {})[JobState(state)] = n
+        return counts
+
+    def active_by_queue(self) -> dict[str, dict[JobState, int]]:
+        """queue -> queued and running counts, from the partial indexes (cheap)."""
+        statement = (
+            sa.select(jobs.c.queue, jobs.c.state, sa.func.count())
+            .where(jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+            .group_by(jobs.c.queue, jobs.c.state)
+        )
+        rows = self._read("active_by_queue", lambda c: c.execute(statement).all())
+        counts: dict[str, dict[JobState, int]] = {}
+        for queue, state, n in rows:
+            counts.setdefault(queue, {})[JobState(state)] = n
         return counts
 
     def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]:

@@ -394,18 +394,23 @@ def _finish_params(outcome: Outcome, c: Change, now: dt.datetime, stamp: str) ->
     run_at = None if c.delay_s is None else _stamp(now + dt.timedelta(seconds=c.delay_s))
     return (
         c.state, c.give_back, c.snooze, stamp if c.finishes else None, run_at, outcome.result, outcome.error,
-        outcome.id, outcome.owner, outcome.attempt, c.expired_only, stamp,
+        outcome.id, outcome.owner, outcome.attempt, stamp, c.expired_only,
     )
 
 
 _FENCE = "id = ? AND owner = ? AND attempts = ? AND state = 'running'"
 # Every kind in one statement: finished_at and run_at are NULL when the kind does
 # not set them (a running job has no finished_at; coalesce keeps run_at).
+# A cancelled job never goes back to the queue: queued reads cancelled, finished now.
+# (SQLite evaluates every SET expression against the row as it was: state is the old one.)
 _FINISH = f"""
 UPDATE burrow_jobs
-SET state = ?, attempts = attempts - ?, snoozes = snoozes + ?, finished_at = ?, run_at = coalesce(?, run_at), result = ?,
-    last_error = coalesce(?, last_error), owner = NULL, lease_expires_at = NULL
-WHERE {_FENCE} AND (NOT ? OR lease_expires_at < ?)
+SET state = CASE WHEN ?1 = 'queued' AND cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE ?1 END,
+    attempts = attempts - ?2, snoozes = snoozes + ?3,
+    finished_at = CASE WHEN ?1 = 'queued' AND cancel_requested_at IS NOT NULL THEN ?11 ELSE ?4 END,
+    run_at = coalesce(?5, run_at), result = ?6, last_error = coalesce(?7, last_error),
+    owner = NULL, lease_expires_at = NULL
+WHERE id = ?8 AND owner = ?9 AND attempts = ?10 AND state = 'running' AND (NOT ?12 OR lease_expires_at < ?11)
 """
 
 

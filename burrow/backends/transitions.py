@@ -1,5 +1,9 @@
 """What each outcome kind does to its job's row: the one table both dialects write from.
 
+One rule stands beside the table: a job whose cancellation was requested while it
+ran never goes back to the queue; where the table says queued, it is cancelled
+(and finished) instead. Both dialects' statement spell it out next to the state.
+
 Both backends run one kind-agnostic, fenced UPDATE for a whole batch of outcomes
 (``sqlite.py`` and ``postgres.py`` each write it once, in their own SQL). Every
 difference between kinds is a value in that statement, computed here from
@@ -66,6 +70,7 @@ TRANSITIONS: Mapping[OutcomeKind, Transition] = {
         history=HistoryEvent.SNOOZED,
         wake=Wake.WHEN_DUE,
     ),
+    OutcomeKind.CANCELLED: Transition(JobState.CANCELLED, finishes=True, history=HistoryEvent.CANCELLED),
     OutcomeKind.EXPIRED_RETRY: Transition(
         JobState.QUEUED,
         delays=True,

@@ -66,12 +66,21 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
         f"schema:   {status.describe()}",
         f"workers:  {s.workers}, batch_size {s.batch_size}, lease {s.lease_timeout_s:g}s, heartbeat {s.heartbeat_interval_s:g}s",
         f"shutdown: {s.shutdown_timeout_s:g}s; retry backoff {config.retry.base_s:g}s..{config.retry.max_s:g}s",
-        "tasks:",
     ]
+    if s.pools:
+        lines.append("pools:")
+        served = ", ".join(q for p in s.pools for q in p.queues)
+        lines.append(f"  default  {s.workers} workers, batch_size {s.batch_size}: every queue but {served}")
+        for pool in s.pools:
+            batch = pool.batch_size or s.batch_size
+            lines.append(f"  {pool.name}  {pool.workers} workers, batch_size {batch}: {', '.join(pool.queues)}")
+    lines.append("tasks:")
     for name, registration in sorted(queue.registrations.items()):
         c = registration.config
-        timeout = f", timeout {c.timeout_s:g}s" if c.timeout_s else ""
-        lines.append(f"  {name}  (priority {c.priority}, max_retries {c.max_retries}{timeout})")
+        extras = [f", timeout {c.timeout_s:g}s" if c.timeout_s else ""]
+        extras.append(f", queue {c.queue}" if c.queue else "")
+        extras.append(f", at most {c.concurrency} running" if c.concurrency else "")
+        lines.append(f"  {name}  (priority {c.priority}, max_retries {c.max_retries}{''.join(extras)})")
     if queue.schedules:
         lines.append("schedules:")
         now = queue.backend.now()

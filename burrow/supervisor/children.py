@@ -99,6 +99,10 @@ class WorkerHandle:
     release_running: bool = False
     sigkill_at_mono: float | None = None  # sent SIGTERM: when SIGKILL follows if it is still there
     stack_file: IO[bytes] | None = None  # where its faulthandler writes on SIGTERM
+    # Jobs of this worker cancelled by an operator: written off already; a late result
+    # of one is dropped. The one it was running has until the deadline to stop.
+    cancelled: set[int] = field(default_factory=set)
+    cancel_deadline_mono: float | None = None
     jobs_done: int = 0
     exit_status: int | None = None
     eof: bool = False

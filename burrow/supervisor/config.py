@@ -26,7 +26,10 @@ from typing import Any, Final, Literal, NoReturn, TypeVar
 from burrow.backends.base import DEFAULT_LEASE_S
 from burrow.errors import BurrowError, ConfigError
 from burrow.retry import RetryDefaults
+from burrow.options import check_queue_name
 from burrow.schedule import Periodic, periodic
+
+DEFAULT_POOL_NAME: Final = "default"
 from burrow.supervisor.protocol import MAX_RESULT_BYTES
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "RetentionConfig",
     "LogFormat",
     "LoggingConfig",
+    "PoolConfig",
     "RetryConfig",
     "SupervisorConfig",
     "load_config",
@@ -74,8 +78,22 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """``[[supervisor.pools]]``: workers of their own for these named queues."""
+
+    name: str
+    queues: tuple[str, ...]
+    workers: int
+    batch_size: int | None = None  # None: [supervisor] batch_size
+
+
+@dataclass(frozen=True, slots=True)
 class SupervisorConfig:
-    """The worker pool and its clocks; durations in seconds, sizes in bytes."""
+    """The worker pools and their clocks; durations in seconds, sizes in bytes.
+
+    ``workers`` and ``batch_size`` are the default pool's: it serves every queue
+    that no pool of ``pools`` names.
+    """
 
     workers: int = 2
     apps: tuple[str, ...] = ()
@@ -90,6 +108,7 @@ class SupervisorConfig:
     reap_interval_s: float = 5.0
     poll_interval_s: float = 0.05
     flush_interval_s: float = 0.005
+    pools: tuple[PoolConfig, ...] = ()
 
 
 # Default backoff for tasks that do not set ``with_backoff``: one type, one home.
@@ -264,6 +283,7 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
         "reap_interval",
         "poll_interval",
         "flush_interval",
+        "pools",
     ),
     "retry": ("base", "max"),
     "logging": ("format", "level"),
@@ -503,6 +523,7 @@ def _supervisor(section: _Section, workers_override: int | None) -> SupervisorCo
         reap_interval_s=section.get("reap_interval", _positive_duration, default.reap_interval_s),
         poll_interval_s=section.get("poll_interval", _positive_duration, default.poll_interval_s),
         flush_interval_s=flush,
+        pools=section.get("pools", _pools, ()),
     )
 
 
@@ -521,6 +542,53 @@ def _logging(section: _Section) -> LoggingConfig:
         format=section.get("format", _log_format, default.format),
         level=section.get("level", _choice(LOG_LEVELS), default.level),
     )
+
+
+_POOL_KEYS: Final = ("name", "queues", "workers", "batch_size")
+
+
+def _pools(value: Any) -> tuple[PoolConfig, ...]:
+    """``[[supervisor.pools]]`` tables; each queue served by one pool at most."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError(f"must be [[supervisor.pools]] tables, got {_show(value)}")
+    pools: list[PoolConfig] = []
+    taken: dict[str, str] = {}
+    for number, table in enumerate(value, 1):
+        at = f"#{number}"
+        for key in table:
+            if key not in _POOL_KEYS:
+                close = difflib.get_close_matches(key, _POOL_KEYS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(_POOL_KEYS)})"
+                raise ValueError(f"{at} {_key(key)}: unknown key{hint}")
+        queues = table.get("queues")
+        if not isinstance(queues, list) or not queues:
+            raise ValueError(f'{at} queues: must be a non-empty list of queue names, e.g. ["reports"], got {_show(queues)}')
+        for queue in queues:
+            try:
+                check_queue_name(queue)
+            except BurrowError as exc:
+                raise ValueError(f"{at} queues: {exc}") from None
+            if queue in taken:
+                raise ValueError(f"{at} queues: {queue!r} is served by pool {taken[queue]!r} already")
+        name = table.get("name", "+".join(queues))
+        if not isinstance(name, str) or not name.strip() or name == DEFAULT_POOL_NAME or any(p.name == name for p in pools):
+            raise ValueError(f"{at} name: must be a pool name of its own (not 'default'), got {_show(name)}")
+        if "workers" not in table:
+            raise ValueError(f"{at} workers: missing (how many workers serve {', '.join(queues)})")
+        workers = _located(at, "workers", _int_between(1, MAX_WORKERS), table["workers"])
+        batch_size = None
+        if "batch_size" in table:
+            batch_size = _located(at, "batch_size", _int_between(1, MAX_BATCH_SIZE), table["batch_size"])
+        taken.update(dict.fromkeys(queues, name))
+        pools.append(PoolConfig(name, tuple(queues), workers, batch_size))
+    return tuple(pools)
+
+
+def _located(at: str, key: str, convert: Callable[[Any], T], value: Any) -> T:
+    try:
+        return convert(value)
+    except ValueError as exc:
+        raise ValueError(f"{at} {key}: {exc}") from None
 
 
 def _retention(section: _Section) -> RetentionConfig:

@@ -52,6 +52,12 @@ class Metrics:
         self.queued = prom.Gauge("burrow_jobs_queued", "Queued jobs in the database, by task", ["task"], registry=self.registry)
         self.running = prom.Gauge("burrow_jobs_running", "Running jobs in the database, by task", ["task"], registry=self.registry)
         self.workers = prom.Gauge("burrow_workers", "Worker processes of this supervisor", registry=self.registry)
+        self.pool_workers = prom.Gauge(
+            "burrow_pool_workers", "Worker processes of this supervisor, by pool", ["pool"], registry=self.registry
+        )
+        self.queue_depth = prom.Gauge(
+            "burrow_queue_depth", "Queued jobs in the database, by queue", ["queue"], registry=self.registry
+        )
         self.worker_exits = prom.Counter(
             "burrow_worker_exits", "Worker processes that exited, by reason", ["reason"], registry=self.registry
         )
@@ -60,6 +66,7 @@ class Metrics:
             buckets=BATCH_BUCKETS, registry=self.registry,
         )
         self._active_tasks: set[str] = set()
+        self._queues: set[str] = set()
 
     def outcome(self, task: str, kind: OutcomeKind, duration_s: float | None) -> None:
         self.finished.labels(task, OUTCOME_LABELS[kind]).inc()
@@ -73,6 +80,11 @@ class Metrics:
             by_state = counts.get(task, {})
             self.queued.labels(task).set(by_state.get(JobState.QUEUED, 0))
             self.running.labels(task).set(by_state.get(JobState.RUNNING, 0))
+
+    def depths(self, by_queue: Mapping[str, Mapping[JobState, int]]) -> None:
+        self._queues.update(by_queue)
+        for queue in self._queues:
+            self.queue_depth.labels(queue).set(by_queue.get(queue, {}).get(JobState.QUEUED, 0))
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type."""

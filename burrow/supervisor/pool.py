@@ -1,10 +1,10 @@
-"""A pool of workers: how many there should be, of which generation, and when the next may start.
+"""Pools of workers: how many there should be, of which generation, and when the next may start.
 
-The supervisor keeps one pool, ``default``, today; named pools with queues and
-batch sizes of their own (``[[supervisor.pools]]``) will each be one of these,
-while SIGTTIN and SIGTTOU keep resizing the default one. The pool forks nothing
-itself: ``top_up`` is handed the supervisor's spawn function, so the rules
-(target size, generations, restart backoff) are tested without a process.
+A supervisor has a default pool, which serves every queue no other pool names,
+and one pool per ``[[supervisor.pools]]`` table, with queues and a batch size of
+its own; SIGTTIN and SIGTTOU resize the default one. A pool forks nothing itself:
+``top_up`` is handed the supervisor's spawn function, so the rules (target size,
+generations, restart backoff) are tested without a process.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from burrow.backends.base import ALL_QUEUES, QueueFilter
 from burrow.supervisor.children import WorkerHandle
+from burrow.supervisor.config import SupervisorConfig
 
 log = structlog.get_logger("burrow.supervisor")
 
@@ -32,6 +34,8 @@ def restart_backoff_s(crashes: int) -> float:
 class Pool:
     name: str
     target: int
+    queues: QueueFilter = ALL_QUEUES  # what its workers claim
+    batch_size: int | None = None  # None: [supervisor] batch_size
     generation: int = 0  # bumped by a reload; older workers finish their job and leave
     crashes: int = 0  # since a worker of this pool last finished a job
     next_spawn_mono: float = 0.0
@@ -92,3 +96,79 @@ class Pool:
     def job_done(self) -> None:
         """A worker that finishes jobs is healthy again: the next crash starts the backoff over."""
         self.crashes = 0
+
+
+class Pools:
+    """The default pool and the named ones, as one set of workers for the supervisor."""
+
+    def __init__(self, config: SupervisorConfig) -> None:
+        self.default = Pool(DEFAULT_POOL, config.workers)
+        self.named: dict[str, Pool] = {}
+        self._configure(config)
+
+    def _configure(self, config: SupervisorConfig) -> None:
+        """Pools as ``config`` says: the default one serves every queue the others leave."""
+        named = {p.name: p for p in config.pools}
+        for name in set(self.named) - set(named):
+            self.named[name].target = 0  # gone from the config: its workers finish and leave
+            self.named[name].stop_all()
+        for name, pool_config in named.items():
+            pool = self.named.get(name)
+            if pool is None:
+                pool = self.named[name] = Pool(name, pool_config.workers)
+            pool.queues = QueueFilter(pool_config.queues, exclude=False)
+            pool.batch_size = pool_config.batch_size
+        served = tuple(q for p in config.pools for q in p.queues)
+        self.default.queues = QueueFilter(served, exclude=True)
+
+    def all(self) -> list[Pool]:
+        return [self.default, *self.named.values()]
+
+    def workers(self) -> list[WorkerHandle]:
+        return [handle for pool in self.all() for handle in pool.workers.values()]
+
+    def pids(self) -> set[int]:
+        return {pid for pool in self.all() for pid in pool.workers}
+
+    def pop(self, pid: int) -> tuple[Pool, WorkerHandle] | None:
+        """The pool and handle of worker ``pid``, taken out of the pool."""
+        for pool in self.all():
+            handle = pool.workers.pop(pid, None)
+            if handle is not None:
+                return pool, handle
+        return None
+
+    def of(self, handle: WorkerHandle) -> Pool:
+        return next(pool for pool in self.all() if pool.workers.get(handle.pid) is handle)
+
+    def top_up(self, now: float, spawn: Callable[[Pool], WorkerHandle]) -> None:
+        for pool in self.all():
+            pool.top_up(now, spawn)
+
+    def missing(self) -> bool:
+        return any(pool.missing() > 0 for pool in self.all())
+
+    def next_spawn_mono(self) -> float:
+        return min((pool.next_spawn_mono for pool in self.all() if pool.missing() > 0), default=float("inf"))
+
+    def ready(self) -> bool:
+        return all(pool.ready() for pool in self.all())
+
+    def stop_all(self) -> None:
+        for pool in self.all():
+            pool.stop_all()
+
+    def renew(self, config: SupervisorConfig) -> None:
+        """A reload: every pool replaces its workers, with the new config's sizes and queues."""
+        self._configure(config)
+        self.default.renew(config.workers)
+        for name, pool_config in {p.name: p for p in config.pools}.items():
+            self.named[name].renew(pool_config.workers)
+
+    def describe(self) -> str:
+        """For the STATUS= line and logs: each pool's size and queues."""
+        parts = []
+        for pool in self.all():
+            queues = "other queues" if pool is self.default and pool.queues.names else ", ".join(pool.queues.names) or "all queues"
+            parts.append(f"{pool.name} {len(pool.workers)}/{pool.target} ({queues})")
+        return "; ".join(parts)

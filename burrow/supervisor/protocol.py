@@ -13,7 +13,7 @@ on one growing buffer and hands orjson memoryview slices instead of copies.
 
 Messages (DESIGN.md section 5). Worker -> supervisor: ``hello`` (first, with
 ``"v"`` and ``"pid"``), ``ready``, ``claimed``, ``heartbeat``, ``result``.
-Supervisor -> worker: ``wake``, ``stop``.
+Supervisor -> worker: ``wake``, ``stop``, ``cancel``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import orjson
 from burrow.errors import ProtocolError
 
 __all__ = [
+    "CANCEL",
     "CLAIMED",
     "HEARTBEAT",
     "HELLO",
@@ -60,6 +61,7 @@ HEARTBEAT: Final = "heartbeat"
 RESULT: Final = "result"
 WAKE: Final = "wake"
 STOP: Final = "stop"
+CANCEL: Final = "cancel"  # {"id": job}: a claimed job not to start (cancelled meanwhile)
 
 _HEADER: Final = struct.Struct(">I")
 _HEADER_SIZE: Final = _HEADER.size

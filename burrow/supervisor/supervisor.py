@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 import structlog
 
-from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
+from burrow.backends.base import CANCEL_NOTICE, ClaimedJob, JobState, Outcome, OutcomeKind
 from burrow.errors import BackendError, BurrowError, ConfigError, ProtocolError
 from burrow.execution import RetryDefaults, failure_outcome
 from burrow.queue import JobQueue, new_owner
@@ -45,7 +45,7 @@ from burrow.supervisor.config import Config
 from burrow.supervisor.http import Answer, HealthServer
 from burrow.supervisor.maintenance import Schedule, Step, prune_finished
 from burrow.supervisor.metrics import Metrics
-from burrow.supervisor.pool import DEFAULT_POOL, Pool
+from burrow.supervisor.pool import Pool, Pools
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.telemetry import Telemetry, exit_label
 from burrow.supervisor.worker import WorkerSettings, worker_main
@@ -60,6 +60,10 @@ _BOOT_TIMEOUT_S = 30.0
 # How often schedules are looked at: a slot's job is enqueued at most this late (its
 # run_at is the slot's time all the same). Costs no database call between slots.
 _SCHEDULES_CHECK_S = 0.2
+# How often running jobs are looked at for cancel requests (PostgreSQL also wakes us
+# with a notification), and how long a cancelled handler has to stop by itself.
+_CANCELS_CHECK_S = 0.5
+_CANCEL_GRACE_S = 2.0  # a handler that looks (CancelCheck asks once a second) sees it in time
 _RETENTION_INTERVAL_S = 60.0
 # One transaction of 1,000 jobs a turn, four turns a second while a backlog lasts: a
 # turn holds the loop for tens of milliseconds, not the quarter second of five.
@@ -110,7 +114,7 @@ class Supervisor:
         self.owner = new_owner("supervisor")
         self.state = State.STARTING
         self.exit_code = ExitCode.OK
-        self.pool = Pool(DEFAULT_POOL, config.supervisor.workers)
+        self.pools = Pools(config.supervisor)
         self.pending: list[Outcome] = []
         self.dead_owners: list[str] = []  # exited workers whose leftover claims to give back
         self.flush_retry_mono = 0.0
@@ -151,16 +155,16 @@ class Supervisor:
         self._maintain(now)
         self._enforce_deadlines(now)
         if self.state is State.RUNNING:
-            self.pool.top_up(now, self._spawn)
-        elif self.state is State.DRAINING and not self.pool.workers:
+            self.pools.top_up(now, self._spawn)
+        elif self.state is State.DRAINING and not self.pools.workers():
             self._flush(now, force=True)
             self.state = State.STOPPED
 
     def _select_timeout(self) -> float:
         now = time.monotonic()
         deadline = self.schedule.next_due_mono()
-        if self.state is State.RUNNING and self.pool.missing() > 0:
-            deadline = min(deadline, self.pool.next_spawn_mono)
+        if self.state is State.RUNNING and self.pools.missing():
+            deadline = min(deadline, self.pools.next_spawn_mono())
         if self.pending or self.dead_owners:
             deadline = min(deadline, self._flush_due_mono(now))
         return min(max(deadline - now, 0.0), _MAX_SELECT_S)
@@ -194,7 +198,7 @@ class Supervisor:
             backend=self.backend.dialect,
         )
         self.state = State.RUNNING
-        self.pool.top_up(time.monotonic(), self._spawn)
+        self.pools.top_up(time.monotonic(), self._spawn)
 
     def _begin_drain(self, reason: str) -> None:
         """Stop claiming; let running jobs finish until shutdown_timeout."""
@@ -204,19 +208,19 @@ class Supervisor:
         self.state = State.DRAINING
         timeout = self.config.supervisor.shutdown_timeout_s
         self.drain_deadline_mono = time.monotonic() + timeout
-        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.pool.workers))
-        self.pool.stop_all()
+        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.pools.workers()))
+        self.pools.stop_all()
 
     def _stop_now(self, reason: str) -> None:
         self._begin_drain(reason)
-        for handle in self.pool.workers.values():
+        for handle in self.pools.workers():
             handle.kill(reason)
 
     def _cleanup(self, previous: dict[int, Any]) -> None:
-        for handle in list(self.pool.workers.values()):
+        for handle in list(self.pools.workers()):
             handle.kill("supervisor exiting")
         deadline = time.monotonic() + 5
-        while self.pool.workers and time.monotonic() < deadline:
+        while self.pools.workers() and time.monotonic() < deadline:
             self._reap_children(time.monotonic())
             time.sleep(0.01)
         self._kill_strays()
@@ -263,8 +267,8 @@ class Supervisor:
         elif sig is signal.SIGHUP and self.state is State.RUNNING:
             self._reload()
         elif sig in (signal.SIGTTIN, signal.SIGTTOU) and self.state is State.RUNNING:
-            self.pool.resize(1 if sig is signal.SIGTTIN else -1)
-            log.info("workers_resized", target=self.pool.target)
+            self.pools.default.resize(1 if sig is signal.SIGTTIN else -1)
+            log.info("workers_resized", pool=self.pools.default.name, target=self.pools.default.target)
 
     def _reload(self) -> None:
         """New config and freshly imported app code; old workers finish and leave.
@@ -289,9 +293,9 @@ class Supervisor:
         self.config, self.queue = config, queue
         for step in self._maintenance():
             self.schedule.set_interval(step.name, step.interval_s)
-        self.pool.renew(config.supervisor.workers)
-        log.info("supervisor_reloaded", generation=self.pool.generation, tasks=sorted(queue.registrations))
-        self.pool.top_up(time.monotonic(), self._spawn)
+        self.pools.renew(config.supervisor)
+        log.info("supervisor_reloaded", generation=self.pools.default.generation, tasks=sorted(queue.registrations))
+        self.pools.top_up(time.monotonic(), self._spawn)
         self.notifier.ready()
 
     # -- workers ------------------------------------------------------------------
@@ -304,11 +308,13 @@ class Supervisor:
             retry=_retry(self.config),
             notified=self.listener is not None,
             supervisor_pid=os.getpid(),
+            queues=pool.queues,
+            batch_size=pool.batch_size or self.config.supervisor.batch_size,
         )
         queue = self.queue
         handle = spawn(pool.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
         self.selector.register(handle.read_fd, selectors.EVENT_READ, lambda: self._on_readable(handle))
-        log.info("worker_started", worker_pid=handle.pid, generation=handle.generation)
+        log.info("worker_started", worker_pid=handle.pid, generation=handle.generation, pool=pool.name)
         return handle
 
     def _inherited_fds(self) -> list[int]:
@@ -325,7 +331,7 @@ class Supervisor:
             fds.append(self.listener.fileno())
         if self.http is not None:
             fds.append(self.http.fileno())
-        for handle in self.pool.workers.values():
+        for handle in self.pools.workers():
             fds += [handle.read_fd, handle.write_fd]
             if handle.stack_file is not None:
                 fds.append(handle.stack_file.fileno())
@@ -388,6 +394,11 @@ class Supervisor:
 
     def _on_result(self, handle: WorkerHandle, message: dict[str, Any], now: float) -> None:
         job_id = message["id"]
+        if job_id in handle.cancelled:  # written off as cancelled: its result is dropped
+            handle.cancelled.discard(job_id)
+            handle.cancel_deadline_mono = None
+            self._next_started(handle, now)
+            return
         for index, flight in enumerate(handle.inflight):
             if flight.job.id == job_id:
                 del handle.inflight[index]
@@ -413,14 +424,18 @@ class Supervisor:
                 ),
                 flight.job.task,
             )
+        self._next_started(handle, now)
+        if kind is not OutcomeKind.RELEASED:
+            handle.jobs_done += 1
+            self.jobs_done += 1
+            self.pools.of(handle).job_done()
+
+    def _next_started(self, handle: WorkerHandle, now: float) -> None:
+        """The worker reported a job: the next one it claimed is the one running now."""
         if handle.inflight and handle.inflight[0].started_mono is None:
             handle.inflight[0].started_mono = now
             if handle.inflight[0].lease_lost:
                 self._stop_lost_run(handle, handle.inflight[0], now)
-        if kind is not OutcomeKind.RELEASED:
-            handle.jobs_done += 1
-            self.jobs_done += 1
-            self.pool.job_done()
 
     def _settle(self, outcome: Outcome, task: str) -> None:
         """An outcome to write with the next flush (and to count once written)."""
@@ -433,9 +448,14 @@ class Supervisor:
         if handle.owner is None:
             return
         try:
-            self.backend.register_process(handle.owner, socket.gethostname(), handle.pid, "worker")
+            self.backend.register_process(handle.owner, socket.gethostname(), handle.pid, self._role(handle))
         except BackendError as exc:
             log.warning("process_row_not_written", worker_pid=handle.pid, error=str(exc))
+
+    def _role(self, handle: WorkerHandle) -> str:
+        """Its process row's role: "worker", or "worker:<pool>" in a named pool."""
+        pool = self.pools.of(handle)
+        return "worker" if pool is self.pools.default else f"worker:{pool.name}"[:32]
 
     def _forget_worker(self, handle: WorkerHandle) -> None:
         if handle.owner is None:
@@ -446,10 +466,10 @@ class Supervisor:
             log.warning("process_row_not_removed", worker_pid=handle.pid, error=str(exc))
 
     def _maybe_ready(self) -> None:
-        if not self.ready_sent and self.pool.ready():
+        if not self.ready_sent and self.pools.ready():
             self.ready_sent = True
             self.notifier.ready()
-            log.info("supervisor_ready", workers=len(self.pool.workers))
+            log.info("supervisor_ready", workers=len(self.pools.workers()), pools=self.pools.describe())
 
     def _reap_children(self, now: float) -> None:
         while True:
@@ -459,11 +479,11 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            handle = self.pool.workers.pop(pid, None)
-            if handle is not None:
-                self._on_exit(handle, status, now)
+            found = self.pools.pop(pid)
+            if found is not None:
+                self._on_exit(*found, status, now)
 
-    def _on_exit(self, handle: WorkerHandle, status: int, now: float) -> None:
+    def _on_exit(self, pool: Pool, handle: WorkerHandle, status: int, now: float) -> None:
         """Read its last words, then settle every job it held, in this same turn."""
         self._read_last_words(handle)
         handle.kill_group()  # grandchildren a handler forked die with their worker
@@ -512,7 +532,7 @@ class Supervisor:
             self.exit_code = ExitCode.WORKER_BOOT_FAILED
             self._stop_now("a worker could not boot")
         elif not clean and not handle.stopping:
-            self.pool.crashed(now)
+            pool.crashed(now)
 
     def _database_answers(self) -> bool:
         """Whether our own connection works: if not, a worker's failed boot is an outage.
@@ -536,7 +556,8 @@ class Supervisor:
         the group missed it); nothing would ever stop it after we are gone.
         """
         try:
-            children = [p for p in psutil.Process().children() if p.pid not in self.pool.workers]
+            workers = self.pools.pids()
+            children = [p for p in psutil.Process().children() if p.pid not in workers]
         except psutil.Error:
             return
         for child in children:
@@ -649,6 +670,7 @@ class Supervisor:
             Step("listener", heartbeat_s, self._reopen_listener),
             Step("status", heartbeat_s, self._report_status),
             Step("schedules", _SCHEDULES_CHECK_S, self._enqueue_due_slots),
+            Step("cancels", _CANCELS_CHECK_S, self._stop_cancelled),
             Step("telemetry", heartbeat_s, self._refresh_telemetry),
             Step("retention", _RETENTION_INTERVAL_S, self._prune, due_mono=time.monotonic() + _RETENTION_FIRST_S),
         ]
@@ -669,7 +691,7 @@ class Supervisor:
         and a job claimed later has a lease that starts after this moment. A
         lease found lost is not asked for again: its job is another process's now.
         """
-        held = [(h, f) for h in self.pool.workers.values() for f in h.inflight if not f.lease_lost]
+        held = [(h, f) for h in self.pools.workers() for f in h.inflight if not f.lease_lost]
         fences = [(f.job.id, f.job.owner, f.job.attempt) for _, f in held]
         try:
             lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
@@ -736,12 +758,12 @@ class Supervisor:
     def _heartbeat_process(self, now: float) -> None:
         """Our row in burrow_processes; then systemd's watchdog, which only a database
         that answers keeps fed."""
-        workers = {h.owner: h for h in self.pool.workers.values() if h.owner is not None and h.booted}
+        workers = {h.owner: h for h in self.pools.workers() if h.owner is not None and h.booted}
         for owner in self.backend.heartbeat_processes([self.owner, *workers]):
             if owner == self.owner:
                 self.backend.register_process(owner, socket.gethostname(), os.getpid(), "supervisor")
             else:
-                self.backend.register_process(owner, socket.gethostname(), workers[owner].pid, "worker")
+                self.backend.register_process(owner, socket.gethostname(), workers[owner].pid, self._role(workers[owner]))
         self.last_heartbeat_mono = now
         self.notifier.watchdog()
 
@@ -765,8 +787,30 @@ class Supervisor:
         if self.state is State.RUNNING:
             self.queue.enqueue_due_slots()
 
+    def _stop_cancelled(self, now: float) -> None:
+        """Jobs of ours an operator cancelled while they ran (q.cancel): each is written
+        off as cancelled at once (fenced, never retried). A job not started yet is not
+        started; the one running gets a second to stop by itself (its handler may look
+        at current_job().cancel_requested), then its worker is stopped and replaced."""
+        held = {f.job.id: (h, f) for h in self.pools.workers() for f in h.inflight if not f.lease_lost}
+        for job_id in self.backend.cancel_requests(list(held)):
+            handle, flight = held[job_id]
+            running = handle.inflight[0] is flight and flight.started_mono is not None
+            handle.inflight.remove(flight)
+            handle.cancelled.add(job_id)
+            duration_s = now - flight.started_mono if running and flight.started_mono is not None else None
+            error = "cancelled at an operator's request (q.cancel)" + ("" if running else " before it started")
+            job = flight.job
+            self._settle(Outcome(job.id, job.owner, job.attempt, OutcomeKind.CANCELLED, error=error, duration_s=duration_s), job.task)
+            log.info("job_cancelled", job_id=job.id, task=job.task, attempt=job.attempt, worker_pid=handle.pid, running=running)
+            if running:
+                handle.cancel_deadline_mono = now + _CANCEL_GRACE_S
+            else:
+                handle.send({"t": protocol.CANCEL, "id": job_id})
+        self._flush(now, force=True)
+
     def _refresh_telemetry(self, now: float) -> None:
-        self.telemetry.refresh(self.queue, len(self.pool.workers))
+        self.telemetry.refresh(self.queue, {pool.name: len(pool.workers) for pool in self.pools.all()})
 
     def _prune(self, now: float) -> None:
         """Retention: finished jobs past their state's age go, a few thousand a turn at most
@@ -805,7 +849,7 @@ class Supervisor:
         if since is None or since > limit:
             reason = "never" if since is None else f"{since:.1f}s ago"
             return 503, "text/plain", f"not ready: no database heartbeat within {limit:g}s (last {reason})\n".encode()
-        if self.state is not State.RUNNING or not any(h.booted for h in self.pool.workers.values()):
+        if self.state is not State.RUNNING or not any(h.booted for h in self.pools.workers()):
             return 503, "text/plain", f"not ready: no worker is up (state {self.state.value})\n".encode()
         return 200, "text/plain", b"ready\n"
 
@@ -814,8 +858,11 @@ class Supervisor:
             self._open_listener()
 
     def _report_status(self, now: float) -> None:
-        busy = sum(1 for h in self.pool.workers.values() if h.inflight)
-        self.notifier.status(f"{len(self.pool.workers)} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value}")
+        busy = sum(1 for h in self.pools.workers() if h.inflight)
+        self.notifier.status(
+            f"{len(self.pools.workers())} workers, {busy} busy, {self.jobs_done} jobs done, state {self.state.value};"
+            f" pools: {self.pools.describe()}"
+        )
 
     def _guard_leases(self, now: float) -> None:
         """With the database away, stop in-flight work before our leases can lapse.
@@ -831,7 +878,7 @@ class Supervisor:
         settings = self.config.supervisor
         if now - self.last_db_ok_mono < settings.lease_timeout_s - 2 * settings.heartbeat_interval_s:
             return
-        for handle in self.pool.workers.values():
+        for handle in self.pools.workers():
             if handle.inflight:
                 if handle.kill_reason is None:  # else killed for its own reason (a timeout), and charged for it
                     handle.release_running = True
@@ -858,10 +905,12 @@ class Supervisor:
             self.selector.unregister(self.listener)
             self.listener = None
             payloads = [""]
+        if CANCEL_NOTICE in payloads:  # a job was cancelled: ours? look now, not at the next poll
+            self.schedule.run_at("cancels", time.monotonic())
         tasks = set(self.queue.registrations)
         if any(not p or tasks.intersection(p.split(",")) for p in payloads):
             self.notified_mono = time.monotonic()
-            for handle in self.pool.workers.values():
+            for handle in self.pools.workers():
                 if handle.idle and not handle.stopping:
                     handle.idle = False
                     handle.send({"t": protocol.WAKE})
@@ -872,14 +921,17 @@ class Supervisor:
         settings = self.config.supervisor
         silence_s = 3 * settings.heartbeat_interval_s
         sigkill_at = now + _TERM_GRACE_S
-        for handle in self.pool.workers.values():
+        for handle in self.pools.workers():
             if handle.kill_reason is not None:
                 if handle.sigkill_at_mono is not None and now >= handle.sigkill_at_mono:
                     detail = f"still running {_TERM_GRACE_S:g}s after SIGTERM"
                     log.warning("worker_killed", worker_pid=handle.pid, reason=handle.kill_reason, detail=detail)
                     handle.kill(handle.kill_reason)
                 continue
-            if not handle.booted and now - handle.spawned_mono > _BOOT_TIMEOUT_S:
+            if handle.cancel_deadline_mono is not None and now > handle.cancel_deadline_mono:
+                handle.release_running = True  # its running job was written off; the rest go back
+                handle.terminate(f"cancelled: the job did not stop within {_CANCEL_GRACE_S:g}s of the request", sigkill_at)
+            elif not handle.booted and now - handle.spawned_mono > _BOOT_TIMEOUT_S:
                 handle.kill(f"worker did not boot within {_BOOT_TIMEOUT_S:g}s")
             elif now - handle.last_heard_mono > silence_s:
                 handle.terminate(f"worker silent for {now - handle.last_heard_mono:.1f}s (no heartbeat)", sigkill_at)
@@ -888,7 +940,7 @@ class Supervisor:
                 if timeout_s is not None and now - running.started_mono > timeout_s:
                     handle.terminate(f"timeout: the job ran longer than {timeout_s:g}s", sigkill_at)
         if self.drain_deadline_mono is not None and now > self.drain_deadline_mono:
-            for handle in self.pool.workers.values():
+            for handle in self.pools.workers():
                 if handle.kill_reason is None:
                     handle.kill("shutdown_timeout reached")
 

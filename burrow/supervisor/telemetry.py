@@ -10,7 +10,7 @@ outcome is made (:meth:`expect`), and it is forgotten once written.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import structlog
 
@@ -59,12 +59,16 @@ class Telemetry:
         if self.metrics is not None:
             self.metrics.worker_exits.labels(reason).inc()
 
-    def refresh(self, queue: JobQueue, workers: int) -> None:
-        """Gauges from the database (queued and running by task) and the pool; then the
-        per-minute counts, added to the database's (kept for next time if it is away)."""
+    def refresh(self, queue: JobQueue, pools: Mapping[str, int]) -> None:
+        """Gauges from the database (queued and running by task, queued by queue) and the
+        pools; then the per-minute counts, added to the database's (kept for next time
+        if it is away)."""
         if self.metrics is not None:
-            self.metrics.workers.set(workers)
+            self.metrics.workers.set(sum(pools.values()))
+            for pool, workers in pools.items():
+                self.metrics.pool_workers.labels(pool).set(workers)
             self.metrics.active(queue.backend.counts_by_task(active_only=True))
+            self.metrics.depths(queue.backend.active_by_queue())
         self.write_stats(queue)
 
     def write_stats(self, queue: JobQueue) -> None:

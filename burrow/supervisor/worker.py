@@ -23,9 +23,9 @@ from typing import Any, NoReturn
 import psutil
 import structlog
 
-from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.base import ALL_QUEUES, ClaimedJob, Outcome, OutcomeKind, QueueFilter
 from burrow.errors import BackendError, ProtocolError
-from burrow.execution import RetryDefaults, execute, released
+from burrow.execution import CancelCheck, RetryDefaults, execute, released
 from burrow.queue import JobQueue, new_owner
 from burrow.supervisor import protocol
 from burrow.supervisor.children import WorkerExit
@@ -66,6 +66,8 @@ class WorkerSettings:
     retry: RetryDefaults
     notified: bool  # the supervisor sends "wake" on new jobs (PostgreSQL LISTEN)
     supervisor_pid: int
+    queues: QueueFilter = ALL_QUEUES  # its pool's
+    batch_size: int = 100  # its pool's
 
 
 def outcome_frame(outcome: Outcome) -> dict[str, Any]:
@@ -114,6 +116,8 @@ class Worker:
         self.stopping = False
         self.jobs_done = 0
         self.process = psutil.Process()
+        self.cancel_check = CancelCheck(queue.cancel_requested)
+        self.cancelled: set[int] = set()  # claimed jobs the supervisor says not to start
 
     # -- pipe ---------------------------------------------------------------------
 
@@ -159,6 +163,8 @@ class Worker:
         for message in self.decoder.feed(data):
             if message["t"] == protocol.STOP:
                 self.stopping = True
+            elif message["t"] == protocol.CANCEL and isinstance(message.get("id"), int):
+                self.cancelled.add(message["id"])
         return True
 
     # -- lifecycle ----------------------------------------------------------------
@@ -202,7 +208,7 @@ class Worker:
                 break
             try:
                 claim_began = time.monotonic()  # CLOCK_MONOTONIC: the supervisor's clock too
-                batch = self.queue.claim(tasks, claim_size, config.lease_timeout_s)
+                batch = self.queue.claim(tasks, claim_size, config.lease_timeout_s, self.settings.queues)
                 backend_pause = 0.1
             except BackendError as exc:
                 log.warning("claim_failed", error=str(exc))
@@ -227,7 +233,7 @@ class Worker:
             )
             started = time.perf_counter()
             ran = self.run_batch(batch)
-            claim_size = next_claim_size(ran, time.perf_counter() - started, config.batch_size)
+            claim_size = next_claim_size(ran, time.perf_counter() - started, self.settings.batch_size)
         return WorkerExit.OK
 
     def run_batch(self, batch: list[ClaimedJob]) -> int:
@@ -245,7 +251,13 @@ class Worker:
                 for rest in batch[index:]:
                     self.report(released(rest), rest)
                 return index
-            outcome = execute(job, registry[job.task], self.settings.retry, interruptible=False, max_result_bytes=max_result)
+            if job.id in self.cancelled:  # cancelled before it started: the supervisor wrote it off
+                self.cancelled.discard(job.id)
+                continue
+            outcome = execute(
+                job, registry[job.task], self.settings.retry, interruptible=False, max_result_bytes=max_result,
+                cancel_check=self.cancel_check.for_job(job.id),
+            )
             self.jobs_done += 1
             self.report(outcome, job)
             if (now := time.monotonic()) >= next_poll:

@@ -130,8 +130,11 @@ def serve(app: ASGIApp) -> Iterator[str]:
         sock.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium for a test module. Not for the session: Playwright's sync API runs an
+    event loop on the main thread while it lives, and a later test's asyncio.run (an
+    async handler in a drain) would find it running."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
         yield chromium

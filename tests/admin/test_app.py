@@ -127,15 +127,15 @@ def test_an_action_goes_back_to_the_page_it_came_from_with_a_message(client: Tes
     )
     assert response.headers["location"] == "/jobs?state=queued&task=reports.build"
     page = client.get(response.headers["location"])
-    assert f"Job {jobs.queued[0]} is cancelled." in page.text
+    assert f"Job {jobs.queued[0]} is cancelled" in page.text
     assert 'burrow_flash=""' in page.headers["set-cookie"]  # used up
     assert "is cancelled" not in client.get("/jobs").text
 
 
 def test_a_refused_action_says_why(client: TestClient, q: JobQueue, jobs: Jobs) -> None:
     csrf = token(client)
-    client.post(f"/jobs/{jobs.running}/cancel", data={"csrf": csrf})
-    assert f"Job {jobs.running} was not cancelled: only a queued job can be." in client.get(f"/jobs/{jobs.running}").text
+    client.post(f"/jobs/{jobs.succeeded[0]}/cancel", data={"csrf": csrf})
+    assert f"Job {jobs.succeeded[0]} was not cancelled: it has finished." in client.get(f"/jobs/{jobs.succeeded[0]}").text
     client.post(f"/jobs/{jobs.running}/delete", data={"csrf": csrf, "confirm": "1"})
     assert "was not deleted: it is running" in client.get(f"/jobs/{jobs.running}").text
     gone = client.post("/jobs/987654/retry", data={"csrf": csrf})

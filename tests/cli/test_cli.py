@@ -253,7 +253,7 @@ def test_retry_cancel_delete_and_what_does_not_apply(database: Database, jobs: J
     # Exit 1, one line saying which job and why; nothing changes.
     refusals(1, [
         (["jobs", "retry", str(jobs.running), *dsn], f"job {jobs.running} (running): only a failed or cancelled job"),
-        (["jobs", "cancel", str(jobs.succeeded), *dsn], f"job {jobs.succeeded} (succeeded): only a queued job can be"),
+        (["jobs", "cancel", str(jobs.succeeded), *dsn], f"job {jobs.succeeded} (succeeded): a finished job cannot be"),
         (["jobs", "delete", str(jobs.running), *dsn], f"job {jobs.running} (running): a running job cannot be deleted"),
         (["jobs", "delete", "999999", *dsn], "no job with id 999999"),
     ])  # fmt: skip
@@ -368,7 +368,8 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr == "burrow: unhealthy: no supervisor has sent a heartbeat in the last 30s\n"
     status = json.loads(done.stdout)
-    assert list(status) == ["counts", "tasks", "processes", "schedules"]
+    assert list(status) == ["counts", "tasks", "processes", "schedules", "queues"]
+    assert status["queues"] == {"default": {"queued": 1, "running": 1}}
     assert status["counts"] == {"queued": 1, "running": 1, "succeeded": 2, "failed": 1, "cancelled": 1}
     zero = {state.value: 0 for state in JobState}
     assert status["tasks"] == {

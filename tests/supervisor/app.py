@@ -186,6 +186,41 @@ def binary_result(size: int) -> None:
     burrow.capture_result(b"\xff" * size)
 
 
+@dataclass
+class Span:
+    ledger: str
+    key: str
+    seconds: float
+
+
+def timed(span: Span) -> None:
+    """Append "<key> <start> <end>" (wall-clock seconds) around a sleep: how many ran at once."""
+    started = time.time()
+    time.sleep(span.seconds)
+    fd = os.open(span.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{span.key} {started} {time.time()} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def sleepy(gate: Gate) -> None:
+    """Announce, then sleep a minute without ever looking up: only a kill stops it."""
+    _announce(gate)
+    time.sleep(GATE_TIMEOUT_S)
+
+
+def polite(gate: Gate) -> str:
+    """Announce, then stop as soon as a cancel is asked for: looks every 50 ms."""
+    _announce(gate)
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if burrow.current_job().cancel_requested:
+            return "stopped when asked"
+        time.sleep(0.05)
+    return "never asked"
+
+
 square_task = burrow.define_result_task("sv.square", square)
 async_square_task = burrow.define_result_task("sv.async_square", async_square)
 record_task = burrow.define_task("sv.record", record)
@@ -205,7 +240,18 @@ text_result_task = burrow.define_result_task("sv.text_result", text_result, burr
 binary_result_task = burrow.define_task("sv.binary_result", binary_result, burrow.with_max_retries(2))
 claim_nothing_task = burrow.define_result_task("sv.claim_nothing", claim_nothing)
 
+bulk_task = burrow.define_task("sv.bulk", timed, burrow.with_queue("bulk"))
+mail_task = burrow.define_task("sv.mail", record, burrow.with_queue("mail"))
+limited_task = burrow.define_task("sv.limited", timed, burrow.with_concurrency(2))
+sleepy_task = burrow.define_task("sv.sleepy", sleepy, burrow.with_max_retries(3))
+polite_task = burrow.define_result_task("sv.polite", polite, burrow.with_max_retries(3))
+
 TASKS = (
+    bulk_task,
+    mail_task,
+    limited_task,
+    sleepy_task,
+    polite_task,
     square_task,
     async_square_task,
     record_task,

@@ -178,6 +178,19 @@ def test_logging_format_unset_follows_the_terminal() -> None:
         ('[database]\nschema = "a; drop"\n', "[database] schema: must be a plain SQL identifier (letters, digits, _), got 'a; drop'"),
         ('[database]\n"bad\\nkey" = 1\n', "[database] 'bad\\nkey': unknown key (known: dsn, dsn_file, schema)"),
         ("schedule = 5\n", "[[schedule]]: must be an array of tables ([[schedule]] sections), got 5"),
+        ('[[supervisor.pools]]\nqueues = ["a"]\n', "[supervisor] pools: #1 workers: missing (how many workers serve a)"),
+        ('[[supervisor.pools]]\nqueues = []\nworkers = 1\n', '[supervisor] pools: #1 queues: must be a non-empty list of queue names, e.g. ["reports"], got a list []'),
+        (
+            '[[supervisor.pools]]\nqueues = ["a"]\nworkers = 1\n[[supervisor.pools]]\nqueues = ["a"]\nworkers = 1\n',
+            "[supervisor] pools: #2 queues: 'a' is served by pool 'a' already",
+        ),
+        ('[[supervisor.pools]]\nqueues = ["a"]\nworkerz = 1\n', "[supervisor] pools: #1 workerz: unknown key (did you mean 'workers'?)"),
+        (
+            '[[supervisor.pools]]\nqueues = ["a b"]\nworkers = 1\n',
+            "[supervisor] pools: #1 queues: invalid queue name 'a b': use letters, digits and _ . : -"
+            " (at most 200, not starting with . : -)",
+        ),
+        ('[[supervisor.pools]]\nqueues = ["a"]\nworkers = 0\n', "[supervisor] pools: #1 workers: must be between 1 and 256, got 0"),
         ('[[schedule]]\ntask = "a.b"\nevry = "5s"\n', "[[schedule]] #1 evry: unknown key (did you mean 'every'?)"),
         ('[[schedule]]\nevery = "5s"\n', "[[schedule]] #1: task: missing (the task name to enqueue)"),
         (
@@ -211,6 +224,20 @@ def test_http_retention_and_admin_sections(tmp_path: Path) -> None:
     assert "s3cret" not in repr(config)
     defaults = load_config(write(tmp_path, "", "empty.toml"))
     assert defaults.http.bind is None and defaults.admin.bind == ("127.0.0.1", 8080)
+
+
+def test_pools_load_with_their_queues(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[supervisor]\nworkers = 3\n[[supervisor.pools]]\nqueues = ["mail", "sms"]\nworkers = 2\nbatch_size = 1\n'
+        '[[supervisor.pools]]\nname = "slow"\nqueues = ["reports"]\nworkers = 1\n',
+    )
+    supervisor = load_config(path).supervisor
+    assert supervisor.workers == 3
+    assert [(p.name, p.queues, p.workers, p.batch_size) for p in supervisor.pools] == [
+        ("mail+sms", ("mail", "sms"), 2, 1),
+        ("slow", ("reports",), 1, None),
+    ]
 
 
 def test_schedules_load_as_periodic_registrations(tmp_path: Path) -> None:
