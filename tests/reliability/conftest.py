@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import Database
 from tests.helpers import wait_until
-from tests.reliability.support import PG_BIN, PrivateCluster, accepting, free_port
+from tests.reliability.support import PG_BIN, RUNUSER, PrivateCluster, accepting, free_port
 from tests.supervisor.conftest import launcher  # noqa: F401  (the supervisor tests' fixture, reused)
 
 
@@ -34,7 +34,7 @@ def private_cluster() -> Iterator[PrivateCluster]:
     shutil.chown(directory, "postgres")
     cluster = PrivateCluster(directory, free_port())
     subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(cluster.data), "-A", "trust",
+        [RUNUSER, "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(cluster.data), "-A", "trust",
          "-U", "postgres", "--no-sync", "-E", "UTF8"],
         check=True,
         capture_output=True,

@@ -8,6 +8,7 @@ quick size CI uses, about a tenth.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from tests.supervisor.harness import write_config
 FULL = os.environ.get("BURROW_RELIABILITY", "").lower() == "full"
 APP = "tests.reliability.app:app"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# In /usr/sbin, which a minimal PATH (cron, env -i, some CI runners) leaves out.
+RUNUSER = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "runuser"
 
 # Test clocks: short enough to watch leases lapse, long enough for a loaded CI box.
 HEARTBEAT_S = 0.2
@@ -79,7 +82,7 @@ class PrivateCluster:
     def _pg_ctl(self, *args: str) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
+            [RUNUSER, "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
              str(self.directory / "log"), "-w", "-t", "30", "-o", options, *args],
             check=True,
             capture_output=True,
