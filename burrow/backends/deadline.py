@@ -46,11 +46,18 @@ class Timeouts:
         bound_s = max(MIN_CALL_S, heartbeat_s)
         return cls(connect_s=bound_s, statement_s=bound_s, call_s=bound_s)
 
+    @property
+    def worst_call_s(self) -> float:
+        """The longest one call can keep its caller waiting: a connection attempt
+        (psycopg waits whole seconds, at least two, whatever ``connect_s`` says),
+        then the call's own deadline. The outage guard counts on it."""
+        return _connect_wait_s(self.connect_s) + self.call_s
+
     def postgres_connect_args(self) -> dict[str, Any]:
         """libpq settings for every burrow connection (pooled, held and LISTEN)."""
         idle_s = max(1, math.ceil(min(self.call_s, 10.0)))
         return {
-            "connect_timeout": max(1, math.ceil(self.connect_s)),  # libpq: whole seconds, at least 1
+            "connect_timeout": _connect_wait_s(self.connect_s),
             "keepalives": 1,
             "keepalives_idle": idle_s,
             "keepalives_interval": max(1, idle_s // 2),
@@ -62,6 +69,11 @@ class Timeouts:
 
 DEFAULT_TIMEOUTS = Timeouts()
 MIN_CALL_S = 1.0
+MIN_CONNECT_S = 2  # psycopg (as libpq) raises a shorter connect_timeout to two seconds
+
+
+def _connect_wait_s(connect_s: float) -> int:
+    return max(MIN_CONNECT_S, math.ceil(connect_s))
 
 
 class Watchdog:

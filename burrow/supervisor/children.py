@@ -73,6 +73,9 @@ class InFlight:
     """A job a worker claimed and has not reported; the first one is running."""
 
     job: ClaimedJob
+    # When its lease was last known fresh: the claim began, or an extension that went
+    # through was sent. The outage guard measures the lease's age from here.
+    leased_mono: float
     started_mono: float | None = None
     # Another process owns the job now (a lease extension found it gone): nothing is
     # written for this attempt, and the worker must not run it on.
@@ -86,6 +89,7 @@ class WorkerHandle:
     read_fd: int  # worker -> supervisor
     write_fd: int  # supervisor -> worker
     spawned_mono: float
+    role: str = "worker"  # its process row's: "worker", or "worker:<pool>" in a named pool
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     inflight: collections.deque[InFlight] = field(default_factory=collections.deque)
     last_heard_mono: float = 0.0

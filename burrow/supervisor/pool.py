@@ -41,6 +41,11 @@ class Pool:
     next_spawn_mono: float = 0.0
     workers: dict[int, WorkerHandle] = field(default_factory=dict)
 
+    @property
+    def role(self) -> str:
+        """Its workers' process row role (at most 32 characters, as the column)."""
+        return "worker" if self.name == DEFAULT_POOL else f"worker:{self.name}"[:32]
+
     def current(self) -> list[WorkerHandle]:
         """The workers that count toward the target: this generation's, not asked to stop."""
         return [h for h in self.workers.values() if h.generation == self.generation and not h.stopping]
@@ -138,8 +143,12 @@ class Pools:
                 return pool, handle
         return None
 
-    def of(self, handle: WorkerHandle) -> Pool:
-        return next(pool for pool in self.all() if pool.workers.get(handle.pid) is handle)
+    def job_done(self, handle: WorkerHandle) -> None:
+        """``handle`` finished a job: its pool is healthy. Nothing once the worker has been
+        taken out (its last words are read as it exits; the exit is what counts then)."""
+        for pool in self.all():
+            if pool.workers.get(handle.pid) is handle:
+                pool.job_done()
 
     def top_up(self, now: float, spawn: Callable[[Pool], WorkerHandle]) -> None:
         for pool in self.all():

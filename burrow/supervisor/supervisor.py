@@ -27,6 +27,7 @@ import psutil
 import structlog
 
 from burrow.backends.base import CANCEL_NOTICE, ClaimedJob, JobState, Outcome, OutcomeKind
+from burrow.backends.deadline import Timeouts
 from burrow.errors import BackendError, BurrowError, ConfigError, ProtocolError
 from burrow.execution import RetryDefaults, failure_outcome
 from burrow.queue import JobQueue, new_owner
@@ -41,7 +42,7 @@ from burrow.supervisor.children import (
     describe_exit,
     spawn,
 )
-from burrow.supervisor.config import Config
+from burrow.supervisor.config import Config, SupervisorConfig
 from burrow.supervisor.http import Answer, HealthServer
 from burrow.supervisor.maintenance import Schedule, Step, prune_finished
 from burrow.supervisor.metrics import Metrics
@@ -153,6 +154,7 @@ class Supervisor:
         self._reap_children(now)
         self._flush(now)
         self._maintain(now)
+        self._guard_leases(now)
         self._enforce_deadlines(now)
         if self.state is State.RUNNING:
             self.pools.top_up(now, self._spawn)
@@ -313,6 +315,7 @@ class Supervisor:
         )
         queue = self.queue
         handle = spawn(pool.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
+        handle.role = pool.role
         self.selector.register(handle.read_fd, selectors.EVENT_READ, lambda: self._on_readable(handle))
         log.info("worker_started", worker_pid=handle.pid, generation=handle.generation, pool=pool.name)
         return handle
@@ -370,7 +373,9 @@ class Supervisor:
         elif kind == protocol.CLAIMED:
             owner = message["owner"]
             jobs = _claimed_jobs(message["jobs"], owner)
-            handle.inflight.extend(InFlight(job) for job in jobs)
+            since = message.get("since")
+            leased = min(since, now) if isinstance(since, float) else now
+            handle.inflight.extend(InFlight(job, leased) for job in jobs)
             self.telemetry.claimed(len(jobs))
             handle.inflight[0].started_mono = handle.inflight[0].started_mono or now
             handle.idle = False
@@ -428,7 +433,7 @@ class Supervisor:
         if kind is not OutcomeKind.RELEASED:
             handle.jobs_done += 1
             self.jobs_done += 1
-            self.pools.of(handle).job_done()
+            self.pools.job_done(handle)
 
     def _next_started(self, handle: WorkerHandle, now: float) -> None:
         """The worker reported a job: the next one it claimed is the one running now."""
@@ -448,14 +453,9 @@ class Supervisor:
         if handle.owner is None:
             return
         try:
-            self.backend.register_process(handle.owner, socket.gethostname(), handle.pid, self._role(handle))
+            self.backend.register_process(handle.owner, socket.gethostname(), handle.pid, handle.role)
         except BackendError as exc:
             log.warning("process_row_not_written", worker_pid=handle.pid, error=str(exc))
-
-    def _role(self, handle: WorkerHandle) -> str:
-        """Its process row's role: "worker", or "worker:<pool>" in a named pool."""
-        pool = self.pools.of(handle)
-        return "worker" if pool is self.pools.default else f"worker:{pool.name}"[:32]
 
     def _forget_worker(self, handle: WorkerHandle) -> None:
         if handle.owner is None:
@@ -685,7 +685,7 @@ class Supervisor:
             )
 
     def _extend_leases(self, now: float) -> None:
-        """The leases of every in-flight job; the outage guard when they cannot be.
+        """The leases of every in-flight job (the outage guard watches their age).
 
         With no job in flight the call is free and succeeds: nothing can lapse,
         and a job claimed later has a lease that starts after this moment. A
@@ -693,12 +693,10 @@ class Supervisor:
         """
         held = [(h, f) for h in self.pools.workers() for f in h.inflight if not f.lease_lost]
         fences = [(f.job.id, f.job.owner, f.job.attempt) for _, f in held]
-        try:
-            lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
-        except BackendError:
-            self._guard_leases(now)
-            raise
+        lost = self.backend.extend_leases(fences, self.config.supervisor.lease_timeout_s)
         self.last_db_ok_mono = now
+        for _, flight in held:
+            flight.leased_mono = now
         if lost:
             self._on_leases_lost(set(lost), held, now)
 
@@ -763,7 +761,7 @@ class Supervisor:
             if owner == self.owner:
                 self.backend.register_process(owner, socket.gethostname(), os.getpid(), "supervisor")
             else:
-                self.backend.register_process(owner, socket.gethostname(), workers[owner].pid, self._role(workers[owner]))
+                self.backend.register_process(owner, socket.gethostname(), workers[owner].pid, workers[owner].role)
         self.last_heartbeat_mono = now
         self.notifier.watchdog()
 
@@ -868,18 +866,22 @@ class Supervisor:
         """With the database away, stop in-flight work before our leases can lapse.
 
         Past that point another supervisor may reap and re-run the jobs; killing
-        ours first keeps an outage from turning into duplicate runs. The outage is
+        ours first keeps an outage from turning into duplicate runs. Checked on
+        every turn of the loop against each lease's age (since its claim began
+        or its last extension went through), not only when an extension fails:
+        a call into a partition returns only at its deadline, and a job claimed
+        after the database came back has a fresh lease however long the outage
+        was. The margin is two heartbeats and one such call (connect timeout and
+        deadline) before the lease would lapse. The outage is
         not the jobs' fault: each stopped run is released (a RELEASED outcome with
         the reason, its attempt given back, written once the database answers),
         so a job on its last attempt is run again rather than failed. Our own
         reaper writes our outcomes before it reaps; another supervisor's reaper
         that gets to the job first treats it as any expired lease.
         """
-        settings = self.config.supervisor
-        if now - self.last_db_ok_mono < settings.lease_timeout_s - 2 * settings.heartbeat_interval_s:
-            return
+        guard_after_s = _guard_after_s(self.config.supervisor)
         for handle in self.pools.workers():
-            if handle.inflight:
+            if any(now - f.leased_mono >= guard_after_s for f in handle.inflight if not f.lease_lost):
                 if handle.kill_reason is None:  # else killed for its own reason (a timeout), and charged for it
                     handle.release_running = True
                 handle.kill("database unreachable: stopped before the lease could lapse")
@@ -943,6 +945,20 @@ class Supervisor:
             for handle in self.pools.workers():
                 if handle.kill_reason is None:
                     handle.kill("shutdown_timeout reached")
+
+
+def _guard_after_s(settings: SupervisorConfig) -> float:
+    """How long the leases may go unextended before the outage guard stops the runs.
+
+    Two heartbeats and the longest call before the lease lapses: the turn that
+    sees the threshold pass may be stuck in a call into a partition until that
+    call's connect timeout and deadline are both spent. Never before half the
+    lease: with a lease too short for that margin (a test's), a slow turn of a
+    loaded machine would otherwise count as an outage.
+    """
+    worst_call_s = Timeouts.for_supervisor(settings.heartbeat_interval_s).worst_call_s
+    lease_s = settings.lease_timeout_s
+    return max(lease_s - 2 * settings.heartbeat_interval_s - worst_call_s, lease_s / 2)
 
 
 def _record_only(signum: int, frame: object) -> None:

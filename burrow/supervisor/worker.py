@@ -228,6 +228,7 @@ class Worker:
                 {
                     "t": protocol.CLAIMED,
                     "owner": batch[0].owner,  # this claim's own: self.queue.owner/N
+                    "since": claim_began,  # the leases are at least this fresh
                     "jobs": [[j.id, j.attempt, j.task, j.max_retries] for j in batch],
                 }
             )

@@ -3,11 +3,14 @@ is left alone; a process that forks, and whose child forks again, never hangs on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
 
 from burrow.backends.deadline import WATCHDOG, Timeouts
+from burrow.supervisor.config import SupervisorConfig
+from burrow.supervisor.supervisor import _guard_after_s
 
 
 def test_a_call_past_its_deadline_has_its_socket_shut_down() -> None:
@@ -57,3 +60,18 @@ def test_a_supervisor_waits_a_heartbeat_but_at_least_a_second() -> None:
     args = Timeouts(connect_s=3, statement_s=2.5, call_s=4).postgres_connect_args()
     assert (args["connect_timeout"], args["tcp_user_timeout"]) == (3, 4000)
     assert args["options"] == "-c statement_timeout=2500"
+
+
+def test_a_call_can_block_for_a_whole_connect_timeout_of_at_least_two_seconds() -> None:
+    """psycopg raises a connect_timeout under 2 s to 2 s; the outage guard's margin counts it."""
+    short = Timeouts.for_supervisor(0.5)
+    assert short.postgres_connect_args()["connect_timeout"] == 2
+    assert short.worst_call_s == 3.0
+    assert Timeouts.for_supervisor(2.0).worst_call_s == 4.0
+
+
+def test_the_outage_guard_acts_a_worst_call_and_two_heartbeats_before_the_lease_lapses() -> None:
+    defaults = SupervisorConfig()  # heartbeat 2 s, lease 30 s: a call may block 2 s + 2 s
+    assert _guard_after_s(defaults) == 30 - 2 * 2 - 4
+    # A lease too short for that margin: half the lease, not a hair trigger.
+    assert _guard_after_s(dataclasses.replace(defaults, heartbeat_interval_s=0.5, lease_timeout_s=5.0)) == 2.5
