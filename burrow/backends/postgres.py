@@ -99,9 +99,9 @@ class PostgresBackend(SQLBackend):
         # The hot-path statements are psycopg %-format text: a "%" in a quoted
         # schema name must be doubled, or it reads as a placeholder.
         names = {
-            "jobs": self._table_name(jobs).replace("%", "%%"),
-            "history": self._table_name(history).replace("%", "%%"),
-            "id_seq": _quote_literal(self._sequence_name(jobs)).replace("%", "%%"),
+            "jobs": self._qualified(jobs.name).replace("%", "%%"),
+            "history": self._qualified(history.name).replace("%", "%%"),
+            "id_seq": _quote_literal(self._qualified(f"{jobs.name}_id_seq")).replace("%", "%%"),
             "now": "now()" if clock is None else "%(now)s::timestamptz",
             "fenced": _FENCED,
             "returning": ", ".join(f"j.{column}" for column in CLAIM_COLUMNS),
@@ -122,13 +122,9 @@ class PostgresBackend(SQLBackend):
         self._key_holders_sql = _KEY_HOLDERS.format(**names)
         self._extend_sql = _EXTEND.format(**names)
 
-    def _sequence_name(self, table: sa.Table) -> str:
-        """The quoted name of ``table``'s id sequence (a BIGSERIAL's: <table>_id_seq)."""
-        name = self._base_engine.dialect.identifier_preparer.quote(f"{table.name}_id_seq")
-        return f"{self._quoted_schema()}.{name}" if self.schema else name
-
-    def _quoted_schema(self) -> str:
-        return self._base_engine.dialect.identifier_preparer.quote_schema(self.schema or "public")
+    def _qualified(self, name: str) -> str:
+        """A table's or sequence's name as our SQL text spells it: quoted, in our schema."""
+        return f"{_quote_ident(self.schema)}.{_quote_ident(name)}" if self.schema else _quote_ident(name)
 
     # -- time: the server's clock unless a test injected one ---------------------
 
@@ -157,7 +153,7 @@ class PostgresBackend(SQLBackend):
             if self.schema:
                 conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
                 # The frozen migrations name tables without a schema.
-                conn.execute(sa.select(sa.func.set_config("search_path", self._quoted_schema(), True)))
+                conn.execute(sa.select(sa.func.set_config("search_path", _quote_ident(self.schema), True)))
             apply_migrations(conn, self.now())
 
         self._write("migrate", migrate, bounded=False)
@@ -627,6 +623,13 @@ def _queue_predicate(queues: QueueFilter) -> str:
     if not queues.names:
         return ""
     return " AND queue <> ALL(%(queues)s::varchar[])" if queues.exclude else " AND queue = ANY(%(queues)s::varchar[])"
+
+
+def _quote_ident(name: str) -> str:
+    """An identifier quoted as the server reads it. Not SQLAlchemy's quoting: its
+    psycopg dialect doubles every "%" for its own %-format statements, which is
+    wrong in a parameter's value (the search_path) and doubled twice in ours."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _quote_literal(text: str) -> str:

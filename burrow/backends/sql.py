@@ -268,12 +268,6 @@ class SQLBackend:
     def _configure_held(self, connection: Any) -> None:
         """Adjust a newly held DBAPI connection for the hot path (see PostgresBackend)."""
 
-    def _table_name(self, table: sa.Table) -> str:
-        """``table``'s name as hot-path SQL text spells it: quoted, in our schema."""
-        preparer = self._base_engine.dialect.identifier_preparer
-        name = preparer.quote(table.name)
-        return f"{preparer.quote_schema(self.schema)}.{name}" if self.schema else name
-
     def _read(self, operation: str, fn: Callable[[sa.Connection], T]) -> T:
         """Reads change nothing, so one retry after a dropped connection is always safe."""
         return self._run(operation, fn, self._engine.connect, attempts=2)

@@ -642,6 +642,35 @@ def test_a_schema_with_the_longest_name_enqueues_and_notifies(
         postgres_admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def test_a_schema_name_with_percent_signs_and_quotes_works_on_every_hot_path(
+    postgres_admin: psycopg.Connection[Any],
+) -> None:
+    """The hot-path statements are %-format text for psycopg: a "%" (or "%s") in the
+    schema name once broke every one of them; quotes must stay quoted."""
+    schema = f"burrow_test_{secrets.token_hex(4)} 100%s %% \"odd\" 'q'"
+    clock = FakeClock()
+    try:
+        with burrow.connect(POSTGRES_DSN, schema=schema, clock=clock) as q:
+            q.handle("pct.ok", ignore)
+            ids = q.enqueue_many("pct.ok", [{"n": n} for n in range(3)])
+            assert q.drain() == 3  # claim, uniform finish
+            assert {q.job(i).state for i in ids} == {JobState.SUCCEEDED}
+
+            job_id = q.enqueue("pct.ok", {})
+            [claimed] = q.claim(["pct.ok"], 1, lease_s=5)
+            assert q.backend.extend_leases([(claimed.id, claimed.owner, claimed.attempt)], 5) == []
+            clock.advance(60)
+            [reaped] = q.reap_expired()
+            assert reaped.id == job_id and q.job(job_id).state is JobState.QUEUED
+            assert [h.event.value for h in q.history(job_id)] == ["lease_expired"]
+            assert q.cancel(job_id) and q.job(job_id).state is JobState.CANCELLED
+        with psycopg.connect(POSTGRES_DSN) as conn:
+            count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "burrow_jobs"))
+            assert conn.execute(count).fetchone() == (4,)
+    finally:
+        postgres_admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
 def test_a_separate_jobs_database(postgres_admin: psycopg.Connection[Any]) -> None:
     """Jobs may live in a database of their own (created and dropped here)."""
     name = f"burrow_test_db_{secrets.token_hex(4)}"
