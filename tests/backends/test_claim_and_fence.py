@@ -136,6 +136,20 @@ def test_lost_lease_is_fenced(clocked: JobQueue, clock: FakeClock) -> None:
     assert [(h.attempt, h.event) for h in clocked.history(job_id)] == [(1, "lease_expired")]
 
 
+def test_reap_expired_takes_at_most_limit_oldest_expiry_first(clocked: JobQueue, clock: FakeClock) -> None:
+    """A reaper's turn is bounded: a host that held thousands of jobs is reaped in slices."""
+    backend = clocked.backend
+    ids = clocked.enqueue_many("fence.task", [{"n": n} for n in range(5)])
+    for n, job_id in enumerate(ids):
+        [claimed] = backend.claim(["fence.task"], 1, f"owner-{n}", 10 + n)  # job n expires n s after job 0
+        assert claimed.id == job_id
+    clock.advance(20)
+    assert [job.id for job in clocked.reap_expired(limit=2)] == ids[:2]
+    assert [job.id for job in clocked.reap_expired(limit=2)] == ids[2:4]
+    assert [job.id for job in clocked.reap_expired(limit=2)] == ids[4:]
+    assert clocked.reap_expired(limit=2) == []
+
+
 def test_finish_batch_reports_only_the_lost(clocked: JobQueue, clock: FakeClock) -> None:
     backend = clocked.backend
     ids = clocked.enqueue_many("fence.batch", [{} for _ in range(4)], max_retries=5)
