@@ -12,7 +12,9 @@ This is the hot path of every job (claimed, result, heartbeat), so decoding work
 on one growing buffer and hands orjson memoryview slices instead of copies.
 
 Messages (DESIGN.md section 5). Worker -> supervisor: ``hello`` (first, with
-``"v"`` and ``"pid"``), ``ready``, ``claimed``, ``heartbeat``, ``result``.
+``"v"`` and ``"pid"``), ``ready``, ``claimed`` (the claim's ``"owner"``, its
+``"jobs"``, and ``"since"``: the monotonic time the claim began, from which the
+outage guard ages the leases), ``heartbeat``, ``result``.
 Supervisor -> worker: ``wake``, ``stop``, ``cancel``.
 """
 
