@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -193,19 +194,32 @@ class DrainResult:
 
 def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = "bench.noop",
           payload: bytes = b"{}", special: bytes | None = None, every: int = 0,
-          above_id: int | None = None, config: str = "") -> DrainResult:
+          above_id: int | None = None, config: str = "",
+          fill_when: Callable[[], bool] | None = None) -> DrainResult:
     """Pre-fill ``n`` jobs, start a supervisor, wait until every one succeeded.
 
     ``above_id``: keep the jobs up to that id (old finished rows) and drain ``n``
     new ones beside them (see Target.refill), timed on those alone. ``config``:
-    TOML added to the supervisor's config.
+    TOML added to the supervisor's config. ``fill_when`` (with ``above_id``): start
+    the supervisor first and add the jobs once it returns true (polled for 60 s),
+    to time a drain beside something the supervisor does only after its start.
     """
     if above_id is None:
         target.reset(n, task=task, payload=payload, special=special, every=every)
-    else:
+    elif fill_when is None:
         target.refill(n, above_id, task=task)
+    else:
+        target.refill(0, above_id, task=task)
     with SupervisorProcess(target, workers, batch_size, config=config) as sup:
         sup.start()
+        if fill_when is not None:
+            deadline = time.monotonic() + 60
+            while not fill_when():
+                sup.check_alive()
+                if time.monotonic() > deadline:
+                    raise SupervisorFailed("drain: the condition to add the jobs never came true")
+                time.sleep(0.2)
+            target.add_jobs(n, task=task)
         wait_finished(target, sup, timeout_s=60 + n / 500)
         succeeded, seconds, attempts = target.span(above_id or 0)
         lines = sup.warnings()
