@@ -20,13 +20,16 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_PRIORITY = 0
 
 
-def check_task_name(name: str) -> str:
-    """Refuse names that would be ambiguous in logs, CLIs and NOTIFY payloads."""
+def _checked_name(name: str, what: str, error: type[BurrowError]) -> str:
+    """Refuse names that would be ambiguous in logs, CLIs, configs, metrics and NOTIFY payloads."""
     if not isinstance(name, str) or TASK_NAME_PATTERN.fullmatch(name) is None:
-        raise InvalidTaskName(
-            f"invalid task name {name!r}: use letters, digits and _ . : - (at most 200, not starting with . : -)"
-        )
+        rule = "use letters, digits and _ . : - (at most 200, not starting with . : -)"
+        raise error(f"invalid {what} name {name!r}: {rule}")
     return name
+
+
+def check_task_name(name: str) -> str:
+    return _checked_name(name, "task", InvalidTaskName)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +123,8 @@ MAX_UNIQUE_KEY = 200
 
 
 def check_queue_name(name: str) -> str:
-    """A queue name follows the task-name pattern (it shows up in configs, logs, metrics)."""
-    if not isinstance(name, str) or TASK_NAME_PATTERN.fullmatch(name) is None:
-        raise BurrowError(
-            f"invalid queue name {name!r}: use letters, digits and _ . : - (at most 200, not starting with . : -)"
-        )
-    return name
+    """A queue name follows the task-name pattern."""
+    return _checked_name(name, "queue", BurrowError)
 
 
 def with_queue(name: str) -> JobOption:

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import select
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -25,11 +25,9 @@ from sqlalchemy.dialects import postgresql as pg
 from burrow.backends.base import (
     ALL_QUEUES,
     CLAIM_COLUMNS,
-    ClaimedJob,
     NewJob,
     Outcome,
     QueueFilter,
-    claimed_jobs,
     owner_host_pid,
 )
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
@@ -164,17 +162,16 @@ class PostgresBackend(SQLBackend):
         # One array parameter: the statement text does not change with the task list.
         return jobs.c.task == sa.any_(sa.bindparam("tasks", list(tasks), type_=pg.ARRAY(sa.String)))
 
-    def claim(
+    def _claim(
         self,
         tasks: Sequence[str],
         limit: int,
         owner: str,
         lease_s: float,
-        *,
-        queues: QueueFilter = ALL_QUEUES,
-        limits: Mapping[str, int] | None = None,
-    ) -> list[ClaimedJob]:
-        """Pick and mark up to ``limit`` jobs in one statement (see :meth:`claim_sql`).
+        queues: QueueFilter,
+        limited: Mapping[str, int],
+    ) -> Callable[[Any], list[Any]]:
+        """Pick and mark in one statement (see :meth:`claim_sql`).
 
         With limited tasks, a short transaction instead: try-locks (a transaction-scoped
         advisory lock per limited task; a task another claimer holds is left for this
@@ -183,9 +180,6 @@ class PostgresBackend(SQLBackend):
         Only claims start jobs, and two claims of a limited task never overlap, so the
         count cannot be overtaken: the limit holds across every supervisor.
         """
-        if not tasks or limit <= 0:
-            return []
-        limited = {task: n for task, n in (limits or {}).items() if task in tasks}
         params: dict[str, Any] = {
             "tasks": [task for task in tasks if task not in limited],
             "queues": list(queues.names),
@@ -210,10 +204,7 @@ class PostgresBackend(SQLBackend):
                     params.update(limited=held, maxes=[limited[task] for task in held])
                     return conn.execute(statement, params).fetchall()
 
-        # Never retried here: a claim whose commit went through before the connection
-        # dropped has jobs under ``owner`` its caller never saw; a second claim under
-        # the same owner would hide them. The caller releases ``owner`` instead.
-        return claimed_jobs(self._on_held("claim", claim, retry=False), owner)
+        return claim
 
     def claim_sql(self, limit: int, queues: QueueFilter = ALL_QUEUES) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.

@@ -11,6 +11,8 @@ from frozen steps, and a test holds the result equal to what is declared here.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
+
 import sqlalchemy as sa
 
 from burrow.backends.base import JobState
@@ -78,74 +80,40 @@ jobs = sa.Table(
     ),
 )
 
+
+def _partial_index(name: str, *columns: Any, where: Any, unique: bool = False) -> sa.Index:
+    """An index of the rows ``where`` holds for, the same on both dialects."""
+    return sa.Index(name, *columns, unique=unique, postgresql_where=where, sqlite_where=where)
+
+
+def _claim_order() -> tuple[Any, ...]:
+    """Claim order: higher priority first, then oldest ``run_at``, then id."""
+    return jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id
+
+
+_QUEUED = jobs.c.state == "queued"
+
 # The claim's access path: only queued rows, already in claim order. Finished jobs,
 # however many, never enter it.
-sa.Index(
-    "burrow_jobs_queued_idx",
-    jobs.c.priority.desc(),
-    jobs.c.run_at,
-    jobs.c.id,
-    postgresql_where=jobs.c.state == "queued",
-    sqlite_where=jobs.c.state == "queued",
-)
+_partial_index("burrow_jobs_queued_idx", *_claim_order(), where=_QUEUED)
 # The reaper's access path: running rows by lease expiry.
-sa.Index(
-    "burrow_jobs_running_idx",
-    jobs.c.lease_expires_at,
-    postgresql_where=jobs.c.state == "running",
-    sqlite_where=jobs.c.state == "running",
-)
+_partial_index("burrow_jobs_running_idx", jobs.c.lease_expires_at, where=jobs.c.state == "running")
 
 # Operators' listings, newest first (q.jobs): by state (but succeeded, the many: a
 # listing of those walks the primary key) and by task.
-sa.Index(
-    "burrow_jobs_state_idx",
-    jobs.c.state,
-    jobs.c.id,
-    postgresql_where=jobs.c.state != "succeeded",
-    sqlite_where=jobs.c.state != "succeeded",
-)
+_partial_index("burrow_jobs_state_idx", jobs.c.state, jobs.c.id, where=jobs.c.state != "succeeded")
 sa.Index("burrow_jobs_task_idx", jobs.c.task, jobs.c.id)
 
 # One job per (task, unique key) while it is queued or running.
 UNIQUE_WHERE = "unique_key IS NOT NULL AND state IN ('queued', 'running')"
-sa.Index(
-    "burrow_jobs_unique_idx",
-    jobs.c.task,
-    jobs.c.unique_key,
-    unique=True,
-    postgresql_where=sa.text(UNIQUE_WHERE),
-    sqlite_where=sa.text(UNIQUE_WHERE),
-)
+_partial_index("burrow_jobs_unique_idx", jobs.c.task, jobs.c.unique_key, unique=True, where=sa.text(UNIQUE_WHERE))
 
 # The claims of a pool of named queues, and of a task whose running jobs are limited.
-sa.Index(
-    "burrow_jobs_queue_idx",
-    jobs.c.queue,
-    jobs.c.priority.desc(),
-    jobs.c.run_at,
-    jobs.c.id,
-    postgresql_where=jobs.c.state == "queued",
-    sqlite_where=jobs.c.state == "queued",
-)
-sa.Index(
-    "burrow_jobs_task_queued_idx",
-    jobs.c.task,
-    jobs.c.priority.desc(),
-    jobs.c.run_at,
-    jobs.c.id,
-    postgresql_where=jobs.c.state == "queued",
-    sqlite_where=jobs.c.state == "queued",
-)
+_partial_index("burrow_jobs_queue_idx", jobs.c.queue, *_claim_order(), where=_QUEUED)
+_partial_index("burrow_jobs_task_queued_idx", jobs.c.task, *_claim_order(), where=_QUEUED)
 
 # Retention: finished jobs of a state, oldest first.
-sa.Index(
-    "burrow_jobs_finished_idx",
-    jobs.c.state,
-    jobs.c.finished_at,
-    postgresql_where=jobs.c.finished_at.is_not(None),
-    sqlite_where=jobs.c.finished_at.is_not(None),
-)
+_partial_index("burrow_jobs_finished_idx", jobs.c.state, jobs.c.finished_at, where=jobs.c.finished_at.is_not(None))
 
 history = sa.Table(
     "burrow_job_history",

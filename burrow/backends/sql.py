@@ -36,6 +36,7 @@ from burrow.backends.base import (
     QueueFilter,
     ScheduleInfo,
     SchemaStatus,
+    claimed_jobs,
 )
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, WATCHDOG, Call, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, stored_version
@@ -161,15 +162,9 @@ class SQLBackend:
                 return result
         raise AssertionError("unreachable")
 
-    @contextlib.contextmanager
-    def _deadline(self, conn: sa.Connection, bounded: bool = True) -> Iterator[Call | None]:
+    def _deadline(self, conn: sa.Connection, bounded: bool = True) -> contextlib.AbstractContextManager[Call | None]:
         """The call under the watchdog, on a network connection (see deadline.py)."""
-        fileno = _fileno(conn.connection.dbapi_connection) if self.watched and bounded else None
-        if fileno is None:
-            yield None
-            return
-        with WATCHDOG.guard(fileno, self.timeouts.call_s) as call:
-            yield call
+        return self._held_deadline(conn.connection.dbapi_connection) if bounded else contextlib.nullcontext()
 
     def _timed_out(self, operation: str) -> BackendError:
         return BackendError(
@@ -258,6 +253,7 @@ class SQLBackend:
 
     @contextlib.contextmanager
     def _held_deadline(self, connection: Any) -> Iterator[Call | None]:
+        """The call on this DBAPI connection under the watchdog, if it is a network one."""
         fileno = _fileno(connection) if self.watched else None
         if fileno is None:
             yield None
@@ -336,6 +332,29 @@ class SQLBackend:
         queues: QueueFilter = ALL_QUEUES,
         limits: Mapping[str, int] | None = None,
     ) -> list[ClaimedJob]:
+        """Pick and mark up to ``limit`` jobs on the held connection (the dialect's
+        ``_claim`` says how); of the ``limits``, those of the tasks asked for.
+
+        Never retried here: a claim whose commit went through before the connection
+        dropped has jobs under ``owner`` its caller never saw; a second claim under
+        the same owner would hide them. The caller releases ``owner`` instead.
+        """
+        if not tasks or limit <= 0:
+            return []
+        limited = {task: n for task, n in (limits or {}).items() if task in tasks}
+        claim = self._claim(tasks, limit, owner, lease_s, queues, limited)
+        return claimed_jobs(self._on_held("claim", claim, retry=False), owner)
+
+    def _claim(
+        self,
+        tasks: Sequence[str],
+        limit: int,
+        owner: str,
+        lease_s: float,
+        queues: QueueFilter,
+        limited: Mapping[str, int],
+    ) -> Callable[[Any], list[Any]]:
+        """The claim as a function of the held DBAPI connection, returning claimed rows."""
         raise NotImplementedError
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:

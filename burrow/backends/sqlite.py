@@ -22,14 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from burrow.backends.base import (
-    ALL_QUEUES,
     CLAIM_COLUMNS,
-    ClaimedJob,
     NewJob,
     Outcome,
     QueueFilter,
     SchemaStatus,
-    claimed_jobs,
     owner_host_pid,
 )
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
@@ -198,16 +195,15 @@ class SQLiteBackend(SQLBackend):
             holders[task, key] = row[0]
         return holders
 
-    def claim(
+    def _claim(
         self,
         tasks: Sequence[str],
         limit: int,
         owner: str,
         lease_s: float,
-        *,
-        queues: QueueFilter = ALL_QUEUES,
-        limits: Mapping[str, int] | None = None,
-    ) -> list[ClaimedJob]:
+        queues: QueueFilter,
+        limited: Mapping[str, int],
+    ) -> Callable[[Any], list[Any]]:
         """Select and mark in one statement; the write lock makes the subquery safe.
 
         A task with a concurrency limit gets a pick of its own, of at most its free
@@ -215,9 +211,6 @@ class SQLiteBackend(SQLBackend):
         claimer can start one in between (SQLite's single writer does what
         PostgreSQL needs an advisory lock for).
         """
-        if not tasks or limit <= 0:
-            return []
-        limited = {task: n for task, n in (limits or {}).items() if task in tasks}
         free_tasks = [task for task in tasks if task not in limited]
         now = self.now()
         head = (owner, _stamp(now), _stamp(now + dt.timedelta(seconds=lease_s)))
@@ -242,10 +235,7 @@ class SQLiteBackend(SQLBackend):
             conn.execute("COMMIT")
             return rows
 
-        # Never retried here: a claim whose commit went through before the connection
-        # dropped has jobs under ``owner`` its caller never saw; a second claim under
-        # the same owner would hide them. The caller releases ``owner`` instead.
-        return claimed_jobs(self._on_held("claim", claim, retry=False), owner)
+        return claim
 
     def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """One fenced executemany for the whole batch, whatever the kinds, in one transaction.

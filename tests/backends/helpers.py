@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import multiprocessing
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,3 +135,31 @@ def typed_handler(payload_type: Any, sink: list[Any]) -> Callable[[Any], None]:
 
 def add(p: Pair) -> int:
     return p.a + p.b
+
+
+def race(target: Callable[..., Any], *args: Any, processes: int = 4) -> list[Any]:
+    """``target(go, *args)`` in forked processes, each one's return value.
+
+    Each calls ``go()`` once it is ready (connected, say): that blocks until every
+    process has started, then all are released by one event, so they race for real.
+    A process that fails exits non-zero and fails the test.
+    """
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+
+    def go() -> None:
+        if not start.wait(30):
+            raise TimeoutError("the race never started")
+
+    def run() -> None:
+        results.put(target(go, *args))
+
+    procs = [ctx.Process(target=run) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    start.set()
+    values = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    return values

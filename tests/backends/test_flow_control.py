@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import multiprocessing
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -13,7 +13,7 @@ import burrow
 from burrow.backends.base import JobState, Outcome, OutcomeKind, QueueFilter
 from burrow.errors import BurrowError
 from burrow.queue import JobQueue
-from tests.backends.helpers import rows
+from tests.backends.helpers import race, rows
 from tests.conftest import POSTGRES_DSN, Database
 
 # -- named queues ------------------------------------------------------------------------
@@ -67,15 +67,15 @@ def test_a_limited_task_runs_at_most_n_and_does_not_block_others(queue: JobQueue
     assert queue.drain() == 0  # drain claims through the same limit: nothing free to start
 
 
-def _claim_repeatedly(database: Database, tries: int, start: Any, results: Any) -> None:
+def _claim_repeatedly(go: Callable[[], None], database: Database, tries: int) -> list[int]:
     q = database.connect()
     try:
         q.handle("fc.race", lambda data: None, burrow.with_concurrency(2))
-        start.wait(30)
+        go()
         got = []
         for _ in range(tries):
             got += [j.id for j in q.claim(["fc.race"], 3)]  # claimed and held: never finished
-        results.put(got)
+        return got
     finally:
         q.close()
 
@@ -83,16 +83,7 @@ def _claim_repeatedly(database: Database, tries: int, start: Any, results: Any) 
 def test_concurrent_claimers_never_start_more_than_the_limit(database: Database) -> None:
     with database.connect() as q:
         q.enqueue_many("fc.race", [{"n": i} for i in range(30)])
-    ctx = multiprocessing.get_context("fork")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_claim_repeatedly, args=(database, 20, start, results)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    start.set()
-    claimed = [job_id for _ in procs for job_id in results.get(timeout=60)]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    claimed = [job_id for got in race(_claim_repeatedly, database, 20) for job_id in got]
     assert len(claimed) == 2 and len(set(claimed)) == 2
     with database.connect() as q:
         assert q.counts()[JobState.RUNNING] == 2

@@ -35,7 +35,7 @@ from burrow.backends.migrations import MIGRATIONS
 from burrow.errors import BackendError
 from burrow.queue import JobQueue
 from tests.conftest import POSTGRES_DSN, FakeClock
-from tests.helpers import wait_until
+from tests.helpers import release, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -690,15 +690,11 @@ def test_a_separate_jobs_database(postgres_admin: psycopg.Connection[Any]) -> No
 # -- 8. concurrent migrations -------------------------------------------------------
 
 MIGRATE_CHILD = """
-import os, sys, time
+import os, select, sys
 import burrow
-ready, go = sys.argv[1], sys.argv[2]
-open(ready, "w").close()
-deadline = time.monotonic() + 30
-while not os.path.exists(go):  # the start barrier: every child is imported and waiting
-    if time.monotonic() > deadline:
-        sys.exit("no start signal")
-    time.sleep(0.001)
+open(sys.argv[1], "w").close()  # ready
+if not select.select([sys.stdin], [], [], 60)[0]:  # the start barrier: every child is imported and waiting
+    sys.exit("no go signal within 60 s")
 q = burrow.connect(os.environ["BURROW_DATABASE_DSN"], schema=os.environ["BURROW_DATABASE_SCHEMA"])
 q.close()
 """
@@ -710,11 +706,11 @@ def test_processes_starting_together_apply_each_migration_once(
     exists = "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s"
     assert postgres_admin.execute(exists, (postgres_schema,)).fetchone() == (0,)
     env = {**os.environ, "BURROW_DATABASE_DSN": POSTGRES_DSN, "BURROW_DATABASE_SCHEMA": postgres_schema}
-    go = tmp_path / "go"
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", MIGRATE_CHILD, str(tmp_path / f"ready{i}"), str(go)],
+            [sys.executable, "-c", MIGRATE_CHILD, str(tmp_path / f"ready{i}")],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -723,7 +719,7 @@ def test_processes_starting_together_apply_each_migration_once(
     ]
     try:
         wait_until(lambda: all((tmp_path / f"ready{i}").exists() for i in range(4)), timeout=30, what="children")
-        go.touch()
+        release(children)
         results = [child.communicate(timeout=30) for child in children]
     finally:
         for child in children:

@@ -24,7 +24,7 @@ from psycopg import sql
 import burrow
 from burrow.backends.base import JobState
 from tests.conftest import POSTGRES_DSN
-from tests.helpers import wait_until
+from tests.helpers import release, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,20 +33,17 @@ PROCESSES = 4
 BATCH = 50
 
 CLAIMER = """
-import json, os, sys, time
+import json, os, select, sys
 import burrow
 from burrow.backends.base import Outcome, OutcomeKind
 from burrow.queue import new_owner
 
-index, ready, go, ledger, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+index, ready, ledger, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 q = burrow.connect(os.environ["BURROW_DATABASE_DSN"], schema=os.environ["BURROW_DATABASE_SCHEMA"])
 owner = new_owner("claimer" + index)
 open(ready, "w").close()
-deadline = time.monotonic() + 30
-while not os.path.exists(go):  # the start barrier: everyone connected, nobody claiming yet
-    if time.monotonic() > deadline:
-        sys.exit("no start signal")
-    time.sleep(0.001)
+if not select.select([sys.stdin], [], [], 60)[0]:  # the start barrier: everyone connected, nobody claiming yet
+    sys.exit("no go signal within 60 s")
 with open(ledger, "w") as out:
     while batch := q.backend.claim(["crowd"], batch_size, owner, 120.0):
         ids, priorities, attempts = [j.id for j in batch], [j.priority for j in batch], [j.attempt for j in batch]
@@ -74,12 +71,12 @@ def test_four_processes_claim_5000_jobs_each_exactly_once_in_priority_order(
     assert len(job_priority) == JOBS
 
     env = {**os.environ, "BURROW_DATABASE_DSN": POSTGRES_DSN, "BURROW_DATABASE_SCHEMA": postgres_schema}
-    go = tmp_path / "go"
     ledgers = [tmp_path / f"ledger{i}.jsonl" for i in range(PROCESSES)]
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, str(i), str(tmp_path / f"ready{i}"), str(go), str(ledgers[i]), str(BATCH)],
+            [sys.executable, "-c", CLAIMER, str(i), str(tmp_path / f"ready{i}"), str(ledgers[i]), str(BATCH)],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -90,7 +87,7 @@ def test_four_processes_claim_5000_jobs_each_exactly_once_in_priority_order(
         wait_until(
             lambda: all((tmp_path / f"ready{i}").exists() for i in range(PROCESSES)), timeout=30, what="claimers"
         )
-        go.touch()
+        release(children)
         results = [child.communicate(timeout=45) for child in children]
     finally:
         for child in children:

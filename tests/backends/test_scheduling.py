@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ import burrow
 from burrow.backends.base import HistoryEvent, JobState
 from burrow.errors import BurrowError, JobFailed
 from burrow.queue import JobQueue
-from tests.backends.helpers import rows
+from tests.backends.helpers import race, rows
 from tests.conftest import Database, FakeClock
 
 
@@ -86,27 +86,18 @@ def test_bad_unique_keys_are_refused(queue: JobQueue, key: Any) -> None:
     assert sum(queue.counts().values()) == 0
 
 
-def _enqueue_same_key(database: Database, times: int, start: Any, results: Any) -> None:
+def _enqueue_same_key(go: Callable[[], None], database: Database, times: int) -> set[int]:
     q = database.connect()
     try:
-        start.wait(30)
-        results.put({q.enqueue("sched.race", {"n": i}, unique_key="the-one") for i in range(times)})
+        go()
+        return {q.enqueue("sched.race", {"n": i}, unique_key="the-one") for i in range(times)}
     finally:
         q.close()
 
 
 def test_four_processes_enqueueing_one_key_get_one_job(database: Database) -> None:
     database.connect().close()  # migrated before the race
-    ctx = multiprocessing.get_context("fork")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_enqueue_same_key, args=(database, 250, start, results)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    start.set()
-    ids = set().union(*(results.get(timeout=60) for _ in procs))
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    ids = set().union(*race(_enqueue_same_key, database, 250))
     assert len(ids) == 1
     with database.connect() as q:
         assert q.counts()[JobState.QUEUED] == 1

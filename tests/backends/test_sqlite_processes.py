@@ -1,7 +1,7 @@
 """Two OS processes drain one SQLite file at the same time: every job runs once.
 
 Each process is a fresh interpreter (``python -c``) with its own connections; they
-are released together by a "go" file so that they really contend for the write
+are released together (the parent closes their stdin) so that they really contend for the write
 lock. Each handler appends its job id to its process's ledger with O_APPEND, so
 the ledgers are the record of what ran, independent of the database.
 """
@@ -15,20 +15,20 @@ from pathlib import Path
 
 import burrow
 from burrow.backends.base import JobState
-from tests.helpers import wait_until
+from tests.helpers import release, wait_until
 
 JOBS = 2000
 PROCESSES = 2
 
 CHILD = r"""
-import os, sys, time
+import os, select, sys
 from pathlib import Path
 
 import structlog
 
 import burrow
 
-dsn, ledger, ready, go = sys.argv[1:5]
+dsn, ledger, ready = sys.argv[1:4]
 structlog.configure(processors=[structlog.processors.JSONRenderer()], logger_factory=structlog.ReturnLoggerFactory())
 q = burrow.connect(dsn)
 fd = os.open(ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -40,11 +40,8 @@ def handler(data: bytes) -> None:
 
 q.handle("proc.ledger", handler, burrow.with_max_retries(0))
 Path(ready).touch()
-deadline = time.monotonic() + 60
-while not os.path.exists(go):
-    if time.monotonic() > deadline:
-        sys.exit("no go signal within 60 s")
-    time.sleep(0.002)
+if not select.select([sys.stdin], [], [], 60)[0]:  # the start barrier: released when the parent closes our stdin
+    sys.exit("no go signal within 60 s")
 ran = q.drain()
 os.close(fd)
 q.close()
@@ -58,12 +55,12 @@ def test_two_processes_drain_one_sqlite_file(tmp_path: Path) -> None:
         ids = q.enqueue_many("proc.ledger", [{"n": i} for i in range(JOBS)])
     assert len(set(ids)) == JOBS
 
-    go = tmp_path / "go"
     ledgers = [tmp_path / f"ledger-{i}.txt" for i in range(PROCESSES)]
     readies = [tmp_path / f"ready-{i}" for i in range(PROCESSES)]
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, dsn, str(ledger), str(ready), str(go)],
+            [sys.executable, "-c", CHILD, dsn, str(ledger), str(ready)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -76,7 +73,7 @@ def test_two_processes_drain_one_sqlite_file(tmp_path: Path) -> None:
             timeout=60,
             what="both processes ready",
         )
-        go.touch()
+        release(children)
         outputs = [child.communicate(timeout=90) for child in children]
     finally:
         for child in children:

@@ -1,7 +1,7 @@
 """One claiming OS process of R5: ``python -m tests.reliability.claimer SPEC.json``.
 
-It connects, says so with its ready file, waits for the go file (so all
-claimers start together), then claims, logs
+It connects, says so with its ready file, waits for its stdin to close (so
+all claimers start together), then claims, logs
 each claimed job to the ledger, and finishes, until nothing is due. Every error
 that reaches it, as the user of burrow's API, is counted, by its message; the
 summary goes to ``out`` as JSON.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import time
 from pathlib import Path
@@ -28,12 +29,8 @@ def main(spec_path: str) -> int:
     tasks = [spec["task"]]
     backend.ping()  # connected (the connection claims use is open) before saying ready
     Path(spec["ready"]).touch()
-    go = Path(spec["go"])
-    deadline = time.monotonic() + 60
-    while not go.exists():  # the start barrier, bounded like the test's own wait
-        if time.monotonic() > deadline:
-            sys.exit("no go signal within 60 s")
-        time.sleep(0.001)
+    if not select.select([sys.stdin], [], [], 60)[0]:  # the start barrier: released when the parent closes our stdin
+        sys.exit("no go signal within 60 s")
     claimed: list[int] = []
     errors: list[str] = []
     empty = 0

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from burrow.backends.base import JobState
-from tests.helpers import wait_until
+from tests.helpers import release, wait_until
 from tests.reliability.audit import Figures, audit
 from tests.reliability.support import GRACE_S, size, timeout
 from tests.supervisor.harness import REPO
@@ -36,7 +36,6 @@ def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
         ids: list[int] = []
         for start in range(0, jobs, 5_000):
             ids += q.enqueue_many("r5.job", [{"n": n} for n in range(start, min(jobs, start + 5_000))])
-        go = tmp_path / "go"
         outs = []
         for n in range(PROCESSES):
             out = tmp_path / f"claimer{n}.json"
@@ -44,15 +43,19 @@ def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
             spec.write_text(
                 json.dumps(
                     {"dsn": database.dsn, "schema": database.schema, "task": "r5.job", "batch": 10,
-                     "go": str(go), "ready": str(tmp_path / f"claimer{n}.ready"), "ledger": str(ledger), "out": str(out)}
+                     "ready": str(tmp_path / f"claimer{n}.ready"), "ledger": str(ledger), "out": str(out)}
                 )
             )
-            procs.append(subprocess.Popen([sys.executable, "-m", "tests.reliability.claimer", str(spec)], cwd=REPO))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.reliability.claimer", str(spec)], cwd=REPO, stdin=subprocess.PIPE
+                )
+            )
             outs.append(out)
         ready = [tmp_path / f"claimer{n}.ready" for n in range(PROCESSES)]
         wait_until(lambda: all(r.exists() for r in ready), timeout=60, what="every claimer connected")
         claim_began = time.monotonic()
-        go.touch()
+        release(procs)
         for proc in procs:
             assert proc.wait(timeout=600) == 0
         claim_s = time.monotonic() - claim_began
