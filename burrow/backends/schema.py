@@ -53,6 +53,9 @@ metadata = sa.MetaData()
 # An INTEGER PRIMARY KEY is SQLite's rowid; a BIGINT one would not be.
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+# On PostgreSQL the jobs table also has fillfactor = 50 (migration 7 says why). It is
+# not declared here: SQLAlchemy 2.0, which burrow supports, has no table storage
+# parameters, and the migrations, not this metadata, create the tables.
 jobs = sa.Table(
     "burrow_jobs",
     metadata,
