@@ -96,6 +96,12 @@ WITH v AS (
 SELECT numbered.n, inserted.id FROM inserted JOIN numbered USING (id)
 UNION ALL SELECT NULL, NULL FROM notified
 """
+# The ids after the largest one handed out: in the table, or before the last delete
+# (burrow_id_floor, migration 8).
+_SQLITE_NEXT_ID = (
+    "SELECT max((SELECT coalesce(max(id), 0) FROM burrow_jobs),"
+    " coalesce((SELECT max_id FROM burrow_id_floor WHERE name = 'burrow_jobs'), 0)) + 1"
+)
 _SQLITE_COLUMNS = "(id, task, payload, priority, max_retries, run_at, created_at)"
 
 
@@ -205,7 +211,7 @@ class RawQueue:
             self._insert_cache[n] = statement
         now = sqlite_stamp(dt.datetime.now(UTC))
         self.conn.execute("BEGIN IMMEDIATE")
-        first = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM burrow_jobs").fetchone()[0]
+        first = self.conn.execute(_SQLITE_NEXT_ID).fetchone()[0]
         params: list[Any] = []
         for job_id in range(first, first + n):  # id, task, payload, run_at, created_at
             params += (job_id, NOOP, payload, now, now)

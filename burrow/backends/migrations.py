@@ -200,12 +200,32 @@ def _v7(dialect: str) -> list[str]:
     return ["ALTER TABLE burrow_jobs SET (fillfactor = 50)"] if dialect == "postgresql" else []
 
 
+# -- 8: a deleted job's id is never handed out again (SQLite) ---------------------
+
+
+def _v8(dialect: str) -> list[str]:
+    """SQLite's enqueue hands out the ids after the largest one in the table, so
+    deleting or pruning the newest job freed its id for the next enqueue: a caller
+    holding the old id would read another job. The largest id handed out before each
+    delete is kept here. PostgreSQL's sequence never goes back."""
+    if dialect != "sqlite":
+        return []
+    return [
+        """CREATE TABLE burrow_id_floor (
+	name VARCHAR(64) NOT NULL,
+	max_id BIGINT NOT NULL,
+	PRIMARY KEY (name)
+)""",
+        "INSERT INTO burrow_id_floor (name, max_id) SELECT 'burrow_jobs', coalesce(max(id), 0) FROM burrow_jobs",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7))
+MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -172,3 +172,15 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("applied_at", Timestamp, nullable=False),
 )
+
+# SQLite only (migration 8): the largest job id handed out before the last delete.
+# SQLite's enqueue hands out the ids after the largest one in the jobs table; with the
+# newest job deleted that would be its id again. PostgreSQL's sequence never goes back.
+sqlite_metadata = sa.MetaData()
+
+id_floor = sa.Table(
+    "burrow_id_floor",
+    sqlite_metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("max_id", sa.BigInteger, nullable=False),
+)

@@ -654,6 +654,10 @@ class SQLBackend:
     def max_id(self) -> int:
         return self._read("max_id", lambda c: c.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.id), 0))).scalar_one())
 
+    def _retire_ids(self, conn: sa.Connection) -> None:
+        """In a transaction about to delete jobs: make sure no id handed out so far is
+        handed out again. PostgreSQL's sequence never goes back; SQLite overrides this."""
+
     def delete_job(self, job_id: int) -> bool | None:
         """Delete a job that is not running, and its history: True; False if it is running;
         None if there is no such job."""
@@ -664,6 +668,7 @@ class SQLBackend:
                 return None
             if state == JobState.RUNNING.value:
                 return False
+            self._retire_ids(conn)
             conn.execute(sa.delete(history).where(history.c.job_id == job_id))
             conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
             return True
@@ -685,6 +690,7 @@ class SQLBackend:
         while max_rows is None or total < max_rows:
 
             def delete_batch(conn: sa.Connection) -> int:
+                self._retire_ids(conn)
                 picked = (
                     sa.select(jobs.c.id)
                     .where(jobs.c.state.in_(state_values), jobs.c.finished_at < finished_before)

@@ -185,6 +185,11 @@ class SQLiteBackend(SQLBackend):
             connection.execute("COMMIT")
         return ids
 
+    def _retire_ids(self, conn: sa.Connection) -> None:
+        """Before a delete, keep the largest id handed out (migration 8): the next
+        enqueue starts after it even when the newest job is the one deleted."""
+        conn.exec_driver_sql(_RAISE_ID_FLOOR)
+
     def _key_holders(self, connection: Any, skipped: Sequence[NewJob]) -> dict[tuple[str, str | None], int]:
         """The queued or running job that holds each (task, unique key) of ``skipped``."""
         holders: dict[tuple[str, str | None], int] = {}
@@ -325,7 +330,15 @@ def _stamp(value: dt.datetime) -> str:
 
 _INSERT_COLUMNS = ("id", *NewJob._fields, "created_at")
 _TAKE_WRITE_LOCK = "UPDATE burrow_jobs SET id = id WHERE 0"  # starts a write transaction, changes nothing
-_NEXT_ID = "SELECT coalesce(max(id), 0) + 1 FROM burrow_jobs"
+# The ids after the largest one handed out: in the table, or before the last delete.
+_NEXT_ID = (
+    "SELECT max((SELECT coalesce(max(id), 0) FROM burrow_jobs),"
+    " coalesce((SELECT max_id FROM burrow_id_floor WHERE name = 'burrow_jobs'), 0)) + 1"
+)
+_RAISE_ID_FLOOR = (
+    "UPDATE burrow_id_floor SET max_id = max(max_id, (SELECT coalesce(max(id), 0) FROM burrow_jobs))"
+    " WHERE name = 'burrow_jobs'"
+)
 
 
 @functools.lru_cache(maxsize=64)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from burrow.backends.base import JobState
 from burrow.backends.migrations import LATEST_VERSION, MIGRATIONS
-from burrow.backends.schema import metadata
+from burrow.backends.schema import metadata, sqlite_metadata
 from burrow.queue import JobQueue
 from tests.backends.helpers import rows
 from tests.conftest import POSTGRES_DSN, Database
@@ -124,13 +124,15 @@ def _squash(sql: str) -> str:
 
 
 def test_migrations_build_the_declared_schema(database: Database, postgres_admin, tmp_path: Path) -> None:
-    """All frozen steps applied == ``schema.metadata`` created directly: same tables,
-    columns, types, nullability, defaults, indexes (with their WHERE) and checks."""
+    """All frozen steps applied == ``schema.metadata`` (and on SQLite ``sqlite_metadata``)
+    created directly: same tables, columns, types, nullability, defaults, indexes (with
+    their WHERE) and checks."""
     database.connect().close()
     if database.kind == "sqlite":
         declared = tmp_path / "declared.db"
         engine = sa.create_engine(f"sqlite:///{declared}")
         metadata.create_all(engine)
+        sqlite_metadata.create_all(engine)
         engine.dispose()
         assert _sqlite_schema(database.dsn.removeprefix("sqlite:///")) == _sqlite_schema(str(declared))
         return

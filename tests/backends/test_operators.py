@@ -172,6 +172,34 @@ def test_delete_removes_the_job_and_its_history(queue: JobQueue, database: Datab
         queue.delete(failed)
 
 
+def test_the_id_of_a_deleted_or_pruned_job_is_never_handed_out_again(database: Database, clock: FakeClock) -> None:
+    """A caller may hold a job's id long after the job is gone (a result to look up, a
+    link in the admin): it must get JobNotFound, never another job. SQLite hands out
+    the ids after the largest one in the table, so deleting the newest job freed its
+    id until migration 8 kept the largest id ever handed out."""
+    q = database.connect(clock=clock)
+    other = database.connect()
+    try:
+        q.handle("id.task", lambda data: None)
+        first = q.enqueue("id.task", {})
+        newest = q.enqueue("id.task", {})
+        assert q.delete(newest) is True
+        after_delete = q.enqueue("id.task", {})
+        assert after_delete > newest
+        assert drain_all(q) == 2
+        clock.advance(3600)
+        assert q.prune(60) == 2
+        for gone in (first, newest, after_delete):
+            with pytest.raises(JobNotFound):
+                q.job(gone)
+        # Another connection (another process) sees the same floor: it lives in the database.
+        after_prune = other.enqueue_many("id.task", [{}, {}])
+        assert min(after_prune) > after_delete
+    finally:
+        other.close()
+        q.close()
+
+
 # -- prune ---------------------------------------------------------------------------------
 
 
