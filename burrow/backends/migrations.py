@@ -220,12 +220,39 @@ def _v8(dialect: str) -> list[str]:
     ]
 
 
+# -- 9: a worker's role names its pool in full --------------------------------------
+
+
+def _v9(dialect: str) -> list[str]:
+    """A pool's workers register as "worker:<pool>", and pool names run to 200
+    characters: cut at 32, two pools could show as one in `burrow status` and the
+    admin. SQLite cannot alter a column's type: the table (only live processes, a
+    few rows) is copied into its new shape."""
+    if dialect == "postgresql":
+        return ["ALTER TABLE burrow_processes ALTER COLUMN role TYPE VARCHAR(255)"]
+    return [
+        """CREATE TABLE burrow_processes_v9 (
+	owner VARCHAR(200) NOT NULL,
+	host VARCHAR(255) NOT NULL,
+	pid INTEGER NOT NULL,
+	role VARCHAR(255) NOT NULL,
+	started_at DATETIME NOT NULL,
+	heartbeat_at DATETIME NOT NULL,
+	PRIMARY KEY (owner)
+)""",
+        "INSERT INTO burrow_processes_v9 (owner, host, pid, role, started_at, heartbeat_at)"
+        " SELECT owner, host, pid, role, started_at, heartbeat_at FROM burrow_processes",
+        "DROP TABLE burrow_processes",
+        "ALTER TABLE burrow_processes_v9 RENAME TO burrow_processes",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8))
+MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

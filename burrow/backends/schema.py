@@ -138,7 +138,7 @@ processes = sa.Table(
     sa.Column("owner", sa.String(200), primary_key=True),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("role", sa.String(255), nullable=False),  # "worker:<pool>"
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("heartbeat_at", Timestamp, nullable=False),
 )

@@ -60,6 +60,7 @@ DSN_ENV: Final = "BURROW_DATABASE_DSN"
 DSN_OPTION: Final = "--jobs-database-dsn"
 SCHEMA_ENV: Final = "BURROW_DATABASE_SCHEMA"
 MAX_WORKERS: Final = 256
+MAX_POOL_NAME: Final = 200  # its workers' process role, "worker:<name>", fits the column
 MAX_BATCH_SIZE: Final = 10_000
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("console", "json")
@@ -573,6 +574,9 @@ def _pools(value: Any) -> tuple[PoolConfig, ...]:
         name = table.get("name", "+".join(queues))
         if not isinstance(name, str) or not name.strip() or name == DEFAULT_POOL_NAME or any(p.name == name for p in pools):
             raise ValueError(f"{at} name: must be a pool name of its own (not 'default'), got {_show(name)}")
+        if len(name) > MAX_POOL_NAME:
+            given = "" if "name" in table else " (without a name, the queues joined with '+'; give the pool a name)"
+            raise ValueError(f"{at} name: at most {MAX_POOL_NAME} characters{given}, got {len(name)}")
         if "workers" not in table:
             raise ValueError(f"{at} workers: missing (how many workers serve {', '.join(queues)})")
         workers = _located(at, "workers", _int_between(1, MAX_WORKERS), table["workers"])

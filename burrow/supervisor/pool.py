@@ -43,8 +43,8 @@ class Pool:
 
     @property
     def role(self) -> str:
-        """Its workers' process row role (at most 32 characters, as the column)."""
-        return "worker" if self.name == DEFAULT_POOL else f"worker:{self.name}"[:32]
+        """Its workers' process row role (pool names are at most 200 characters)."""
+        return "worker" if self.name == DEFAULT_POOL else f"worker:{self.name}"
 
     def current(self) -> list[WorkerHandle]:
         """The workers that count toward the target: this generation's, not asked to stop."""

@@ -284,6 +284,10 @@ def test_processes_with_their_staleness(database: Database, clock: FakeClock) ->
         assert (a.owner, a.host, a.pid, a.role, a.stale) == ("host-a:1:supervisor:x", "host-a", 1, "supervisor", True)
         assert (b.host, b.stale, b.heartbeat_at) == ("host-b", False, clock.now)
         assert [p.stale for p in q.processes()] == [False, False]  # default: the 30 s lease
+        # A pool's workers carry its name, up to 200 characters, whole.
+        role = "worker:" + "p" * 200
+        q.backend.register_process("host-c:3:worker:z", "host-c", 3, role)
+        assert [p.role for p in q.processes() if p.pid == 3] == [role]
     finally:
         q.close()
 

@@ -47,6 +47,7 @@ def test_a_mail_job_starts_within_a_second_of_a_flood_in_bulk(database: Database
         assert q.counts()[JobState.QUEUED] > 150  # the flood is still there, behind its own two workers
         [ready] = supervisor.events("supervisor_ready")
         assert "mail 1/1 (mail)" in ready["pools"] and "default 2/2 (other queues)" in ready["pools"]
+        assert sorted(p.role for p in q.processes()) == ["supervisor", "worker", "worker", "worker:mail"]
 
 
 def test_cancelling_a_stuck_job_ends_it_within_two_seconds(database: Database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:

@@ -191,6 +191,15 @@ def test_logging_format_unset_follows_the_terminal() -> None:
             " (at most 200, not starting with . : -)",
         ),
         ('[[supervisor.pools]]\nqueues = ["a"]\nworkers = 0\n', "[supervisor] pools: #1 workers: must be between 1 and 256, got 0"),
+        (
+            f'[[supervisor.pools]]\nqueues = ["a"]\nworkers = 1\nname = "{"p" * 201}"\n',
+            "[supervisor] pools: #1 name: at most 200 characters, got 201",
+        ),
+        (
+            f'[[supervisor.pools]]\nqueues = ["{"a" * 150}", "{"b" * 150}"]\nworkers = 1\n',
+            "[supervisor] pools: #1 name: at most 200 characters (without a name, the queues joined with '+';"
+            " give the pool a name), got 301",
+        ),
         ('[[schedule]]\ntask = "a.b"\nevry = "5s"\n', "[[schedule]] #1 evry: unknown key (did you mean 'every'?)"),
         ('[[schedule]]\nevery = "5s"\n', "[[schedule]] #1: task: missing (the task name to enqueue)"),
         (
