@@ -192,11 +192,11 @@ def _v7(dialect: str) -> list[str]:
     the free space map pointed; beside 2,000,000 finished jobs that was a different
     old page per job, a page write and a full-page WAL image each (30,000 images for
     a drain of 30,000 jobs against 660 on an empty table), and the drain ran at
-    0.69-0.77 of the empty-table rate; with half-filled pages, at 0.97-1.03. The cost
-    is disk: finished jobs take twice the heap (797 MB instead of 402 MB for
-    2,000,000), which retention bounds. Half, because a claim batch gives every queued
-    job on a page a second version in one transaction. It applies to rows inserted
-    from now on; SQLite's b-tree has no such setting."""
+    0.69-0.77 of the empty-table rate; with half-filled pages at 0.99-1.03 (0.95-0.97
+    while retention prunes them). The cost is disk: finished jobs take twice the heap
+    (797 MB instead of 402 MB for 2,000,000), which retention bounds. Half, because a
+    claim batch gives every queued job on a page a second version in one transaction.
+    It applies to rows inserted from now on; SQLite's b-tree has no such setting."""
     return ["ALTER TABLE burrow_jobs SET (fillfactor = 50)"] if dialect == "postgresql" else []
 
 
@@ -252,7 +252,9 @@ def _v9(dialect: str) -> list[str]:
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
-MIGRATIONS: tuple[tuple[int, Step], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9))
+MIGRATIONS: tuple[tuple[int, Step], ...] = (
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9),
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
