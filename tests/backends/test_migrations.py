@@ -167,6 +167,8 @@ def test_a_first_release_database_keeps_every_job_when_upgraded(database: Databa
     expected = json.loads((DATA / "first_release.expected.json").read_text())[database.kind]["jobs"]
     with database.connect() as q:  # migrates to the latest version
         assert q.backend.schema_status().version == LATEST_VERSION
+        # That release's supervisor row survives migration 9's copy of the table.
+        assert [(p.owner, p.pid, p.role) for p in q.processes()] == [("v1-host:1:supervisor:abcd", 1, "supervisor")]
         for job in expected:
             info = q.job(job["id"])
             stamps = {name: getattr(info, name) for name in ("run_at", "created_at", "started_at", "finished_at")}
