@@ -22,14 +22,14 @@ UNREACHABLE = "postgresql://postgres:s3cret@127.0.0.1:1/x"
 def _tables(database, postgres_admin) -> list[str]:
     if database.schema:
         rows = postgres_admin.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database.schema,)
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (database.schema,)
         ).fetchall()
         return [r[0] for r in rows]
     path = database.dsn.removeprefix("sqlite:///")
     if not Path(path).exists():
         return []
     with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
 
 
 def _console_script() -> str:
