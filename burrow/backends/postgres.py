@@ -106,7 +106,7 @@ class PostgresBackend(SQLBackend):
             "set": _FINISH_SET,
         }
         self._jobs, self._now_sql, self._returning = names["jobs"], names["now"], names["returning"]
-        self._claims: dict[tuple[int, bool | None, bool], str] = {}
+        self._claims: dict[tuple[str, int, bool | None], str] = {}
         self._try_locks_sql = _TRY_LOCKS
         # Advisory locks are per database: the key is the schema's, so two queues on
         # one server do not share their limits' locks.
@@ -221,24 +221,21 @@ class PostgresBackend(SQLBackend):
         of it: batch-1000 claims fell from about 37,000 to 2,000 jobs/s when the raw
         baseline let psycopg prepare this statement).
         """
-        key = (limit, queues.exclude if queues.names else None, False)
-        statement = self._claims.get(key)
-        if statement is None:
-            statement = self._claims[key] = _CLAIM.format(
-                jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning,
-                queue=_queue_predicate(queues),
-            )
-        return statement
+        return self._claim_text(_CLAIM, limit, queues)
 
     def limited_claim_sql(self, limit: int, queues: QueueFilter = ALL_QUEUES) -> str:
         """The claim with a pick of its own for each limited task, of at most its free
         slots, beside the plain pick of the other tasks; the picks are put back in
         claim order and cut to ``limit``. Each limited pick is an ordered range of
         burrow_jobs_task_queued_idx, so a backlog of a throttled task costs nothing."""
-        key = (limit, queues.exclude if queues.names else None, True)
+        return self._claim_text(_LIMITED_CLAIM, limit, queues)
+
+    def _claim_text(self, template: str, limit: int, queues: QueueFilter) -> str:
+        """``template`` rendered for this schema, limit and queue filter, once each."""
+        key = (template, limit, queues.exclude if queues.names else None)
         statement = self._claims.get(key)
         if statement is None:
-            statement = self._claims[key] = _LIMITED_CLAIM.format(
+            statement = self._claims[key] = template.format(
                 jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning,
                 queue=_queue_predicate(queues),
             )

@@ -34,15 +34,16 @@ TOKEN_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @pytest.fixture
-def q(tmp_path: Path) -> Iterator[JobQueue]:
+def admin_queue(tmp_path: Path) -> Iterator[JobQueue]:
+    """The app's own tests run on one SQLite file (conftest's ``jobs`` fills it)."""
     queue = burrow.connect(f"sqlite:///{tmp_path / 'jobs.db'}")
     yield queue
     queue.close()
 
 
 @pytest.fixture
-def jobs(q: JobQueue) -> Jobs:
-    return populate(q)
+def q(admin_queue: JobQueue) -> JobQueue:
+    return admin_queue
 
 
 @pytest.fixture

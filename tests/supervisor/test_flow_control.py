@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from burrow.backends.base import HistoryEvent, JobState
+from burrow.queue import JobQueue
 from tests.conftest import Database
 from tests.supervisor.app import (
     Gate,
@@ -21,7 +23,7 @@ from tests.supervisor.app import (
     sleepy_task,
     square_task,
 )
-from tests.supervisor.harness import Launcher, alive, write_config
+from tests.supervisor.harness import Launcher, SupervisorProcess, alive, write_config
 
 
 def _with_pool(config: Path, queues: list[str], workers: int) -> Path:
@@ -50,12 +52,21 @@ def test_a_mail_job_starts_within_a_second_of_a_flood_in_bulk(database: Database
         assert sorted(p.role for p in q.processes()) == ["supervisor", "worker", "worker", "worker:mail"]
 
 
+def _running_alone(
+    q: JobQueue, task: Any, gate: Gate, launcher: Launcher, tmp_path: Path, database: Database
+) -> tuple[int, SupervisorProcess, int]:
+    """A gated job and a one-worker supervisor: (the job's id, the supervisor, the pid of
+    the worker running it) once the job has announced itself."""
+    job_id = task.enqueue(q, gate)
+    supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
+    supervisor.wait_ready()
+    pid = supervisor.wait(lambda: announced(Path(gate.directory), gate.name), 15, "the job to run")
+    return job_id, supervisor, pid
+
+
 def test_cancelling_a_stuck_job_ends_it_within_two_seconds(database: Database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     with database.connect() as q:
-        job_id = sleepy_task.enqueue(q, Gate(str(gates), "s"))
-        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
-        supervisor.wait_ready()
-        pid = supervisor.wait(lambda: announced(gates, "s"), 15, "the job to run")
+        job_id, supervisor, pid = _running_alone(q, sleepy_task, Gate(str(gates), "s"), launcher, tmp_path, database)
         asked = time.monotonic()
         assert q.cancel(job_id) is True
         supervisor.wait(lambda: q.job(job_id).state is JobState.CANCELLED, 2.0, "the job to be cancelled")
@@ -74,10 +85,7 @@ def test_cancelling_a_stuck_job_ends_it_within_two_seconds(database: Database, l
 
 def test_a_handler_that_looks_stops_by_itself(database: Database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     with database.connect() as q:
-        job_id = polite_task.enqueue(q, Gate(str(gates), "p"))
-        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=1))
-        supervisor.wait_ready()
-        pid = supervisor.wait(lambda: announced(gates, "p"), 15, "the job to run")
+        job_id, supervisor, pid = _running_alone(q, polite_task, Gate(str(gates), "p"), launcher, tmp_path, database)
         assert q.cancel(job_id) is True
         supervisor.wait(lambda: q.job(job_id).state is JobState.CANCELLED, 2.0, "the job to be cancelled")
         square = square_task.enqueue(q, Numbers(3, 1))

@@ -24,7 +24,7 @@ from tests.supervisor.app import (
     square_task,
     version_task,
 )
-from tests.supervisor.harness import Launcher, alive, run_cli, write_config
+from tests.supervisor.harness import Launcher, SupervisorProcess, alive, run_cli, write_config
 
 CLEAN_EXIT = "worker exited with exit status 0"
 
@@ -84,14 +84,21 @@ def test_max_worker_memory_recycles_after_the_job(database, launcher: Launcher, 
         q.close()
 
 
-def test_sighup_reloads_config_and_code(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
+def _start_versioned(database, launcher: Launcher, tmp_path: Path) -> tuple[Path, Path, SupervisorProcess]:
+    """A ready supervisor of 2 workers whose app code reads its version from a file
+    the test rewrites before a SIGHUP; (that file, the config, the supervisor)."""
     version_file = tmp_path / "version"
     version_file.write_text("1")
     config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1)
+    supervisor = launcher.start(config, env={VERSION_ENV: str(version_file)})
+    supervisor.wait_ready()
+    return version_file, config, supervisor
+
+
+def test_sighup_reloads_config_and_code(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     q = database.connect()
     try:
-        supervisor = launcher.start(config, env={VERSION_ENV: str(version_file)})
-        supervisor.wait_ready()
+        version_file, config, supervisor = _start_versioned(database, launcher, tmp_path)
         first = version_task.enqueue(q, 0)
         supervisor.wait(lambda: q.job(first).state is JobState.SUCCEEDED, 15, "the first job")
         assert version_task.result(q, first) == "1"
@@ -149,13 +156,9 @@ def test_sighup_with_broken_app_code_keeps_the_old_workers_and_code(
 ) -> None:
     """register_jobs raising what app code raises (a KeyError, not a BurrowError) is a
     failed reload like a bad config: logged, and the running workers and code go on."""
-    version_file = tmp_path / "version"
-    version_file.write_text("1")
-    config = write_config(tmp_path / "jobs.toml", database, workers=2, batch_size=1)
     q = database.connect()
     try:
-        supervisor = launcher.start(config, env={VERSION_ENV: str(version_file)})
-        supervisor.wait_ready()
+        version_file, _, supervisor = _start_versioned(database, launcher, tmp_path)
         long_job = block_task.enqueue(q, Gate(str(gates), "a"))
         busy = supervisor.wait(lambda: announced(gates, "a"), 15, "a long job to run")
         before = {w.pid for w in supervisor.workers()}
