@@ -103,6 +103,7 @@ class JobQueue:
         self.max_payload_bytes = max_payload_bytes
         self.owner = new_owner("drain")
         self._registry: dict[str, Registration] = {}
+        self._limits: dict[str, int] = {}  # the concurrency limits of the tasks registered here
         self._schedules: dict[str, Periodic] = {}
         self._stats = StatsCounter()  # drain's finished jobs, for q.throughput
         self._claims = 0  # claims made: each has an owner of its own, owner/N
@@ -119,7 +120,9 @@ class JobQueue:
             raise DuplicateTask(f"task {type_name!r} is already registered on this queue")
         if not callable(handler):
             raise BurrowError(f"handler for {type_name!r} is not callable: {handler!r}")
-        self._registry[type_name] = Registration(type_name, handler, apply_options(options))
+        registration = self._registry[type_name] = Registration(type_name, handler, apply_options(options))
+        if registration.config.concurrency is not None:
+            self._limits[type_name] = registration.config.concurrency
 
     @property
     def registrations(self) -> Mapping[str, Registration]:
@@ -135,11 +138,6 @@ class JobQueue:
     @property
     def schedules(self) -> Mapping[str, Periodic]:
         return self._schedules
-
-    @property
-    def _limits(self) -> dict[str, int]:
-        """The concurrency limits of the tasks registered here (with_concurrency)."""
-        return {name: r.config.concurrency for name, r in self._registry.items() if r.config.concurrency is not None}
 
     def _config(self, type_name: str) -> JobConfig:
         registration = self._registry.get(type_name)

@@ -93,10 +93,6 @@ class QueueFilter:
     names: tuple[str, ...] = ()
     exclude: bool = True
 
-    @property
-    def everything(self) -> bool:
-        return self.exclude and not self.names
-
 
 ALL_QUEUES = QueueFilter()
 

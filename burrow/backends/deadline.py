@@ -108,7 +108,8 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="burrow-deadline", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if self._deadlines[0][1] == number:  # else the thread already wakes sooner
+                self._wake.notify()
         try:
             yield call
         finally:

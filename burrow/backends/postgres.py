@@ -107,7 +107,6 @@ class PostgresBackend(SQLBackend):
         }
         self._jobs, self._now_sql, self._returning = names["jobs"], names["now"], names["returning"]
         self._claims: dict[tuple[str, int, bool | None], str] = {}
-        self._try_locks_sql = _TRY_LOCKS
         # Advisory locks are per database: the key is the schema's, so two queues on
         # one server do not share their limits' locks.
         self._lock_key = int.from_bytes(hashlib.sha256(self.channel.encode()).digest()[:4], "big", signed=True)
@@ -199,7 +198,7 @@ class PostgresBackend(SQLBackend):
             def claim(conn: psycopg.Connection[Any]) -> list[Any]:
                 with conn.transaction():
                     names = sorted(limited)
-                    row = conn.execute(self._try_locks_sql, {"tasks": names, "key": self._lock_key}).fetchone()
+                    row = conn.execute(_TRY_LOCKS, {"tasks": names, "key": self._lock_key}).fetchone()
                     held = [task for task in names if task in ((row and row[0]) or ())]
                     params.update(limited=held, maxes=[limited[task] for task in held])
                     return conn.execute(statement, params).fetchall()

@@ -222,20 +222,20 @@ class SQLiteBackend(SQLBackend):
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
             _begin_immediate(conn, self.timeouts.call_s)
-            picks: list[tuple[int, int]] = []  # (task count, limit) of each pick
+            picks: list[int] = []  # the task count of each pick (its limit is a parameter)
             params: list[Any] = []
             if free_tasks:
-                picks.append((len(free_tasks), limit))
+                picks.append(len(free_tasks))
                 params += (_stamp(now), *free_tasks, *queues.names, limit)
             if limited:
                 running = dict(conn.execute(_count_running_sql(len(limited)), list(limited)).fetchall())
                 for task, most in limited.items():
                     if (free := most - running.get(task, 0)) > 0:
-                        picks.append((1, min(free, limit)))
+                        picks.append(1)
                         params += (_stamp(now), task, *queues.names, min(free, limit))
             rows = []
             if picks:
-                statement = _claim_sql(tuple(picks), len(queues.names), queues.exclude, len(picks) > 1)
+                statement = _claim_sql(tuple(picks), len(queues.names), queues.exclude)
                 rows = conn.execute(statement, (*head, *params, limit)).fetchall()
             conn.execute("COMMIT")
             return rows
@@ -257,16 +257,15 @@ class SQLiteBackend(SQLBackend):
         stamp = _stamp(now)
         changes = [change(o) for o in outcomes]
         uniform = uniform_change(changes)
-        try:
-            if uniform is not None:
-                statement = _uniform_finish_sql(uniform)
-                head = (stamp,) if uniform.finishes else ()
-                rows = [(*head, o.result, o.error, o.id, o.owner, o.attempt) for o in outcomes]
-            else:
-                statement = _FINISH
-                rows = [_finish_params(o, c, now, stamp) for o, c in zip(outcomes, changes)]
-        except (OverflowError, ValueError) as exc:  # a value no SQLite column can hold
-            raise BackendError(f"sqlite: finish failed: {exc}") from exc
+        # change() has capped every delay, so no row below can overflow a timestamp; a
+        # value SQLite cannot bind is refused in _on_held, like any other call's.
+        if uniform is not None:
+            statement = _uniform_finish_sql(uniform)
+            head = (stamp,) if uniform.finishes else ()
+            rows = [(*head, o.result, o.error, o.id, o.owner, o.attempt) for o in outcomes]
+        else:
+            statement = _FINISH
+            rows = [_finish_params(o, c, now, stamp) for o, c in zip(outcomes, changes)]
 
         def write(conn: sqlite3.Connection) -> list[int]:
             _begin_immediate(conn, self.timeouts.call_s)
@@ -354,8 +353,9 @@ _KEY_HOLDER = f"SELECT id FROM burrow_jobs WHERE task = ? AND unique_key = ? AND
 
 
 @functools.cache
-def _claim_sql(picks: tuple[tuple[int, int], ...], queue_count: int, exclude: bool, several: bool) -> str:
-    """Mark the jobs the picks select; each pick is (its task count, its limit).
+def _claim_sql(picks: tuple[int, ...], queue_count: int, exclude: bool) -> str:
+    """Mark the jobs the picks select; each pick is given by its task count (its limit
+    is a parameter, so the text, and this cache, do not vary with free slots).
 
     One pick (the usual claim) is the plain ordered scan of the queued index. Several
     (tasks with concurrency limits, each with its own) are joined, and the whole is
@@ -371,11 +371,11 @@ def _claim_sql(picks: tuple[tuple[int, int], ...], queue_count: int, exclude: bo
             f" AND task IN ({', '.join('?' * task_count)}){queue} ORDER BY priority DESC, run_at, id LIMIT ?"
         )
 
-    if several:
-        union = " UNION ALL ".join(f"SELECT * FROM ({pick(task_count)})" for task_count, _ in picks)
+    if len(picks) > 1:
+        union = " UNION ALL ".join(f"SELECT * FROM ({pick(task_count)})" for task_count in picks)
         chosen = f"SELECT id FROM ({union}) ORDER BY priority DESC, run_at, id LIMIT ?"
     else:
-        chosen = f"SELECT id FROM ({pick(picks[0][0])}) LIMIT ?"
+        chosen = f"SELECT id FROM ({pick(picks[0])}) LIMIT ?"
     return f"""
         UPDATE burrow_jobs
         SET state = 'running', attempts = attempts + 1, owner = ?, started_at = ?, lease_expires_at = ?

@@ -28,9 +28,9 @@ from burrow.errors import BurrowError, ConfigError
 from burrow.retry import RetryDefaults
 from burrow.options import check_queue_name
 from burrow.schedule import Periodic, periodic
-
-DEFAULT_POOL_NAME: Final = "default"
 from burrow.supervisor.protocol import MAX_RESULT_BYTES
+
+DEFAULT_POOL_NAME: Final = "default"  # the pool of every queue no named pool serves
 
 __all__ = [
     "Config",

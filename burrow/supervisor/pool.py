@@ -16,11 +16,10 @@ import structlog
 
 from burrow.backends.base import ALL_QUEUES, QueueFilter
 from burrow.supervisor.children import WorkerHandle
-from burrow.supervisor.config import SupervisorConfig
+from burrow.supervisor.config import DEFAULT_POOL_NAME, SupervisorConfig
 
 log = structlog.get_logger("burrow.supervisor")
 
-DEFAULT_POOL = "default"
 RESTART_BACKOFF_MIN_S = 0.1
 RESTART_BACKOFF_MAX_S = 5.0
 
@@ -44,7 +43,7 @@ class Pool:
     @property
     def role(self) -> str:
         """Its workers' process row role (pool names are at most 200 characters)."""
-        return "worker" if self.name == DEFAULT_POOL else f"worker:{self.name}"
+        return "worker" if self.name == DEFAULT_POOL_NAME else f"worker:{self.name}"
 
     def current(self) -> list[WorkerHandle]:
         """The workers that count toward the target: this generation's, not asked to stop."""
@@ -107,7 +106,7 @@ class Pools:
     """The default pool and the named ones, as one set of workers for the supervisor."""
 
     def __init__(self, config: SupervisorConfig) -> None:
-        self.default = Pool(DEFAULT_POOL, config.workers)
+        self.default = Pool(DEFAULT_POOL_NAME, config.workers)
         self.named: dict[str, Pool] = {}
         self._configure(config)
 

@@ -108,6 +108,7 @@ class Supervisor:
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.guard_after_s = _guard_after_s(config.supervisor)
         self.queue = queue
         self.backend = queue.backend
         self.reload_config = reload_config
@@ -293,6 +294,7 @@ class Supervisor:
         if config.database != self.config.database:
             log.warning("reload_ignored_database", detail="a new [database] takes effect at restart")
         self.config, self.queue = config, queue
+        self.guard_after_s = _guard_after_s(config.supervisor)
         for step in self._maintenance():
             self.schedule.set_interval(step.name, step.interval_s)
         self.pools.renew(config.supervisor)
@@ -791,7 +793,8 @@ class Supervisor:
         started; the one running gets a second to stop by itself (its handler may look
         at current_job().cancel_requested), then its worker is stopped and replaced."""
         held = {f.job.id: (h, f) for h in self.pools.workers() for f in h.inflight if not f.lease_lost}
-        for job_id in self.backend.cancel_requests(list(held)):
+        cancelled = self.backend.cancel_requests(list(held))
+        for job_id in cancelled:
             handle, flight = held[job_id]
             running = handle.inflight[0] is flight and flight.started_mono is not None
             handle.inflight.remove(flight)
@@ -805,7 +808,8 @@ class Supervisor:
                 handle.cancel_deadline_mono = now + _CANCEL_GRACE_S
             else:
                 handle.send({"t": protocol.CANCEL, "id": job_id})
-        self._flush(now, force=True)
+        if cancelled:
+            self._flush(now, force=True)  # written off at once; other outcomes keep their pace
 
     def _refresh_telemetry(self, now: float) -> None:
         self.telemetry.refresh(self.queue, {pool.name: len(pool.workers) for pool in self.pools.all()})
@@ -879,9 +883,8 @@ class Supervisor:
         reaper writes our outcomes before it reaps; another supervisor's reaper
         that gets to the job first treats it as any expired lease.
         """
-        guard_after_s = _guard_after_s(self.config.supervisor)
         for handle in self.pools.workers():
-            if any(now - f.leased_mono >= guard_after_s for f in handle.inflight if not f.lease_lost):
+            if any(now - f.leased_mono >= self.guard_after_s for f in handle.inflight if not f.lease_lost):
                 if handle.kill_reason is None:  # else killed for its own reason (a timeout), and charged for it
                     handle.release_running = True
                 handle.kill("database unreachable: stopped before the lease could lapse")
