@@ -159,15 +159,25 @@ def failure_outcome(
     duration_s: float | None = None,
 ) -> Outcome:
     """Retry or fail ``job`` for ``error``, by its policy; used for deaths and timeouts too."""
+    outcome = _decided(job, config, defaults, error, permanent=permanent, duration_s=duration_s)
+    if outcome.kind is OutcomeKind.RETRY:
+        log.warning("job_retried", job_id=job.id, task=job.task, attempt=job.attempt,
+                    retry_in_s=round(outcome.retry_in_s, 3), error=error.splitlines()[0])
+    else:
+        log.error("job_failed", job_id=job.id, task=job.task, attempt=job.attempt, error=error.splitlines()[0])
+    return outcome
+
+
+def _decided(
+    job: ClaimedJob, config: JobConfig, defaults: RetryDefaults, error: str, *, permanent: bool, duration_s: float | None
+) -> Outcome:
+    """The RETRY or FAILED outcome ``job``'s retry policy gives for ``error``; no log line."""
     backoff = config.backoff(defaults)
     decision = retry.decide(job.attempt, job.max_retries, permanent=permanent, base_s=backoff.base_s, max_s=backoff.max_s)
     if isinstance(decision, retry.Retry):
-        log.warning("job_retried", job_id=job.id, task=job.task, attempt=job.attempt,
-                    retry_in_s=round(decision.delay_s, 3), error=error.splitlines()[0])
         return Outcome(
             job.id, job.owner, job.attempt, OutcomeKind.RETRY, error=error, retry_in_s=decision.delay_s, duration_s=duration_s
         )
-    log.error("job_failed", job_id=job.id, task=job.task, attempt=job.attempt, error=error.splitlines()[0])
     return Outcome(job.id, job.owner, job.attempt, OutcomeKind.FAILED, error=error, duration_s=duration_s)
 
 
@@ -192,16 +202,12 @@ def _not_recorded(
     here is tried once, and its own failure ignored.
     """
     error = "burrow could not record the job's outcome: " + describe_error(exc)
-    backoff = registration.config.backoff(defaults)
-    decision = retry.decide(job.attempt, job.max_retries, permanent=False, base_s=backoff.base_s, max_s=backoff.max_s)
-    duration_s = time.perf_counter() - started
+    outcome = _decided(
+        job, registration.config, defaults, error, permanent=False, duration_s=time.perf_counter() - started
+    )
     with contextlib.suppress(Exception):
         log.error("job_not_recorded", job_id=job.id, task=job.task, attempt=job.attempt, error=error.splitlines()[0])
-    if isinstance(decision, retry.Retry):
-        return Outcome(
-            job.id, job.owner, job.attempt, OutcomeKind.RETRY, error=error, retry_in_s=decision.delay_s, duration_s=duration_s
-        )
-    return Outcome(job.id, job.owner, job.attempt, OutcomeKind.FAILED, error=error, duration_s=duration_s)
+    return outcome
 
 
 LEASE_EXPIRED = "lease expired: the process holding the job stopped heartbeating"

@@ -32,6 +32,11 @@ def axis_top(value: int) -> int:
         scale *= 10
 
 
+def series_totals(points: Sequence[ThroughputPoint]) -> dict[str, int]:
+    """Each series added up over ``points``: the legend's and the chart's summary."""
+    return {name: sum(getattr(p, name) for p in points) for name in SERIES}
+
+
 def throughput_chart(points: Sequence[ThroughputPoint]) -> Markup:
     """One stacked bar per minute (succeeded, retried, failed), oldest on the left;
     hovering a minute shows its counts. ``points`` is ``q.throughput(MINUTES)``."""
@@ -58,7 +63,7 @@ def throughput_chart(points: Sequence[ThroughputPoint]) -> Markup:
     ticks = "".join(
         f"<span>{f'{p.minute:%H:%M}' if p.minute.minute % 15 == 0 else ''}</span>" for p in points
     )
-    summary = ", ".join(f"{sum(getattr(p, name) for p in points)} {name}" for name in SERIES)
+    summary = ", ".join(f"{count} {name}" for name, count in series_totals(points).items())
     empty = "" if any(totals) else '<p class="nothing">no job finished in this hour</p>'
     return Markup(
         f'<figure class="chart" role="img" aria-label="Jobs finished per minute, last {len(points)} minutes: '

@@ -25,7 +25,7 @@ def overview(request: Request) -> dict[str, Any]:
         "counts": web.state_totals(by_task),
         "by_task": by_task,
         "chart": chart.throughput_chart(points),
-        "hour": {name: sum(getattr(p, name) for p in points) for name in chart.SERIES},
+        "hour": chart.series_totals(points),
         "processes": q.processes(),
     }
 
