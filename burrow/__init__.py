@@ -1,41 +1,27 @@
 """burrow: a job queue whose jobs live in SQLite or PostgreSQL.
 
-This module re-exports the public API; every name is the same object as in
-``burrow.tasks``.
+The one facade: every public name, imported from the module that defines it.
+Nothing else in the package re-exports (docs/architecture.md, "The rooms").
 """
 
-from burrow.context import JobContext
-from burrow.tasks import (
-    Enqueuer,
-    HasJobs,
+from burrow.context import JobContext, ResultCapture, capture_result, current_job, with_result_capture
+from burrow.errors import PermanentError, RetryAfter
+from burrow.execution import JobHandlerFunc
+from burrow.job import JobInfo, JobState
+from burrow.options import (
     JobConfig,
-    JobHandlerFunc,
-    JobInfo,
     JobOption,
-    JobQueue,
-    JobState,
-    PermanentError,
-    Periodic,
-    Queue,
-    ResultCapture,
-    ResultTask,
-    RetryAfter,
-    TaskDefinition,
-    capture_result,
-    connect,
-    current_job,
-    define_result_task,
-    define_task,
-    periodic,
     with_backoff,
+    with_concurrency,
     with_max_retries,
     with_priority,
-    with_concurrency,
     with_queue,
-    with_result_capture,
     with_timeout,
     with_unique,
 )
+from burrow.queue import JobQueue, connect
+from burrow.schedule import Periodic, periodic
+from burrow.tasks import Enqueuer, HasJobs, Queue, ResultTask, TaskDefinition, define_result_task, define_task
 
 __all__ = [
     "Enqueuer",

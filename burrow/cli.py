@@ -28,15 +28,8 @@ from enum import IntEnum
 from typing import Any
 
 from burrow.backends import backend_for
-from burrow.backends.base import (
-    DEFAULT_LEASE_S,
-    HistoryEntry,
-    JobInfo,
-    JobState,
-    ProcessInfo,
-    ScheduleInfo,
-    SchemaStatus,
-)
+from burrow.backends.base import DEFAULT_LEASE_S, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
+from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
 from burrow.logging import configure_logging
 from burrow.queue import JobQueue

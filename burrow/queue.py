@@ -20,14 +20,9 @@ from burrow.backends import backend_for
 from burrow.backends.base import (
     ALL_QUEUES,
     DEFAULT_LEASE_S,
-    DEFAULT_QUEUE,
-    FINISHED_STATES,
     Backend,
     ClaimedJob,
     HistoryEntry,
-    JobInfo,
-    JobState,
-    NewJob,
     Outcome,
     OutcomeKind,
     ProcessInfo,
@@ -36,6 +31,7 @@ from burrow.backends.base import (
     ScheduleInfo,
     new_owner,
 )
+from burrow.job import DEFAULT_QUEUE, FINISHED_STATES, JobInfo, JobState, NewJob
 from burrow.backends.sql import Clock
 from burrow.errors import (
     BackendError,

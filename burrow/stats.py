@@ -12,7 +12,7 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 
-from burrow.backends.base import OutcomeKind
+from burrow.backends.base import OutcomeKind, ThroughputRow
 
 # Outcome kinds as the chart counts them; released and snoozed runs are neither.
 _COLUMN = {
@@ -63,12 +63,3 @@ class StatsCounter:
             for column in ("succeeded", "failed", "retried"):
                 if n := getattr(row, column):
                     self._counts[row.minute, row.task, column] += n
-
-
-@dataclass(frozen=True, slots=True)
-class ThroughputRow:
-    minute: dt.datetime
-    task: str
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from burrow.admin import paths, web
-from burrow.backends.base import JobState
+from burrow.job import JobState
 
 PAGE_SIZE = 25
 

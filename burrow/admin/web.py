@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from burrow.admin import csrf, flash, paths
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import BackendError, BurrowError, JobNotFound
 from burrow.queue import JobQueue
 

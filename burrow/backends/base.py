@@ -21,24 +21,12 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from burrow.stats import ThroughputRow
+from burrow.job import JobInfo, JobState, NewJob
 
 # How long a claim holds a job without a heartbeat (config ``lease_timeout``).
 DEFAULT_LEASE_S = 30.0
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 class OutcomeKind(StrEnum):
@@ -67,22 +55,9 @@ class HistoryEvent(StrEnum):
     CANCELLED = "cancelled"  # a running job stopped at an operator's request (q.cancel)
 
 
-DEFAULT_QUEUE = "default"
 # The NOTIFY payload of a cancel request: no task is named so (task names cannot
 # start with "!"), and supervisors look for requests among their jobs at once.
 CANCEL_NOTICE = "!cancel"
-
-
-class NewJob(NamedTuple):
-    """A row to insert; the field names are the ``burrow_jobs`` columns they fill."""
-
-    task: str
-    payload: bytes
-    priority: int
-    max_retries: int
-    run_at: dt.datetime | None  # None: now, by the backend's clock
-    unique_key: str | None = None  # while a job of this task holds it, no other is inserted
-    queue: str = DEFAULT_QUEUE  # the pool of workers that claims it
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,35 +129,6 @@ def owner_host_pid(owner: str) -> tuple[str | None, int | None]:
     return (host, int(pid)) if pid.isdigit() else (owner[:255], None)
 
 
-@dataclass(frozen=True, slots=True)
-class JobInfo:
-    """What a job is now. Times are timezone-aware UTC; ``result`` is the stored bytes.
-
-    The first twelve fields are the public API (DESIGN.md section 3); the rest are
-    the row's other columns, for operators' tools.
-    """
-
-    id: int
-    task: str
-    state: JobState
-    priority: int
-    attempts: int
-    max_retries: int
-    run_at: dt.datetime
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    last_error: str | None
-    result: bytes | None
-    payload: bytes
-    owner: str | None
-    lease_expires_at: dt.datetime | None
-    unique_key: str | None = None
-    snoozes: int = 0
-    queue: str = DEFAULT_QUEUE
-    cancel_requested_at: dt.datetime | None = None  # q.cancel of a running job, until it ends
-
-
 # The burrow_jobs columns a read selects, in JobInfo's order.
 JOB_COLUMNS = tuple(f.name for f in fields(JobInfo))
 
@@ -243,6 +189,17 @@ class ReapedJob:
     task: str
     attempt: int
     state: JobState  # queued again, or failed when its retries were spent
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputRow:
+    """Jobs of one task finished in one minute (its start, UTC), as the stats table holds them."""
+
+    minute: dt.datetime
+    task: str
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,8 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from burrow.backends.base import (
-    ALL_QUEUES,
-    CLAIM_COLUMNS,
-    NewJob,
-    Outcome,
-    QueueFilter,
-    owner_host_pid,
-)
+from burrow.backends.base import ALL_QUEUES, CLAIM_COLUMNS, Outcome, QueueFilter, owner_host_pid
+from burrow.job import NewJob
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 
 UTC = dt.timezone.utc
 

@@ -27,9 +27,6 @@ from burrow.backends.base import (
     ExpiredLease,
     HistoryEntry,
     HistoryEvent,
-    JobInfo,
-    JobState,
-    NewJob,
     Outcome,
     OutcomeKind,
     ProcessInfo,
@@ -38,11 +35,12 @@ from burrow.backends.base import (
     SchemaStatus,
     claimed_jobs,
 )
+from burrow.job import JobInfo, JobState, NewJob
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, WATCHDOG, Call, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, stored_version
 from burrow.backends.schema import UTC, Timestamp, history, jobs, processes, schedules, stats
 from burrow.errors import BackendError
-from burrow.stats import ThroughputRow
+from burrow.backends.base import ThroughputRow
 
 T = TypeVar("T")
 log = structlog.get_logger("burrow")

@@ -21,14 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import (
-    CLAIM_COLUMNS,
-    NewJob,
-    Outcome,
-    QueueFilter,
-    SchemaStatus,
-    owner_host_pid,
-)
+from burrow.backends.base import CLAIM_COLUMNS, Outcome, QueueFilter, SchemaStatus, owner_host_pid
+from burrow.job import NewJob
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, UTC

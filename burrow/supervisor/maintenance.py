@@ -13,7 +13,8 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from burrow.backends.base import Backend, JobState
+from burrow.backends.base import Backend
+from burrow.job import JobState
 from burrow.errors import BackendError
 from burrow.supervisor.config import RetentionConfig
 

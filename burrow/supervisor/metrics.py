@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from burrow.backends.base import JobState, OutcomeKind
+from burrow.job import JobState
+from burrow.backends.base import OutcomeKind
 from burrow.errors import ConfigError
 
 # The outcome label of burrow_jobs_finished_total, by kind.

@@ -26,7 +26,8 @@ from typing import Any
 import psutil
 import structlog
 
-from burrow.backends.base import CANCEL_NOTICE, ClaimedJob, JobState, Outcome, OutcomeKind
+from burrow.backends.base import CANCEL_NOTICE, ClaimedJob, Outcome, OutcomeKind
+from burrow.job import JobState
 from burrow.backends.deadline import Timeouts
 from burrow.errors import BackendError, BurrowError, ConfigError, ProtocolError
 from burrow.execution import RetryDefaults, failure_outcome
@@ -50,7 +51,7 @@ from burrow.supervisor.pool import Pool, Pools
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.telemetry import Telemetry, exit_label
 from burrow.supervisor.worker import WorkerSettings, worker_main
-from burrow.tasks import JobConfig
+from burrow.options import JobConfig
 
 log = structlog.get_logger("burrow.supervisor")
 

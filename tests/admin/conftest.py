@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 import burrow
 from burrow.backends.base import new_owner
 from burrow.queue import JobQueue
-from burrow.stats import ThroughputRow
+from burrow.backends.base import ThroughputRow
 from tests.conftest import Database
 from tests.helpers import wait_until
 

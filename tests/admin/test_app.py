@@ -24,7 +24,7 @@ from burrow.admin import basic_auth, create_app
 from burrow.admin.chart import axis_top, throughput_chart
 from burrow.admin.job import show_bytes
 from burrow.backends import backend_for
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.queue import JobQueue
 from burrow.stats import ThroughputPoint
 from tests.admin.conftest import Jobs, populate

@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from burrow.admin import create_app
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import JobNotFound
 from burrow.queue import JobQueue
 from tests.admin.conftest import DOCS, XSS, Jobs, serve

@@ -10,7 +10,8 @@ import pytest
 import structlog
 
 import burrow
-from burrow.backends.base import JobState, Outcome, OutcomeKind
+from burrow.job import JobState
+from burrow.backends.base import Outcome, OutcomeKind
 from burrow.queue import JobQueue
 from tests.backends.helpers import Item, typed_handler
 from tests.conftest import Database, FakeClock

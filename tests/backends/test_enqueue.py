@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import BurrowError, PayloadEncodeError
 from burrow.queue import JobQueue
 from tests.backends.helpers import PDT, Item, total_jobs, typed_handler

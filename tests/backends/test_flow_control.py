@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 import burrow
-from burrow.backends.base import JobState, Outcome, OutcomeKind, QueueFilter
+from burrow.job import JobState
+from burrow.backends.base import Outcome, OutcomeKind, QueueFilter
 from burrow.errors import BurrowError
 from burrow.queue import JobQueue
 from tests.backends.helpers import race, rows

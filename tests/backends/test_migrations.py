@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.backends.migrations import LATEST_VERSION, MIGRATIONS
 from burrow.backends.schema import metadata, sqlite_metadata
 from burrow.queue import JobQueue

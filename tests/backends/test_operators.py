@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 import burrow
-from burrow.backends.base import HistoryEvent, JobState
+from burrow.backends.base import HistoryEvent
+from burrow.job import JobState
 from burrow.errors import BurrowError, JobNotFound
 from burrow.queue import JobQueue
 from tests.backends.helpers import drain_all
@@ -347,7 +348,7 @@ def test_throughput_per_minute_from_drain_and_from_several_writers(database: Dat
         assert [(p.succeeded, p.failed, p.retried) for p in points] == [(0, 0, 0), (3, 2, 0), (0, 1, 1)]
         assert [(p.succeeded, p.failed) for p in q.throughput(minutes=2, task="bad.task")] == [(0, 2), (0, 0)]
         # Counts from another process add up.
-        from burrow.stats import ThroughputRow
+        from burrow.backends.base import ThroughputRow
 
         q.backend.add_stats([ThroughputRow(dt.datetime(2030, 1, 1, 12, 1, tzinfo=dt.timezone.utc), "ok.task", 5, 0, 0)])
         assert q.throughput(minutes=1)[0].succeeded == 5

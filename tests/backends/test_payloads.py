@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pytest
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import BurrowError, PayloadEncodeError
 from burrow.queue import JobQueue
 from tests.backends.helpers import ORDER, PDT, Color, Item, Level, Order, Point, drain_all, total_jobs, typed_handler

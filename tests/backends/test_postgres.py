@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from psycopg import sql
 
 import burrow
-from burrow.backends.base import JobState, Outcome, OutcomeKind
+from burrow.job import JobState
+from burrow.backends.base import Outcome, OutcomeKind
 from burrow.backends.postgres import PostgresBackend
 from burrow.backends.migrations import MIGRATIONS
 from burrow.errors import BackendError

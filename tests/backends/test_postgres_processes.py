@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.conftest import POSTGRES_DSN
 from tests.helpers import release, wait_until
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pytest
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import BurrowError, JobCancelled, JobFailed, JobNotFinished, JobNotFound, WaitTimeout
 from burrow.queue import JobQueue
 from tests.backends.helpers import IST, UTC, Item, Pair, Summary, add, typed_handler

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import JobFailed
 from burrow.queue import JobQueue
 from tests.backends.helpers import Item, drain_all

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import burrow
-from burrow.backends.base import HistoryEvent, JobState
+from burrow.backends.base import HistoryEvent
+from burrow.job import JobState
 from burrow.errors import BurrowError, JobFailed
 from burrow.queue import JobQueue
 from tests.backends.helpers import race, rows

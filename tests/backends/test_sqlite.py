@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import BackendError
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.helpers import release, wait_until
 
 JOBS = 2000

@@ -34,9 +34,10 @@ from hypothesis.stateful import (
 )
 
 import burrow
-from burrow.backends.base import ClaimedJob, JobState, Outcome, OutcomeKind
+from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.job import JobState
 from burrow.execution import RetryDefaults, failure_outcome
-from burrow.tasks import JobConfig
+from burrow.options import JobConfig
 from tests.conftest import BACKENDS, POSTGRES_DSN, FakeClock
 
 TASKS = ["sm.a", "sm.b", "sm.c"]

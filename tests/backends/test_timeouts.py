@@ -11,7 +11,7 @@ from typing import TypeVar
 import pytest
 
 from burrow.backends import backend_for
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.backends.deadline import Timeouts
 from burrow.errors import BackendError
 from burrow.queue import JobQueue

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from burrow.backends.base import JobState, Outcome, OutcomeKind
+from burrow.job import JobState
+from burrow.backends.base import Outcome, OutcomeKind
 from burrow.backends.transitions import TRANSITIONS, Wake
 from burrow.queue import JobQueue
 from tests.conftest import Database, FakeClock

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import burrow
-from burrow.backends.base import JobInfo, JobState
+from burrow.job import JobInfo, JobState
 from burrow.backends.migrations import LATEST_VERSION
 from burrow.queue import JobQueue
 from tests.conftest import Database

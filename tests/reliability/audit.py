@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.backends.sql import SQLBackend
 from burrow.queue import JobQueue
 from tests.supervisor.harness import SupervisorProcess, alive

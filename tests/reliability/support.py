@@ -146,7 +146,7 @@ def held_by(q: Any, pids: set[int]) -> list[int]:
 
 
 def succeeded(q: Any) -> int:
-    from burrow.backends.base import JobState
+    from burrow.job import JobState
 
     return q.backend.counts()[JobState.SUCCEEDED]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import burrow
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import BackendError, BurrowError
 from tests.reliability.app import Work, work_task
 from tests.reliability.audit import Figures, audit

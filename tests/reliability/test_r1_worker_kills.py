@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.reliability.app import Work, work_task
 from tests.reliability.audit import Figures, audit, log_time
 from tests.reliability.support import GRACE_S, held_by, kill, reliability_config, size, succeeded, timeout

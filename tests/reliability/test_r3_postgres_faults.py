@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.reliability.app import Work, work_task
 from tests.reliability.audit import Figures, audit, log_time
 from tests.reliability.support import PrivateCluster, held_by, reliability_config, size, succeeded, timeout

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from burrow.backends.base import JobState, Outcome, OutcomeKind
+from burrow.job import JobState
+from burrow.backends.base import Outcome, OutcomeKind
 from burrow.queue import JobQueue
 from tests.conftest import FakeClock
 from tests.reliability.audit import Figures

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.helpers import release, wait_until
 from tests.reliability.audit import Figures, audit
 from tests.reliability.support import GRACE_S, size, timeout

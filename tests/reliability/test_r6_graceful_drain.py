@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.reliability.app import Work, work_task
 from tests.reliability.audit import Figures, audit, read_ledger
 from tests.reliability.support import GRACE_S, NotifyListener, reliability_config, succeeded, timeout

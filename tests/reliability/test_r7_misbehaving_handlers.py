@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.reliability.app import MISBEHAVING, Misbehave, Work, work_task
 from tests.reliability.audit import Figures, audit, read_ledger
 from tests.reliability.support import GRACE_S, reliability_config

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.supervisor.supervisor import ExitCode
 from tests.conftest import POSTGRES_DSN, Database
 from tests.reliability.app import Leak, Work, leak_task, work_task

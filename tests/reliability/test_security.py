@@ -23,7 +23,7 @@ import psutil
 import psycopg
 import pytest
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.conftest import Database
 from tests.reliability.app import Secret, Work, secret_task, work_task
 from tests.reliability.support import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.backends.migrations import LATEST_VERSION
 from tests.supervisor.app import TASKS, Numbers, square_task
 from tests.supervisor.harness import REPO, Launcher, run_cli, write_config

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import sqlalchemy as sa
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.backends.schema import jobs
 from tests.supervisor.app import (
     Gate,

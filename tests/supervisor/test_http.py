@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.conftest import POSTGRES_DSN, Database
 from tests.proxy import proxy_to
 from tests.supervisor.app import Gate, Numbers, announced, block_task, square_task

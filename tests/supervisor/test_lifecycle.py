@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.supervisor.app import (
     BROKEN,
     VERSION_ENV,

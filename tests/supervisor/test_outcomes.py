@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.supervisor.app import (
     Numbers,
     bad_name_task,

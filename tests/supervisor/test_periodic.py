@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.conftest import Database
 from tests.supervisor.harness import Launcher, run_cli, write_config
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from tests.supervisor.app import Numbers, async_square_task, slow_task, square_task
 from tests.supervisor.harness import Launcher, write_config
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import burrow
 from burrow import codec
-from burrow.backends.base import JobState
+from burrow.job import JobState
 from burrow.errors import BurrowError, PayloadDecodeError, PayloadEncodeError, PermanentError
 from burrow.queue import JobQueue
 
