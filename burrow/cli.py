@@ -31,6 +31,7 @@ from burrow.backends import backend_for
 from burrow.backends.base import DEFAULT_LEASE_S, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
 from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
+from burrow.job import FIELDS, EnqueueOptions, Shown
 from burrow.logging import configure_logging
 from burrow.queue import JobQueue
 from burrow.supervisor.config import DSN_ENV, SCHEMA_ENV, load_config, parse_duration, redact_dsn
@@ -110,9 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue = command(commands, "enqueue", _enqueue, "store one job and print its id")
     enqueue.add_argument("task")
     enqueue.add_argument("payload", metavar="JSON")
-    enqueue.add_argument("--priority", type=int, metavar="N")
-    enqueue.add_argument("--run-at", metavar="ISO8601", help="not before this time, with a timezone")
-    enqueue.add_argument("--max-retries", type=int, metavar="N")
+    enqueue.add_argument("--queue", metavar="Q", help="the named queue (default: default)")
+    enqueue.add_argument("--priority", type=int, metavar="N", help="higher runs first (default 0)")
+    enqueue.add_argument("--max-retries", type=int, metavar="N", help="retries after the first run (default 3)")
+    when = enqueue.add_mutually_exclusive_group()
+    when.add_argument("--run-at", metavar="ISO8601", help="not before this time, with a timezone")
+    when.add_argument("--delay", metavar="AGE", help='not before this long from now ("30s", "5m", "2h")')
+    enqueue.add_argument("--unique-key", metavar="K", help="store nothing while a queued or running job of TASK holds K")
 
     jobs = commands.add_parser("jobs", help="list, show, retry, cancel or delete jobs")
     actions = jobs.add_subparsers(required=True, metavar="ACTION")
@@ -250,12 +255,19 @@ def _enqueue(options: argparse.Namespace) -> int:
     a database. Values are checked before the database is opened.
     """
     payload = _json_argument(options.payload)
-    run_at = None if options.run_at is None else _run_at(options.run_at)
+    given: dict[str, Any] = {
+        "priority": options.priority,
+        "max_retries": options.max_retries,
+        "run_at": None if options.run_at is None else _run_at(options.run_at),
+        "delay": None if options.delay is None else _delay(options.delay),
+        "queue": options.queue,
+    }
+    if options.unique_key is not None:
+        given["unique_key"] = options.unique_key
+    checked = EnqueueOptions.of({name: value for name, value in given.items() if value is not None})
     with _open(options) as queue:
         queue.migrate()
-        job_id = queue.enqueue(
-            options.task, payload, priority=options.priority, max_retries=options.max_retries, run_at=run_at
-        )
+        [job_id] = queue.enqueue_options(options.task, [payload], checked)
     print(job_id)
     return Exit.OK
 
@@ -283,14 +295,7 @@ def _jobs_show(options: argparse.Namespace) -> int:
         job = queue.job(options.id)
         history = queue.history(options.id)
     if options.json:
-        _print_json(
-            {
-                **_job_json(job),
-                **_bytes_json("payload", job.payload),
-                **_bytes_json("result", job.result),
-                "history": [_history_json(entry) for entry in history],
-            }
-        )
+        _print_json({**_job_json(job, with_bytes=True), "history": [_history_json(entry) for entry in history]})
     else:
         _print_lines(_job_page(job, history))
     return Exit.OK
@@ -403,6 +408,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _delay(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise BurrowError(f"--delay {text!r}: {exc}") from None
+
+
 def _run_at(text: str) -> dt.datetime:
     """A naive time is refused, as the API refuses it: whose 9 o'clock would it be?"""
     try:
@@ -427,21 +439,22 @@ def _iso(when: dt.datetime | None) -> str | None:
     return None if when is None else when.astimezone(dt.timezone.utc).isoformat()
 
 
-def _job_json(job: JobInfo) -> dict[str, Any]:
-    """The public JobInfo fields but ``result``, which only ``jobs show`` decodes."""
-    return {
-        "id": job.id,
-        "task": job.task,
-        "state": str(job.state),
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "max_retries": job.max_retries,
-        "run_at": _iso(job.run_at),
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "last_error": job.last_error,
-    }
+def _job_json(job: JobInfo, *, with_bytes: bool = False) -> dict[str, Any]:
+    """Every JobInfo field (burrow.job.FIELDS), times in ISO 8601 UTC; the payload and
+    result (each with its ``_encoding``) only ``with_bytes``: a listing leaves them out."""
+    out: dict[str, Any] = {}
+    for field in FIELDS:
+        value = field.value(job)
+        if field.shown is Shown.BYTES:
+            if with_bytes:
+                out.update(_bytes_json(field.name, value))
+        elif field.shown is Shown.TIME:
+            out[field.name] = _iso(value)
+        elif field.shown is Shown.STATE:
+            out[field.name] = str(value)
+        else:
+            out[field.name] = value
+    return out
 
 
 def _decoded(data: bytes) -> tuple[Any, str]:
@@ -565,24 +578,19 @@ def _section(title: str, text: str | None) -> list[str]:
 
 
 def _job_page(job: JobInfo, history: Sequence[HistoryEntry]) -> list[str]:
-    """Every field of the row, the payload, result and error in full, then the attempts."""
-    fields: list[tuple[str, object]] = [
-        ("state", job.state),
-        ("priority", job.priority),
-        ("attempts", f"{job.attempts} of at most {job.max_retries + 1} (max_retries {job.max_retries})"),
-        ("snoozes", job.snoozes),
-        ("unique key", job.unique_key),
-        ("run at", _when(job.run_at)),
-        ("created at", _when(job.created_at)),
-        ("started at", _when(job.started_at)),
-        ("finished at", _when(job.finished_at)),
-        ("owner", job.owner),
-        ("lease expires", _when(job.lease_expires_at)),
-    ]
-    lines = [f"job {job.id}: {job.task}", *(f"  {name:<14} {_cell(value)}" for name, value in fields)]
-    lines += _section("payload", _shown(job.payload))
-    lines += _section("result", _shown(job.result))
-    lines += _section("last error", job.last_error)
+    """Every field of the row (burrow.job.FIELDS), the payload, result and error in full,
+    then the attempts."""
+    lines = [f"job {job.id}: {job.task}"]
+    sections: list[str] = []
+    for field in FIELDS:
+        value = field.value(job)
+        if field.shown is Shown.BYTES:
+            sections += _section(field.label, _shown(value))
+        elif field.shown is Shown.ERROR:
+            sections += _section(field.label, value)
+        elif field.name not in ("id", "task"):  # the page's first line names them
+            lines.append(f"  {field.label:<14} {_cell(_field_text(job, field.shown, value))}")
+    lines += sections
     if not history:
         return [*lines, "", "history: none"]
     rows = [
@@ -590,6 +598,14 @@ def _job_page(job: JobInfo, history: Sequence[HistoryEntry]) -> list[str]:
     ]
     headers = ("attempt", "event", "at", "host", "pid", "duration", "error")
     return [*lines, "", "history:", *_table(headers, rows, indent="  ")]
+
+
+def _field_text(job: JobInfo, shown: Shown, value: Any) -> object:
+    if shown is Shown.TIME:
+        return _when(value)
+    if shown is Shown.ATTEMPTS:
+        return f"{value} of at most {job.max_retries + 1} (max_retries {job.max_retries})"
+    return value
 
 
 def _seconds(seconds: float | None) -> str | None:

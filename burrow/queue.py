@@ -11,7 +11,7 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import structlog
 
@@ -31,7 +31,17 @@ from burrow.backends.base import (
     ScheduleInfo,
     new_owner,
 )
-from burrow.job import DEFAULT_QUEUE, FINISHED_STATES, JobInfo, JobState, NewJob
+from burrow.job import (
+    FINISHED_STATES,
+    EnqueueKeywords,
+    EnqueueOptions,
+    JobInfo,
+    JobState,
+    KeyedKeywords,
+    ManyKeywords,
+    new_jobs,
+    unique_keys,
+)
 from burrow.backends.sql import Clock
 from burrow.errors import (
     BackendError,
@@ -45,16 +55,7 @@ from burrow.errors import (
     WaitTimeout,
 )
 from burrow.execution import CancelCheck, JobHandlerFunc, Registration, execute, lease_expired_outcome, released
-from burrow.options import (
-    JobConfig,
-    JobOption,
-    apply_options,
-    check_max_retries,
-    check_priority,
-    check_queue_name,
-    check_task_name,
-    check_unique_key,
-)
+from burrow.options import JobConfig, JobOption, apply_options, check_task_name, check_unique_key
 from burrow.retry import RetryDefaults
 from burrow.schedule import Periodic
 from burrow.stats import StatsCounter, ThroughputPoint, minute_of
@@ -74,12 +75,6 @@ def _payload_bytes(payload: Any, type_name: str, max_bytes: int) -> bytes:
             f"payload of {type_name!r} is {len(data)} bytes, over the {max_bytes}-byte cap (max_payload_bytes)"
         )
     return data
-
-
-def _aware(run_at: dt.datetime | None) -> dt.datetime | None:
-    if run_at is not None and (run_at.tzinfo is None or run_at.utcoffset() is None):
-        raise BurrowError(f"run_at {run_at.isoformat()} is naive: pass a timezone-aware datetime")
-    return run_at
 
 
 class JobQueue:
@@ -141,89 +136,68 @@ class JobQueue:
 
     # -- producing ----------------------------------------------------------------
 
-    def enqueue(
-        self,
-        type_name: str,
-        payload: Any,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        run_at: dt.datetime | None = None,
-        delay: Delay | None = None,
-        unique_key: str | None = None,
-        queue: str | None = None,
-        conn: Any = None,
-    ) -> int:
+    def enqueue(self, type_name: str, payload: Any, *, conn: Any = None, **options: Unpack[EnqueueKeywords]) -> int:
         """Store one job; returns its id (or, with a unique key held, the holder's id).
 
-        ``run_at`` (timezone-aware) or ``delay`` (a timedelta or seconds) holds the job
-        back; ``queue`` (default: the task's ``with_queue``, else "default") says which
-        pool of workers runs it; ``conn`` enqueues inside that SQLAlchemy transaction.
+        The options (priority, max_retries, run_at or delay, unique_key, queue) are
+        :class:`burrow.job.EnqueueOptions`'; what a call leaves out comes from the task
+        registered here, then from burrow's defaults. ``conn`` enqueues inside that
+        SQLAlchemy transaction: the job exists if and only if it commits.
         """
-        keys = None if unique_key is None else [unique_key]
-        return self.enqueue_many(
-            type_name, [payload], priority=priority, max_retries=max_retries, run_at=run_at, delay=delay,
-            unique_keys=keys, queue=queue, conn=conn,
-        )[0]
+        return self.enqueue_options(type_name, [payload], EnqueueOptions.of(options), conn=conn)[0]
 
     def enqueue_at(
-        self, type_name: str, payload: Any, run_at: dt.datetime, *, unique_key: str | None = None, conn: Any = None
+        self, type_name: str, payload: Any, run_at: dt.datetime, *, conn: Any = None, **options: Unpack[KeyedKeywords]
     ) -> int:
         """Store a job that is not claimed before ``run_at`` (timezone-aware)."""
-        return self.enqueue(type_name, payload, run_at=run_at, unique_key=unique_key, conn=conn)
+        return self.enqueue(type_name, payload, run_at=run_at, conn=conn, **options)
 
     def enqueue_many(
         self,
         type_name: str,
         payloads: Iterable[Any],
         *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        run_at: dt.datetime | None = None,
-        delay: Delay | None = None,
         unique_keys: Sequence[str | None] | None = None,
-        queue: str | None = None,
         conn: Any = None,
+        **options: Unpack[ManyKeywords],
     ) -> list[int]:
         """Store many jobs in one transaction; every payload is encoded before any is stored.
 
         The ids come back position by position; ``unique_keys`` (one per payload, None
         for none) defaults to the task's ``with_unique`` key of each payload.
         """
-        check_task_name(type_name)
-        config = self._config(type_name)
         payloads = list(payloads)
-        # Checked here, not left to the database: an out-of-range value is one clear
-        # error before anything is stored, the same on both backends.
-        priority = config.priority if priority is None else check_priority(priority)
-        max_retries = config.max_retries if max_retries is None else check_max_retries(max_retries)
-        when = self._run_at(run_at, delay)
-        queue = check_queue_name(queue) if queue is not None else config.queue or DEFAULT_QUEUE
-        if unique_keys is None:
-            keys = [config.unique(p) for p in payloads] if config.unique else [None] * len(payloads)
-        elif len(unique_keys) != len(payloads):
+        if unique_keys is not None and len(unique_keys) != len(payloads):
             raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {type_name!r}")
-        else:
-            keys = list(unique_keys)
-        jobs = [
-            NewJob(
-                type_name, _payload_bytes(p, type_name, self.max_payload_bytes), priority, max_retries, when,
-                check_unique_key(key), queue,
-            )
-            for p, key in zip(payloads, keys)
-        ]
-        return self.backend.enqueue(jobs, conn)
+        return self.enqueue_options(type_name, payloads, EnqueueOptions.of(options), unique_keys, conn=conn)
 
-    def _run_at(self, run_at: dt.datetime | None, delay: Delay | None) -> dt.datetime | None:
-        """When a job becomes due: ``run_at``, or now + ``delay``, or None (now)."""
-        if delay is None:
-            return _aware(run_at)
-        if run_at is not None:
-            raise BurrowError("pass run_at or delay, not both")
-        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_ENQUEUE_DELAY_S:
-            raise BurrowError(f"delay must be 0 to {MAX_ENQUEUE_DELAY_S:g} seconds (or a timedelta), got {delay!r}")
-        return self.backend.now() + dt.timedelta(seconds=seconds)
+    def enqueue_options(
+        self,
+        type_name: str,
+        payloads: Sequence[Any],
+        options: EnqueueOptions,
+        keys: Sequence[str | None] | None = None,
+        *,
+        conn: Any = None,
+        config: JobConfig | None = None,
+    ) -> list[int]:
+        """The enqueue every other one comes to: ``options`` (checked: EnqueueOptions.of)
+        over ``config``, the task's own definition (a typed task passes its own; default:
+        the handler registered here), in one transaction.
+
+        Payloads that are bytes are stored as given (already encoded); the rest become
+        JSON. ``keys``: one unique key per payload (None for none); default: the
+        options' key, else the task's ``with_unique`` of each payload.
+        """
+        check_task_name(type_name)
+        config = self._config(type_name) if config is None else config
+        merged = options.over(config)
+        if keys is None:
+            keys = unique_keys(merged, config, payloads)
+        else:
+            keys = [check_unique_key(key) for key in keys]
+        data = [_payload_bytes(p, type_name, self.max_payload_bytes) for p in payloads]
+        return self.backend.enqueue(new_jobs(type_name, data, keys, merged, self.backend.now), conn)
 
     def dequeue(self, job_id: int) -> bool:
         """Cancel a job that has not started (True); False for any other state."""
@@ -384,16 +358,9 @@ class JobQueue:
             slot = schedule.rule.latest(now)
             if self._slots_seen.get(schedule.name) == slot:
                 continue  # settled already, by this process or another: no round trip
-            config = self._config(schedule.task)
-            job = NewJob(
-                schedule.task,
-                _payload_bytes(schedule.payload, schedule.task, self.max_payload_bytes),
-                config.priority if schedule.priority is None else schedule.priority,
-                config.max_retries if schedule.max_retries is None else schedule.max_retries,
-                slot,
-                None,
-                schedule.queue or config.queue or DEFAULT_QUEUE,
-            )
+            data = _payload_bytes(schedule.payload, schedule.task, self.max_payload_bytes)
+            options = schedule.options.over(self._config(schedule.task))._replace(run_at=slot, delay=None)
+            [job] = new_jobs(schedule.task, [data], [None], options, self.backend.now)
             job_id = self.backend.enqueue_slot(schedule.name, schedule.rule.describe(), slot, schedule.rule.after(slot), job)
             self._slots_seen[schedule.name] = slot
             if job_id is not None:
@@ -580,8 +547,6 @@ class JobQueue:
 
 
 StateFilter = str | JobState | Sequence[str | JobState] | None
-Delay = dt.timedelta | float
-MAX_ENQUEUE_DELAY_S = 10 * 366 * 24 * 3600.0  # ten years: a larger delay is a bug, not a plan
 MAX_LISTING = 1000
 BULK_BATCH = 1000  # rows per statement in bulk actions: no lock held for long
 REQUEUED_NOTE = "retried by an operator"

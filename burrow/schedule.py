@@ -15,10 +15,11 @@ import datetime as dt
 import math
 import zoneinfo
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 from burrow import codec
 from burrow.errors import BurrowError
+from burrow.job import EnqueueOptions, JobKeywords
 from burrow.options import check_task_name
 
 if TYPE_CHECKING:
@@ -149,9 +150,7 @@ class Periodic:
     task: str
     payload: bytes
     rule: SlotRule
-    priority: int | None = None
-    max_retries: int | None = None
-    queue: str | None = None
+    options: EnqueueOptions = EnqueueOptions()  # the task's, for a typed task; a string's: the registered task's
 
     def register(self, q: Queue) -> None:
         add = getattr(q, "add_schedule", None)
@@ -173,17 +172,19 @@ def periodic(
     every: dt.timedelta | float | None = None,
     name: str | None = None,
     timezone: str = "UTC",
+    **options: Unpack[JobKeywords],
 ) -> Periodic:
     """Enqueue ``task`` with ``payload`` once per slot of ``cron`` or ``every``, however many
     supervisors run. ``name`` keys the schedule in the database (default: the task and
-    the rule); give one when a task has several schedules with different payloads."""
+    the rule); give one when a task has several schedules with different payloads.
+    ``options`` (priority, max_retries, queue) override the task's for these jobs."""
     rule = slot_rule(cron=cron, every=every, timezone=timezone)
+    given = EnqueueOptions.of(options)
     if isinstance(task, str):
-        task_name, data, priority, max_retries, queue = check_task_name(task), codec.encode(payload), None, None, None
+        task_name, data = check_task_name(task), codec.encode(payload)
     else:
-        task_name, data = task.name, task.encode(payload)
-        priority, max_retries, queue = task.config.priority, task.config.max_retries, task.config.queue
+        task_name, data, given = task.name, task.encode(payload), given.over(task.config)
     name = name if name is not None else f"{task_name} {rule.describe()}"
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
         raise BurrowError(f"a schedule name must be a string of 1 to {MAX_NAME} characters, got {name!r}")
-    return Periodic(name, task_name, data, rule, priority, max_retries, queue)
+    return Periodic(name, task_name, data, rule, given)

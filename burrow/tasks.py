@@ -14,12 +14,13 @@ import inspect
 import typing
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, Unpack, overload, runtime_checkable
 
 from burrow import codec
 from burrow.context import capture_result
 from burrow.errors import BurrowError, PayloadEncodeError, PermanentError, ResultEncodeError
 from burrow.execution import JobHandlerFunc
+from burrow.job import UNSET, EnqueueKeywords, EnqueueOptions, KeyedKeywords, ManyKeywords, unique_keys
 from burrow.options import JobConfig, JobOption, apply_options, check_task_name
 
 P = TypeVar("P")
@@ -31,24 +32,17 @@ R = TypeVar("R")
 
 @runtime_checkable
 class Enqueuer(Protocol):
-    """What a producer needs: put jobs in, take queued ones back out."""
+    """What a producer needs: put jobs in, take queued ones back out.
 
-    def enqueue(
-        self,
-        type_name: str,
-        payload: Any,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        run_at: dt.datetime | None = None,
-        delay: dt.timedelta | float | None = None,
-        unique_key: str | None = None,
-        queue: str | None = None,
-        conn: Any = None,
-    ) -> int: ...
+    The options are :class:`burrow.job.EnqueueOptions`' fields as keywords
+    (priority, max_retries, run_at, delay, unique_key, queue); ``conn`` enqueues
+    inside that SQLAlchemy transaction.
+    """
+
+    def enqueue(self, type_name: str, payload: Any, *, conn: Any = None, **options: Unpack[EnqueueKeywords]) -> int: ...
 
     def enqueue_at(
-        self, type_name: str, payload: Any, run_at: dt.datetime, *, unique_key: str | None = None, conn: Any = None
+        self, type_name: str, payload: Any, run_at: dt.datetime, *, conn: Any = None, **options: Unpack[KeyedKeywords]
     ) -> int: ...
 
     def enqueue_many(
@@ -56,13 +50,9 @@ class Enqueuer(Protocol):
         type_name: str,
         payloads: Iterable[Any],
         *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        run_at: dt.datetime | None = None,
-        delay: dt.timedelta | float | None = None,
         unique_keys: Sequence[str | None] | None = None,
-        queue: str | None = None,
         conn: Any = None,
+        **options: Unpack[ManyKeywords],
     ) -> list[int]: ...
 
     def dequeue(self, job_id: int) -> bool: ...
@@ -141,79 +131,71 @@ class TaskDefinition(Generic[P]):
 
     def unique_key(self, payload: P) -> str | None:
         """The payload's key under this task's ``with_unique``, None without one."""
-        return self.config.unique(payload) if self.config.unique is not None else None
+        return unique_keys(EnqueueOptions(), self.config, [payload])[0]
 
-    def enqueue(
-        self,
-        q: Enqueuer,
-        payload: P,
-        *,
-        run_at: dt.datetime | None = None,
-        delay: dt.timedelta | float | None = None,
-        unique_key: str | None = None,
-        conn: Any = None,
-    ) -> int:
-        """Encode with P's type and enqueue with this task's priority and retries.
+    def enqueue(self, q: Enqueuer, payload: P, *, conn: Any = None, **options: Unpack[EnqueueKeywords]) -> int:
+        """Encode with P's type and enqueue with this task's options; the call's win.
 
         ``unique_key`` overrides the task's ``with_unique`` key for this job.
         """
-        return q.enqueue(
-            self.name,
-            self.encode(payload),
-            priority=self.config.priority,
-            max_retries=self.config.max_retries,
-            run_at=run_at,
-            delay=delay,
-            unique_key=self.unique_key(payload) if unique_key is None else unique_key,
-            queue=self.config.queue,
-            conn=conn,
-        )
+        return self._enqueue(q, [payload], EnqueueOptions.of(options), None, conn)[0]
 
     def enqueue_at(
-        self, q: Enqueuer, payload: P, run_at: dt.datetime, *, unique_key: str | None = None, conn: Any = None
+        self, q: Enqueuer, payload: P, run_at: dt.datetime, *, conn: Any = None, **options: Unpack[KeyedKeywords]
     ) -> int:
-        return self.enqueue(q, payload, run_at=run_at, unique_key=unique_key, conn=conn)
+        return self.enqueue(q, payload, run_at=run_at, conn=conn, **options)
 
     def enqueue_in(
-        self,
-        q: Enqueuer,
-        payload: P,
-        delay: dt.timedelta | float,
-        *,
-        unique_key: str | None = None,
-        conn: Any = None,
+        self, q: Enqueuer, payload: P, delay: dt.timedelta | float, *, conn: Any = None, **options: Unpack[KeyedKeywords]
     ) -> int:
         """Enqueue to run ``delay`` (a timedelta or seconds) from now."""
-        return self.enqueue(q, payload, delay=delay, unique_key=unique_key, conn=conn)
+        return self.enqueue(q, payload, delay=delay, conn=conn, **options)
 
     def enqueue_many(
         self,
         q: Enqueuer,
         payloads: Iterable[P],
         *,
-        run_at: dt.datetime | None = None,
-        delay: dt.timedelta | float | None = None,
+        unique_keys: Sequence[str | None] | None = None,
         conn: Any = None,
+        **options: Unpack[ManyKeywords],
     ) -> list[int]:
         """All in one transaction; every payload is encoded before anything is stored.
 
-        With ``with_unique``, position by position the new job's id or the id of the
-        job already holding that payload's key.
+        ``unique_keys`` (one per payload, None for none) overrides ``with_unique``'s;
+        position by position, the new job's id or the id of the job already holding
+        that payload's key.
         """
         payloads = list(payloads)
-        encoded = [self.encode(p) for p in payloads]
-        keys = [self.unique_key(p) for p in payloads] if self.config.unique is not None else None
-        return q.enqueue_many(
-            self.name,
-            encoded,
-            priority=self.config.priority,
-            max_retries=self.config.max_retries,
-            run_at=run_at,
-            delay=delay,
-            unique_keys=keys,
-            queue=self.config.queue,
-            conn=conn,
-        )
+        if unique_keys is not None and len(unique_keys) != len(payloads):
+            raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {self.name!r}")
+        return self._enqueue(q, payloads, EnqueueOptions.of(options), unique_keys, conn)
+
+    def _enqueue(
+        self,
+        q: Enqueuer,
+        payloads: Sequence[P],
+        options: EnqueueOptions,
+        keys: Sequence[str | None] | None,
+        conn: Any,
+    ) -> list[int]:
+        """Keys from the typed payloads, then the bytes under this task's options.
+
+        A JobQueue takes the checked options as they are (``enqueue_options``); any
+        other Enqueuer gets them as keywords.
+        """
+        if keys is None:
+            keys = unique_keys(options, self.config, payloads)
+        data = [self.encode(p) for p in payloads]
+        direct = getattr(q, "enqueue_options", None)
+        if direct is not None:
+            ids: list[int] = direct(self.name, data, options, keys, conn=conn, config=self.config)
+            return ids
+        merged = options.over(self.config)
+        if len(data) == 1:
+            return [q.enqueue(self.name, data[0], conn=conn, **merged._replace(unique_key=keys[0]).keywords())]
+        many = typing.cast(ManyKeywords, merged._replace(unique_key=UNSET).keywords())
+        return q.enqueue_many(self.name, data, unique_keys=keys, conn=conn, **many)
 
 
 @dataclass(frozen=True, slots=True)

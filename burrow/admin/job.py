@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from burrow.admin import paths, web
 from burrow.backends.base import HistoryEntry, HistoryEvent, owner_host_pid
-from burrow.job import JobInfo, JobState
+from burrow.job import FIELDS, JobInfo, JobState
 
 SHOWN_CHARS = 64 * 1024  # beyond this a payload is cut: a page is no place for a blob
 HEX_BYTES = 1024
@@ -99,6 +99,7 @@ def job_page(request: Request) -> Response:
         {
             "nav": "jobs",
             "job": job,
+            "fields": FIELDS,
             "payload": show_bytes(job.payload),
             "result": None if job.result is None else show_bytes(job.result),
             "attempts": attempts(job, q.history(job_id)),

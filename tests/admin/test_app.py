@@ -199,6 +199,18 @@ def test_the_search_box_jumps_to_a_job(client: TestClient, jobs: Jobs) -> None:
     assert client.get("/jobs?id=%C2%B2").status_code == 400  # a digit, but not 0-9
 
 
+def test_the_job_page_shows_every_field_of_the_job(client: TestClient, q: JobQueue, jobs: Jobs) -> None:
+    """The page renders burrow.job.FIELDS: a new field shows up without a template edit."""
+    q.cancel(jobs.running)  # a cancel request, until its supervisor stops it
+    page = client.get(f"/jobs/{jobs.running}").text
+    for label in ("queue", "cancel request", "lease expires", "owner", "unique key", "snoozes", "max retries"):
+        assert f"<dt>{label}</dt>" in page, label
+    job = q.job(jobs.running)
+    assert job.cancel_requested_at is not None
+    assert f"<dt>queue</dt><dd>{job.queue}</dd>" in page
+    assert f'<dt>cancel request</dt><dd><time datetime="{job.cancel_requested_at.isoformat()}"' in page
+
+
 @pytest.mark.parametrize("path", ["/jobs/999999", "/jobs/abc", "/jobs/99999999999999999999999", "/nothing-here"])
 def test_an_unknown_job_or_path_is_a_404_page(client: TestClient, path: str) -> None:
     response = client.get(path)

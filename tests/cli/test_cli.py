@@ -9,6 +9,7 @@ checks that do not depend on the database (bad values, usage) run on SQLite only
 from __future__ import annotations
 
 import base64
+import dataclasses
 import contextlib
 import datetime as dt
 import json
@@ -36,8 +37,13 @@ UTC = dt.timezone.utc
 LIST_KEYS = [
     "id", "task", "state", "priority", "attempts", "max_retries",
     "run_at", "created_at", "started_at", "finished_at", "last_error",
+    "owner", "lease_expires_at", "unique_key", "snoozes", "queue", "cancel_requested_at",
 ]  # fmt: skip
-TIME_KEYS = ("run_at", "created_at", "started_at", "finished_at")
+# jobs show --json: every JobInfo field, in order, the stored bytes each with its encoding.
+SHOW_KEYS = [
+    *LIST_KEYS[:11], "result", "result_encoding", "payload", "payload_encoding", *LIST_KEYS[11:], "history",
+]  # fmt: skip
+TIME_KEYS = ("run_at", "created_at", "started_at", "finished_at", "lease_expires_at", "cancel_requested_at")
 FIRST_RELEASE = Path(__file__).parents[1] / "backends" / "data"  # a database as the first release wrote it
 sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
@@ -138,7 +144,9 @@ def expected(job: JobInfo) -> dict[str, Any]:
         "id": job.id, "task": job.task, "state": job.state.value, "priority": job.priority,
         "attempts": job.attempts, "max_retries": job.max_retries, "run_at": job.run_at,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-        "last_error": job.last_error,
+        "last_error": job.last_error, "owner": job.owner, "lease_expires_at": job.lease_expires_at,
+        "unique_key": job.unique_key, "snoozes": job.snoozes, "queue": job.queue,
+        "cancel_requested_at": job.cancel_requested_at,
     }  # fmt: skip
 
 
@@ -207,7 +215,8 @@ def test_jobs_show_as_json_and_as_a_page(database: Database, jobs: Jobs) -> None
         *(["jobs", "show", str(i), *dsn] for i in (jobs.failed, jobs.raw, jobs.running)),
     )
     shown = json.loads(output(failed))
-    assert list(shown) == [*LIST_KEYS, "payload", "payload_encoding", "result", "result_encoding", "history"]
+    assert list(shown) == SHOW_KEYS
+    assert [f.name for f in dataclasses.fields(JobInfo)] == [k for k in SHOW_KEYS if "_encoding" not in k][:-1]
     assert parsed({k: shown[k] for k in LIST_KEYS}) == expected(q.job(jobs.failed))
     assert (shown["payload"], shown["payload_encoding"]) == ({"n": 1}, "json")
     assert (shown["result"], shown["result_encoding"]) == (None, None)
@@ -243,6 +252,7 @@ def test_jobs_show_as_json_and_as_a_page(database: Database, jobs: Jobs) -> None
     assert "result:\n  (not UTF-8 JSON; 2 bytes, escaped)\n  b'\\xfe\\xff'\n" in page and "history: none" in page
     page = output(running_page)
     assert "  owner          test:1:worker:x\n" in page and "  unique key     slow:4\n" in page
+    assert "  queue          default\n" in page and "  cancel request -\n" in page
 
 
 # -- acting ---------------------------------------------------------------------------
@@ -291,6 +301,9 @@ def test_bad_values_usage_and_refusals_that_do_not_depend_on_the_database(databa
         (["enqueue", "t", "{}", "--run-at", "2030-01-02T03:04", *dsn], "--run-at '2030-01-02T03:04' has no timezone"),
         (["enqueue", "t", "{}", "--run-at", "tomorrow", *dsn], "--run-at 'tomorrow' is not an ISO 8601 time"),
         (["enqueue", "t", "{}", "--priority", str(2**40), *dsn], "priority"),  # the API's checks, one line too
+        (["enqueue", "t", "{}", "--queue", "a b", *dsn], "invalid queue name 'a b'"),
+        (["enqueue", "t", "{}", "--delay", "soon", *dsn], "--delay 'soon': bad duration"),
+        (["enqueue", "t", "{}", "--unique-key", "k" * 201, *dsn], "a unique key must be a string of 1 to 200"),
         (["prune", "--state", "succeeded,gone", *dsn], "unknown job state 'gone'"),
         (["jobs", "retry", *dsn], "jobs retry takes a job ID or --state"),
         (["jobs", "retry", "1", "--task", "t", *dsn], "jobs retry ID takes no --task"),
@@ -324,6 +337,21 @@ def test_enqueue_migrates_and_migrate_says_what_it_did(database: Database) -> No
         assert job.run_at == dt.datetime(2030, 1, 2, 1, 4, 5, tzinfo=UTC)
         assert json.loads(job.payload) == {"day": "2030-01-02", "n": [1, 2]}
         assert q.job(job_id + 1).payload == b'"just a string"'
+
+
+def test_enqueue_takes_every_option_of_the_api(database: Database) -> None:
+    """A job enqueued from the shell for a task that runs in another pool's queue lands
+    in that queue: --queue, --delay and --unique-key as the API's queue, delay, unique_key."""
+    before = dt.datetime.now(UTC)
+    first, second = (
+        int(ok(database, "enqueue", "reports.build", "{}", "--queue", "reports", "--delay", "30s", "--unique-key", "r1"))
+        for _ in range(2)
+    )
+    assert first == second  # the key is held: the same job
+    with database.connect() as q:
+        job = q.job(first)
+        assert (job.queue, job.unique_key) == ("reports", "r1")
+        assert before + dt.timedelta(seconds=29) <= job.run_at <= dt.datetime.now(UTC) + dt.timedelta(seconds=31)
 
 
 # -- the schema -----------------------------------------------------------------------
