@@ -54,7 +54,7 @@ def _terminated(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _terminated)
-    from burrow.supervisor.config import SupervisorConfig
+    from burrow.config import SupervisorConfig
 
     plan = Plan.quick_plan() if args.quick else Plan.full()
     batch_size = args.batch_size or SupervisorConfig().batch_size

@@ -29,12 +29,13 @@ from typing import Any
 
 from burrow.backends import backend_for
 from burrow.backends.base import DEFAULT_LEASE_S, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
+from burrow.config import DSN_ENV, SCHEMA_ENV, load_config
 from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
 from burrow.job import FIELDS, EnqueueOptions, Shown
 from burrow.logging import configure_logging
+from burrow.notation import parse_duration, redact_dsn
 from burrow.queue import JobQueue
-from burrow.supervisor.config import DSN_ENV, SCHEMA_ENV, load_config, parse_duration, redact_dsn
 
 
 class Exit(IntEnum):

@@ -19,9 +19,10 @@ import uvicorn
 
 from burrow.admin import basic_auth, create_app
 from burrow.backends import backend_for
+from burrow.config import AdminConfig, Config, DatabaseConfig, load_config
 from burrow.errors import BurrowError, ConfigError
+from burrow.notation import parse_bind, redact_dsn
 from burrow.queue import JobQueue
-from burrow.supervisor.config import AdminConfig, Config, DatabaseConfig, load_config, parse_bind, redact_dsn
 
 EXIT_USAGE = 2
 MIGRATE_FIRST = "migrate it first (start a supervisor, or run burrow migrate); the admin never migrates"

@@ -16,11 +16,12 @@ import structlog
 from burrow.backends import backend_for
 from burrow.backends.base import SchemaStatus
 from burrow.backends.deadline import Timeouts
+from burrow.config import Config, load_config
 from burrow.errors import BackendError, BurrowError, ConfigError
 from burrow.logging import configure_logging
+from burrow.notation import redact_dsn
 from burrow.queue import JobQueue
 from burrow.supervisor.apps import register_apps
-from burrow.supervisor.config import Config, load_config, redact_dsn
 from burrow.supervisor.metrics import Metrics
 from burrow.supervisor.supervisor import ExitCode, Supervisor, _retry
 

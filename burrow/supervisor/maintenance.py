@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from burrow.backends.base import Backend
+from burrow.config import RetentionConfig
 from burrow.job import JobState
 from burrow.errors import BackendError
-from burrow.supervisor.config import RetentionConfig
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from burrow.backends.base import ALL_QUEUES, QueueFilter
+from burrow.config import DEFAULT_POOL_NAME, SupervisorConfig
 from burrow.supervisor.children import WorkerHandle
-from burrow.supervisor.config import DEFAULT_POOL_NAME, SupervisorConfig
 
 log = structlog.get_logger("burrow.supervisor")
 

@@ -35,7 +35,6 @@ __all__ = [
     "HEARTBEAT",
     "HELLO",
     "MAX_FRAME_BYTES",
-    "MAX_RESULT_BYTES",
     "PROTOCOL_VERSION",
     "READY",
     "RESULT",
@@ -51,10 +50,9 @@ __all__ = [
 
 # 2: a result that is not small UTF-8 text crosses as base64 ("result_b64"), not hex.
 PROTOCOL_VERSION: Final = 2
+# burrow/config.py's MAX_RESULT_BYTES (the largest max_result_size) is sized so that a
+# result's base64 and the frame's other fields fit in one frame of this cap.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
-# The largest ``max_result_size``: its base64 (4/3 of it) and the frame's other fields
-# (64 KiB of room: ids, kind, a duration) fit in one frame.
-MAX_RESULT_BYTES: Final = (MAX_FRAME_BYTES - 64 * 1024) // 4 * 3
 
 HELLO: Final = "hello"
 READY: Final = "ready"

@@ -27,6 +27,7 @@ import psutil
 import structlog
 
 from burrow.backends.base import CANCEL_NOTICE, ClaimedJob, Outcome, OutcomeKind
+from burrow.config import Config, SupervisorConfig
 from burrow.job import JobState
 from burrow.backends.deadline import Timeouts
 from burrow.errors import BackendError, BurrowError, ConfigError, ProtocolError
@@ -43,7 +44,6 @@ from burrow.supervisor.children import (
     describe_exit,
     spawn,
 )
-from burrow.supervisor.config import Config, SupervisorConfig
 from burrow.supervisor.http import Answer, HealthServer
 from burrow.supervisor.maintenance import Schedule, Step, prune_finished
 from burrow.supervisor.metrics import Metrics

@@ -24,12 +24,12 @@ import psutil
 import structlog
 
 from burrow.backends.base import ALL_QUEUES, ClaimedJob, Outcome, OutcomeKind, QueueFilter
+from burrow.config import SupervisorConfig
 from burrow.errors import BackendError, ProtocolError
 from burrow.execution import CancelCheck, RetryDefaults, execute, released
 from burrow.queue import JobQueue, new_owner
 from burrow.supervisor import protocol
 from burrow.supervisor.children import WorkerExit
-from burrow.supervisor.config import SupervisorConfig
 
 log = structlog.get_logger("burrow.worker")
 
@@ -78,7 +78,7 @@ def outcome_frame(outcome: Outcome) -> dict[str, Any]:
     a JSON string, text can grow sixfold (a control character is six bytes
     escaped) and hex doubles, so a result well under ``max_result_size`` could
     make a frame over the pipe's cap. With base64, max_result_size may be up to
-    protocol.MAX_RESULT_BYTES (12 MiB less the rest of the frame's room) and the
+    burrow.config.MAX_RESULT_BYTES (12 MiB less the rest of the frame's room) and the
     frame still fits in MAX_FRAME_BYTES.
     """
     frame: dict[str, Any] = {

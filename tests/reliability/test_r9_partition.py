@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from burrow.supervisor.config import load_config
+from burrow.config import load_config
 from burrow.supervisor.supervisor import _guard_after_s
 from tests.conftest import POSTGRES_DSN, Database
 from tests.proxy import proxy_to

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from burrow.errors import BurrowError, ConfigError
-from burrow.supervisor.config import (
+from burrow.config import (
     Config,
     DatabaseConfig,
     LoggingConfig,
+    PoolConfig,
     RetryConfig,
+    ScheduleConfig,
     SupervisorConfig,
     load_config,
-    parse_duration,
-    parse_size,
-    redact_dsn,
 )
+from burrow.errors import BurrowError, ConfigError
+from burrow.settings import declared, default_text, markdown_table, sections
+
+README = Path(__file__).parents[2] / "README.md"
 
 FULL = """
 [database]
@@ -102,7 +104,8 @@ def test_the_largest_max_result_size_fits_in_a_frame(tmp_path: Path) -> None:
     import base64
 
     from burrow.backends.base import Outcome, OutcomeKind
-    from burrow.supervisor.protocol import MAX_FRAME_BYTES, MAX_RESULT_BYTES, encode_frame
+    from burrow.config import MAX_RESULT_BYTES
+    from burrow.supervisor.protocol import MAX_FRAME_BYTES, encode_frame
     from burrow.supervisor.worker import outcome_frame
 
     path = write(tmp_path, f"[supervisor]\nmax_result_size = {MAX_RESULT_BYTES}\n")
@@ -353,78 +356,10 @@ def test_bad_dsn_from_a_file_never_shows_its_password(tmp_path: Path) -> None:
     assert "s3cret" not in message
 
 
-def test_redact_dsn() -> None:
-    assert redact_dsn("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
-    assert redact_dsn("postgresql+psycopg://user:secret@host:5432/db?sslmode=require") == (
-        "postgresql+psycopg://user:***@host:5432/db?sslmode=require"
-    )
-    assert redact_dsn("postgresql://user@host/db") == "postgresql://user@host/db"
-    assert redact_dsn("postgresql://host/db?user=u&password=secret&x=1") == (
-        "postgresql://host/db?user=u&password=***&x=1"
-    )
-    assert redact_dsn("postgresql://u:p@ss/w@rd@host/db") == "postgresql://u:***@host/db"
-    assert redact_dsn("host=db password='se cret' user=u") == "host=db password=*** user=u"
-    assert redact_dsn("postgresql:/u:secret@host/db") == "postgresql:***@host/db"
-    assert redact_dsn("postgresql:///u:secret@host/db") == "postgresql:///u:***@host/db"
-    assert redact_dsn("postgresql//u:secret@host/db") == "postgresql//u:***@host/db"
-    assert redact_dsn("sqlite:///var/lib/burrow/jobs.db") == "sqlite:///var/lib/burrow/jobs.db"
-    assert redact_dsn("sqlite:///burrow.db") == "sqlite:///burrow.db"
-
-
 def test_database_repr_hides_the_password() -> None:
     text = repr(Config(database=DatabaseConfig(dsn="postgresql://u:secret@h/db")))
     assert "secret" not in text
     assert "postgresql://u:***@h/db" in text
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1.5s", 1.5), (" 2 s ", 2.0),
-     ("0.1h", 360.0), ("7d", 604800.0), ("0.5d", 43200.0), ("45", 45.0), (3, 3.0), (0.25, 0.25), ("0", 0.0)],
-)
-def test_parse_duration(text: str | float, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "s", "3 parsecs", "-1s", "-7d", "1e3s", "5M", "1D", "1w", "1.5.s", "nan", "inf"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="bad duration"):
-        parse_duration(text)
-
-
-@pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), True])
-def test_parse_duration_rejects_numbers(value: float) -> None:
-    with pytest.raises(ValueError, match="bad duration"):
-        parse_duration(value)
-
-
-@given(st.integers(0, 10**9))
-def test_parse_duration_milliseconds(n: int) -> None:
-    assert parse_duration(f"{n}ms") == n / 1000
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [("512MB", 512_000_000), ("1GiB", 1024**3), ("100kB", 100_000), ("100KB", 100_000), ("2kib", 2048),
-     ("1.5KiB", 1536), ("10 B", 10), ("4096", 4096), (4096, 4096)],
-)
-def test_parse_size(text: str | int, size: int) -> None:
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["", "MB", "12 furlongs", "-1MB", "0.5B", "1.0001kB", "1e6"])
-def test_parse_size_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="bad size"):
-        parse_size(text)
-
-
-UNITS = {"": 1, "B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
-         "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
-
-
-@given(st.integers(0, 10**12), st.sampled_from(sorted(UNITS)))
-def test_parse_size_round_trips_each_unit(n: int, unit: str) -> None:
-    assert parse_size(f"{n}{unit}") == n * UNITS[unit]
 
 
 def test_the_schema_variable_overrides_the_files_schema(tmp_path: Path) -> None:
@@ -433,3 +368,57 @@ def test_the_schema_variable_overrides_the_files_schema(tmp_path: Path) -> None:
     assert load_config(path, environ={"BURROW_DATABASE_SCHEMA": ""}).database.schema == "jobs"
     with pytest.raises(ConfigError, match=r"\[database\] schema \(from BURROW_DATABASE_SCHEMA\): must be a plain SQL identifier"):
         load_config(path, environ={"BURROW_DATABASE_SCHEMA": "a b"})
+
+
+# -- the declaration: one field per key, and everything made from it --
+
+
+def test_the_readme_table_is_the_declared_one() -> None:
+    """The README's table is rendered from the declarations, so it cannot drift from them."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("| key | default | meaning |", text.index("### Configuration"))
+    table = text[start : text.index("\n\n", start) + 1]
+    assert table == markdown_table(Config), "README.md's table is stale: paste `python -m burrow.config --markdown`"
+
+
+def test_python_m_burrow_config_prints_the_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "burrow.config", "--markdown"], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, markdown_table(Config), "")
+    bare = subprocess.run([sys.executable, "-m", "burrow.config"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "--markdown" in bare.stderr
+
+
+RECORDS = [*sections(Config).values(), PoolConfig, ScheduleConfig]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda record: record.__name__)
+def test_every_field_of_a_record_declares_one_key(record: type) -> None:
+    """Each key once in its table, and a doc that fits one row of the README's table."""
+    names = [key.name for _, key in declared(record)]
+    assert len(names) == len(set(names))
+    for _, key in declared(record):
+        assert key.doc and "|" not in key.doc and "\n" not in key.doc, key.name
+
+
+def _documented_defaults() -> list[tuple[str, str, str, str]]:
+    """(section, key, field, the README's default) for each default the README writes as a value."""
+    found = []
+    for section, record in sections(Config).items():
+        for item, key in declared(record):
+            text = default_text(item, key)
+            if key.tables is None and text.startswith("`"):
+                found.append((section, key.name, item.name, text.strip("`")))
+    return found
+
+
+@pytest.mark.parametrize(("section", "key", "attribute", "text"), _documented_defaults())
+def test_the_readmes_default_is_what_leaving_the_key_out_gives(
+    tmp_path: Path, section: str, key: str, attribute: str, text: str
+) -> None:
+    """Writing the README's default into the file loads the same value as leaving the key out."""
+    written = load_config(write(tmp_path, f"[{section}]\n{key} = {text}\n"), environ={})
+    left_out = load_config(write(tmp_path, "", "empty.toml"), environ={})
+    assert getattr(getattr(written, section), attribute) == getattr(getattr(left_out, section), attribute)
+

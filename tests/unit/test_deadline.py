@@ -11,7 +11,7 @@ import socket
 import time
 
 from burrow.backends.deadline import WATCHDOG, Timeouts
-from burrow.supervisor.config import SupervisorConfig
+from burrow.config import SupervisorConfig
 from burrow.supervisor.supervisor import _guard_after_s
 
 
