@@ -28,6 +28,7 @@ from benchmarks import postgres_dsn
 
 UTC = dt.timezone.utc
 NOOP = "bench.noop"
+GAP = "bench.gap"  # add_finished(gaps=True): the copies deleted to leave room between the jobs
 EMPTY_PAYLOAD = b"{}"
 
 
@@ -151,7 +152,8 @@ class Target:
 
     # -- a table that already holds many finished jobs (PostgreSQL) ---------------
 
-    def add_finished(self, n: int, first: int = 1, state: str | None = None, spread: int | None = None) -> None:
+    def add_finished(self, n: int, first: int = 1, state: str | None = None, spread: int | None = None,
+                     gaps: bool = False) -> None:
         """Insert ``n`` finished jobs as a day of production leaves them, and their history.
 
         Job ``g`` (``first`` to ``first + n - 1``) is, by ``g % 100``: failed for 0-1
@@ -162,21 +164,28 @@ class Target:
         of JSON; results are empty (no-op tasks). Finished between 23 and 2 hours ago,
         in id order over ``spread`` jobs (default ``n``): none is past burrow's default
         retention (24 h succeeded and cancelled, 7 days failed), all are past 1 hour.
+
+        ``gaps``: every job is inserted with a copy of itself right after it, and the
+        copies are deleted: the jobs fill twice the pages, each with room between its
+        rows (as pages look once retention pruned some of their jobs and kept others).
         """
         assert self.kind == "postgresql"
         spread = spread or n
+        copies = 2 if gaps else 1
         with self.admin() as conn, conn.transaction():
             before = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(self.table)).fetchone()[0]
             conn.execute(
                 sql.SQL(
                     "WITH r AS ("
-                    " SELECT g, coalesce(%(state)s::text, CASE WHEN g %% 100 < 2 THEN 'failed'"
+                    " SELECT s, g, coalesce(%(state)s::text, CASE WHEN g %% 100 < 2 THEN 'failed'"
                     "   WHEN g %% 100 = 2 THEN 'cancelled' ELSE 'succeeded' END) AS state,"
                     "  now() - interval '23 hours' + (g %% %(spread)s)::float8 / %(spread)s * interval '21 hours' AS at"
-                    " FROM generate_series(%(first)s::bigint, %(first)s::bigint + %(n)s - 1) AS g)"
+                    " FROM generate_series(0, %(n)s::bigint * %(copies)s::int - 1) AS s,"
+                    "  LATERAL (SELECT %(first)s::bigint + s / %(copies)s::int AS g) AS k)"
                     " INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at,"
                     "  started_at, finished_at, last_error)"
-                    " SELECT (ARRAY['app.send_email', 'app.resize_image', 'app.sync_account', %(noop)s])[1 + g %% 4],"
+                    " SELECT CASE WHEN s %% %(copies)s::int = 1 THEN %(gap)s ELSE"
+                    "  (ARRAY['app.send_email', 'app.resize_image', 'app.sync_account', %(noop)s])[1 + g %% 4] END,"
                     "  0, state,"
                     "  convert_to('{{\"account_id\": ' || g || ', \"template\": \"welcome\", \"locale\": \"en_GB\"}}', 'UTF8'),"
                     "  CASE state WHEN 'failed' THEN 4 WHEN 'cancelled' THEN 0 ELSE CASE WHEN g %% 100 = 3 THEN 2 ELSE 1 END END,"
@@ -184,10 +193,12 @@ class Target:
                     "  CASE WHEN state = 'cancelled' THEN NULL ELSE at - interval '40 milliseconds' END, at,"
                     "  CASE WHEN state = 'failed' THEN 'RuntimeError: upstream answered 503 Service Unavailable"
                     " (account ' || g || ')' END"
-                    " FROM r ORDER BY g"
+                    " FROM r ORDER BY s"
                 ).format(self.table),
-                {"state": state, "spread": spread, "first": first, "n": n, "noop": NOOP},
+                {"state": state, "spread": spread, "first": first, "n": n, "noop": NOOP, "copies": copies, "gap": GAP},
             )
+            if gaps:
+                conn.execute(sql.SQL("DELETE FROM {} WHERE id > %s AND task = %s").format(self.table), (before, GAP))
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (job_id, attempt, event, error, at, host, pid, duration_s)"
@@ -304,11 +315,24 @@ class Target:
             seconds = (parse_sqlite_stamp(row[2]) - parse_sqlite_stamp(row[1])).total_seconds()
             return int(row[0]), seconds, int(row[3])
 
+    def last_finished(self, above_id: int = 0) -> float:
+        """The latest ``finished_at`` (of the jobs after ``above_id``), as a Unix time."""
+        with self.admin() as conn:
+            if self.kind == "postgresql":
+                row = conn.execute(
+                    sql.SQL("SELECT extract(epoch FROM max(finished_at)) FROM {} WHERE id > %s").format(self.table),
+                    (above_id,),
+                ).fetchone()
+                return float(row[0] or 0.0)
+            row = conn.execute("SELECT max(finished_at) FROM burrow_jobs").fetchone()
+            return parse_sqlite_stamp(row[0]).timestamp() if row[0] else 0.0
+
     def settings(self) -> dict[str, Any]:
         """What the database is set to for durability, for the JSON report."""
         with self.admin() as conn:
             if self.kind == "postgresql":
-                names = ("server_version", "synchronous_commit", "fsync", "wal_level", "shared_buffers")
+                names = ("server_version", "synchronous_commit", "fsync", "wal_level", "shared_buffers", "autovacuum",
+                         "checkpoint_timeout", "max_wal_size", "full_page_writes")
                 return {n: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()[0] for n in names}
             return {
                 "sqlite_version": sqlite3.sqlite_version,
