@@ -1,15 +1,18 @@
 """Table size (PostgreSQL): the ``drain`` rows' drain beside millions of finished jobs.
 
-Where a claim's and a finish's new row versions land decides what a big table costs
-(benchmarks/README.md, "Table size", says why), so the old rows come in two shapes:
+Where the drain's jobs and their new row versions land decides what a big table
+costs (benchmarks/README.md, "Table size", says why), so the old rows come in two
+shapes, both inserted in one statement and vacuumed before the drain's jobs go in:
 
-- ``tail``: the history packed in its own pages (inserted in one statement) and
-  vacuumed, then the drain's jobs inserted after it, a young tail of new pages;
-- ``spread``: the history with room between its rows on every page (each job
-  inserted with a copy after it, the copies deleted, then ``VACUUM``: pages as
-  retention leaves them when it prunes some jobs and keeps their neighbours), so
-  the drain's jobs are inserted into that room, among old rows, and their claims
-  and finishes write their new versions onto pages of old rows.
+- ``tail``: payloads of one size (about 60 bytes). Whether the history's pages keep
+  room for a new job then follows from arithmetic: what the fillfactor leaves over
+  after a whole number of equal rows. Here that is too little at fillfactor 50 (the
+  jobs form a young tail of pages of their own) and enough for one job a page from
+  70 up (the jobs land one or two to a page on 16,000 to 30,000 old pages);
+- ``spread``: payloads of 60 to 460 bytes, as an application's vary, so the room
+  left on each page varies and many of the history's pages take a job or two at any
+  fillfactor: the drain's jobs, and their claims' and finishes' new versions, land
+  on pages of old rows.
 
 Every round starts from the same state: the previous drain's jobs are deleted,
 whatever retention pruned is put back, the table is vacuumed, the drain's jobs are
@@ -144,11 +147,15 @@ class BigTable:
     def __post_init__(self) -> None:
         self.target = Target.create("postgresql")
 
+    @property
+    def varied(self) -> bool:
+        return self.shape == "spread"
+
     def build(self) -> None:
         began = time.monotonic()
         self.target.migrate()
         _set_fillfactor(self.target, self.fillfactor)
-        self.target.add_finished(self.old, gaps=self.shape == "spread")
+        self.target.add_finished(self.old, varied=self.varied)
         self.target.vacuum_analyze()
         self.fill_s = time.monotonic() - began
         self.composition = self.target.counts()
@@ -164,7 +171,7 @@ class BigTable:
         missing = {state: count - target.counts().get(state, 0) for state, count in self.composition.items()}
         for state, count in missing.items():
             if count > 0:
-                target.add_finished(count, first=self.next_g, state=state, spread=self.old)
+                target.add_finished(count, first=self.next_g, state=state, spread=self.old, varied=self.varied)
                 self.next_g += count
         self.watermark = target.max_id()
         target.vacuum_analyze()  # the previous drain's room is free again before the jobs go in
@@ -215,15 +222,32 @@ def _big_side(big: BigTable, n: int, batch_size: int, config: str = "", fill_whe
     return measure
 
 
+def _cpu_vs(empty_runs: list[dict[str, object]], big_runs: list[dict[str, object]]) -> float | None:
+    """The empty table's CPU per job over the big table's (medians): below 1, a job beside
+    the old rows cost more CPU (supervisor, workers and their backends)."""
+    def cpu(runs: list[dict[str, object]]) -> list[float]:
+        values = [r.get("cpu_ms_per_job") for r in runs]
+        return [float(v) for v in values if isinstance(v, (int, float))]
+    ours, theirs = cpu(big_runs), cpu(empty_runs)
+    return median(theirs) / median(ours) if ours and theirs and median(ours) else None
+
+
+def _cpu_note(ratio: float | None) -> str:
+    return f"; CPU per job {ratio:.2f} of the empty table's" if ratio is not None else ""
+
+
 def _label(old: int) -> str:
     return f"{old // 1_000_000}m" if old % 1_000_000 == 0 else f"{old // 1000}k"
 
 
-def _shape_note(shape: str, old: int) -> str:
-    if shape == "tail":
-        return f"beside {old:,} finished jobs packed in their pages and vacuumed; the drain's jobs a young tail after them"
-    return (f"beside {old:,} finished jobs with room between them on every page (half their rows deleted, vacuumed);"
-            " the drain's jobs and their new versions land on pages of old rows")
+def _shape_note(shape: str, old: int, rounds: list[dict[str, object]]) -> str:
+    what = ("payloads of one size" if shape == "tail" else "payloads of 60-460 bytes")
+    where = ""
+    before, after = (rounds[0].get("jobs_before"), rounds[0].get("jobs_after")) if rounds else (None, None)
+    if isinstance(before, dict) and before and isinstance(after, dict):
+        where = (f"; jobs on {before['pages']:,} pages ({before['pages_with_old_rows']:,} with old rows),"
+                 f" after the drain {after['pages']:,} ({after['pages_with_old_rows']:,})")
+    return f"beside {old:,} finished jobs ({what}), vacuumed, then the drain's jobs{where}"
 
 
 def bench_table_size(target: Target, plan: Plan, batch_size: int, progress: Progress,
@@ -273,12 +297,14 @@ def _as_migrated(target: Target, plan: Plan, batch_size: int, progress: Progress
                     extra={**common, "per_round": empty_runs})]
         for shape, big in bigs.items():
             ours = results[shape]
+            cpu_vs = _cpu_vs(empty_runs[:plan.rounds], big.rounds[:plan.rounds])
             rows.append(Row(f"{kind}.tablesize.{label}_{shape}", kind, "tablesize", shape, median(ours),
                             baseline=median(results["empty"]), rounds=ours, baseline_rounds=results["empty"],
-                            note=_shape_note(shape, old) + f"; {big.size_filled['total'] / MB:,.0f} MB;"
-                                 " ratio: to the empty table",
+                            note=_shape_note(shape, old, big.rounds) + f"; {big.size_filled['total'] / MB:,.0f} MB;"
+                                 " ratio: to the empty table" + _cpu_note(cpu_vs),
                             extra={**common, "composition": big.composition, "fill_s": big.fill_s,
-                                   "size_bytes": big.size_filled, "per_round": big.rounds[:plan.rounds]}))
+                                   "size_bytes": big.size_filled, "per_round": big.rounds[:plan.rounds],
+                                   "cpu_vs_empty": cpu_vs}))
         ours = pruning_results["pruning"]
         rows.append(Row(f"{kind}.tablesize.{label}_pruning", kind, "tablesize", "pruning", median(ours),
                         baseline=median(pruning_results["empty"]), rounds=ours,
@@ -332,15 +358,16 @@ def _sweep(plan: Plan, batch_size: int, progress: Progress, old: int, fillfactor
                 for shape, big in bigs.items():
                     ours = results[shape]
                     after = sizes(big.target)
+                    cpu_vs = _cpu_vs(empty_runs, big.rounds)
                     rows.append(Row(f"{kind}.tablesize.ff{ff}.{label}_{shape}", kind, "tablesize",
                                     f"fillfactor {ff}, {shape}", median(ours), baseline=median(results["empty"]),
                                     rounds=ours, baseline_rounds=results["empty"],
-                                    note=_shape_note(shape, old) + f"; fillfactor {ff}; ratio: to the empty table"
-                                         f" at {ff}",
+                                    note=_shape_note(shape, old, big.rounds) + f"; fillfactor {ff}; ratio: to the empty table"
+                                         f" at {ff}" + _cpu_note(cpu_vs),
                                     extra={"fillfactor": ff, "jobs": n, "old_rows": old, "composition": big.composition,
                                            "fill_s": big.fill_s, "size_bytes": big.size_filled,
                                            "size_bytes_after": after, "per_round": big.rounds,
-                                           "empty_per_round": empty_runs}))
+                                           "empty_per_round": empty_runs, "cpu_vs_empty": cpu_vs}))
                     progress(f"{rows[-1].key}: {rows[-1].value:,.0f} jobs/s, empty {median(results['empty']):,.0f},"
                              f" ratio {rows[-1].ratio:.2f}")
                     rows.append(Row(f"{kind}.tablesize.ff{ff}.{label}_{shape}.size", kind, "tablesize",

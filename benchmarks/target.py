@@ -28,7 +28,6 @@ from benchmarks import postgres_dsn
 
 UTC = dt.timezone.utc
 NOOP = "bench.noop"
-GAP = "bench.gap"  # add_finished(gaps=True): the copies deleted to leave room between the jobs
 EMPTY_PAYLOAD = b"{}"
 
 
@@ -153,7 +152,7 @@ class Target:
     # -- a table that already holds many finished jobs (PostgreSQL) ---------------
 
     def add_finished(self, n: int, first: int = 1, state: str | None = None, spread: int | None = None,
-                     gaps: bool = False) -> None:
+                     varied: bool = False) -> None:
         """Insert ``n`` finished jobs as a day of production leaves them, and their history.
 
         Job ``g`` (``first`` to ``first + n - 1``) is, by ``g % 100``: failed for 0-1
@@ -165,40 +164,39 @@ class Target:
         in id order over ``spread`` jobs (default ``n``): none is past burrow's default
         retention (24 h succeeded and cancelled, 7 days failed), all are past 1 hour.
 
-        ``gaps``: every job is inserted with a copy of itself right after it, and the
-        copies are deleted: the jobs fill twice the pages, each with room between its
-        rows (as pages look once retention pruned some of their jobs and kept others).
+        ``varied``: payloads of 60 to 460 bytes (a "note" of 0 to 400 characters spread
+        evenly over the jobs, by a multiplicative hash of ``g``) instead of about 60, as
+        an application's payloads vary: each page's room left over under the
+        fillfactor then varies too, and many pages keep room for a small new job.
         """
         assert self.kind == "postgresql"
         spread = spread or n
-        copies = 2 if gaps else 1
         with self.admin() as conn, conn.transaction():
             before = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(self.table)).fetchone()[0]
             conn.execute(
                 sql.SQL(
                     "WITH r AS ("
-                    " SELECT s, g, coalesce(%(state)s::text, CASE WHEN g %% 100 < 2 THEN 'failed'"
+                    " SELECT g, coalesce(%(state)s::text, CASE WHEN g %% 100 < 2 THEN 'failed'"
                     "   WHEN g %% 100 = 2 THEN 'cancelled' ELSE 'succeeded' END) AS state,"
-                    "  now() - interval '23 hours' + (g %% %(spread)s)::float8 / %(spread)s * interval '21 hours' AS at"
-                    " FROM generate_series(0, %(n)s::bigint * %(copies)s::int - 1) AS s,"
-                    "  LATERAL (SELECT %(first)s::bigint + s / %(copies)s::int AS g) AS k)"
+                    "  now() - interval '23 hours' + (g %% %(spread)s)::float8 / %(spread)s * interval '21 hours' AS at,"
+                    "  CASE WHEN %(varied)s THEN ', \"note\": \"' || repeat('x', ((g * 2654435761) %% 401)::int) || '\"'"
+                    "   ELSE '' END AS note"
+                    " FROM generate_series(%(first)s::bigint, %(first)s::bigint + %(n)s - 1) AS g)"
                     " INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at,"
                     "  started_at, finished_at, last_error)"
-                    " SELECT CASE WHEN s %% %(copies)s::int = 1 THEN %(gap)s ELSE"
-                    "  (ARRAY['app.send_email', 'app.resize_image', 'app.sync_account', %(noop)s])[1 + g %% 4] END,"
+                    " SELECT (ARRAY['app.send_email', 'app.resize_image', 'app.sync_account', %(noop)s])[1 + g %% 4],"
                     "  0, state,"
-                    "  convert_to('{{\"account_id\": ' || g || ', \"template\": \"welcome\", \"locale\": \"en_GB\"}}', 'UTF8'),"
+                    "  convert_to('{{\"account_id\": ' || g || ', \"template\": \"welcome\", \"locale\": \"en_GB\"'"
+                    "   || note || '}}', 'UTF8'),"
                     "  CASE state WHEN 'failed' THEN 4 WHEN 'cancelled' THEN 0 ELSE CASE WHEN g %% 100 = 3 THEN 2 ELSE 1 END END,"
                     "  3, at - interval '3 seconds', at - interval '3 seconds',"
                     "  CASE WHEN state = 'cancelled' THEN NULL ELSE at - interval '40 milliseconds' END, at,"
                     "  CASE WHEN state = 'failed' THEN 'RuntimeError: upstream answered 503 Service Unavailable"
                     " (account ' || g || ')' END"
-                    " FROM r ORDER BY s"
+                    " FROM r ORDER BY g"
                 ).format(self.table),
-                {"state": state, "spread": spread, "first": first, "n": n, "noop": NOOP, "copies": copies, "gap": GAP},
+                {"state": state, "spread": spread, "first": first, "n": n, "noop": NOOP, "varied": varied},
             )
-            if gaps:
-                conn.execute(sql.SQL("DELETE FROM {} WHERE id > %s AND task = %s").format(self.table), (before, GAP))
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (job_id, attempt, event, error, at, host, pid, duration_s)"
