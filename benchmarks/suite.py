@@ -230,7 +230,7 @@ class ReleaseComparison:
     def of(cls, ours: list[float], theirs: list[float], our_cpu: list[float], their_cpu: list[float]) -> ReleaseComparison:
         pairs = [a / b for a, b in zip(ours, theirs) if b]
         return cls(median(ours) / median(theirs), median(their_cpu) / median(our_cpu),
-                   sum(1 for r in pairs if r < AGAINST_FLOOR) / len(pairs), len(pairs))
+                   sum(1 for r in pairs if r < AGAINST_FLOOR) / max(len(pairs), 1), len(pairs))
 
     def below(self) -> str | None:
         """Why the checkout counts as below AGAINST_FLOOR of the release, or None.
