@@ -1,11 +1,12 @@
-"""Claim + complete from 1, 2 or 4 processes: burrow's Backend beside raw SQL.
+"""Claim + complete from 1, 2 or 4 processes: burrow's Backend beside the raw-SQL loops.
 
 A pool of spawned processes lives for the whole run (imports and connections
 are paid once). For each measurement the harness fills the queue, tells k of
 them to start at the same monotonic instant (CLOCK_MONOTONIC is system-wide on
 Linux) and to loop claim + finish until a deadline or an empty claim; the rate
 is the jobs they finished over the time from the start to the last one done.
-The same processes run both loops, so neither side gets warmer connections.
+The same processes run every loop (burrow's, ``raw.py``'s and ``fixed.py``'s), so
+no side gets warmer connections.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from benchmarks.fixed import FixedQueue
 from benchmarks.raw import LEASE_S, RawQueue
 from benchmarks.target import NOOP, Target
 
 BURROW = "burrow"
-RAW = "raw"
+RAW = "raw"  # burrow's own statements, issued directly (raw.py)
+FIXED = "fixed"  # the textbook loop on its own table (fixed.py)
 
 
 class BurrowClaimer:
@@ -50,6 +53,9 @@ class BurrowClaimer:
         self.backend.close()
 
 
+_LOOPS: dict[str, Any] = {BURROW: BurrowClaimer, RAW: RawQueue, FIXED: FixedQueue}
+
+
 def _child(conn: Connection) -> None:
     loops: dict[tuple[str, str], Any] = {}
     while True:
@@ -62,7 +68,7 @@ def _child(conn: Connection) -> None:
                 _, target, mode, batch, start, duration, result = message
                 key = (target.dsn + (target.schema or ""), mode)
                 if key not in loops:
-                    loops[key] = BurrowClaimer(target) if mode == BURROW else RawQueue(target)
+                    loops[key] = _LOOPS[mode](target)
                 loop = loops[key]
                 while (pause := start - time.monotonic()) > 0:
                     time.sleep(pause)

@@ -32,3 +32,12 @@ FLOORS: dict[str, float] = {
     "sqlite.drain.w2": 0.18,
     "postgresql.drain.w2": 0.25,
 }
+
+# --quick also drains beside the latest release (CHANGELOG.md; --against) and fails
+# when the checkout falls below this share of the release on these rows: its CPU per
+# job, or its jobs/s in at least AGAINST_PAIRS_SHARE of the alternated rounds (see
+# suite.ReleaseComparison). A figure below first gets Plan.drain_confirm_rounds more
+# rounds.
+AGAINST_FLOOR = 0.95
+AGAINST_PAIRS_SHARE = 0.8
+AGAINST_KEYS: tuple[str, ...] = ("sqlite.drain.w2", "postgresql.drain.w2")

@@ -89,13 +89,10 @@ def profile_drain(args: argparse.Namespace, out: Path) -> None:
         target.migrate()
         target.reset(args.jobs)
         sup = SupervisorProcess(target, args.workers, args.batch)
-        sup._write_config()  # the same file the benchmark uses; py-spy starts the process
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_DATABASE")}
-        env["PYTHONPATH"] = str(REPO_ROOT)
+        argv, env, cwd = sup.launch()  # the benchmark's own command line; py-spy starts the process
         spy = subprocess.Popen(
-            [_py_spy(), "record", "--subprocesses", "-r", str(args.rate), "-f", "raw", "-o", str(out), "--",
-             sys.executable, "-m", "burrow.supervisor", "-c", str(sup.config), "--workers", str(args.workers)],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [_py_spy(), "record", "--subprocesses", "-r", str(args.rate), "-f", "raw", "-o", str(out), "--", *argv],
+            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         started = time.monotonic()
         time.sleep(1.0)

@@ -20,22 +20,41 @@ class Row:
     params: str
     value: float  # burrow's figure (median of rounds)
     unit: str = "jobs/s"
-    baseline: float | None = None  # raw SQL's figure measured beside it (median)
+    baseline: float | None = None  # raw SQL's figure measured beside it (median): burrow's statements (raw.py)
     rounds: list[float] = field(default_factory=list)
     baseline_rounds: list[float] = field(default_factory=list)
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    fixed: float | None = None  # the fixed textbook loop's figure beside it (fixed.py), median
+    fixed_rounds: list[float] = field(default_factory=list)
+    against: float | None = None  # an earlier release's figure beside it (--against), median
+    against_rounds: list[float] = field(default_factory=list)
+    against_label: str = ""  # which release ("0.2.0", or the ref as given)
+    against_cpu: float | None = None  # the release's CPU per job / the checkout's (medians)
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline is None or not self.baseline:
-            return None
-        return self.value / self.baseline
+        return _ratio(self.value, self.baseline)
+
+    @property
+    def fixed_ratio(self) -> float | None:
+        return _ratio(self.value, self.fixed)
+
+    @property
+    def vs_against(self) -> float | None:
+        """The checkout / the earlier release, medians of alternated rounds."""
+        return _ratio(self.value, self.against)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratio"] = self.ratio
+        data["fixed_ratio"] = self.fixed_ratio
+        data["vs_against"] = self.vs_against
         return data
+
+
+def _ratio(value: float, baseline: float | None) -> float | None:
+    return value / baseline if baseline else None
 
 
 def median(values: list[float]) -> float:
@@ -54,14 +73,35 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}"
 
 
+def _fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
 def table(rows: list[Row]) -> str:
-    header = ("benchmark", "burrow", "raw SQL", "ratio", "unit", "note")
-    lines = [[r.key, _fmt(r.value, r.unit), _fmt(r.baseline, r.unit), f"{r.ratio:.2f}" if r.ratio is not None else "-",
-              r.unit, r.note] for r in rows]
+    """The stdout table; the fixed-loop and release columns only when some row has them."""
+    header = ["benchmark", "burrow", "raw SQL", "ratio"]
+    with_fixed = any(r.fixed is not None for r in rows)
+    labels = sorted({r.against_label for r in rows if r.against is not None})
+    if with_fixed:
+        header += ["fixed raw", "vs fixed"]
+    for label in labels:
+        header += [label, f"vs {label}", f"CPU vs {label}"]
+    header += ["unit", "note"]
+    lines = []
+    for r in rows:
+        line = [r.key, _fmt(r.value, r.unit), _fmt(r.baseline, r.unit), _fmt_ratio(r.ratio)]
+        if with_fixed:
+            line += [_fmt(r.fixed, r.unit), _fmt_ratio(r.fixed_ratio)]
+        for label in labels:
+            mine = r.against is not None and r.against_label == label
+            line += [_fmt(r.against if mine else None, r.unit), _fmt_ratio(r.vs_against if mine else None),
+                     _fmt_ratio(r.against_cpu if mine else None)]
+        lines.append([*line, r.unit, r.note])
+    left = {0, len(header) - 2, len(header) - 1}
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     out = []
-    for i, line in enumerate([list(header), *lines]):
-        cells = [str(c).ljust(w) if j in (0, 4, 5) else str(c).rjust(w) for j, (c, w) in enumerate(zip(line, widths))]
+    for i, line in enumerate([header, *lines]):
+        cells = [str(c).ljust(w) if j in left else str(c).rjust(w) for j, (c, w) in enumerate(zip(line, widths))]
         out.append("  ".join(cells).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))

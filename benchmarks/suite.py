@@ -1,18 +1,23 @@
-"""The benchmarks (a to g), each returning table rows for one backend."""
+"""The benchmarks (a to f), each returning table rows for one backend; table size and the remote
+database have modules of their own (tablesize.py, remote.py)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import fixed
 from benchmarks.app import DIR_ENV, KILOBYTE
-from benchmarks.claimers import BURROW, RAW, ClaimPool
+from benchmarks.claimers import BURROW, FIXED, RAW, ClaimPool
+from benchmarks.floors import AGAINST_FLOOR, AGAINST_KEYS, AGAINST_PAIRS_SHARE
 from benchmarks.raw import RawQueue
 from benchmarks.report import Row, median
-from benchmarks.supervised import SupervisorProcess, drain, wait_finished
+from benchmarks.supervised import SupervisorProcess, drain, fresh_drain, wait_finished
 from benchmarks.target import Target
+from benchmarks.versions import Version
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class Plan:
     claim_extra: tuple[tuple[int, int], ...]  # (batch, procs) pairs beyond the grid
     drain_workers: tuple[int, ...]
     drain_jobs: int
+    drain_rounds: int  # alternated rounds of every drain side (checkout, release, raw, fixed)
+    drain_confirm_rounds: int  # more rounds when the checkout is below AGAINST_FLOOR of the release
     drain_batches: tuple[int, ...]  # batch-size sweep at 2 workers (1 round each)
     steady_rates: tuple[float | None, ...]  # None: as fast as the producer can
     steady_s: float
@@ -35,16 +42,25 @@ class Plan:
     mix_rounds: int
     memory_jobs: int
     tablesize_old: int  # finished jobs left in the table beside the drain (0: not run)
+    remote_rtts_ms: tuple[float, ...]  # round trips added by the delaying proxy (empty: not run)
+    remote_jobs: int
+    remote_rounds: int
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(False, 3, 1.0, 1.0, (1, 10, 100, 1000), (1, 2, 4), (), (1, 2, 4), 30_000, (1, 100, 1000),
-                   (500, 1000, 2000, None), 8.0, 20_000, 3, 200_000, 2_000_000)
+        return cls(quick=False, rounds=3, enqueue_s=1.0, claim_s=1.0, claim_batches=(1, 10, 100, 1000),
+                   claim_procs=(1, 2, 4), claim_extra=(), drain_workers=(1, 2, 4), drain_jobs=30_000, drain_rounds=3,
+                   drain_confirm_rounds=0, drain_batches=(1, 100, 1000), steady_rates=(500, 1000, 2000, None),
+                   steady_s=8.0, mix_jobs=20_000, mix_rounds=3, memory_jobs=200_000, tablesize_old=2_000_000,
+                   remote_rtts_ms=(0.0, 2.0, 7.0), remote_jobs=30_000, remote_rounds=3)
 
     @classmethod
     def quick_plan(cls) -> Plan:
-        return cls(True, 3, 0.25, 0.3, (1, 10, 100, 1000), (1,), ((100, 2),), (2,), 5_000, (),
-                   (1000,), 2.0, 3_000, 1, 5_000, 0)
+        return cls(quick=True, rounds=3, enqueue_s=0.25, claim_s=0.3, claim_batches=(1, 10, 100, 1000),
+                   claim_procs=(1,), claim_extra=((100, 2),), drain_workers=(2,), drain_jobs=20_000, drain_rounds=5,
+                   drain_confirm_rounds=4, drain_batches=(), steady_rates=(1000,), steady_s=2.0, mix_jobs=3_000,
+                   mix_rounds=1, memory_jobs=5_000, tablesize_old=0, remote_rtts_ms=(), remote_jobs=0,
+                   remote_rounds=0)
 
 
 Progress = Callable[[str], None]
@@ -106,7 +122,7 @@ def bench_enqueue(target: Target, plan: Plan, progress: Progress) -> list[Row]:
             what = "task.enqueue, one job per transaction" if size == 1 else f"task.enqueue_many, {size} per call"
             rows.append(Row(f"{target.kind}.enqueue.{label}", target.kind, "enqueue", label, median(ours),
                             baseline=median(theirs), rounds=ours, baseline_rounds=theirs, note=what))
-            progress(_line(rows[-1]))
+            progress(row_line(rows[-1]))
     finally:
         queue.close()
         raw.close()
@@ -129,20 +145,29 @@ class ClaimBench:
         self.rates: dict[tuple[str, int, int], float] = {}
 
     def warm_up(self) -> None:
-        for mode in (RAW, BURROW):
-            self.target.reset(2000 * len(self.pool.conns))
+        for mode in (RAW, FIXED, BURROW):
+            self.fill(mode, 2000 * len(self.pool.conns))
             self.pool.run(self.target, mode, 10, len(self.pool.conns), 0.2)
+
+    def fill(self, mode: str, n: int) -> None:
+        """``n`` due jobs in the table ``mode``'s loop claims from (the fixed loop has its own)."""
+        if mode == FIXED:
+            fixed.fill(self.target, n)
+        else:
+            self.target.reset(n)
 
     def measure(self, mode: str, batch: int, procs: int, duration: float, *, result: bytes | None = None,
                 task_jobs: int | None = None) -> float:
         """One measurement: fill, run, rate. ``task_jobs``: drain exactly that many instead of timing."""
         if task_jobs is not None:
-            self.target.reset(task_jobs)
+            self.fill(mode, task_jobs)
             done, seconds, _ = self.pool.run(self.target, mode, batch, procs, 600.0, result)
+            if done != task_jobs:
+                raise RuntimeError(f"{mode} loop finished {done} of {task_jobs} jobs")
             return done / seconds
         guess = self.rates.get((mode, batch, procs)) or _GUESS[self.target.kind][batch]
         size = int(min(600_000, max(guess * duration * 1.5, batch * procs * 4, 1000)))
-        self.target.reset(size)
+        self.fill(mode, size)
         done, seconds, dry = self.pool.run(self.target, mode, batch, procs, duration, result)
         rate = done / seconds
         self.rates[(mode, batch, procs)] = rate * (2.0 if dry else 1.0)
@@ -162,31 +187,127 @@ def bench_claim(claims: ClaimBench, plan: Plan, progress: Progress) -> list[Row]
         rows.append(Row(f"{kind}.claim.b{batch}.p{procs}", kind, "claim", f"batch {batch}, {procs} process(es)",
                         median(ours), baseline=median(theirs), rounds=ours, baseline_rounds=theirs,
                         note=f"Backend.claim+finish, batch {batch}, {procs} proc"))
-        progress(_line(rows[-1]))
+        progress(row_line(rows[-1]))
     return rows
 
 
 # -- c. drain -------------------------------------------------------------------
 
 
-def bench_drain(claims: ClaimBench, plan: Plan, batch_size: int, progress: Progress) -> list[Row]:
+def rotate(rounds: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Run every side once a round, in order on even rounds and reversed on odd ones, so
+    the first and the last swap places and neighbours stay neighbours."""
+    results: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides)
+    for i in range(rounds):
+        for name in order if i % 2 == 0 else reversed(order):
+            results[name].append(sides[name]())
+    return results
+
+
+def _extend(results: dict[str, list[float]], more: dict[str, list[float]]) -> None:
+    for name, values in more.items():
+        results[name] += values
+
+
+@dataclass(frozen=True)
+class ReleaseComparison:
+    """The checkout's drain beside a release's, from the same alternated rounds.
+
+    ``speed`` is the checkout's jobs/s over the release's (medians), the figure the
+    table shows; ``cpu`` the release's CPU per job over the checkout's (medians;
+    supervisor, workers and their PostgreSQL backends), which a busy neighbour moves
+    far less (see benchmarks/cpu.py); ``pairs_below`` the share of rounds in which the
+    checkout's jobs/s fell below the floor of the release's run next to it.
+    """
+
+    speed: float
+    cpu: float
+    pairs_below: float
+    rounds: int
+
+    @classmethod
+    def of(cls, ours: list[float], theirs: list[float], our_cpu: list[float], their_cpu: list[float]) -> ReleaseComparison:
+        pairs = [a / b for a, b in zip(ours, theirs) if b]
+        return cls(median(ours) / median(theirs), median(their_cpu) / median(our_cpu),
+                   sum(1 for r in pairs if r < AGAINST_FLOOR) / max(len(pairs), 1), len(pairs))
+
+    def below(self) -> str | None:
+        """Why the checkout counts as below AGAINST_FLOOR of the release, or None.
+
+        Either its CPU per job is (more work per job: heavier SQL, more Python), or its
+        jobs/s were below in at least AGAINST_PAIRS_SHARE of the rounds (a wait or a stall
+        that costs no CPU). A slower median alone is not enough: on a shared 2-core
+        machine single rounds differ by 2x, and a neighbour must not fail the run.
+        """
+        if self.cpu < AGAINST_FLOOR:
+            return f"CPU per job at {self.cpu:.3f} of the release's"
+        if self.pairs_below >= AGAINST_PAIRS_SHARE and self.speed < AGAINST_FLOOR:
+            return f"jobs/s at {self.speed:.3f} of the release's, below {AGAINST_FLOOR} in {self.pairs_below:.0%} of {self.rounds} rounds"
+        return None
+
+
+def bench_drain(claims: ClaimBench, plan: Plan, batch_size: int, progress: Progress,
+                against: Version | None = None) -> list[Row]:
+    """The real supervisor draining ``drain_jobs``, each run in a database of its own,
+    beside the raw loop on burrow's statements, the fixed textbook loop and (with
+    ``against``) an earlier release's supervisor, all alternated round by round."""
     target, kind = claims.target, claims.target.kind
+    checkout = Version.checkout()
     rows = []
     for workers in plan.drain_workers:
-        logs: list[int] = []
+        details: dict[str, list[dict[str, float | None]]] = {"burrow": [], "against": []}
 
-        def supervised() -> float:
-            result = drain(target, workers, batch_size, plan.drain_jobs)
-            logs.append(result.log_lines)
-            return result.rate
+        def supervised(version: Version, side: str, workers: int = workers) -> Callable[[], float]:
+            def measure() -> float:
+                result = fresh_drain(kind, version, workers, batch_size, plan.drain_jobs)
+                details[side].append({"rate": result.rate, "seconds": result.seconds,
+                                      "from_start_s": result.from_start_s, "log_lines": result.log_lines,
+                                      "cpu_client_s": result.cpu_client_s, "cpu_server_s": result.cpu_server_s,
+                                      "cpu_ms_per_job": result.cpu_ms_per_job})
+                return result.rate
+            return measure
 
-        ours, theirs = _alternate(plan.rounds, supervised,
-                                  lambda: claims.measure(RAW, batch_size, workers, 0, task_jobs=plan.drain_jobs))
-        rows.append(Row(f"{kind}.drain.w{workers}", kind, "drain", f"{workers} workers, batch {batch_size}",
-                        median(ours), baseline=median(theirs), rounds=ours, baseline_rounds=theirs,
-                        note=f"supervisor, {plan.drain_jobs:,} no-op jobs, batch {batch_size}; raw: {workers} proc",
-                        extra={"jobs": plan.drain_jobs, "workers": workers, "batch_size": batch_size, "log_lines": logs}))
-        progress(_line(rows[-1]))
+        def cpu_of(side: str) -> list[float]:
+            return [float(run["cpu_ms_per_job"] or 0.0) for run in details[side]]
+
+        sides: dict[str, Callable[[], float]] = {"burrow": supervised(checkout, "burrow")}
+        if against is not None:
+            sides["against"] = supervised(against, "against")
+        sides[RAW] = functools.partial(claims.measure, RAW, batch_size, workers, 0, task_jobs=plan.drain_jobs)
+        sides[FIXED] = functools.partial(claims.measure, FIXED, batch_size, workers, 0, task_jobs=plan.drain_jobs)
+        results = rotate(plan.drain_rounds, sides)
+        key = f"{kind}.drain.w{workers}"
+        comparison = None
+        if against is not None:
+            comparison = ReleaseComparison.of(results["burrow"], results["against"], cpu_of("burrow"), cpu_of("against"))
+            gated = key in AGAINST_KEYS and plan.quick
+            if gated and plan.drain_confirm_rounds and comparison.below():
+                # Below the line: more rounds before the figure may fail the run.
+                progress(f"{key}: jobs/s {comparison.speed:.3f}, CPU {comparison.cpu:.3f} of {against.label} after "
+                         f"{comparison.rounds} rounds: {plan.drain_confirm_rounds} more rounds")
+                _extend(results, rotate(plan.drain_confirm_rounds, sides))
+                comparison = ReleaseComparison.of(results["burrow"], results["against"], cpu_of("burrow"),
+                                                  cpu_of("against"))
+        ours = results["burrow"]
+        extra: dict[str, object] = {"jobs": plan.drain_jobs, "workers": workers, "batch_size": batch_size,
+                                    "fresh_database_per_run": True, "supervisor_runs": details["burrow"],
+                                    "cpu_ms_per_job": median(cpu_of("burrow"))}
+        row = Row(key, kind, "drain", f"{workers} workers, batch {batch_size}", median(ours),
+                  baseline=median(results[RAW]), rounds=ours, baseline_rounds=results[RAW],
+                  fixed=median(results[FIXED]), fixed_rounds=results[FIXED],
+                  note=f"supervisor, {plan.drain_jobs:,} no-op jobs, batch {batch_size}, {len(ours)} rounds;"
+                       f" raw: {workers} proc", extra=extra)
+        if against is not None and comparison is not None:
+            row.against, row.against_rounds, row.against_label = median(results["against"]), results["against"], against.label
+            row.against_cpu = comparison.cpu
+            extra["against"] = {"label": against.label, "commit": against.commit, "supervisor_runs": details["against"],
+                                "cpu_ms_per_job": median(cpu_of("against")),
+                                "paired_ratios": [a / b for a, b in zip(ours, results["against"])],
+                                "speed": comparison.speed, "cpu": comparison.cpu,
+                                "pairs_below": comparison.pairs_below, "below": comparison.below()}
+        rows.append(row)
+        progress(row_line(row))
     for batch in plan.drain_batches:
         if batch == batch_size:
             continue
@@ -196,7 +317,7 @@ def bench_drain(claims: ClaimBench, plan: Plan, batch_size: int, progress: Progr
         rows.append(Row(f"{kind}.drain.w2.b{batch}", kind, "drain", f"2 workers, batch {batch}", ours[0],
                         baseline=theirs[0], rounds=ours, baseline_rounds=theirs,
                         note=f"batch-size sweep, {jobs:,} jobs, 1 round", extra={"jobs": jobs, "batch_size": batch}))
-        progress(_line(rows[-1]))
+        progress(row_line(rows[-1]))
     return rows
 
 
@@ -320,7 +441,7 @@ def bench_mixes(claims: ClaimBench, plan: Plan, batch_size: int, progress: Progr
         rows.append(Row(f"{kind}.mix.{label}", kind, "mix", label, median(ours), baseline=median(theirs), rounds=ours,
                         baseline_rounds=theirs, note=note + f"; {plan.mix_jobs:,} jobs, 2 workers",
                         extra={"jobs": plan.mix_jobs, "attempts": attempts, "batch_size": batch_size}))
-        progress(_line(rows[-1]))
+        progress(row_line(rows[-1]))
     return rows
 
 
@@ -357,109 +478,12 @@ def bench_memory(target: Target, plan: Plan, batch_size: int, progress: Progress
     return rows
 
 
-# -- g. table size --------------------------------------------------------------
-
-# Every old row is past these ages (they finished 2 to 23 hours ago), none past the
-# defaults (24 h, failed 7 days), which the other supervisors run with.
-PRUNE_ALL = '[retention]\nsucceeded = "1h"\nfailed = "1h"\ncancelled = "1h"\n'
-
-
-def bench_table_size(target: Target, plan: Plan, batch_size: int, progress: Progress) -> list[Row]:
-    """The drain of ``bench_drain`` (2 workers, ``drain_jobs``) beside millions of finished
-    jobs, against the same drain on an empty table.
-
-    The old rows live in a second schema, filled once; the empty side is ``target``,
-    truncated before each round as in ``bench_drain``. Before each round on the big
-    table the previous drain's jobs are deleted, whatever retention pruned is put back
-    (same states), and both tables are ``VACUUM ANALYZE``d, so every round starts from
-    the same ``tablesize_old`` old rows without dead ones. Rounds alternate empty/old
-    (its own median for each ratio): first beside old rows under the default
-    retention (nothing old enough to prune), then with retention at 1 hour, so the
-    supervisor prunes (1,000 a turn, a turn every 0.25 s while there is more) while
-    it drains.
-    """
-    kind = target.kind
-    if kind != "postgresql" or not plan.tablesize_old:
-        progress(f"{kind} tablesize: skipped ({'--quick' if kind == 'postgresql' else 'PostgreSQL only'})")
-        return []
-    n, old = plan.drain_jobs, plan.tablesize_old
-    label = f"{old // 1_000_000}m" if old % 1_000_000 == 0 else f"{old // 1000}k"
-    big = Target.create(kind)
-    try:
-        big.migrate()
-        began = time.monotonic()
-        big.add_finished(old)
-        big.vacuum_analyze()
-        fill_s = time.monotonic() - began
-        composition = big.counts()
-        progress(f"{kind} tablesize: {old:,} finished jobs in {fill_s:.1f} s ({composition})")
-        next_g = old + 1
-        watermark = big.max_id()  # the old rows are up to here; the drains' jobs come after
-
-        def restore() -> int:
-            """Put back what retention pruned (same states); the id the old rows end at."""
-            nonlocal next_g, watermark
-            big.drop_above(watermark)
-            missing = {state: count - big.counts().get(state, 0) for state, count in composition.items()}
-            for state, count in missing.items():
-                if count > 0:
-                    big.add_finished(count, first=next_g, state=state, spread=old)
-                    next_g += count
-            watermark = big.max_id()
-            return watermark
-
-        def empty() -> float:
-            return drain(target, 2, batch_size, n).rate
-
-        pruned: list[int] = []
-
-        def pruning_began() -> bool:
-            return sum(big.counts().values()) < sum(composition.values())
-
-        def beside(config: str) -> Callable[[], float]:
-            # Retention's first turn comes 10 s after the supervisor starts: with it on,
-            # the jobs go in once that turn has pruned, so the drain runs beside it.
-            fill_when = pruning_began if config else None
-
-            def measure() -> float:
-                result = drain(big, 2, batch_size, n, above_id=restore(), config=config, fill_when=fill_when)
-                pruned.append(sum(composition.values()) - sum(big.counts().values()) + n)
-                return result.rate
-            return measure
-
-        rows = []
-        pairs = [(label, "", f"drain beside {old:,} finished jobs (same {old:,} every round, no dead rows), "
-                             "default retention: none old enough"),
-                 (f"{label}_pruning", PRUNE_ALL, f"as {label}, retention 1 h: all prunable, jobs added once "
-                                                 "pruning began (1,000 a turn, every 0.25 s); put back before the next round")]
-        empties: list[float] = []
-        measured: list[tuple[str, str, list[float], list[float], list[int]]] = []
-        for name, config, note in pairs:
-            pruned.clear()
-            ours, theirs = _alternate(plan.rounds, beside(config), empty)
-            empties += theirs
-            measured.append((name, note, ours, theirs, list(pruned)))
-            progress(f"{kind}.tablesize.{name}: {median(ours):,.0f} jobs/s, empty {median(theirs):,.0f}, "
-                     f"ratio {median(ours) / median(theirs):.2f}; pruned per round {pruned}")
-        common = {"jobs": n, "workers": 2, "batch_size": batch_size, "old_rows": composition, "fill_s": fill_s}
-        rows.append(Row(f"{kind}.tablesize.empty", kind, "tablesize", "empty table", median(empties), rounds=empties,
-                        note=f"supervisor, {n:,} no-op jobs, 2 workers, batch {batch_size}, empty table; "
-                             f"median of the {len(empties)} rounds beside the rows below",
-                        extra=common))
-        for name, note, ours, theirs, rows_pruned in measured:
-            extra = {**common, "pruned_per_round": rows_pruned}
-            rows.append(Row(f"{kind}.tablesize.{name}", kind, "tablesize", name, median(ours), baseline=median(theirs),
-                            rounds=ours, baseline_rounds=theirs,
-                            note=note + (f" ({'/'.join(f'{p:,}' for p in rows_pruned)} pruned)"
-                                         if name.endswith("pruning") else "") + "; ratio: to the empty table",
-                            extra=extra))
-    finally:
-        big.destroy()
-    return rows
-
-
-def _line(row: Row) -> str:
+def row_line(row: Row) -> str:
+    """A row as the progress log shows it."""
     ratio = f"  ratio {row.ratio:.2f}" if row.ratio is not None else ""
     base = f"  raw {row.baseline:,.0f}" if row.baseline is not None else ""
-    return f"{row.key}: {row.value:,.0f} {row.unit}{base}{ratio}"
+    fixed_ = f"  fixed raw {row.fixed:,.0f} ({row.fixed_ratio:.2f})" if row.fixed_ratio is not None else ""
+    vs = (f"  {row.against_label} {row.against:,.0f} ({row.vs_against:.3f}, CPU {row.against_cpu:.3f})"
+          if row.vs_against is not None and row.against_cpu is not None else "")
+    return f"{row.key}: {row.value:,.0f} {row.unit}{base}{ratio}{fixed_}{vs}"
 

@@ -3,7 +3,9 @@
 Each run writes a config file (the benchmark app, W workers, batch size B,
 logging at "warning"), points ``NOTIFY_SOCKET`` at a datagram socket of ours so
 the supervisor's own sd_notify ``READY=1`` says when its workers are up, and
-stops it with SIGTERM as systemd would.
+stops it with SIGTERM as systemd would. It runs the checkout's burrow, or an
+earlier release's (a :class:`~benchmarks.versions.Version`); either way the app
+is imported from a directory of its own (see benchmarks/versions.py).
 
 Drain timing comes from the database, not from the harness's polling: the span
 from the first claim (``min(started_at)``) to the last stored result
@@ -13,11 +15,9 @@ poll is counted.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,12 @@ from typing import Any
 
 import psutil
 
-from benchmarks.app import DIR_ENV
+from benchmarks import cpu
 from benchmarks.target import Target
+from benchmarks.versions import APP_REF, REPO_ROOT, Version, app_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["REPO_ROOT", "DrainResult", "SupervisorFailed", "SupervisorProcess", "TreeMemory", "drain", "fresh_drain",
+           "wait_finished"]
 
 
 class SupervisorFailed(RuntimeError):
@@ -51,7 +53,7 @@ class SupervisorProcess:
     command = ("-m", "burrow.supervisor")
 
     def __init__(self, target: Target, workers: int, batch_size: int, *, env: dict[str, str] | None = None,
-                 config: str = "") -> None:
+                 config: str = "", version: Version | None = None, dsn: str | None = None) -> None:
         SupervisorProcess._count += 1
         self.name = f"sup{SupervisorProcess._count}"
         self.target = target
@@ -63,17 +65,21 @@ class SupervisorProcess:
         self.log = self.dir / "supervisor.log"
         self.extra_env = env or {}
         self.extra_config = config  # TOML appended to the generated file (e.g. a [retention] table)
+        self.version = version or Version.checkout()
+        self.dsn = dsn or target.dsn  # another address of the same database (a proxy's)
+        self.app = app_dir(self.dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify: socket.socket | None = None
+        self.popen_time = 0.0  # time.time() just before the process was started
 
     def _write_config(self) -> None:
         schema = f'schema = "{self.target.schema}"\n' if self.target.schema else ""
         self.config.write_text(
             "[database]\n"
-            f'dsn = "{self.target.dsn}"\n'
+            f'dsn = "{self.dsn}"\n'
             f"{schema}"
             "[supervisor]\n"
-            'apps = ["benchmarks.app:app"]\n'
+            f'apps = ["{APP_REF}"]\n'
             f"workers = {self.workers}\n"
             f"batch_size = {self.batch_size}\n"
             'heartbeat_interval = "2s"\n'
@@ -85,24 +91,27 @@ class SupervisorProcess:
             f"{self.extra_config}"
         )
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def launch(self) -> tuple[list[str], dict[str, str], Path]:
+        """(argv, environment, working directory) of the supervisor; writes its config.
+
+        The working directory is the app's own: ``python -m`` puts it first on
+        ``sys.path``, and it holds no burrow to shadow the version's.
+        """
         self._write_config()
+        env = self.version.env(self.app)
+        env.update(self.extra_env)
+        argv = [self.version.python, *self.command, "-c", str(self.config), "--workers", str(self.workers)]
+        return argv, env, self.app
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        argv, env, cwd = self.launch()
         address = str(self.dir / "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(address)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_DATABASE")}
-        env.update(self.extra_env)
         env["NOTIFY_SOCKET"] = address
-        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *self.command, "-c", str(self.config), "--workers", str(self.workers)],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+            self.popen_time = time.time()
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -183,9 +192,18 @@ def wait_finished(target: Target, sup: SupervisorProcess, timeout_s: float, poll
 @dataclass
 class DrainResult:
     jobs: int
-    seconds: float
+    seconds: float  # first claim to last stored result, from the database
     attempts: int
     log_lines: int
+    from_start_s: float = 0.0  # process start to the last stored result
+    cpu_client_s: float = 0.0  # CPU seconds of the supervisor and its workers from READY to the end
+    cpu_server_s: float | None = None  # of their PostgreSQL backends (None: SQLite, or not readable)
+
+    @property
+    def cpu_ms_per_job(self) -> float:
+        """CPU milliseconds a job cost, the supervisor's, its workers' and (when readable) their
+        PostgreSQL backends'."""
+        return 1000 * (self.cpu_client_s + (self.cpu_server_s or 0.0)) / self.jobs if self.jobs else 0.0
 
     @property
     def rate(self) -> float:
@@ -195,7 +213,8 @@ class DrainResult:
 def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = "bench.noop",
           payload: bytes = b"{}", special: bytes | None = None, every: int = 0,
           above_id: int | None = None, config: str = "",
-          fill_when: Callable[[], bool] | None = None) -> DrainResult:
+          fill_when: Callable[[], bool] | None = None, filled: bool = False,
+          version: Version | None = None, dsn: str | None = None) -> DrainResult:
     """Pre-fill ``n`` jobs, start a supervisor, wait until every one succeeded.
 
     ``above_id``: keep the jobs up to that id (old finished rows) and drain ``n``
@@ -203,15 +222,22 @@ def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = 
     TOML added to the supervisor's config. ``fill_when`` (with ``above_id``): start
     the supervisor first and add the jobs once it returns true (polled for 60 s),
     to time a drain beside something the supervisor does only after its start.
+    ``filled``: the caller put the ``n`` jobs in already (above ``above_id``).
+    ``version``: which burrow's supervisor (default: the checkout's); ``dsn``:
+    where it connects, if not to ``target.dsn`` (a proxy in front of it).
     """
-    if above_id is None:
+    if filled:
+        pass
+    elif above_id is None:
         target.reset(n, task=task, payload=payload, special=special, every=every)
     elif fill_when is None:
         target.refill(n, above_id, task=task)
     else:
         target.refill(0, above_id, task=task)
-    with SupervisorProcess(target, workers, batch_size, config=config) as sup:
+    with SupervisorProcess(target, workers, batch_size, config=config, version=version, dsn=dsn) as sup:
         sup.start()
+        assert sup.proc is not None
+        cpu_before = cpu.snapshot(sup.proc.pid, target)
         if fill_when is not None:
             deadline = time.monotonic() + 60
             while not fill_when():
@@ -221,8 +247,22 @@ def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = 
                 time.sleep(0.2)
             target.add_jobs(n, task=task)
         wait_finished(target, sup, timeout_s=60 + n / 500)
+        client_s, server_s = cpu.spent(cpu_before, cpu.snapshot(sup.proc.pid, target))
         succeeded, seconds, attempts = target.span(above_id or 0)
+        last = target.last_finished(above_id or 0)
         lines = sup.warnings()
     if succeeded != n:
         raise SupervisorFailed(f"drain: {succeeded} of {n} jobs succeeded: {target.counts()}")
-    return DrainResult(succeeded, seconds, attempts, lines)
+    return DrainResult(succeeded, seconds, attempts, lines, from_start_s=last - sup.popen_time, cpu_client_s=client_s,
+                       cpu_server_s=server_s)
+
+
+def fresh_drain(kind: str, version: Version, workers: int, batch_size: int, n: int, **kw: Any) -> DrainResult:
+    """:func:`drain` in a database of its own (a new SQLite file or PostgreSQL schema),
+    migrated by ``version``, the version whose supervisor then drains it."""
+    target = Target.create(kind)
+    try:
+        version.migrate(target)
+        return drain(target, workers, batch_size, n, version=version, **kw)
+    finally:
+        target.destroy()

@@ -151,7 +151,8 @@ class Target:
 
     # -- a table that already holds many finished jobs (PostgreSQL) ---------------
 
-    def add_finished(self, n: int, first: int = 1, state: str | None = None, spread: int | None = None) -> None:
+    def add_finished(self, n: int, first: int = 1, state: str | None = None, spread: int | None = None,
+                     varied: bool = False) -> None:
         """Insert ``n`` finished jobs as a day of production leaves them, and their history.
 
         Job ``g`` (``first`` to ``first + n - 1``) is, by ``g % 100``: failed for 0-1
@@ -162,6 +163,11 @@ class Target:
         of JSON; results are empty (no-op tasks). Finished between 23 and 2 hours ago,
         in id order over ``spread`` jobs (default ``n``): none is past burrow's default
         retention (24 h succeeded and cancelled, 7 days failed), all are past 1 hour.
+
+        ``varied``: payloads of 60 to 460 bytes (a "note" of 0 to 400 characters spread
+        evenly over the jobs, by a multiplicative hash of ``g``) instead of about 60, as
+        an application's payloads vary: each page's room left over under the
+        fillfactor then varies too, and many pages keep room for a small new job.
         """
         assert self.kind == "postgresql"
         spread = spread or n
@@ -172,13 +178,16 @@ class Target:
                     "WITH r AS ("
                     " SELECT g, coalesce(%(state)s::text, CASE WHEN g %% 100 < 2 THEN 'failed'"
                     "   WHEN g %% 100 = 2 THEN 'cancelled' ELSE 'succeeded' END) AS state,"
-                    "  now() - interval '23 hours' + (g %% %(spread)s)::float8 / %(spread)s * interval '21 hours' AS at"
+                    "  now() - interval '23 hours' + (g %% %(spread)s)::float8 / %(spread)s * interval '21 hours' AS at,"
+                    "  CASE WHEN %(varied)s THEN ', \"note\": \"' || repeat('x', ((g * 2654435761) %% 401)::int) || '\"'"
+                    "   ELSE '' END AS note"
                     " FROM generate_series(%(first)s::bigint, %(first)s::bigint + %(n)s - 1) AS g)"
                     " INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at,"
                     "  started_at, finished_at, last_error)"
                     " SELECT (ARRAY['app.send_email', 'app.resize_image', 'app.sync_account', %(noop)s])[1 + g %% 4],"
                     "  0, state,"
-                    "  convert_to('{{\"account_id\": ' || g || ', \"template\": \"welcome\", \"locale\": \"en_GB\"}}', 'UTF8'),"
+                    "  convert_to('{{\"account_id\": ' || g || ', \"template\": \"welcome\", \"locale\": \"en_GB\"'"
+                    "   || note || '}}', 'UTF8'),"
                     "  CASE state WHEN 'failed' THEN 4 WHEN 'cancelled' THEN 0 ELSE CASE WHEN g %% 100 = 3 THEN 2 ELSE 1 END END,"
                     "  3, at - interval '3 seconds', at - interval '3 seconds',"
                     "  CASE WHEN state = 'cancelled' THEN NULL ELSE at - interval '40 milliseconds' END, at,"
@@ -186,7 +195,7 @@ class Target:
                     " (account ' || g || ')' END"
                     " FROM r ORDER BY g"
                 ).format(self.table),
-                {"state": state, "spread": spread, "first": first, "n": n, "noop": NOOP},
+                {"state": state, "spread": spread, "first": first, "n": n, "noop": NOOP, "varied": varied},
             )
             conn.execute(
                 sql.SQL(
@@ -304,11 +313,24 @@ class Target:
             seconds = (parse_sqlite_stamp(row[2]) - parse_sqlite_stamp(row[1])).total_seconds()
             return int(row[0]), seconds, int(row[3])
 
+    def last_finished(self, above_id: int = 0) -> float:
+        """The latest ``finished_at`` (of the jobs after ``above_id``), as a Unix time."""
+        with self.admin() as conn:
+            if self.kind == "postgresql":
+                row = conn.execute(
+                    sql.SQL("SELECT extract(epoch FROM max(finished_at)) FROM {} WHERE id > %s").format(self.table),
+                    (above_id,),
+                ).fetchone()
+                return float(row[0] or 0.0)
+            row = conn.execute("SELECT max(finished_at) FROM burrow_jobs").fetchone()
+            return parse_sqlite_stamp(row[0]).timestamp() if row[0] else 0.0
+
     def settings(self) -> dict[str, Any]:
         """What the database is set to for durability, for the JSON report."""
         with self.admin() as conn:
             if self.kind == "postgresql":
-                names = ("server_version", "synchronous_commit", "fsync", "wal_level", "shared_buffers")
+                names = ("server_version", "synchronous_commit", "fsync", "wal_level", "shared_buffers", "autovacuum",
+                         "checkpoint_timeout", "max_wal_size", "full_page_writes")
                 return {n: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()[0] for n in names}
             return {
                 "sqlite_version": sqlite3.sqlite_version,
