@@ -137,6 +137,30 @@ def test_lost_lease_is_fenced(clocked: JobQueue, clock: FakeClock) -> None:
     assert [(h.attempt, h.event) for h in clocked.history(job_id)] == [(1, "lease_expired")]
 
 
+@pytest.mark.parametrize("outcome", [OutcomeKind.SUCCEEDED, OutcomeKind.RETRY, OutcomeKind.FAILED, OutcomeKind.RELEASED])
+def test_a_stale_attempt_of_the_same_owner_is_fenced(clocked: JobQueue, clock: FakeClock, outcome: OutcomeKind) -> None:
+    """The attempt is part of the fence: a supervisor that retried a job and claimed it
+    again must not let the first run's late outcome or lease extension touch the second."""
+    backend = clocked.backend
+    job_id = clocked.enqueue("fence.again", {"n": 1}, max_retries=3)
+    [first] = backend.claim(["fence.again"], 1, "owner-A", 10)
+    assert backend.finish([Outcome(job_id, "owner-A", first.attempt, OutcomeKind.RETRY, error="once", retry_in_s=0)]) == []
+    [second] = backend.claim(["fence.again"], 1, "owner-A", 10)
+    assert (second.id, second.owner, second.attempt) == (job_id, "owner-A", first.attempt + 1)
+    before = backend.get(job_id), backend.history(job_id)
+
+    clock.advance(3)
+    stale = Outcome(job_id, "owner-A", first.attempt, outcome, result=b'"late"', error="late", retry_in_s=0)
+    assert backend.finish([stale]) == [job_id]
+    assert backend.extend_leases([(job_id, "owner-A", first.attempt)], 60) == [job_id]
+    assert (backend.get(job_id), backend.history(job_id)) == before
+
+    assert backend.extend_leases([(job_id, "owner-A", second.attempt)], 60) == []
+    assert backend.finish([Outcome(job_id, "owner-A", second.attempt, OutcomeKind.SUCCEEDED, result=b'"ok"')]) == []
+    done = clocked.job(job_id)
+    assert (done.state, done.attempts, done.result) == (JobState.SUCCEEDED, 2, b'"ok"')
+
+
 def test_reap_expired_takes_at_most_limit_oldest_expiry_first(clocked: JobQueue, clock: FakeClock) -> None:
     """A reaper's turn is bounded: a host that held thousands of jobs is reaped in slices."""
     backend = clocked.backend
