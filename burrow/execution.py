@@ -134,11 +134,32 @@ def describe_error(exc: BaseException) -> str:
     """
     message = _str(exc)
     head = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    text = encodable(head + "\n" + "".join(traceback.format_exception(exc)).rstrip()).replace("\x00", "\\x00")
+    text = encodable(head + "\n" + _traceback_text(exc).rstrip()).replace("\x00", "\\x00")
     if len(text) <= MAX_ERROR_CHARS:
         return text
     keep = MAX_ERROR_CHARS // 2
     return f"{text[:keep]}\n... ({len(text) - 2 * keep} characters cut) ...\n{text[-keep:]}"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback as Python prints it, without the ``^^^^`` lines under each frame.
+
+    Placing the carets re-parses every frame's source line: it was a third of a
+    worker's time in the retry benchmark (benchmarks/README.md), and the frame's
+    line already says where the error is.
+    """
+    top = traceback.TracebackException.from_exception(exc)
+    pending, seen = [top], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            frame.colno = None
+        pending += [chained for chained in (current.__cause__, current.__context__) if chained is not None]
+        pending += current.exceptions or []
+    return "".join(top.format())
 
 
 def _str(exc: BaseException) -> str:

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 import burrow
 from burrow.backends.base import HistoryEvent
-from burrow.job import JobState
 from burrow.errors import BurrowError, JobNotFound
+from burrow.job import JobState
 from burrow.queue import JobQueue
 from tests.backends.helpers import drain_all
 from tests.conftest import POSTGRES_DSN, Database, FakeClock
@@ -247,29 +247,25 @@ def _bulk_finished(database: Database, n: int) -> None:
         conn.execute(sql.format(payload="'\\x7b7d'::bytea", old="'2020-01-01'::timestamptz", series=f"generate_series(1, {n})"))
 
 
-def test_prune_of_a_hundred_thousand_jobs_goes_in_batches(database: Database) -> None:
-    q = database.connect()
+def test_prune_of_a_hundred_thousand_jobs_goes_in_batches(database: Database, queue: JobQueue) -> None:
+    _bulk_finished(database, PRUNE_JOBS)
+    keep = queue.enqueue("keep.task", {})
+    limits: list[list[Any]] = []  # each job DELETE's parameters: its LIMIT is its most rows
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM") and "burrow_jobs " in statement.split("WHERE")[0]:
+            limits.append(list(parameters.values() if isinstance(parameters, dict) else parameters))
+
+    engine = queue.backend._base_engine  # type: ignore[attr-defined]
+    sa.event.listen(engine, "after_cursor_execute", count)
     try:
-        _bulk_finished(database, PRUNE_JOBS)
-        keep = q.enqueue("keep.task", {})
-        limits: list[list[Any]] = []  # each job DELETE's parameters: its LIMIT is its most rows
-
-        def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-            if statement.lstrip().upper().startswith("DELETE FROM") and "burrow_jobs " in statement.split("WHERE")[0]:
-                limits.append(list(parameters.values() if isinstance(parameters, dict) else parameters))
-
-        engine = q.backend._base_engine  # type: ignore[attr-defined]
-        sa.event.listen(engine, "after_cursor_execute", count)
-        try:
-            assert q.prune(dt.timedelta(days=1)) == PRUNE_JOBS
-        finally:
-            sa.event.remove(engine, "after_cursor_execute", count)
-        assert len(limits) == PRUNE_JOBS // 1000 + 1  # a statement per 1,000; the last finds none left
-        assert all(1000 in parameters for parameters in limits), limits[0]
-        assert q.job(keep).state is JobState.QUEUED
-        assert q.counts()[JobState.SUCCEEDED] == 0
+        assert queue.prune(dt.timedelta(days=1)) == PRUNE_JOBS
     finally:
-        q.close()
+        sa.event.remove(engine, "after_cursor_execute", count)
+    assert len(limits) == PRUNE_JOBS // 1000 + 1  # a statement per 1,000; the last finds none left
+    assert all(1000 in parameters for parameters in limits), limits[0]
+    assert queue.job(keep).state is JobState.QUEUED
+    assert queue.counts()[JobState.SUCCEEDED] == 0
 
 
 # -- processes and history -----------------------------------------------------------------
@@ -316,15 +312,11 @@ def _plan(database: Database, q: JobQueue, **filters: Any) -> str:
         return "\n".join(row[0] for row in conn.execute(f"EXPLAIN {compiled}"))
 
 
-def test_listings_use_their_indexes_among_many_finished_jobs(database: Database) -> None:
-    q = database.connect()
-    try:
-        _bulk_finished(database, 20_000)
-        _fill(q)
-        assert "burrow_jobs_state_idx" in _plan(database, q, states=["failed"])
-        assert "burrow_jobs_task_idx" in _plan(database, q, tasks=["bad.task"])
-    finally:
-        q.close()
+def test_listings_use_their_indexes_among_many_finished_jobs(database: Database, queue: JobQueue) -> None:
+    _bulk_finished(database, 20_000)
+    _fill(queue)
+    assert "burrow_jobs_state_idx" in _plan(database, queue, states=["failed"])
+    assert "burrow_jobs_task_idx" in _plan(database, queue, tasks=["bad.task"])
 
 
 # -- throughput -------------------------------------------------------------------------------

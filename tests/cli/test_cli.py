@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 
 import burrow
-from burrow.job import JobInfo, JobState
 from burrow.backends.migrations import LATEST_VERSION
+from burrow.job import JobInfo, JobState
 from burrow.queue import JobQueue
 from tests.conftest import Database
-from tests.supervisor.harness import run_cli, write_config
+from tests.supervisor.helpers import run_cli, write_config
 
 CLI = [sys.executable, "-m", "burrow.cli"]
 UNREACHABLE = "postgresql://postgres:s3cret@127.0.0.1:1/x"

@@ -34,10 +34,10 @@ from typing import Any
 
 import psutil
 
-from burrow.job import JobState
 from burrow.backends.sql import SQLBackend
+from burrow.job import JobState
 from burrow.queue import JobQueue
-from tests.supervisor.harness import SupervisorProcess, alive
+from tests.supervisor.helpers import SupervisorProcess, alive
 
 REPORT_ENV = "BURROW_RELIABILITY_REPORT"
 

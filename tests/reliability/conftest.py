@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import Database
 from tests.helpers import wait_until
-from tests.reliability.support import PG_BIN, RUNUSER, PrivateCluster, accepting, free_port
+from tests.reliability.helpers import PG_BIN, RUNUSER, PrivateCluster, accepting, free_port
 from tests.supervisor.conftest import launcher  # noqa: F401  (the supervisor tests' fixture, reused)
 
 

@@ -2,7 +2,7 @@
 
 Already covered elsewhere (not repeated here): malformed and unknown config keys,
 bad durations and sizes (tests/unit/test_config.py); unreachable DSNs at the
-command line (tests/supervisor/test_cli.py); task names with quotes, NUL or
+command line (tests/supervisor/test_supervisor_command.py); task names with quotes, NUL or
 spaces (tests/backends/test_api.py); payloads with NaN or integers beyond 64
 bits, payloads over max_payload_bytes (tests/backends/test_payloads.py);
 truncated, oversized and junk pipe frames, fuzzed with hypothesis
@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 import burrow
-from burrow.job import JobState
 from burrow.errors import BackendError, BurrowError
+from burrow.job import JobState
+from burrow.queue import JobQueue
 from tests.reliability.app import Work, work_task
 from tests.reliability.audit import Figures, audit
-from tests.reliability.support import GRACE_S, LEASE_S, REAP_S, reliability_config
-from tests.supervisor.harness import Launcher
+from tests.reliability.helpers import GRACE_S, LEASE_S, REAP_S, reliability_config
+from tests.supervisor.helpers import Launcher
 
 PASSWORD = "Wr0ngDsnPw"
 
@@ -55,36 +56,32 @@ def test_wrong_dsns_fail_with_one_burrow_error_and_no_password(dsn: str) -> None
 
 
 @pytest.mark.timeout(60)
-def test_a_task_nobody_handles_stays_queued_and_is_never_lost(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_a_task_nobody_handles_stays_queued_and_is_never_lost(database, queue: JobQueue, launcher: Launcher, tmp_path: Path) -> None:
     """Jobs of a task no running app registers: never claimed, never reaped, never lost."""
     ledger = tmp_path / "ledger"
     figures = Figures("bad input: unknown task in the table", database.kind)
-    q = database.connect()
     began = time.monotonic()
-    try:
-        orphans = q.enqueue_many("rl.nobody_handles_this", [{"n": n} for n in range(5)])
-        orphans += [q.enqueue("rl.nobody.either", b"\x00\xff not even json")]
-        supervisor = launcher.start(reliability_config(tmp_path / "jobs.toml", database, workers=2))
-        supervisor.wait_ready()
-        known = work_task.enqueue_many(q, [Work(str(ledger)) for _ in range(20)])
-        supervisor.wait(lambda: all(q.job(i).state is JobState.SUCCEEDED for i in known), 20, "the known jobs")
-        # A lease and two reaps later, still untouched. The supervisor's process row is
-        # heartbeated by the same tick that reaps: once its heartbeat is that far on,
-        # the reaper has had its chances.
-        until = q.backend.now() + dt.timedelta(seconds=LEASE_S + 2 * REAP_S)
-        supervisor.wait(
-            lambda: any(p.role == "supervisor" and p.heartbeat_at >= until for p in q.processes()),
-            LEASE_S + 2 * REAP_S + 10,
-            "a lease and two reaps to pass",
-        )
-        for job_id in orphans:
-            job = q.job(job_id)
-            assert (job.state, job.attempts, job.started_at) == (JobState.QUEUED, 0, None)
-            assert q.history(job_id) == []
-        expect = {**dict.fromkeys(orphans, JobState.QUEUED), **dict.fromkeys(known, JobState.SUCCEEDED)}
-        audit(figures, q, orphans + known, ledger, supervisors=[supervisor], expect=expect, grace_s=GRACE_S)
-        figures.seconds = time.monotonic() - began
-        figures.report()
-        figures.check()
-    finally:
-        q.close()
+    orphans = queue.enqueue_many("rl.nobody_handles_this", [{"n": n} for n in range(5)])
+    orphans += [queue.enqueue("rl.nobody.either", b"\x00\xff not even json")]
+    supervisor = launcher.start(reliability_config(tmp_path / "jobs.toml", database, workers=2))
+    supervisor.wait_ready()
+    known = work_task.enqueue_many(queue, [Work(str(ledger)) for _ in range(20)])
+    supervisor.wait(lambda: all(queue.job(i).state is JobState.SUCCEEDED for i in known), 20, "the known jobs")
+    # A lease and two reaps later, still untouched. The supervisor's process row is
+    # heartbeated by the same tick that reaps: once its heartbeat is that far on,
+    # the reaper has had its chances.
+    until = queue.backend.now() + dt.timedelta(seconds=LEASE_S + 2 * REAP_S)
+    supervisor.wait(
+        lambda: any(p.role == "supervisor" and p.heartbeat_at >= until for p in queue.processes()),
+        LEASE_S + 2 * REAP_S + 10,
+        "a lease and two reaps to pass",
+    )
+    for job_id in orphans:
+        job = queue.job(job_id)
+        assert (job.state, job.attempts, job.started_at) == (JobState.QUEUED, 0, None)
+        assert queue.history(job_id) == []
+    expect = {**dict.fromkeys(orphans, JobState.QUEUED), **dict.fromkeys(known, JobState.SUCCEEDED)}
+    audit(figures, queue, orphans + known, ledger, supervisors=[supervisor], expect=expect, grace_s=GRACE_S)
+    figures.seconds = time.monotonic() - began
+    figures.report()
+    figures.check()

@@ -17,8 +17,8 @@ import psutil
 from burrow.job import JobState
 from tests.reliability.app import Work, work_task
 from tests.reliability.audit import Figures, audit, log_time
-from tests.reliability.support import PrivateCluster, held_by, reliability_config, size, succeeded, timeout
-from tests.supervisor.harness import Launcher
+from tests.reliability.helpers import PrivateCluster, held_by, reliability_config, size, succeeded, timeout
+from tests.supervisor.helpers import Launcher
 
 HEARTBEAT_S = 0.25
 REAP_S = 0.25

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from burrow.job import JobState
 from burrow.backends.base import Outcome, OutcomeKind
+from burrow.job import JobState
 from burrow.queue import JobQueue
 from tests.conftest import FakeClock
 from tests.reliability.audit import Figures
-from tests.reliability.support import size
+from tests.reliability.helpers import size
 
 LEASE_S = 30.0
 EXAMPLES = size(300, 40)

@@ -15,27 +15,27 @@ import time
 from pathlib import Path
 
 from burrow.job import JobState
+from burrow.queue import JobQueue
 from tests.helpers import release, wait_until
 from tests.reliability.audit import Figures, audit
-from tests.reliability.support import GRACE_S, size, timeout
-from tests.supervisor.harness import REPO
+from tests.reliability.helpers import GRACE_S, size, timeout
+from tests.supervisor.helpers import REPO
 
 PROCESSES = 4
 JOBS = {"postgresql": size(60_000, 6_000), "sqlite": size(15_000, 1_500)}
 
 
 @timeout(900, 120)
-def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
+def test_four_claimers_never_share_a_job(database, queue: JobQueue, tmp_path: Path) -> None:
     jobs = JOBS[database.kind]
     ledger = tmp_path / "ledger"
     figures = Figures("R5 concurrent claimers", database.kind)
-    q = database.connect()
     began = time.monotonic()
     procs = []
     try:
         ids: list[int] = []
         for start in range(0, jobs, 5_000):
-            ids += q.enqueue_many("r5.job", [{"n": n} for n in range(start, min(jobs, start + 5_000))])
+            ids += queue.enqueue_many("r5.job", [{"n": n} for n in range(start, min(jobs, start + 5_000))])
         outs = []
         for n in range(PROCESSES):
             out = tmp_path / f"claimer{n}.json"
@@ -72,14 +72,14 @@ def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
             per_process=[len(r["claimed"]) for r in results],
             claims_per_s=round(jobs / claim_s),
         )
-        audit(figures, q, ids, ledger, grace_s=GRACE_S)
+        audit(figures, queue, ids, ledger, grace_s=GRACE_S)
         figures.seconds = time.monotonic() - began
         figures.report()
         figures.check()
         assert doubles == 0, "a job was claimed twice"
         assert not errors, errors[:5]
         assert set(per_job) == set(ids)
-        assert q.backend.counts()[JobState.SUCCEEDED] == jobs
+        assert queue.backend.counts()[JobState.SUCCEEDED] == jobs
         # Every claimer got real work, and none was starved: SQLite's busy handler backs
         # a waiting process off to 100 ms sleeps, and once left one claimer with nothing.
         fair = jobs / PROCESSES
@@ -89,4 +89,3 @@ def test_four_claimers_never_share_a_job(database, tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        q.close()

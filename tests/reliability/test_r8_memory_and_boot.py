@@ -22,50 +22,47 @@ import psycopg
 import pytest
 
 from burrow.job import JobState
+from burrow.queue import JobQueue
 from burrow.supervisor.supervisor import ExitCode
 from tests.conftest import POSTGRES_DSN, Database
 from tests.reliability.app import Leak, Work, leak_task, work_task
 from tests.reliability.audit import Figures, audit
-from tests.reliability.support import GRACE_S, reliability_config, size, succeeded
-from tests.supervisor.harness import Launcher
+from tests.reliability.helpers import GRACE_S, reliability_config, size, succeeded
+from tests.supervisor.helpers import Launcher
 
 LEAK_MB = 40
 CAP_MB = 150
 
 
 @pytest.mark.timeout(120)
-def test_a_leaking_handler_gets_its_worker_recycled(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_a_leaking_handler_gets_its_worker_recycled(database, queue: JobQueue, launcher: Launcher, tmp_path: Path) -> None:
     jobs = size(30, 8)
     ledger = tmp_path / "ledger"
     figures = Figures("R8 memory cap", database.kind)
-    q = database.connect()
     began = time.monotonic()
-    try:
-        config = reliability_config(
-            tmp_path / "jobs.toml", database, workers=1, batch_size=1, max_worker_memory=f"{CAP_MB}MB"
-        )
-        supervisor = launcher.start(config)
-        supervisor.wait_ready()
-        ids = leak_task.enqueue_many(q, [Leak(str(ledger), LEAK_MB) for _ in range(jobs)])
-        supervisor.wait(lambda: succeeded(q) == jobs, 60, "every leaking job to succeed")
-        per_worker = collections.Counter(leak_task.result(q, job_id) for job_id in ids)
-        recycled = supervisor.events("worker_recycling")
-        figures.faults = len(recycled)
-        figures.notes.update(jobs_per_worker=sorted(per_worker.values()), workers=len(per_worker))
-        audit(figures, q, ids, ledger, supervisors=[supervisor], grace_s=GRACE_S)
-        figures.seconds = time.monotonic() - began
-        figures.report()
-        figures.check()
-        assert recycled and all(f"max_worker_memory ({CAP_MB * 1_000_000})" in r["reason"] for r in recycled)
-        # A worker is checked before each claim: it never holds more than a cap's worth of leaks.
-        assert max(per_worker.values()) <= CAP_MB // LEAK_MB + 1
-        supervisor.send(signal.SIGTERM)
-        assert supervisor.wait_exit() == 0
-        # Every recycled worker and the last one exited on their own, none was killed.
-        exits = [r["reason"] for r in supervisor.events("worker_exited")]
-        assert exits == ["worker exited with exit status 0"] * (len(recycled) + 1)
-    finally:
-        q.close()
+    config = reliability_config(
+        tmp_path / "jobs.toml", database, workers=1, batch_size=1, max_worker_memory=f"{CAP_MB}MB"
+    )
+    supervisor = launcher.start(config)
+    supervisor.wait_ready()
+    ids = leak_task.enqueue_many(queue, [Leak(str(ledger), LEAK_MB) for _ in range(jobs)])
+    supervisor.wait(lambda: succeeded(queue) == jobs, 60, "every leaking job to succeed")
+    per_worker = collections.Counter(leak_task.result(queue, job_id) for job_id in ids)
+    recycled = supervisor.events("worker_recycling")
+    figures.faults = len(recycled)
+    figures.notes.update(jobs_per_worker=sorted(per_worker.values()), workers=len(per_worker))
+    audit(figures, queue, ids, ledger, supervisors=[supervisor], grace_s=GRACE_S)
+    figures.seconds = time.monotonic() - began
+    figures.report()
+    figures.check()
+    assert recycled and all(f"max_worker_memory ({CAP_MB * 1_000_000})" in r["reason"] for r in recycled)
+    # A worker is checked before each claim: it never holds more than a cap's worth of leaks.
+    assert max(per_worker.values()) <= CAP_MB // LEAK_MB + 1
+    supervisor.send(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+    # Every recycled worker and the last one exited on their own, none was killed.
+    exits = [r["reason"] for r in supervisor.events("worker_exited")]
+    assert exits == ["worker exited with exit status 0"] * (len(recycled) + 1)
 
 
 @pytest.fixture

@@ -24,16 +24,17 @@ import psycopg
 import pytest
 
 from burrow.job import JobState
+from burrow.queue import JobQueue
 from tests.conftest import Database
 from tests.reliability.app import Secret, Work, secret_task, work_task
-from tests.reliability.support import (
+from tests.reliability.helpers import (
     HEARTBEAT_S,
     NotifyListener,
     PrivateCluster,
     reliability_config,
     succeeded,
 )
-from tests.supervisor.harness import REPO, Launcher
+from tests.supervisor.helpers import REPO, Launcher
 
 PASSWORD = "S3cretPw"
 BACKENDS_DIR = REPO / "burrow" / "backends"
@@ -42,7 +43,7 @@ BACKENDS_DIR = REPO / "burrow" / "backends"
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_a_failing_run_logs_neither_the_password_nor_the_payload(
-    database, launcher: Launcher, tmp_path: Path, postgres_admin: Any
+    database, queue: JobQueue, launcher: Launcher, tmp_path: Path, postgres_admin: Any
 ) -> None:
     """PostgreSQL here trusts any password, so a DSN with one works; it must never show."""
     app_name = f"rl_sec_{secrets.token_hex(4)}"
@@ -50,33 +51,29 @@ def test_a_failing_run_logs_neither_the_password_nor_the_payload(
     secret = Database("postgresql", dsn, database.schema)
     canary = f"CARD-{secrets.token_hex(8)}"
     ledger = tmp_path / "ledger"
-    q = database.connect()
-    try:
-        supervisor = launcher.start(reliability_config(tmp_path / "jobs.toml", secret, workers=2, batch_size=1))
-        supervisor.wait_ready()
-        for process in [psutil.Process(supervisor.pid), *supervisor.workers()]:
-            assert PASSWORD not in " ".join(process.cmdline()), "the password shows in ps"
-        ids = secret_task.enqueue_many(q, [Secret(str(ledger), canary, fail=i % 2 == 0) for i in range(10)])
-        ids.append(q.enqueue("rl.leak", {"ledger": str(ledger), "megabytes": canary}))  # does not decode
-        ids.append(q.enqueue("rl.secret", {"ledger": str(ledger), "card": canary, "fail": canary}))
-        # Break things while it runs: a worker killed mid-job, every connection cut.
-        supervisor.wait(lambda: succeeded(q) >= 1, 20, "a job to succeed")
-        os.kill(supervisor.workers()[0].pid, signal.SIGKILL)
-        postgres_admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (app_name,)
-        )
-        supervisor.wait(
-            lambda: all(q.job(i).state in (JobState.SUCCEEDED, JobState.FAILED) for i in ids), 30, "every job to end"
-        )
-        assert sum(q.job(i).state is JobState.FAILED for i in ids) >= 5
-        supervisor.send(signal.SIGTERM)
-        assert supervisor.wait_exit() == 0
-        log = supervisor.log_path.read_text()
-        assert "job_failed" in log and "worker_exited" in log  # it really was a failing run
-        assert PASSWORD not in log
-        assert canary not in log
-    finally:
-        q.close()
+    supervisor = launcher.start(reliability_config(tmp_path / "jobs.toml", secret, workers=2, batch_size=1))
+    supervisor.wait_ready()
+    for process in [psutil.Process(supervisor.pid), *supervisor.workers()]:
+        assert PASSWORD not in " ".join(process.cmdline()), "the password shows in ps"
+    ids = secret_task.enqueue_many(queue, [Secret(str(ledger), canary, fail=i % 2 == 0) for i in range(10)])
+    ids.append(queue.enqueue("rl.leak", {"ledger": str(ledger), "megabytes": canary}))  # does not decode
+    ids.append(queue.enqueue("rl.secret", {"ledger": str(ledger), "card": canary, "fail": canary}))
+    # Break things while it runs: a worker killed mid-job, every connection cut.
+    supervisor.wait(lambda: succeeded(queue) >= 1, 20, "a job to succeed")
+    os.kill(supervisor.workers()[0].pid, signal.SIGKILL)
+    postgres_admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (app_name,)
+    )
+    supervisor.wait(
+        lambda: all(queue.job(i).state in (JobState.SUCCEEDED, JobState.FAILED) for i in ids), 30, "every job to end"
+    )
+    assert sum(queue.job(i).state is JobState.FAILED for i in ids) >= 5
+    supervisor.send(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+    log = supervisor.log_path.read_text()
+    assert "job_failed" in log and "worker_exited" in log  # it really was a failing run
+    assert PASSWORD not in log
+    assert canary not in log
 
 
 @pytest.mark.timeout(60)
@@ -152,22 +149,19 @@ def _assert_notify_is_bound(wire: str, task: str, channel: str) -> None:
 
 
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
-def test_notify_sends_channel_and_payload_as_bound_parameters(database) -> None:
+def test_notify_sends_channel_and_payload_as_bound_parameters(database, queue: JobQueue) -> None:
     """Task names and the channel reach pg_notify as parameters, never in the SQL text:
     on the held connection (a plain enqueue) and on a caller's connection (a
     transactional enqueue), both seen in libpq's protocol trace."""
-    q = database.connect()
     channel = f"burrow:{database.schema}"
-    try:
-        q.backend.ping()
-        held = q.backend._held.driver_connection.pgconn
-        _assert_notify_is_bound(_wire_trace(held, lambda: q.enqueue("sec.notify_me", {"x": 1})), "sec.notify_me", channel)
-        with q.backend._base_engine.begin() as conn:
-            callers = conn.connection.driver_connection.pgconn
-            wire = _wire_trace(callers, lambda: q.enqueue("sec.notify_in_tx", {"x": 2}, conn=conn))
-        _assert_notify_is_bound(wire, "sec.notify_in_tx", channel)
-    finally:
-        q.close()
+    queue.backend.ping()
+    backend: Any = queue.backend  # the held and the base connection, for libpq traces
+    held = backend._held.driver_connection.pgconn
+    _assert_notify_is_bound(_wire_trace(held, lambda: queue.enqueue("sec.notify_me", {"x": 1})), "sec.notify_me", channel)
+    with backend._base_engine.begin() as conn:
+        callers = conn.connection.driver_connection.pgconn
+        wire = _wire_trace(callers, lambda: queue.enqueue("sec.notify_in_tx", {"x": 2}, conn=conn))
+    _assert_notify_is_bound(wire, "sec.notify_in_tx", channel)
 
 
 # -- systemd ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.supervisor.harness import Launcher
+from tests.supervisor.helpers import Launcher
 
 _PR_SET_CHILD_SUBREAPER = 36
 

@@ -21,7 +21,7 @@ from burrow.job import JobState
 from tests.conftest import POSTGRES_DSN, Database
 from tests.proxy import proxy_to
 from tests.supervisor.app import Gate, Numbers, announced, block_task, square_task
-from tests.supervisor.harness import Launcher, run_cli, write_config
+from tests.supervisor.helpers import Launcher, run_cli, write_config
 
 JOBS = 1000
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from burrow.job import JobState
+from burrow.queue import JobQueue
 from tests.supervisor.app import (
     BROKEN,
     VERSION_ENV,
@@ -24,7 +25,7 @@ from tests.supervisor.app import (
     square_task,
     version_task,
 )
-from tests.supervisor.harness import Launcher, SupervisorProcess, alive, run_cli, write_config
+from tests.supervisor.helpers import Launcher, SupervisorProcess, alive, run_cli, write_config
 
 CLEAN_EXIT = "worker exited with exit status 0"
 
@@ -33,55 +34,47 @@ def _all_succeeded(q, ids: list[int]) -> bool:
     return all(q.job(job_id).state is JobState.SUCCEEDED for job_id in ids)
 
 
-def test_max_jobs_per_worker_recycles_workers(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_max_jobs_per_worker_recycles_workers(database, queue: JobQueue, launcher: Launcher, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
-    q = database.connect()
-    try:
-        ids = record_task.enqueue_many(q, [Mark(str(ledger), str(i)) for i in range(20)])
-        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=2, max_jobs_per_worker=5))
-        supervisor.wait(lambda: _all_succeeded(q, ids), 20, "every job to succeed")
+    ids = record_task.enqueue_many(queue, [Mark(str(ledger), str(i)) for i in range(20)])
+    supervisor = launcher.start(write_config(tmp_path / "jobs.toml", database, workers=2, max_jobs_per_worker=5))
+    supervisor.wait(lambda: _all_succeeded(queue, ids), 20, "every job to succeed")
 
-        keys = Counter(line.split()[0] for line in ledger.read_text().splitlines())
-        assert keys == Counter(str(i) for i in range(20))  # each ran exactly once
-        assert {q.job(job_id).attempts for job_id in ids} == {1}
-        per_worker = Counter(r["worker_pid"] for r in supervisor.events("job_succeeded"))
-        assert max(per_worker.values()) <= 5 and len(per_worker) >= 4
-        # Every worker that reached 5 jobs was recycled and replaced (how the 20 jobs
-        # split depends on claim sizes and timing; at least 4 workers ran them).
-        full = sum(1 for n in per_worker.values() if n == 5)
-        recycled = supervisor.wait_event("worker_recycling", count=full)
-        assert full >= 1 and all("max_jobs_per_worker (5)" in r["reason"] for r in recycled)
-        exits = supervisor.wait_event("worker_exited", count=full)
-        assert all(r["reason"] == CLEAN_EXIT and r["level"] == "info" for r in exits)
-        supervisor.wait_event("worker_started", count=2 + full)  # 2 at start, one per recycled
-        supervisor.wait(lambda: len(supervisor.workers()) == 2, 5, "the pool back at 2 workers")
-    finally:
-        q.close()
+    keys = Counter(line.split()[0] for line in ledger.read_text().splitlines())
+    assert keys == Counter(str(i) for i in range(20))  # each ran exactly once
+    assert {queue.job(job_id).attempts for job_id in ids} == {1}
+    per_worker = Counter(r["worker_pid"] for r in supervisor.events("job_succeeded"))
+    assert max(per_worker.values()) <= 5 and len(per_worker) >= 4
+    # Every worker that reached 5 jobs was recycled and replaced (how the 20 jobs
+    # split depends on claim sizes and timing; at least 4 workers ran them).
+    full = sum(1 for n in per_worker.values() if n == 5)
+    recycled = supervisor.wait_event("worker_recycling", count=full)
+    assert full >= 1 and all("max_jobs_per_worker (5)" in r["reason"] for r in recycled)
+    exits = supervisor.wait_event("worker_exited", count=full)
+    assert all(r["reason"] == CLEAN_EXIT and r["level"] == "info" for r in exits)
+    supervisor.wait_event("worker_started", count=2 + full)  # 2 at start, one per recycled
+    supervisor.wait(lambda: len(supervisor.workers()) == 2, 5, "the pool back at 2 workers")
 
 
-def test_max_worker_memory_recycles_after_the_job(database, launcher: Launcher, tmp_path: Path) -> None:
-    q = database.connect()
-    try:
-        hog_id = hog_task.enqueue(q, 100)
-        rest = square_task.enqueue_many(q, [Numbers(i, 0) for i in range(3)])
-        config = write_config(tmp_path / "jobs.toml", database, workers=1, max_worker_memory="80MB")
-        supervisor = launcher.start(config)
-        supervisor.wait(lambda: _all_succeeded(q, [hog_id, *rest]), 20, "every job to succeed")
+def test_max_worker_memory_recycles_after_the_job(database, queue: JobQueue, launcher: Launcher, tmp_path: Path) -> None:
+    hog_id = hog_task.enqueue(queue, 100)
+    rest = square_task.enqueue_many(queue, [Numbers(i, 0) for i in range(3)])
+    config = write_config(tmp_path / "jobs.toml", database, workers=1, max_worker_memory="80MB")
+    supervisor = launcher.start(config)
+    supervisor.wait(lambda: _all_succeeded(queue, [hog_id, *rest]), 20, "every job to succeed")
 
-        hog_pid = hog_task.result(q, hog_id)
-        assert q.job(hog_id).attempts == 1
-        recycling = supervisor.wait_event("worker_recycling", worker_pid=hog_pid)[0]
-        assert "max_worker_memory (80000000)" in recycling["reason"]
-        exited = supervisor.wait_event("worker_exited", worker_pid=hog_pid)[0]
-        assert exited["reason"] == CLEAN_EXIT
-        # The jobs claimed with the hog were released, not run by the bloated worker.
-        ran_in = {r["job_id"]: r["worker_pid"] for r in supervisor.events("job_succeeded")}
-        assert all(ran_in[job_id] != hog_pid for job_id in rest)
-        assert [square_task.result(q, job_id) for job_id in rest] == [0, 1, 4]
-        assert {q.job(job_id).attempts for job_id in rest} == {1}
-        assert not alive(hog_pid)
-    finally:
-        q.close()
+    hog_pid = hog_task.result(queue, hog_id)
+    assert queue.job(hog_id).attempts == 1
+    recycling = supervisor.wait_event("worker_recycling", worker_pid=hog_pid)[0]
+    assert "max_worker_memory (80000000)" in recycling["reason"]
+    exited = supervisor.wait_event("worker_exited", worker_pid=hog_pid)[0]
+    assert exited["reason"] == CLEAN_EXIT
+    # The jobs claimed with the hog were released, not run by the bloated worker.
+    ran_in = {r["job_id"]: r["worker_pid"] for r in supervisor.events("job_succeeded")}
+    assert all(ran_in[job_id] != hog_pid for job_id in rest)
+    assert [square_task.result(queue, job_id) for job_id in rest] == [0, 1, 4]
+    assert {queue.job(job_id).attempts for job_id in rest} == {1}
+    assert not alive(hog_pid)
 
 
 def _start_versioned(database, launcher: Launcher, tmp_path: Path) -> tuple[Path, Path, SupervisorProcess]:
@@ -95,94 +88,82 @@ def _start_versioned(database, launcher: Launcher, tmp_path: Path) -> tuple[Path
     return version_file, config, supervisor
 
 
-def test_sighup_reloads_config_and_code(database, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
-    q = database.connect()
-    try:
-        version_file, config, supervisor = _start_versioned(database, launcher, tmp_path)
-        first = version_task.enqueue(q, 0)
-        supervisor.wait(lambda: q.job(first).state is JobState.SUCCEEDED, 15, "the first job")
-        assert version_task.result(q, first) == "1"
-        old = {w.pid for w in supervisor.workers()}
-        assert len(old) == 2
-        long_job = block_task.enqueue(q, Gate(str(gates), "a"))
-        busy = supervisor.wait(lambda: announced(gates, "a"), 15, "a long job to run")
+def test_sighup_reloads_config_and_code(database, queue: JobQueue, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
+    version_file, config, supervisor = _start_versioned(database, launcher, tmp_path)
+    first = version_task.enqueue(queue, 0)
+    supervisor.wait(lambda: queue.job(first).state is JobState.SUCCEEDED, 15, "the first job")
+    assert version_task.result(queue, first) == "1"
+    old = {w.pid for w in supervisor.workers()}
+    assert len(old) == 2
+    long_job = block_task.enqueue(queue, Gate(str(gates), "a"))
+    busy = supervisor.wait(lambda: announced(gates, "a"), 15, "a long job to run")
 
-        version_file.write_text("2")
-        write_config(config, database, workers=3, batch_size=1)
-        supervisor.send(signal.SIGHUP)
-        supervisor.wait_event("supervisor_reloaded", generation=1)
-        new = {r["worker_pid"] for r in supervisor.wait_event("worker_started", count=3, generation=1)}
-        for pid in old - {busy}:
-            assert supervisor.wait_event("worker_exited", worker_pid=pid)[0]["reason"] == CLEAN_EXIT
-        second = version_task.enqueue(q, 0)
-        supervisor.wait(lambda: q.job(second).state is JobState.SUCCEEDED, 15, "the second job")
-        assert version_task.result(q, second) == "2"
-        assert {r["worker_pid"] for r in supervisor.events("job_succeeded", job_id=second)} <= new
+    version_file.write_text("2")
+    write_config(config, database, workers=3, batch_size=1)
+    supervisor.send(signal.SIGHUP)
+    supervisor.wait_event("supervisor_reloaded", generation=1)
+    new = {r["worker_pid"] for r in supervisor.wait_event("worker_started", count=3, generation=1)}
+    for pid in old - {busy}:
+        assert supervisor.wait_event("worker_exited", worker_pid=pid)[0]["reason"] == CLEAN_EXIT
+    second = version_task.enqueue(queue, 0)
+    supervisor.wait(lambda: queue.job(second).state is JobState.SUCCEEDED, 15, "the second job")
+    assert version_task.result(queue, second) == "2"
+    assert {r["worker_pid"] for r in supervisor.events("job_succeeded", job_id=second)} <= new
 
-        # The old worker busy at the reload finishes its job, then leaves.
-        assert alive(busy)
-        (gates / "a.go").touch()
-        assert supervisor.wait_event("worker_exited", worker_pid=busy)[0]["reason"] == CLEAN_EXIT
-        # Logged as the exit is reaped; the outcome is written up to flush_interval later.
-        supervisor.wait(lambda: q.job(long_job).state is not JobState.RUNNING, 5, "the long job's outcome")
-        job = q.job(long_job)
-        assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
-        supervisor.wait(lambda: {w.pid for w in supervisor.workers()} == new, 5, "only the new generation alive")
-    finally:
-        q.close()
+    # The old worker busy at the reload finishes its job, then leaves.
+    assert alive(busy)
+    (gates / "a.go").touch()
+    assert supervisor.wait_event("worker_exited", worker_pid=busy)[0]["reason"] == CLEAN_EXIT
+    # Logged as the exit is reaped; the outcome is written up to flush_interval later.
+    supervisor.wait(lambda: queue.job(long_job).state is not JobState.RUNNING, 5, "the long job's outcome")
+    job = queue.job(long_job)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+    supervisor.wait(lambda: {w.pid for w in supervisor.workers()} == new, 5, "only the new generation alive")
 
 
-def test_sighup_with_a_broken_config_keeps_running(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_sighup_with_a_broken_config_keeps_running(database, queue: JobQueue, launcher: Launcher, tmp_path: Path) -> None:
     config = write_config(tmp_path / "jobs.toml", database, workers=2)
-    q = database.connect()
-    try:
-        supervisor = launcher.start(config)
-        supervisor.wait_ready()
-        before = {w.pid for w in supervisor.workers()}
-        write_config(config, database, workers=2, lease_timeout="forever")
-        supervisor.send(signal.SIGHUP)
-        failed = supervisor.wait_event("reload_failed")[0]
-        assert "[supervisor] lease_timeout" in failed["error"]
-        assert supervisor.events("supervisor_reloaded") == []
-        assert {w.pid for w in supervisor.workers()} == before
-        job_id = square_task.enqueue(q, Numbers(3, 0))
-        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "a job after the failed reload")
-    finally:
-        q.close()
+    supervisor = launcher.start(config)
+    supervisor.wait_ready()
+    before = {w.pid for w in supervisor.workers()}
+    write_config(config, database, workers=2, lease_timeout="forever")
+    supervisor.send(signal.SIGHUP)
+    failed = supervisor.wait_event("reload_failed")[0]
+    assert "[supervisor] lease_timeout" in failed["error"]
+    assert supervisor.events("supervisor_reloaded") == []
+    assert {w.pid for w in supervisor.workers()} == before
+    job_id = square_task.enqueue(queue, Numbers(3, 0))
+    supervisor.wait(lambda: queue.job(job_id).state is JobState.SUCCEEDED, 15, "a job after the failed reload")
 
 
 def test_sighup_with_broken_app_code_keeps_the_old_workers_and_code(
-    database, launcher: Launcher, gates: Path, tmp_path: Path
+    database, queue: JobQueue, launcher: Launcher, gates: Path, tmp_path: Path
 ) -> None:
     """register_jobs raising what app code raises (a KeyError, not a BurrowError) is a
     failed reload like a bad config: logged, and the running workers and code go on."""
-    q = database.connect()
-    try:
-        version_file, _, supervisor = _start_versioned(database, launcher, tmp_path)
-        long_job = block_task.enqueue(q, Gate(str(gates), "a"))
-        busy = supervisor.wait(lambda: announced(gates, "a"), 15, "a long job to run")
-        before = {w.pid for w in supervisor.workers()}
-        assert busy in before and len(before) == 2
+    version_file, _, supervisor = _start_versioned(database, launcher, tmp_path)
+    long_job = block_task.enqueue(queue, Gate(str(gates), "a"))
+    busy = supervisor.wait(lambda: announced(gates, "a"), 15, "a long job to run")
+    before = {w.pid for w in supervisor.workers()}
+    assert busy in before and len(before) == 2
 
-        version_file.write_text(BROKEN)
-        supervisor.send(signal.SIGHUP)
-        failed = supervisor.wait_event("reload_failed")[0]
-        assert "register_jobs failed: KeyError: 'queue_name'" in failed["error"]
-        assert supervisor.events("supervisor_reloaded") == []
-        assert {w.pid for w in supervisor.workers()} == before
+    version_file.write_text(BROKEN)
+    supervisor.send(signal.SIGHUP)
+    failed = supervisor.wait_event("reload_failed")[0]
+    assert "register_jobs failed: KeyError: 'queue_name'" in failed["error"]
+    assert supervisor.events("supervisor_reloaded") == []
+    assert {w.pid for w in supervisor.workers()} == before
 
-        (gates / "a.go").touch()
-        supervisor.wait(lambda: q.job(long_job).state is JobState.SUCCEEDED, 15, "the long job")
-        assert (q.job(long_job).attempts, q.history(long_job)) == (1, [])
-        after = version_task.enqueue(q, 0)
-        supervisor.wait(lambda: q.job(after).state is JobState.SUCCEEDED, 15, "a job after the failed reload")
-        assert version_task.result(q, after) == "1"  # the old code still runs it
-        assert {w.pid for w in supervisor.workers()} == before
-        supervisor.send(signal.SIGTERM)
-        assert supervisor.wait_exit() == 0
-        assert supervisor.events("worker_exited", reason=CLEAN_EXIT) == supervisor.events("worker_exited")
-    finally:
-        q.close()
+    (gates / "a.go").touch()
+    supervisor.wait(lambda: queue.job(long_job).state is JobState.SUCCEEDED, 15, "the long job")
+    assert (queue.job(long_job).attempts, queue.history(long_job)) == (1, [])
+    after = version_task.enqueue(queue, 0)
+    supervisor.wait(lambda: queue.job(after).state is JobState.SUCCEEDED, 15, "a job after the failed reload")
+    assert version_task.result(queue, after) == "1"  # the old code still runs it
+    assert {w.pid for w in supervisor.workers()} == before
+    supervisor.send(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+    assert supervisor.events("worker_exited", reason=CLEAN_EXIT) == supervisor.events("worker_exited")
 
 
 def test_a_start_with_broken_app_code_is_one_line_and_exit_2(database, tmp_path: Path) -> None:

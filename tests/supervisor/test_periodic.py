@@ -11,7 +11,7 @@ from pathlib import Path
 
 from burrow.job import JobState
 from tests.conftest import Database
-from tests.supervisor.harness import Launcher, run_cli, write_config
+from tests.supervisor.helpers import Launcher, run_cli, write_config
 
 RUN_S = 10
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from burrow.job import JobState
 from burrow.backends.migrations import LATEST_VERSION
+from burrow.job import JobState
+from burrow.queue import JobQueue
 from tests.supervisor.app import TASKS, Numbers, square_task
-from tests.supervisor.harness import REPO, Launcher, run_cli, write_config
+from tests.supervisor.helpers import REPO, Launcher, run_cli, write_config
 
 SUPERVISOR = [sys.executable, "-m", "burrow.supervisor"]
 UNREACHABLE = "postgresql://postgres:s3cret@127.0.0.1:1/x"
@@ -133,7 +134,7 @@ def test_unreachable_database_from_the_environment_hides_the_password(tmp_path: 
 
 
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
-def test_password_never_logged(database, launcher: Launcher, tmp_path: Path) -> None:
+def test_password_never_logged(database, queue: JobQueue, launcher: Launcher, tmp_path: Path) -> None:
     """PostgreSQL here trusts any password, so a DSN with one works and must stay hidden."""
     secret_dsn = database.dsn.replace("postgres@", "postgres:s3cret@", 1)
     assert "s3cret" in secret_dsn
@@ -147,20 +148,16 @@ def test_password_never_logged(database, launcher: Launcher, tmp_path: Path) -> 
     assert checked.returncode == 0, checked.stderr
     assert "s3cret" not in checked.stdout + checked.stderr and "postgres:***@" in checked.stdout
 
-    q = database.connect()
-    try:
-        supervisor = launcher.start(config)
-        supervisor.wait_ready()
-        job_id = square_task.enqueue(q, Numbers(2, 0))
-        supervisor.wait(lambda: q.job(job_id).state is JobState.SUCCEEDED, 15, "a job")
-        Secret.dsn = secret_dsn.replace("s3cret", "s3cret-new")
-        write_config(config, Secret)
-        supervisor.send(signal.SIGHUP)
-        warning = supervisor.wait_event("reload_ignored_database")[0]
-        supervisor.wait_event("supervisor_reloaded")
-        supervisor.send(signal.SIGTERM)
-        assert supervisor.wait_exit() == 0
-        assert "s3cret" not in supervisor.log_path.read_text()
-        assert warning["level"] == "warning"
-    finally:
-        q.close()
+    supervisor = launcher.start(config)
+    supervisor.wait_ready()
+    job_id = square_task.enqueue(queue, Numbers(2, 0))
+    supervisor.wait(lambda: queue.job(job_id).state is JobState.SUCCEEDED, 15, "a job")
+    Secret.dsn = secret_dsn.replace("s3cret", "s3cret-new")
+    write_config(config, Secret)
+    supervisor.send(signal.SIGHUP)
+    warning = supervisor.wait_event("reload_ignored_database")[0]
+    supervisor.wait_event("supervisor_reloaded")
+    supervisor.send(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+    assert "s3cret" not in supervisor.log_path.read_text()
+    assert warning["level"] == "warning"

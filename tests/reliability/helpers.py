@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.supervisor.harness import write_config
+from tests.supervisor.helpers import write_config
 
 FULL = os.environ.get("BURROW_RELIABILITY", "").lower() == "full"
 APP = "tests.reliability.app:app"

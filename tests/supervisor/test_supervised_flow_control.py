@@ -24,7 +24,7 @@ from tests.supervisor.app import (
     sleepy_task,
     square_task,
 )
-from tests.supervisor.harness import Launcher, SupervisorProcess, alive, write_config
+from tests.supervisor.helpers import Launcher, SupervisorProcess, alive, write_config
 
 
 def _with_pool(config: Path, queues: list[str], workers: int) -> Path:
