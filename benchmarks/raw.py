@@ -1,7 +1,7 @@
 """The raw-SQL baseline: burrow's claim, completion and insert statements, issued directly.
 
 No burrow code runs here, only sqlite3 or psycopg. The statements are the ones
-burrow's backends issue (DESIGN.md section 4), written out by hand:
+burrow's backends issue (docs/architecture.md, "Storage"), written out by hand:
 
 - PostgreSQL claim: ``WITH picked AS MATERIALIZED (SELECT id ... ORDER BY ... LIMIT n
   FOR UPDATE SKIP LOCKED) UPDATE ... FROM picked ... RETURNING``, one transaction;

@@ -267,7 +267,7 @@ def define_result_task(name: str, handler: Callable[[P], Any], *options: JobOpti
 
 
 
-# DESIGN promised these names in ``burrow.tasks`` too; they live in their own modules
+# burrow promised its users these names in ``burrow.tasks`` too (README, "The API"); they live in their own modules
 # now and ``burrow`` is the facade. Resolved on first use, so that importing this
 # module loads neither the queue nor a backend (no import circle).
 _MOVED = {

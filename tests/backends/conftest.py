@@ -1,4 +1,4 @@
-"""The contract of DESIGN.md sections 3 and 4, on SQLite and on PostgreSQL.
+"""The queue's contract (docs/architecture.md, "How a job flows" and "Storage"), on SQLite and on PostgreSQL.
 
 The contract suite is the test_*.py files beside this one, split by subject (API,
 payloads, enqueue, claim and fence, retries, results, migrations); shared payload

@@ -1,5 +1,5 @@
 """The public API: exported names, JobInfo's fields, protocols, option validation,
-the DESIGN.md example end to end, registering a name twice, and task names."""
+the README's worked example end to end, registering a name twice, and task names."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ API_NAMES = [
 
 @pytest.mark.parametrize("name", API_NAMES)
 def test_api_name_is_exported_and_is_the_tasks_object(name: str) -> None:
-    # burrow is the facade; DESIGN promised every name in burrow.tasks too, where the
+    # burrow is the facade; the public API promised every name in burrow.tasks too, where the
     # names defined elsewhere resolve lazily to the same objects.
     assert name in burrow.__all__
     assert getattr(burrow, name) is getattr(burrow.tasks, name)
