@@ -17,11 +17,12 @@ import structlog
 
 from burrow import codec
 from burrow.backends import backend_for
-from burrow.backends.base import (
+from burrow.backends.contract import Backend
+from burrow.backends.records import (
     ALL_QUEUES,
     DEFAULT_LEASE_S,
-    Backend,
     ClaimedJob,
+    ClaimRequest,
     HistoryEntry,
     Outcome,
     OutcomeKind,
@@ -42,7 +43,7 @@ from burrow.job import (
     new_jobs,
     unique_keys,
 )
-from burrow.backends.sql import Clock
+from burrow.backends.sql.connection import Clock
 from burrow.errors import (
     BackendError,
     BurrowError,
@@ -286,9 +287,8 @@ class JobQueue:
             self._claims += 1
             owner = f"{self.owner}/{self._claims}"
             try:
-                return self.backend.claim(
-                    tasks, limit, owner, self.lease_s if lease_s is None else lease_s, queues=queues, limits=self._limits
-                )
+                lease = self.lease_s if lease_s is None else lease_s
+                return self.backend.claim(ClaimRequest(tasks, limit, owner, lease, queues, self._limits))
             except BackendError:
                 self._unsettled.append(owner)
                 if attempt == 2:

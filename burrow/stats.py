@@ -12,7 +12,7 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 
-from burrow.backends.base import OutcomeKind, ThroughputRow
+from burrow.backends.records import OutcomeKind, ThroughputRow
 
 # Outcome kinds as the chart counts them; released and snoozed runs are neither.
 _COLUMN = {

@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 
 from burrow.job import JobState
-from burrow.backends.sql import SQLBackend
+from burrow.backends.sql.backend import SQLBackend
 from burrow.queue import JobQueue
 from tests.supervisor.harness import SupervisorProcess, alive
 

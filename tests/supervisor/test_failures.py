@@ -12,6 +12,7 @@ import psutil
 import sqlalchemy as sa
 
 from burrow.job import JobState
+from burrow.backends.records import ClaimRequest
 from burrow.backends.schema import jobs
 from tests.supervisor.app import (
     Gate,
@@ -384,7 +385,7 @@ def test_a_job_whose_lease_is_lost_is_stopped_at_once(
         reaped = {r.id: r.state for r in other.reap_expired()}
         assert reaped == {i: JobState.QUEUED for i in (job_id, *behind)}
         clock.advance(3600)  # past the reaper's backoff
-        (taken,) = other.backend.claim(["sv.block"], 1, "another-supervisor", 3600.0)
+        (taken,) = other.backend.claim(ClaimRequest(["sv.block"], 1, "another-supervisor", 3600.0))
         assert (taken.id, taken.attempt) == (job_id, 2)
         ids = [job_id, *behind]
         before = {i: (q.backend.get(i), q.history(i)) for i in ids}
