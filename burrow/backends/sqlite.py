@@ -162,11 +162,7 @@ class SQLiteBackend(SQLBackend):
         inserted: set[int] = set()
         for start in range(0, len(new_jobs), _INSERT_ROWS):
             chunk = new_jobs[start : start + _INSERT_ROWS]
-            params: list[Any] = []
-            for job_id, job in zip(ids[start:], chunk):
-                run_at = job.run_at
-                params += (job_id, *job, now)
-                params[_RUN_AT_FROM_END] = now if run_at is None else _stamp(run_at)
+            params = _insert_params(ids[start:], chunk, now, _stamp)
             rows = connection.execute(_insert_sql(len(chunk), unique), params)
             if unique:
                 inserted.update(row[0] for row in rows)
@@ -319,8 +315,31 @@ def _stamp(value: dt.datetime) -> str:
 # Every NewJob field is its column, written as given, but run_at: a stamp, or now
 # (NewJob says None for "now, by the backend's clock"). A new field needs no edit here.
 _INSERT_COLUMNS = ("id", *NewJob._fields, "created_at")
-_RUN_AT = NewJob._fields.index("run_at")
-_RUN_AT_FROM_END = _RUN_AT - len(NewJob._fields) - 1  # its place in a row's params, from the row's end
+
+
+def _params_builder() -> Callable[[Sequence[int], Sequence[NewJob], str, Callable[[dt.datetime], str]], list[Any]]:
+    """``insert_params(ids, jobs, now, stamp)``: the flat parameters of _insert_sql's rows.
+
+    Written out from NewJob's fields once, at import, as ``collections.namedtuple``
+    writes its classes: the loop unpacks each job into locals, which is what a
+    hand-written loop does; reading the fields generically (``*job``, then putting
+    run_at's stamp in its place) cost half as much again per job, 130 -> 195 ns.
+    """
+    names = NewJob._fields
+    values = ", ".join("now if run_at is None else stamp(run_at)" if name == "run_at" else name for name in names)
+    source = (
+        "def insert_params(ids, jobs, now, stamp):\n"
+        "    params = []\n"
+        f"    for job_id, ({', '.join(names)},) in zip(ids, jobs):\n"
+        f"        params += (job_id, {values}, now)\n"
+        "    return params\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - the text is made of NewJob's field names only
+    return namespace["insert_params"]
+
+
+_insert_params = _params_builder()
 _TAKE_WRITE_LOCK = "UPDATE burrow_jobs SET id = id WHERE 0"  # starts a write transaction, changes nothing
 # The ids after the largest one handed out: in the table, or before the last delete.
 _NEXT_ID = (
