@@ -36,13 +36,13 @@ class BurrowClaimer:
         self.owner = new_owner("bench")
 
     def claim_loop(self, batch: int, deadline: float, result: bytes | None = None) -> int:
-        from burrow.backends.base import Outcome, OutcomeKind
+        from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 
         backend, owner, tasks = self.backend, self.owner, [NOOP]
         succeeded = OutcomeKind.SUCCEEDED
         done = 0
         while time.monotonic() < deadline:
-            jobs = backend.claim(tasks, batch, owner, LEASE_S)
+            jobs = backend.claim(ClaimRequest(tasks, batch, owner, LEASE_S))
             if not jobs:
                 break
             backend.finish([Outcome(j.id, owner, j.attempt, succeeded, result=result) for j in jobs])

@@ -28,7 +28,7 @@ from enum import IntEnum
 from typing import Any
 
 from burrow.backends import backend_for
-from burrow.backends.base import DEFAULT_LEASE_S, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
+from burrow.backends.records import DEFAULT_LEASE_S, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
 from burrow.config import DSN_ENV, SCHEMA_ENV, load_config
 from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, TypeVar
 
-from burrow.backends.base import DEFAULT_LEASE_S
+from burrow.backends.records import DEFAULT_LEASE_S
 from burrow.errors import BurrowError, ConfigError
 from burrow.notation import bind_text, parse_bind, parse_duration, parse_size, redact_dsn, show
 from burrow.options import check_queue_name

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from burrow import retry
-from burrow.backends.base import ClaimedJob, ExpiredLease, Outcome, OutcomeKind
+from burrow.backends.records import ClaimedJob, ExpiredLease, Outcome, OutcomeKind
 from burrow.context import JobContext, ResultCapture, enter_job, leave_job
 from burrow.errors import BurrowError, PermanentError, RetryAfter
 from burrow.logging import encodable

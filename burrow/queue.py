@@ -17,11 +17,12 @@ import structlog
 
 from burrow import codec
 from burrow.backends import backend_for
-from burrow.backends.base import (
+from burrow.backends.contract import Backend
+from burrow.backends.records import (
     ALL_QUEUES,
     DEFAULT_LEASE_S,
-    Backend,
     ClaimedJob,
+    ClaimRequest,
     HistoryEntry,
     Outcome,
     OutcomeKind,
@@ -42,7 +43,7 @@ from burrow.job import (
     new_jobs,
     unique_keys,
 )
-from burrow.backends.sql import Clock
+from burrow.backends.sql.connection import Clock
 from burrow.errors import (
     BackendError,
     BurrowError,
@@ -58,7 +59,7 @@ from burrow.execution import CancelCheck, JobHandlerFunc, Registration, execute,
 from burrow.options import JobConfig, JobOption, apply_options, check_task_name, check_unique_key
 from burrow.retry import RetryDefaults
 from burrow.schedule import Periodic
-from burrow.stats import StatsCounter, ThroughputPoint, minute_of
+from burrow.stats import StatsCounter, ThroughputPoint, minute_of, throughput_points
 
 log = structlog.get_logger("burrow")
 
@@ -286,9 +287,8 @@ class JobQueue:
             self._claims += 1
             owner = f"{self.owner}/{self._claims}"
             try:
-                return self.backend.claim(
-                    tasks, limit, owner, self.lease_s if lease_s is None else lease_s, queues=queues, limits=self._limits
-                )
+                lease = self.lease_s if lease_s is None else lease_s
+                return self.backend.claim(ClaimRequest(tasks, limit, owner, lease, queues, self._limits))
             except BackendError:
                 self._unsettled.append(owner)
                 if attempt == 2:
@@ -370,11 +370,9 @@ class JobQueue:
 
     def flush_stats(self) -> None:
         """Add the finished jobs counted here to the database's per-minute counts."""
-        rows = self._stats.take()
         try:
-            self.backend.add_stats(rows)
+            self._stats.flush(self.backend)
         except BackendError as exc:
-            self._stats.give_back(rows)
             log.warning("stats_not_written", error=str(exc))
 
     def throughput(self, minutes: int = 60, task: str | Sequence[str] | None = None) -> list[ThroughputPoint]:
@@ -384,14 +382,7 @@ class JobQueue:
             raise BurrowError(f"minutes must be an integer from 1 to {7 * 24 * 60}, got {minutes!r}")
         tasks = [task] if isinstance(task, str) else list(task or [])
         first = minute_of(self.backend.now()) - dt.timedelta(minutes=minutes - 1)
-        points = {first + dt.timedelta(minutes=i): [0, 0, 0] for i in range(minutes)}
-        for row in self.backend.stats_since(first, tasks):
-            totals = points.get(minute_of(row.minute))
-            if totals is not None:
-                totals[0] += row.succeeded
-                totals[1] += row.failed
-                totals[2] += row.retried
-        return [ThroughputPoint(minute, *totals) for minute, totals in points.items()]
+        return throughput_points(self.backend, first, minutes, tasks)
 
     # -- operators ----------------------------------------------------------------
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from burrow.backends.base import OutcomeKind, ThroughputRow
+from burrow.backends.contract import StatsStore
+from burrow.backends.records import OutcomeKind, ThroughputRow
+from burrow.errors import BackendError
 
 # Outcome kinds as the chart counts them; released and snoozed runs are neither.
 _COLUMN = {
@@ -63,3 +66,26 @@ class StatsCounter:
             for column in ("succeeded", "failed", "retried"):
                 if n := getattr(row, column):
                     self._counts[row.minute, row.task, column] += n
+
+    def flush(self, store: StatsStore) -> None:
+        """Add the counts so far to the store's; if it is away they are kept, for next
+        time, and its BackendError goes on to the caller."""
+        rows = self.take()
+        try:
+            store.add_stats(rows)
+        except BackendError:
+            self.give_back(rows)
+            raise
+
+
+def throughput_points(store: StatsStore, first: dt.datetime, minutes: int, tasks: Sequence[str]) -> list[ThroughputPoint]:
+    """Every minute from ``first`` (a minute's start) for ``minutes``, oldest first, with
+    the jobs of ``tasks`` (all if empty) finished in it, from the store's counts."""
+    points = {first + dt.timedelta(minutes=i): [0, 0, 0] for i in range(minutes)}
+    for row in store.stats_since(first, tasks):
+        totals = points.get(minute_of(row.minute))
+        if totals is not None:
+            totals[0] += row.succeeded
+            totals[1] += row.failed
+            totals[2] += row.retried
+    return [ThroughputPoint(minute, *totals) for minute, totals in points.items()]

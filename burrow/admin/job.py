@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from burrow.admin import paths, web
-from burrow.backends.base import HistoryEntry, HistoryEvent, owner_host_pid
+from burrow.backends.records import HistoryEntry, HistoryEvent, owner_host_pid
 from burrow.job import FIELDS, JobInfo, JobState
 
 SHOWN_CHARS = 64 * 1024  # beyond this a payload is cut: a page is no place for a blob

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.exc import ArgumentError
 
-from burrow.backends.base import Backend
+from burrow.backends.contract import Backend
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
-from burrow.backends.sql import Clock
+from burrow.backends.sql.connection import Clock
 from burrow.errors import BackendError
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import re
 import select
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,12 +23,13 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from burrow.backends.base import ALL_QUEUES, CLAIM_COLUMNS, Outcome, QueueFilter, owner_host_pid
+from burrow.backends.records import ALL_QUEUES, CLAIM_COLUMNS, ClaimRequest, Outcome, QueueFilter, owner_host_pid
 from burrow.job import NewJob
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs
-from burrow.backends.sql import Clock, SQLBackend
+from burrow.backends.sql.backend import SQLBackend
+from burrow.backends.sql.connection import Clock
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
 
@@ -155,15 +157,7 @@ class PostgresBackend(SQLBackend):
         # One array parameter: the statement text does not change with the task list.
         return jobs.c.task == sa.any_(sa.bindparam("tasks", list(tasks), type_=pg.ARRAY(sa.String)))
 
-    def _claim(
-        self,
-        tasks: Sequence[str],
-        limit: int,
-        owner: str,
-        lease_s: float,
-        queues: QueueFilter,
-        limited: Mapping[str, int],
-    ) -> Callable[[Any], list[Any]]:
+    def _claim(self, request: ClaimRequest, limited: Mapping[str, int]) -> Callable[[Any], list[Any]]:
         """Pick and mark in one statement (see :meth:`claim_sql`).
 
         With limited tasks, a short transaction instead: try-locks (a transaction-scoped
@@ -173,11 +167,12 @@ class PostgresBackend(SQLBackend):
         Only claims start jobs, and two claims of a limited task never overlap, so the
         count cannot be overtaken: the limit holds across every supervisor.
         """
+        queues, limit = request.queues, request.limit
         params: dict[str, Any] = {
-            "tasks": [task for task in tasks if task not in limited],
+            "tasks": [task for task in request.tasks if task not in limited],
             "queues": list(queues.names),
-            "owner": owner,
-            "lease_s": float(lease_s),
+            "owner": request.owner,
+            "lease_s": float(request.lease_s),
             "now": self._clock_now(),
         }
         if not limited:
@@ -557,23 +552,33 @@ WHERE {fenced}
 RETURNING j.id
 """
 
+def _array_cast(name: str) -> str:
+    """The array type a NewJob field's values are sent as: its column's type, without
+    a length (a cast to varchar(n) would silently cut a value the column refuses)."""
+    return re.sub(r"\(\d+\)", "", jobs.c[name].type.compile(dialect=pg.dialect())) + "[]"
+
+
+# The insert is built from NewJob's fields and their columns' types, so a new job
+# field needs no edit here. Each comes as one array parameter of the same name;
+# run_at's None means now, by {now}.
+_NEW_ARRAYS = ", ".join(f"%({name})s::{_array_cast(name)}" for name in NewJob._fields)
+_NEW_COLUMNS = ", ".join(NewJob._fields)
+_NEW_VALUES = ", ".join("coalesce(v.run_at, {now})" if name == "run_at" else f"v.{name}" for name in NewJob._fields)
+
 # Ids are drawn from the sequence in the CTE, position by position, so each comes
 # back with the position of the job it belongs to (INSERT ... RETURNING cannot name
 # its source rows, and its order is unspecified).
-_ENQUEUE = """
+_ENQUEUE = f"""
 WITH v AS (
-    SELECT * FROM unnest(%(task)s::varchar[], %(payload)s::bytea[], %(priority)s::int[],
-                         %(max_retries)s::int[], %(run_at)s::timestamptz[], %(unique_key)s::varchar[],
-                         %(queue)s::varchar[])
-           WITH ORDINALITY AS v(task, payload, priority, max_retries, run_at, unique_key, queue, n)
+    SELECT * FROM unnest({_NEW_ARRAYS})
+           WITH ORDINALITY AS v({_NEW_COLUMNS}, n)
 ), numbered AS (
-    SELECT n, nextval({id_seq}::regclass) AS id FROM (SELECT n FROM v ORDER BY n) AS o
+    SELECT n, nextval({{id_seq}}::regclass) AS id FROM (SELECT n FROM v ORDER BY n) AS o
 ), inserted AS (
-    INSERT INTO {jobs} (id, task, payload, priority, max_retries, run_at, unique_key, queue, state, attempts, created_at)
-    SELECT numbered.id, v.task, v.payload, v.priority, v.max_retries, coalesce(v.run_at, {now}), v.unique_key, v.queue,
-           'queued', 0, {now}
+    INSERT INTO {{jobs}} (id, {_NEW_COLUMNS}, state, attempts, created_at)
+    SELECT numbered.id, {_NEW_VALUES}, 'queued', 0, {{now}}
     FROM v JOIN numbered USING (n) ORDER BY n
-    {on_conflict}
+    {{on_conflict}}
     RETURNING id
 ), notified AS (
     SELECT pg_notify(%(channel)s, %(notice)s)

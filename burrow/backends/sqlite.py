@@ -21,16 +21,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from burrow.backends.base import CLAIM_COLUMNS, Outcome, QueueFilter, SchemaStatus, owner_host_pid
+from burrow.backends.records import CLAIM_COLUMNS, ClaimRequest, Outcome, SchemaStatus, owner_host_pid
 from burrow.job import NewJob
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, UTC
-from burrow.backends.sql import Clock, SQLBackend
+from burrow.backends.sql.backend import SQLBackend
+from burrow.backends.sql.connection import Clock
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
 
-_INSERT_ROWS = 500  # 6 parameters a row; SQLite allows 32,766 in a statement
+_INSERT_ROWS = 500  # 9 parameters a row (NewJob's fields, id, created_at); SQLite allows 32,766 in a statement
 _LOCK_RETRY_S = 0.0002
 
 
@@ -161,10 +162,7 @@ class SQLiteBackend(SQLBackend):
         inserted: set[int] = set()
         for start in range(0, len(new_jobs), _INSERT_ROWS):
             chunk = new_jobs[start : start + _INSERT_ROWS]
-            params: list[Any] = []
-            for job_id, (task, payload, priority, max_retries, run_at, unique_key, queue) in zip(ids[start:], chunk):
-                run_at_stamp = now if run_at is None else _stamp(run_at)
-                params += (job_id, task, payload, priority, max_retries, run_at_stamp, unique_key, queue, now)
+            params = _insert_params(ids[start:], chunk, now, _stamp)
             rows = connection.execute(_insert_sql(len(chunk), unique), params)
             if unique:
                 inserted.update(row[0] for row in rows)
@@ -194,15 +192,7 @@ class SQLiteBackend(SQLBackend):
             holders[task, key] = row[0]
         return holders
 
-    def _claim(
-        self,
-        tasks: Sequence[str],
-        limit: int,
-        owner: str,
-        lease_s: float,
-        queues: QueueFilter,
-        limited: Mapping[str, int],
-    ) -> Callable[[Any], list[Any]]:
+    def _claim(self, request: ClaimRequest, limited: Mapping[str, int]) -> Callable[[Any], list[Any]]:
         """Select and mark in one statement; the write lock makes the subquery safe.
 
         A task with a concurrency limit gets a pick of its own, of at most its free
@@ -210,9 +200,10 @@ class SQLiteBackend(SQLBackend):
         claimer can start one in between (SQLite's single writer does what
         PostgreSQL needs an advisory lock for).
         """
-        free_tasks = [task for task in tasks if task not in limited]
+        queues, limit = request.queues, request.limit
+        free_tasks = [task for task in request.tasks if task not in limited]
         now = self.now()
-        head = (owner, _stamp(now), _stamp(now + dt.timedelta(seconds=lease_s)))
+        head = (request.owner, _stamp(now), _stamp(now + dt.timedelta(seconds=request.lease_s)))
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
             _begin_immediate(conn, self.timeouts.call_s)
@@ -318,10 +309,37 @@ def _stamp(value: dt.datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-# -- the statements: columns from base.NewJob and base.CLAIM_COLUMNS, outcomes from
+# -- the statements: columns from job.NewJob and records.CLAIM_COLUMNS, outcomes from
 # transitions.change ------------------------------------------------------------------
 
+# Every NewJob field is its column, written as given, but run_at: a stamp, or now
+# (NewJob says None for "now, by the backend's clock"). A new field needs no edit here.
 _INSERT_COLUMNS = ("id", *NewJob._fields, "created_at")
+
+
+def _params_builder() -> Callable[[Sequence[int], Sequence[NewJob], str, Callable[[dt.datetime], str]], list[Any]]:
+    """``insert_params(ids, jobs, now, stamp)``: the flat parameters of _insert_sql's rows.
+
+    Written out from NewJob's fields once, at import, as ``collections.namedtuple``
+    writes its classes: the loop unpacks each job into locals, which is what a
+    hand-written loop does; reading the fields generically (``*job``, then putting
+    run_at's stamp in its place) cost half as much again per job, 130 -> 195 ns.
+    """
+    names = NewJob._fields
+    values = ", ".join("now if run_at is None else stamp(run_at)" if name == "run_at" else name for name in names)
+    source = (
+        "def insert_params(ids, jobs, now, stamp):\n"
+        "    params = []\n"
+        f"    for job_id, ({', '.join(names)},) in zip(ids, jobs):\n"
+        f"        params += (job_id, {values}, now)\n"
+        "    return params\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - the text is made of NewJob's field names only
+    return namespace["insert_params"]
+
+
+_insert_params = _params_builder()
 _TAKE_WRITE_LOCK = "UPDATE burrow_jobs SET id = id WHERE 0"  # starts a write transaction, changes nothing
 # The ids after the largest one handed out: in the table, or before the last delete.
 _NEXT_ID = (

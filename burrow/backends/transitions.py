@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from burrow.backends.base import HistoryEvent, Outcome, OutcomeKind
+from burrow.backends.records import HistoryEvent, Outcome, OutcomeKind
 from burrow.job import JobState
 from burrow.retry import MAX_DELAY_S
 

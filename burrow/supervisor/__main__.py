@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import structlog
 
 from burrow.backends import backend_for
-from burrow.backends.base import SchemaStatus
+from burrow.backends.records import SchemaStatus
 from burrow.backends.deadline import Timeouts
 from burrow.config import Config, load_config
 from burrow.errors import BackendError, BurrowError, ConfigError

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, NoReturn
 
-from burrow.backends.base import ClaimedJob
+from burrow.backends.records import ClaimedJob
 from burrow.supervisor.protocol import STOP, FrameDecoder, encode_frame
 
 _PR_SET_CHILD_SUBREAPER = 36

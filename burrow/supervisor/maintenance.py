@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from burrow.backends.base import Backend
+from burrow.backends.contract import Backend
 from burrow.config import RetentionConfig
 from burrow.job import JobState
 from burrow.errors import BackendError

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from burrow.job import JobState
-from burrow.backends.base import OutcomeKind
+from burrow.backends.records import OutcomeKind
 from burrow.errors import ConfigError
 
 # The outcome label of burrow_jobs_finished_total, by kind.

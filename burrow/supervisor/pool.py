@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from burrow.backends.base import ALL_QUEUES, QueueFilter
+from burrow.backends.records import ALL_QUEUES, QueueFilter
 from burrow.config import DEFAULT_POOL_NAME, SupervisorConfig
 from burrow.supervisor.children import WorkerHandle
 

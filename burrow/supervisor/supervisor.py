@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 import structlog
 
-from burrow.backends.base import CANCEL_NOTICE, ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.records import CANCEL_NOTICE, ClaimedJob, Outcome, OutcomeKind
 from burrow.config import Config, SupervisorConfig
 from burrow.job import JobState
 from burrow.backends.deadline import Timeouts

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import structlog
 
-from burrow.backends.base import Outcome, OutcomeKind, ReapedJob
+from burrow.backends.records import Outcome, OutcomeKind, ReapedJob
 from burrow.errors import BackendError
 from burrow.queue import JobQueue
 from burrow.stats import StatsCounter

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import psutil
 import structlog
 
-from burrow.backends.base import ALL_QUEUES, ClaimedJob, Outcome, OutcomeKind, QueueFilter
+from burrow.backends.records import ALL_QUEUES, ClaimedJob, Outcome, OutcomeKind, QueueFilter
 from burrow.config import SupervisorConfig
 from burrow.errors import BackendError, ProtocolError
 from burrow.execution import CancelCheck, RetryDefaults, execute, released

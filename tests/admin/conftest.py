@@ -21,9 +21,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from starlette.types import ASGIApp
 
 import burrow
-from burrow.backends.base import new_owner
+from burrow.backends.records import ClaimRequest, new_owner
 from burrow.queue import JobQueue
-from burrow.backends.base import ThroughputRow
+from burrow.backends.records import ThroughputRow
 from tests.conftest import Database
 from tests.helpers import wait_until
 
@@ -86,7 +86,7 @@ def populate(q: JobQueue) -> Jobs:
     queued = q.enqueue_many("reports.build", [{"report": "monthly", "month": m} for m in range(1, 7)], priority=5)
     q.cancel(queued.pop())
     owner = new_owner("worker")
-    [running] = q.backend.claim(["reports.build"], 1, owner, 300)
+    [running] = q.backend.claim(ClaimRequest(["reports.build"], 1, owner, 300))
     queued.remove(running.id)
     q.backend.register_process(new_owner("supervisor"), "worker-a", 4242, "supervisor")
     now = q.backend.now().replace(second=0, microsecond=0)

@@ -11,7 +11,7 @@ import structlog
 
 import burrow
 from burrow.job import JobState
-from burrow.backends.base import Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from burrow.queue import JobQueue
 from tests.backends.helpers import Item, typed_handler
 from tests.conftest import Database, FakeClock
@@ -50,13 +50,13 @@ def test_claim_order_is_priority_then_run_at_then_id(clocked: JobQueue, clock: F
 def test_claim_returns_at_most_n(clocked: JobQueue) -> None:
     ids = clocked.enqueue_many("claim.task", [{} for _ in range(5)])
     backend = clocked.backend
-    assert backend.claim(["claim.task"], 0, "owner", 30) == []
-    assert backend.claim([], 5, "owner", 30) == []
-    first = backend.claim(["claim.task"], 2, "owner", 30)
+    assert backend.claim(ClaimRequest(["claim.task"], 0, "owner", 30)) == []
+    assert backend.claim(ClaimRequest([], 5, "owner", 30)) == []
+    first = backend.claim(ClaimRequest(["claim.task"], 2, "owner", 30))
     assert [job.id for job in first] == ids[:2]
-    rest = backend.claim(["claim.task", "other.task"], 10, "owner", 30)
+    rest = backend.claim(ClaimRequest(["claim.task", "other.task"], 10, "owner", 30))
     assert [job.id for job in rest] == ids[2:]
-    assert backend.claim(["claim.task"], 10, "owner", 30) == []
+    assert backend.claim(ClaimRequest(["claim.task"], 10, "owner", 30)) == []
     assert all(job.attempt == 1 and job.owner == "owner" for job in first + rest)
     assert backend.counts()[JobState.RUNNING] == 5
 
@@ -92,7 +92,7 @@ def test_drain_max_jobs(queue: JobQueue) -> None:
 def test_lost_lease_is_fenced(clocked: JobQueue, clock: FakeClock) -> None:
     backend = clocked.backend
     job_id = clocked.enqueue("fence.task", {"n": 1}, max_retries=3)
-    [a] = backend.claim(["fence.task"], 1, "owner-A", 10)
+    [a] = backend.claim(ClaimRequest(["fence.task"], 1, "owner-A", 10))
     assert (a.id, a.attempt, a.owner) == (job_id, 1, "owner-A")
     record = backend.get(job_id)
     assert record is not None
@@ -110,10 +110,10 @@ def test_lost_lease_is_fenced(clocked: JobQueue, clock: FakeClock) -> None:
     # Retried like any failed run: the default backoff (1 s) with its jitter.
     assert clock.now + dt.timedelta(seconds=0.5) <= requeued.run_at <= clock.now + dt.timedelta(seconds=1)
     assert requeued.last_error is not None and "lease expired" in requeued.last_error
-    assert backend.claim(["fence.task"], 1, "owner-B", 10) == []
+    assert backend.claim(ClaimRequest(["fence.task"], 1, "owner-B", 10)) == []
     clock.advance(1)
 
-    [b] = backend.claim(["fence.task"], 1, "owner-B", 10)
+    [b] = backend.claim(ClaimRequest(["fence.task"], 1, "owner-B", 10))
     assert (b.id, b.attempt, b.owner) == (job_id, 2, "owner-B")
 
     stale = Outcome(job_id, "owner-A", 1, OutcomeKind.SUCCEEDED, result=b"from A")
@@ -143,9 +143,9 @@ def test_a_stale_attempt_of_the_same_owner_is_fenced(clocked: JobQueue, clock: F
     again must not let the first run's late outcome or lease extension touch the second."""
     backend = clocked.backend
     job_id = clocked.enqueue("fence.again", {"n": 1}, max_retries=3)
-    [first] = backend.claim(["fence.again"], 1, "owner-A", 10)
+    [first] = backend.claim(ClaimRequest(["fence.again"], 1, "owner-A", 10))
     assert backend.finish([Outcome(job_id, "owner-A", first.attempt, OutcomeKind.RETRY, error="once", retry_in_s=0)]) == []
-    [second] = backend.claim(["fence.again"], 1, "owner-A", 10)
+    [second] = backend.claim(ClaimRequest(["fence.again"], 1, "owner-A", 10))
     assert (second.id, second.owner, second.attempt) == (job_id, "owner-A", first.attempt + 1)
     before = backend.get(job_id), backend.history(job_id)
 
@@ -166,7 +166,7 @@ def test_reap_expired_takes_at_most_limit_oldest_expiry_first(clocked: JobQueue,
     backend = clocked.backend
     ids = clocked.enqueue_many("fence.task", [{"n": n} for n in range(5)])
     for n, job_id in enumerate(ids):
-        [claimed] = backend.claim(["fence.task"], 1, f"owner-{n}", 10 + n)  # job n expires n s after job 0
+        [claimed] = backend.claim(ClaimRequest(["fence.task"], 1, f"owner-{n}", 10 + n))  # job n expires n s after job 0
         assert claimed.id == job_id
     clock.advance(20)
     assert [job.id for job in clocked.reap_expired(limit=2)] == ids[:2]
@@ -178,7 +178,7 @@ def test_reap_expired_takes_at_most_limit_oldest_expiry_first(clocked: JobQueue,
 def test_finish_batch_reports_only_the_lost(clocked: JobQueue, clock: FakeClock) -> None:
     backend = clocked.backend
     ids = clocked.enqueue_many("fence.batch", [{} for _ in range(4)], max_retries=5)
-    claimed = backend.claim(["fence.batch"], 4, "me", 30)
+    claimed = backend.claim(ClaimRequest(["fence.batch"], 4, "me", 30))
     assert [job.id for job in claimed] == ids
     outcomes = [
         Outcome(ids[0], "me", 1, OutcomeKind.SUCCEEDED, result=b"r"),
@@ -228,7 +228,7 @@ def test_dequeue_cancels_only_jobs_that_have_not_started(clocked: JobQueue, cloc
     assert clocked.job(done).state is JobState.SUCCEEDED
 
     running = task.enqueue(clocked, Item("running", 1))
-    [claimed] = clocked.backend.claim(["dq.task"], 1, "someone-else", 30)
+    [claimed] = clocked.backend.claim(ClaimRequest(["dq.task"], 1, "someone-else", 30))
     assert claimed.id == running
     assert clocked.dequeue(running) is False
     assert clocked.job(running).state is JobState.RUNNING

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 import burrow
 from burrow.job import JobState
+from burrow.backends.records import ClaimRequest
 from burrow.errors import BurrowError, PayloadEncodeError
 from burrow.queue import JobQueue
 from tests.backends.helpers import PDT, Item, total_jobs, typed_handler
@@ -211,7 +212,7 @@ def test_a_large_enqueue_many_keeps_payload_order(queue: JobQueue) -> None:
     for i in (0, 499, 500, 501, 999, 1_000, 1_233):
         record = queue.backend.get(ids[i])
         assert record is not None and burrow.codec.decode(record.payload) == {"n": i}
-    claimed = queue.backend.claim(["bulk.large"], 1_234, "large", 30.0)
+    claimed = queue.backend.claim(ClaimRequest(["bulk.large"], 1_234, "large", 30.0))
     assert [job.id for job in claimed] == ids
 
 

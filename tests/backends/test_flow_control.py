@@ -11,7 +11,7 @@ import pytest
 
 import burrow
 from burrow.job import JobState
-from burrow.backends.base import Outcome, OutcomeKind, QueueFilter
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind, QueueFilter
 from burrow.errors import BurrowError
 from burrow.queue import JobQueue
 from tests.backends.helpers import race, rows
@@ -38,11 +38,11 @@ def test_a_claim_takes_its_queues_only(queue: JobQueue) -> None:
     mail = [queue.enqueue("fc.a", {}, queue="mail", priority=p) for p in (1, 5)]
     bulk = [queue.enqueue("fc.b", {}, queue="bulk") for _ in range(3)]
     other = queue.enqueue("fc.a", {})
-    only_mail = queue.backend.claim(tasks, 10, "o1", 30, queues=QueueFilter(("mail",), exclude=False))
+    only_mail = queue.backend.claim(ClaimRequest(tasks, 10, "o1", 30, queues=QueueFilter(("mail",), exclude=False)))
     assert [j.id for j in only_mail] == [mail[1], mail[0]]  # priority orders jobs within a queue
-    but_bulk = queue.backend.claim(tasks, 10, "o2", 30, queues=QueueFilter(("bulk", "mail"), exclude=True))
+    but_bulk = queue.backend.claim(ClaimRequest(tasks, 10, "o2", 30, queues=QueueFilter(("bulk", "mail"), exclude=True)))
     assert [j.id for j in but_bulk] == [other]
-    assert sorted(j.id for j in queue.backend.claim(tasks, 10, "o3", 30)) == bulk
+    assert sorted(j.id for j in queue.backend.claim(ClaimRequest(tasks, 10, "o3", 30))) == bulk
 
 
 # -- concurrency limits ------------------------------------------------------------------

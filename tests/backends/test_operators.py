@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 import burrow
-from burrow.backends.base import HistoryEvent
-from burrow.errors import BurrowError, JobNotFound
+from burrow.backends.records import ClaimRequest, HistoryEvent
 from burrow.job import JobState
+from burrow.errors import BurrowError, JobNotFound
 from burrow.queue import JobQueue
 from tests.backends.helpers import drain_all
 from tests.conftest import POSTGRES_DSN, Database, FakeClock
@@ -121,7 +121,7 @@ def test_retry_of_other_states_is_false(queue: JobQueue) -> None:
     ids = _fill(queue)
     assert queue.retry(ids["ok"][0]) is False
     assert queue.retry(ids["queued"][0]) is False
-    [running] = queue.backend.claim(["other.task"], 1, "owner", 30)
+    [running] = queue.backend.claim(ClaimRequest(["other.task"], 1, "owner", 30))
     assert queue.retry(running.id) is False
     with pytest.raises(JobNotFound):
         queue.retry(10_000_000)
@@ -166,7 +166,7 @@ def test_delete_removes_the_job_and_its_history(queue: JobQueue, database: Datab
         queue.job(failed)
     assert queue.history(failed) == []
     assert queue.delete(ids["queued"][0]) is True
-    [running] = queue.backend.claim(["other.task"], 1, "owner", 30)
+    [running] = queue.backend.claim(ClaimRequest(["other.task"], 1, "owner", 30))
     assert queue.delete(running.id) is False
     assert queue.job(running.id).state is JobState.RUNNING
     with pytest.raises(JobNotFound):
@@ -340,7 +340,7 @@ def test_throughput_per_minute_from_drain_and_from_several_writers(database: Dat
         assert [(p.succeeded, p.failed, p.retried) for p in points] == [(0, 0, 0), (3, 2, 0), (0, 1, 1)]
         assert [(p.succeeded, p.failed) for p in q.throughput(minutes=2, task="bad.task")] == [(0, 2), (0, 0)]
         # Counts from another process add up.
-        from burrow.backends.base import ThroughputRow
+        from burrow.backends.records import ThroughputRow
 
         q.backend.add_stats([ThroughputRow(dt.datetime(2030, 1, 1, 12, 1, tzinfo=dt.timezone.utc), "ok.task", 5, 0, 0)])
         assert q.throughput(minutes=1)[0].succeeded == 5

@@ -30,7 +30,7 @@ from psycopg import sql
 
 import burrow
 from burrow.job import JobState
-from burrow.backends.base import Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from burrow.backends.postgres import PostgresBackend
 from burrow.backends.migrations import MIGRATIONS
 from burrow.errors import BackendError
@@ -252,7 +252,7 @@ def test_claim_uses_the_queued_partial_index_not_a_table_scan(
     postgres_admin.execute(sql.SQL("ANALYZE {}").format(jobs_table))
     assert q.backend.counts()[JobState.QUEUED] == 1000
 
-    claimed = q.backend.claim(["explain.mine"], 10, "explainer", 30.0)
+    claimed = q.backend.claim(ClaimRequest(["explain.mine"], 10, "explainer", 30.0))
     assert len(claimed) == 10
     text = backend(q).claim_sql(10)  # the text claim sent, with the parameters it sends
     params = {"tasks": ["explain.mine"], "owner": "explainer", "lease_s": 30.0}
@@ -290,12 +290,12 @@ def test_a_claim_of_n_never_returns_more_than_n(connect: Connect) -> None:
     q = connect()
     q.enqueue_many("limit.job", [{"i": i} for i in range(300)])
     for n in (1, 2, 7, 64, 100):
-        batch = q.backend.claim(["limit.job"], n, f"owner-{n}", 30.0)
+        batch = q.backend.claim(ClaimRequest(["limit.job"], n, f"owner-{n}", 30.0))
         assert len(batch) == n
         assert all(job.attempt == 1 and job.owner == f"owner-{n}" for job in batch)
     # 126 left: a claim of 200 gets them all and no more; then nothing.
-    assert len(q.backend.claim(["limit.job"], 200, "owner-rest", 30.0)) == 126
-    assert q.backend.claim(["limit.job"], 5, "owner-late", 30.0) == []
+    assert len(q.backend.claim(ClaimRequest(["limit.job"], 200, "owner-rest", 30.0))) == 126
+    assert q.backend.claim(ClaimRequest(["limit.job"], 5, "owner-late", 30.0)) == []
     assert q.backend.counts()[JobState.RUNNING] == 300
 
 
@@ -303,9 +303,9 @@ def test_a_claim_takes_only_the_tasks_it_names(connect: Connect) -> None:
     q = connect()
     q.enqueue_many("mine", [1, 2, 3])
     q.enqueue_many("theirs", [4, 5], priority=100)
-    batch = q.backend.claim(["mine", "unknown"], 10, "me", 30.0)
+    batch = q.backend.claim(ClaimRequest(["mine", "unknown"], 10, "me", 30.0))
     assert sorted(job.task for job in batch) == ["mine"] * 3
-    assert q.backend.claim([], 10, "me", 30.0) == []
+    assert q.backend.claim(ClaimRequest([], 10, "me", 30.0)) == []
 
 
 def test_concurrent_claimers_never_get_the_same_job(
@@ -323,7 +323,7 @@ def test_concurrent_claimers_never_get_the_same_job(
     def claim_all(index: int) -> None:
         try:
             start.wait()
-            while batch := queues[index].backend.claim(["race"], limit, f"claimer-{index}", 60.0):
+            while batch := queues[index].backend.claim(ClaimRequest(["race"], limit, f"claimer-{index}", 60.0)):
                 batches[index].append([job.id for job in batch])
         except BaseException as exc:
             errors.append(exc)
@@ -359,13 +359,13 @@ def test_a_process_that_lost_its_lease_cannot_touch_the_new_attempt(connect: Con
     b = q.backend
     job_id = q.enqueue("fenced", {"n": 1}, max_retries=3)
 
-    [a_job] = b.claim(["fenced"], 1, "owner-a", 30.0)
+    [a_job] = b.claim(ClaimRequest(["fenced"], 1, "owner-a", 30.0))
     assert a_job.attempt == 1
     clock.advance(31)
     [reaped] = q.reap_expired()
     assert (reaped.id, reaped.attempt, reaped.state) == (job_id, 1, JobState.QUEUED)
     clock.advance(1)  # the default backoff after a first run
-    [b_job] = b.claim(["fenced"], 1, "owner-b", 30.0)
+    [b_job] = b.claim(ClaimRequest(["fenced"], 1, "owner-b", 30.0))
     assert (b_job.id, b_job.attempt) == (job_id, 2)
     before = b.get(job_id)
     history_before = b.history(job_id)
@@ -404,7 +404,7 @@ def test_a_batch_of_500_mixed_outcomes_is_one_statement(connect: Connect) -> Non
     q = connect()
     b = q.backend
     q.enqueue_many("batch", list(range(500)), max_retries=5)
-    claimed = b.claim(["batch"], 500, "batcher", 60.0)
+    claimed = b.claim(ClaimRequest(["batch"], 500, "batcher", 60.0))
     assert len(claimed) == 500
     kinds = [OutcomeKind.SUCCEEDED, OutcomeKind.RETRY, OutcomeKind.FAILED, OutcomeKind.RELEASED]
     outcomes = [
@@ -475,7 +475,7 @@ def test_a_claimed_and_finished_job_mostly_stays_on_its_page(
     q.enqueue_many("page.job", [{"account_id": i, "template": "welcome"} for i in range(300)])
     inserted = pages()
     assert len(set(inserted.values())) >= 5  # half-filled pages: about 55 jobs a page
-    claimed = q.backend.claim(["page.job"], 300, f"{os.uname().nodename}:{os.getpid()}:pool:1", 30.0)
+    claimed = q.backend.claim(ClaimRequest(["page.job"], 300, f"{os.uname().nodename}:{os.getpid()}:pool:1", 30.0))
     assert len(claimed) == 300
     after_claim = stayed()
     outcomes = [Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"{}") for job in claimed]
@@ -544,7 +544,7 @@ def test_a_job_requeued_for_now_notifies_and_a_later_retry_does_not(
     channel = backend(q).channel
     q.enqueue_many("notify.requeue", list(range(3)))
     listener = listen(channel)
-    first, second, third = b.claim(["notify.requeue"], 3, "owner", 30.0)
+    first, second, third = b.claim(ClaimRequest(["notify.requeue"], 3, "owner", 30.0))
     b.finish([Outcome(first.id, first.owner, first.attempt, OutcomeKind.RETRY, error="later", retry_in_s=60)])
     assert notifications_until_sentinel(listener, channel) == []
     b.finish([Outcome(second.id, second.owner, second.attempt, OutcomeKind.RETRY, error="now", retry_in_s=0)])
@@ -560,7 +560,7 @@ def test_hot_path_statements_are_never_prepared(connect: Connect) -> None:
     b = q.backend
     q.enqueue_many("prepared.not", list(range(40)))
     for _ in range(20):
-        jobs = b.claim(["prepared.not"], 2, "owner", 30.0)
+        jobs = b.claim(ClaimRequest(["prepared.not"], 2, "owner", 30.0))
         assert b.finish([Outcome(j.id, j.owner, j.attempt, OutcomeKind.SUCCEEDED) for j in jobs]) == []
         assert b.extend_leases([(j.id, j.owner, j.attempt) for j in jobs], 30.0) == [j.id for j in jobs]
     prepared = backend(q)._on_held("count", lambda c: c.execute("SELECT count(*) FROM pg_prepared_statements").fetchone())

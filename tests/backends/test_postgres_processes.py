@@ -35,7 +35,7 @@ BATCH = 50
 CLAIMER = """
 import json, os, select, sys
 import burrow
-from burrow.backends.base import Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from burrow.queue import new_owner
 
 index, ready, ledger, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -45,7 +45,7 @@ open(ready, "w").close()
 if not select.select([sys.stdin], [], [], 60)[0]:  # the start barrier: everyone connected, nobody claiming yet
     sys.exit("no go signal within 60 s")
 with open(ledger, "w") as out:
-    while batch := q.backend.claim(["crowd"], batch_size, owner, 120.0):
+    while batch := q.backend.claim(ClaimRequest(["crowd"], batch_size, owner, 120.0)):
         ids, priorities, attempts = [j.id for j in batch], [j.priority for j in batch], [j.attempt for j in batch]
         out.write(json.dumps({"ids": ids, "priorities": priorities, "attempts": attempts}) + "\\n")
         out.flush()  # on disk before the jobs are finished

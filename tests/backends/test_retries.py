@@ -10,6 +10,7 @@ import pytest
 
 import burrow
 from burrow.job import JobState
+from burrow.backends.records import ClaimRequest
 from burrow.errors import JobFailed
 from burrow.queue import JobQueue
 from tests.backends.helpers import Item, drain_all
@@ -164,13 +165,13 @@ def test_permanent_error_fails_at_once(queue: JobQueue) -> None:
 def test_expired_lease_with_spent_retries_fails(clocked: JobQueue, clock: FakeClock) -> None:
     backend = clocked.backend
     job_id = clocked.enqueue("fence.spent", {}, max_retries=0)
-    backend.claim(["fence.spent"], 1, "owner-A", 10)
+    backend.claim(ClaimRequest(["fence.spent"], 1, "owner-A", 10))
     clock.advance(11)
     [reaped] = clocked.reap_expired()
     assert (reaped.id, reaped.state) == (job_id, JobState.FAILED)
     info = clocked.job(job_id)
     assert (info.state, info.attempts, info.finished_at) == (JobState.FAILED, 1, clock.now)
-    assert backend.claim(["fence.spent"], 1, "owner-B", 10) == []
+    assert backend.claim(ClaimRequest(["fence.spent"], 1, "owner-B", 10)) == []
     with pytest.raises(JobFailed, match="lease expired"):
         clocked.result(job_id)
 

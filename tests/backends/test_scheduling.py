@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import burrow
-from burrow.backends.base import HistoryEvent
+from burrow.backends.records import ClaimRequest, HistoryEvent
 from burrow.job import JobState
 from burrow.errors import BurrowError, JobFailed
 from burrow.queue import JobQueue
@@ -75,7 +75,7 @@ def test_the_key_is_free_again_once_the_job_ends(queue: JobQueue, ending: str) -
 
 def test_a_running_job_holds_its_key(queue: JobQueue) -> None:
     first = queue.enqueue("sched.run", {}, unique_key="k")
-    [claimed] = queue.backend.claim(["sched.run"], 1, "owner", 30)
+    [claimed] = queue.backend.claim(ClaimRequest(["sched.run"], 1, "owner", 30))
     assert claimed.id == first
     assert queue.enqueue("sched.run", {}, unique_key="k") == first
 
@@ -117,9 +117,9 @@ def test_delay_holds_the_job_back(clocked: JobQueue, clock: FakeClock) -> None:
     assert {clocked.job(i).run_at for i in many} == {clock.now + dt.timedelta(seconds=5)}
     at = clock.now + dt.timedelta(hours=1)
     assert clocked.job(task.enqueue_many(clocked, [{}], run_at=at)[0]).run_at == at
-    assert clocked.backend.claim(["sched.later"], 10, "o", 30) == []
+    assert clocked.backend.claim(ClaimRequest(["sched.later"], 10, "o", 30)) == []
     clock.advance(5)
-    assert len(clocked.backend.claim(["sched.later"], 10, "o", 30)) == 2
+    assert len(clocked.backend.claim(ClaimRequest(["sched.later"], 10, "o", 30))) == 2
 
 
 @pytest.mark.parametrize(

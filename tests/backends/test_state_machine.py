@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 )
 
 import burrow
-from burrow.backends.base import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, ClaimedJob, Outcome, OutcomeKind
 from burrow.job import JobState
 from burrow.execution import RetryDefaults, failure_outcome
 from burrow.options import JobConfig
@@ -181,7 +181,7 @@ class QueueMachine(RuleBasedStateMachine):
             ),
         )
         expected = [job_id for _, _, job_id in due[:limit]]
-        claimed = self.backend.claim(sorted(tasks), limit, owner, LEASE_S)
+        claimed = self.backend.claim(ClaimRequest(sorted(tasks), limit, owner, LEASE_S))
         # In claim order: priority desc, then run_at, then id, among due queued jobs.
         assert [job.id for job in claimed] == expected
         for job in claimed:

@@ -12,6 +12,7 @@ import pytest
 
 from burrow.backends import backend_for
 from burrow.job import JobState
+from burrow.backends.records import ClaimRequest
 from burrow.backends.deadline import Timeouts
 from burrow.errors import BackendError
 from burrow.queue import JobQueue
@@ -40,7 +41,7 @@ def test_a_call_into_a_blackhole_fails_within_its_deadline(proxied: tuple[Proxy,
     proxy, q = proxied
     job_id = q.enqueue("t.deadline", {})
     proxy.blackhole()
-    for read in (lambda: q.job(job_id), lambda: q.backend.claim(["t.deadline"], 1, "o", 30)):
+    for read in (lambda: q.job(job_id), lambda: q.backend.claim(ClaimRequest(["t.deadline"], 1, "o", 30))):
         started = time.monotonic()
         with pytest.raises(BackendError, match=r"no answer within 1s|not tried|connection timeout expired"):
             read()

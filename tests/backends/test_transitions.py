@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from burrow.job import JobState
-from burrow.backends.base import Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from burrow.backends.transitions import TRANSITIONS, Wake
 from burrow.queue import JobQueue
 from tests.conftest import Database, FakeClock
@@ -52,9 +52,9 @@ KINDS = list(OutcomeKind)
 def _running_job(q: JobQueue, clock: FakeClock, task: str) -> tuple[int, int, dt.datetime]:
     """A job running under "owner" on its second attempt, with an earlier error, and its run_at."""
     job_id = q.enqueue(task, {})
-    [first] = q.backend.claim([task], 1, "owner", LEASE_S)
+    [first] = q.backend.claim(ClaimRequest([task], 1, "owner", LEASE_S))
     assert q.backend.finish([Outcome(job_id, "owner", first.attempt, OutcomeKind.RETRY, error="earlier error")]) == []
-    [second] = q.backend.claim([task], 1, "owner", LEASE_S)
+    [second] = q.backend.claim(ClaimRequest([task], 1, "owner", LEASE_S))
     return job_id, second.attempt, q.job(job_id).run_at
 
 

@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 import burrow
-from burrow.backends.migrations import LATEST_VERSION
 from burrow.job import JobInfo, JobState
+from burrow.backends.records import ClaimRequest
+from burrow.backends.migrations import LATEST_VERSION
 from burrow.queue import JobQueue
 from tests.conftest import Database
 from tests.supervisor.helpers import run_cli, write_config
@@ -132,7 +133,7 @@ def jobs(database: Database) -> Iterator[Jobs]:
     assert q.drain() == 3
     assert q.retry(failed) and q.drain() == 1  # its history: failed, requeued, failed
     running = q.enqueue("slow.task", {"n": 4}, unique_key="slow:4")
-    [claimed] = q.backend.claim(["slow.task"], 1, "test:1:worker:x", 30)
+    [claimed] = q.backend.claim(ClaimRequest(["slow.task"], 1, "test:1:worker:x", 30))
     assert claimed.id == running
     yield Jobs(q, succeeded, failed, running, queued, cancelled, raw)
     q.close()

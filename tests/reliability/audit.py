@@ -34,8 +34,8 @@ from typing import Any
 
 import psutil
 
-from burrow.backends.sql import SQLBackend
 from burrow.job import JobState
+from burrow.backends.sql.backend import SQLBackend
 from burrow.queue import JobQueue
 from tests.supervisor.helpers import SupervisorProcess, alive
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import burrow
-from burrow.backends.base import Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from burrow.queue import new_owner
 
 
@@ -36,7 +36,7 @@ def main(spec_path: str) -> int:
     empty = 0
     while len(errors) < 100:
         try:
-            batch = backend.claim(tasks, spec["batch"], owner, 60.0)
+            batch = backend.claim(ClaimRequest(tasks, spec["batch"], owner, 60.0))
             if not batch:
                 if not backend.has_due(tasks):
                     empty += 1

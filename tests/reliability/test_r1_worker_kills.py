@@ -67,13 +67,13 @@ def test_release_owner_gives_back_only_what_the_dead_owner_still_runs(database) 
     ran, so they go back with the attempt returned and no history; nothing of
     another owner, and nothing already finished, is touched.
     """
-    from burrow.backends.base import Outcome, OutcomeKind
+    from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 
     with database.connect() as q:
         backend = q.backend
         ids = q.enqueue_many("r1.job", [{"n": n} for n in range(6)])
-        dead = backend.claim(["r1.job"], 3, "host:1:worker:dead", 30)
-        alive_claims = backend.claim(["r1.job"], 2, "host:2:worker:alive", 30)
+        dead = backend.claim(ClaimRequest(["r1.job"], 3, "host:1:worker:dead", 30))
+        alive_claims = backend.claim(ClaimRequest(["r1.job"], 2, "host:2:worker:alive", 30))
         assert backend.finish([Outcome(dead[0].id, dead[0].owner, dead[0].attempt, OutcomeKind.SUCCEEDED)]) == []
         assert sorted(backend.release_owner("host:1:worker:dead")) == sorted(j.id for j in dead[1:])
         for job in dead[1:]:

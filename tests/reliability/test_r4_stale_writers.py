@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from burrow.backends.base import Outcome, OutcomeKind
 from burrow.job import JobState
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from burrow.queue import JobQueue
 from tests.conftest import FakeClock
 from tests.reliability.audit import Figures
@@ -80,7 +80,7 @@ def test_a_writer_that_lost_its_lease_changes_nothing(database, clocked: JobQueu
         task, other = f"r4.job{figures.jobs}", f"r4.other{figures.jobs}"  # each example its own jobs
         job_id = clocked.enqueue(task, {"n": 1}, max_retries=max_retries)
         clocked.enqueue(other, {"n": 2})
-        (a,) = backend.claim([task], 1, "A", LEASE_S)
+        (a,) = backend.claim(ClaimRequest([task], 1, "A", LEASE_S))
         clock.advance(LEASE_S + 1)
         reaped = clocked.reap_expired()
         # Earlier examples' jobs left running under B are reaped too.
@@ -97,7 +97,7 @@ def test_a_writer_that_lost_its_lease_changes_nothing(database, clocked: JobQueu
                     lost = backend.extend_leases([(job_id, "A", a.attempt)], LEASE_S)
                 elif batch_with_b and b is not None and op != "release":
                     # A's stale outcome in the same batch as a live one for another job.
-                    (o,) = backend.claim([other], 1, "C", LEASE_S) or [None]
+                    (o,) = backend.claim(ClaimRequest([other], 1, "C", LEASE_S)) or [None]
                     outcomes = [_outcome(op, job_id, "A", a.attempt)]
                     if o is not None:
                         outcomes.append(_outcome("succeed", o.id, "C", o.attempt))
@@ -114,7 +114,7 @@ def test_a_writer_that_lost_its_lease_changes_nothing(database, clocked: JobQueu
 
         stale_writes(0)
         if b_action != "none" and max_retries >= 1:
-            (b,) = backend.claim([task], 1, "B", LEASE_S)
+            (b,) = backend.claim(ClaimRequest([task], 1, "B", LEASE_S))
             assert b.attempt == a.attempt + 1
             stale_writes(1)
             if b_action == "extend":

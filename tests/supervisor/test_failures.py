@@ -12,8 +12,9 @@ from pathlib import Path
 import psutil
 import sqlalchemy as sa
 
-from burrow.backends.schema import jobs
 from burrow.job import JobState
+from burrow.backends.records import ClaimRequest
+from burrow.backends.schema import jobs
 from burrow.queue import JobQueue
 from tests.supervisor.app import (
     Gate,
@@ -339,7 +340,7 @@ def test_a_job_whose_lease_is_lost_is_stopped_at_once(
         reaped = {r.id: r.state for r in other.reap_expired()}
         assert reaped == {i: JobState.QUEUED for i in (job_id, *behind)}
         clock.advance(3600)  # past the reaper's backoff
-        (taken,) = other.backend.claim(["sv.block"], 1, "another-supervisor", 3600.0)
+        (taken,) = other.backend.claim(ClaimRequest(["sv.block"], 1, "another-supervisor", 3600.0))
         assert (taken.id, taken.attempt) == (job_id, 2)
         ids = [job_id, *behind]
         before = {i: (queue.backend.get(i), queue.history(i)) for i in ids}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from burrow.backends.base import HistoryEvent
+from burrow.backends.records import HistoryEvent
 from burrow.job import JobState
 from burrow.queue import JobQueue
 from tests.conftest import Database

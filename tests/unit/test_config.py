@@ -103,7 +103,7 @@ def test_the_largest_max_result_size_fits_in_a_frame(tmp_path: Path) -> None:
     """base64 of the largest result allowed, with the rest of a result frame, is under the cap."""
     import base64
 
-    from burrow.backends.base import Outcome, OutcomeKind
+    from burrow.backends.records import Outcome, OutcomeKind
     from burrow.config import MAX_RESULT_BYTES
     from burrow.supervisor.protocol import MAX_FRAME_BYTES, encode_frame
     from burrow.supervisor.worker import outcome_frame

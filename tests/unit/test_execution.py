@@ -16,7 +16,7 @@ import orjson
 import structlog
 
 import burrow
-from burrow.backends.base import ClaimedJob, OutcomeKind
+from burrow.backends.records import ClaimedJob, OutcomeKind
 from burrow.execution import MAX_ERROR_CHARS, Registration, describe_error, execute
 from burrow.logging import _orjson_dumps, encodable
 from burrow.options import JobConfig

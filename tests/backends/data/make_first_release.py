@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 import burrow
-from burrow.backends.base import Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 
 POSTGRES_DSN = os.environ.get("BURROW_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 UTC = dt.timezone.utc
@@ -51,7 +51,7 @@ def fill(q: burrow.JobQueue) -> list[int]:
         q.enqueue("v1.released", {"n": 9}),
     ]
     tasks = ["v1.succeeds", "v1.binary", "v1.retried", "v1.fails", "v1.running", "v1.released"]
-    claimed = {job.task: job for job in b.claim(tasks, 10, "v1-owner", 30.0)}
+    claimed = {job.task: job for job in b.claim(ClaimRequest(tasks, 10, "v1-owner", 30.0))}
 
     def outcome(task: str, kind: OutcomeKind, **kw: object) -> Outcome:
         job = claimed[task]
@@ -64,7 +64,7 @@ def fill(q: burrow.JobQueue) -> list[int]:
         outcome("v1.fails", OutcomeKind.RETRY, error="OSError: once", retry_in_s=0),
         outcome("v1.released", OutcomeKind.RELEASED, error="released: shutdown_timeout reached"),
     ])
-    again = {job.task: job for job in b.claim(["v1.retried", "v1.fails"], 10, "v1-owner", 30.0)}
+    again = {job.task: job for job in b.claim(ClaimRequest(["v1.retried", "v1.fails"], 10, "v1-owner", 30.0))}
     b.finish([
         Outcome(again["v1.retried"].id, "v1-owner", 2, OutcomeKind.SUCCEEDED, result=b"42"),
         Outcome(again["v1.fails"].id, "v1-owner", 2, OutcomeKind.FAILED, error="OSError: twice\nTraceback ..."),

@@ -1,4 +1,4 @@
-"""The storage contract every backend fulfils, and the records that cross it.
+"""The records that cross the storage contract (``burrow.backends.contract``).
 
 Backends deal in opaque payload and result bytes; typing happens above them. Each
 operation that ends or extends an attempt is *fenced*: it names the job id, the
@@ -6,9 +6,13 @@ owner that claimed it and the attempt number, and only touches a row that still
 matches all three and is ``running``. A process that lost its lease therefore
 never overwrites a newer attempt; the backend reports such jobs as lost instead.
 
+They live apart from the protocols so that code which only builds or reads a
+record (the stats counter, the transitions table, the CLI's printers) imports no
+storage interface at all (see docs/architecture.md on the storage contract).
+
 The records here are the job row's one definition above SQL: a claim returns the
-fields of :class:`ClaimedJob`, an insert writes those of :class:`NewJob`, a read
-fills :class:`JobInfo`; what each outcome does to a row is the table in
+fields of :class:`ClaimedJob`, an insert writes those of :class:`burrow.job.NewJob`,
+a read fills :class:`burrow.job.JobInfo`; what each outcome does to a row is the table in
 ``burrow.backends.transitions``.
 """
 
@@ -21,9 +25,9 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
-from burrow.job import JobInfo, JobState, NewJob
+from burrow.job import JobInfo, JobState
 
 # How long a claim holds a job without a heartbeat (config ``lease_timeout``).
 DEFAULT_LEASE_S = 30.0
@@ -70,6 +74,23 @@ class QueueFilter:
 
 
 ALL_QUEUES = QueueFilter()
+
+
+class ClaimRequest(NamedTuple):
+    """What one claim asks for: every parameter of ``JobStore.claim`` as one value.
+
+    The protocol, the shared SQL and both dialects pass it through whole, so a new
+    claim parameter is a field here and the SQL that reads it, nothing in between.
+    One is built per claim, not per job: a named tuple, it costs a fraction of a
+    microsecond.
+    """
+
+    tasks: Sequence[str]
+    limit: int
+    owner: str
+    lease_s: float
+    queues: QueueFilter = ALL_QUEUES  # the queues to take jobs from
+    limits: Mapping[str, int] | None = None  # task -> most jobs of it running at once, everywhere
 
 
 # ClaimedJob and Outcome are made once per job in a worker and again in its
@@ -218,126 +239,3 @@ class SchemaStatus:
         if self.version > self.latest:
             return f"version {self.version}, newer than this burrow (version {self.latest}): upgrade burrow"
         return f"version {self.version}: start will migrate it to version {self.latest}"
-
-
-class Backend(Protocol):
-    """One database holding burrow's tables. Implementations: sqlite, postgres."""
-
-    dialect: str
-
-    def migrate(self) -> None:
-        """Apply pending migrations, once, under a lock."""
-
-    def ping(self) -> None:
-        """Raise BackendError unless the database answers."""
-
-    def schema_status(self) -> SchemaStatus:
-        """Where the schema stands, without creating or changing anything."""
-
-    def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
-        """Insert jobs in one transaction; ids by position; inside ``conn``'s transaction when given."""
-
-    def claim(
-        self,
-        tasks: Sequence[str],
-        limit: int,
-        owner: str,
-        lease_s: float,
-        *,
-        queues: QueueFilter = ALL_QUEUES,
-        limits: Mapping[str, int] | None = None,
-    ) -> list[ClaimedJob]:
-        """Mark up to ``limit`` due queued jobs of ``tasks`` in ``queues`` running for
-        ``owner``; of a task in ``limits``, only while fewer than its limit run."""
-
-    def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
-        """Write outcomes in one round trip; returns the ids whose fence no longer held."""
-
-    def extend_leases(self, jobs: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
-        """Push out the leases of (id, owner, attempt); returns the ids that were lost."""
-
-    def expired_leases(self, limit: int = 1000) -> list[ExpiredLease]:
-        """Running jobs whose lease has run out, oldest expiry first, at most ``limit``."""
-
-    def release_owner(self, owner: str) -> list[int]:
-        """Requeue, attempt given back, every job still running under a dead ``owner``."""
-
-    def cancel(self, job_id: int) -> bool:
-        """Cancel a queued job; False if it is in any other state."""
-
-    def request_cancel(self, job_id: int) -> bool:
-        """Ask the supervisor running this job to stop it; False unless it is running."""
-
-    def cancel_requests(self, job_ids: Sequence[int]) -> list[int]:
-        """Which of these jobs are running with a cancel request."""
-
-    def get(self, job_id: int) -> JobInfo | None: ...
-
-    def history(self, job_id: int) -> list[HistoryEntry]: ...
-
-    def has_due(self, tasks: Sequence[str]) -> bool:
-        """Whether a claim of ``tasks`` could return a job now."""
-
-    def counts(self) -> dict[JobState, int]: ...
-
-    def wait_for_jobs(self, timeout_s: float, tasks: Sequence[str] = ()) -> bool:
-        """Block until new jobs may be due or the timeout; True if woken early."""
-
-    def now(self) -> dt.datetime:
-        """The backend's idea of now (an injected clock in tests)."""
-
-    # -- operators (q.jobs, q.retry, q.delete, q.prune, q.processes, counts) --
-
-    def list_jobs(
-        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
-    ) -> list[JobInfo]: ...
-
-    def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]: ...
-
-    def active_by_queue(self) -> dict[str, dict[JobState, int]]: ...
-
-    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]: ...
-
-    def ids_in(self, state: JobState, tasks: Sequence[str] | None, after_id: int, up_to_id: int, limit: int) -> list[int]: ...
-
-    def max_id(self) -> int: ...
-
-    def delete_job(self, job_id: int) -> bool | None: ...
-
-    def prune(
-        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
-    ) -> int: ...
-
-    def processes(self, stale_after_s: float) -> list[ProcessInfo]: ...
-
-    # -- throughput --
-
-    def add_stats(self, rows: Sequence[ThroughputRow]) -> None: ...
-
-    def stats_since(self, since: dt.datetime, tasks: Sequence[str] | None = None) -> list[ThroughputRow]: ...
-
-    def prune_stats(self, before: dt.datetime) -> int: ...
-
-    # -- periodic jobs --
-
-    def enqueue_slot(
-        self, name: str, spec: str, slot: dt.datetime, next_slot: dt.datetime, job: NewJob
-    ) -> int | None: ...
-
-    def schedules(self) -> list[ScheduleInfo]: ...
-
-    # -- processes --
-
-    def register_process(self, owner: str, host: str, pid: int, role: str) -> None: ...
-
-    def heartbeat_processes(self, owners: Sequence[str]) -> list[str]:
-        """Refresh these processes' rows; the owners whose row was removed (presumed dead)."""
-
-    def remove_process(self, owner: str) -> None: ...
-
-    def reap_processes(self, stale_after_s: float) -> list[str]: ...
-
-    def after_fork(self) -> None:
-        """Drop connections inherited from the parent without closing its sockets."""
-
-    def close(self) -> None: ...

@@ -1,0 +1,161 @@
+"""The storage contract: the small stores a caller needs, and ``Backend``, all of them.
+
+A caller is typed against the store it uses, so that what it may do to the
+database is visible in its signature and a test double has only that to fake:
+the claim loop needs a :class:`JobStore`, the stats flush a :class:`StatsStore`,
+the operators' tools an :class:`OperatorStore`. :class:`Backend` combines them;
+each implementation (``sqlite``, ``postgres``) is one object behind all of them,
+on one database (see docs/architecture.md on the storage contract).
+
+The records that cross these interfaces are in ``burrow.backends.records``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from burrow.backends.records import (
+    ClaimedJob,
+    ClaimRequest,
+    ExpiredLease,
+    HistoryEntry,
+    Outcome,
+    ProcessInfo,
+    ScheduleInfo,
+    SchemaStatus,
+    ThroughputRow,
+)
+from burrow.job import JobInfo, JobState, NewJob
+
+
+class JobStore(Protocol):
+    """The job's life on the hot path: enqueue, claim, finish, leases, waiting for work."""
+
+    def now(self) -> dt.datetime:
+        """The backend's idea of now (an injected clock in tests)."""
+
+    def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
+        """Insert jobs in one transaction; ids by position; inside ``conn``'s transaction when given."""
+
+    def claim(self, request: ClaimRequest) -> list[ClaimedJob]:
+        """Mark up to ``request.limit`` due queued jobs of ``request.tasks`` in
+        ``request.queues`` running for ``request.owner``; of a task in
+        ``request.limits``, only while fewer than its limit run."""
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Write outcomes in one round trip; returns the ids whose fence no longer held."""
+
+    def extend_leases(self, jobs: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
+        """Push out the leases of (id, owner, attempt); returns the ids that were lost."""
+
+    def expired_leases(self, limit: int = 1000) -> list[ExpiredLease]:
+        """Running jobs whose lease has run out, oldest expiry first, at most ``limit``."""
+
+    def release_owner(self, owner: str) -> list[int]:
+        """Requeue, attempt given back, every job still running under a dead ``owner``."""
+
+    def has_due(self, tasks: Sequence[str]) -> bool:
+        """Whether a claim of ``tasks`` could return a job now."""
+
+    def wait_for_jobs(self, timeout_s: float, tasks: Sequence[str] = ()) -> bool:
+        """Block until new jobs may be due or the timeout; True if woken early."""
+
+    def cancel_requests(self, job_ids: Sequence[int]) -> list[int]:
+        """Which of these jobs are running with a cancel request."""
+
+
+class OperatorStore(Protocol):
+    """Reading and repairing jobs: q.job, q.jobs, q.retry, q.cancel, q.delete, q.prune, counts."""
+
+    def get(self, job_id: int) -> JobInfo | None: ...
+
+    def history(self, job_id: int) -> list[HistoryEntry]: ...
+
+    def list_jobs(
+        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+    ) -> list[JobInfo]: ...
+
+    def counts(self) -> dict[JobState, int]: ...
+
+    def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]: ...
+
+    def active_by_queue(self) -> dict[str, dict[JobState, int]]: ...
+
+    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]: ...
+
+    def ids_in(self, state: JobState, tasks: Sequence[str] | None, after_id: int, up_to_id: int, limit: int) -> list[int]: ...
+
+    def max_id(self) -> int: ...
+
+    def delete_job(self, job_id: int) -> bool | None: ...
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a queued job; False if it is in any other state."""
+
+    def request_cancel(self, job_id: int) -> bool:
+        """Ask the supervisor running this job to stop it; False unless it is running."""
+
+    def prune(
+        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
+    ) -> int: ...
+
+
+class ProcessStore(Protocol):
+    """The registry of live burrow processes (supervisors and their workers)."""
+
+    def register_process(self, owner: str, host: str, pid: int, role: str) -> None: ...
+
+    def heartbeat_processes(self, owners: Sequence[str]) -> list[str]:
+        """Refresh these processes' rows; the owners whose row was removed (presumed dead)."""
+
+    def remove_process(self, owner: str) -> None: ...
+
+    def reap_processes(self, stale_after_s: float) -> list[str]: ...
+
+    def processes(self, stale_after_s: float) -> list[ProcessInfo]: ...
+
+
+class ScheduleStore(Protocol):
+    """Periodic jobs: each slot enqueued once, whichever process gets there first."""
+
+    def enqueue_slot(
+        self, name: str, spec: str, slot: dt.datetime, next_slot: dt.datetime, job: NewJob
+    ) -> int | None: ...
+
+    def schedules(self) -> list[ScheduleInfo]: ...
+
+
+class StatsStore(Protocol):
+    """Jobs finished per minute and task, added to by every process (the throughput chart)."""
+
+    def add_stats(self, rows: Sequence[ThroughputRow]) -> None: ...
+
+    def stats_since(self, since: dt.datetime, tasks: Sequence[str] | None = None) -> list[ThroughputRow]: ...
+
+    def prune_stats(self, before: dt.datetime) -> int: ...
+
+
+class Lifecycle(Protocol):
+    """The database itself: its schema, whether it answers, and the connections to it."""
+
+    dialect: str
+
+    def migrate(self) -> None:
+        """Apply pending migrations, once, under a lock."""
+
+    def ping(self) -> None:
+        """Raise BackendError unless the database answers."""
+
+    def schema_status(self) -> SchemaStatus:
+        """Where the schema stands, without creating or changing anything."""
+
+    def after_fork(self) -> None:
+        """Drop connections inherited from the parent without closing its sockets."""
+
+    def close(self) -> None: ...
+
+
+class Backend(JobStore, OperatorStore, ProcessStore, ScheduleStore, StatsStore, Lifecycle, Protocol):
+    """One database holding burrow's tables, behind every store. Implementations: sqlite, postgres."""
