@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from burrow.backends.records import ALL_QUEUES, CLAIM_COLUMNS, ClaimRequest, Outcome, QueueFilter, owner_host_pid
 from burrow.job import NewJob
+from burrow.backends import postgres_arrays as arrays
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs
@@ -114,6 +115,7 @@ class PostgresBackend(SQLBackend):
         }
         self._key_holders_sql = _KEY_HOLDERS.format(**names)
         self._extend_sql = _EXTEND.format(**names)
+        self._cancel_requests_sql = _CANCEL_REQUESTS.format(**names)
 
     def _qualified(self, name: str) -> str:
         """A table's or sequence's name as our SQL text spells it: quoted, in our schema."""
@@ -244,11 +246,11 @@ class PostgresBackend(SQLBackend):
             return []
         changes = [change(o) for o in outcomes]
         params: dict[str, Any] = {
-            "ids": [o.id for o in outcomes],
-            "owners": [o.owner for o in outcomes],
-            "attempts": [o.attempt for o in outcomes],
+            "ids": arrays.ints([o.id for o in outcomes]),
+            "owners": arrays.texts([o.owner for o in outcomes]),
+            "attempts": arrays.ints([o.attempt for o in outcomes]),
             "results": [o.result for o in outcomes],
-            "errors": [o.error for o in outcomes],
+            "errors": arrays.texts([o.error for o in outcomes]),
             "now": self._clock_now(),
         }
         uniform = uniform_change(changes)
@@ -257,19 +259,19 @@ class PostgresBackend(SQLBackend):
         else:
             statement = self._finish_sql
             params.update(
-                states=[c.state for c in changes],
-                give_backs=[c.give_back for c in changes],
-                snoozes=[c.snooze for c in changes],
-                finishes=[c.finishes for c in changes],
-                delays=[c.delay_s for c in changes],
-                events=[c.event for c in changes],
-                wakes=[c.wakes for c in changes],
-                expired_only=[c.expired_only for c in changes],
-                durations=[o.duration_s for o in outcomes],
+                states=arrays.texts([c.state for c in changes]),
+                give_backs=arrays.ints([c.give_back for c in changes]),
+                snoozes=arrays.ints([c.snooze for c in changes]),
+                finishes=arrays.booleans([c.finishes for c in changes]),
+                delays=arrays.numbers([c.delay_s for c in changes]),
+                events=arrays.texts([c.event for c in changes]),
+                wakes=arrays.booleans([c.wakes for c in changes]),
+                expired_only=arrays.booleans([c.expired_only for c in changes]),
+                durations=arrays.numbers([o.duration_s for o in outcomes]),
                 channel=self.channel,
             )
             hosts_pids = [owner_host_pid(o.owner) for o in outcomes]
-            params.update(hosts=[h for h, _ in hosts_pids], pids=[p for _, p in hosts_pids])
+            params.update(hosts=arrays.texts([h for h, _ in hosts_pids]), pids=arrays.numbers([p for _, p in hosts_pids]))
 
         def write(conn: psycopg.Connection[Any]) -> set[int]:
             return {row[0] for row in conn.execute(statement, params) if row[0] is not None}
@@ -292,9 +294,9 @@ class PostgresBackend(SQLBackend):
         if not fences:
             return []
         params = {
-            "ids": [f[0] for f in fences],
-            "owners": [f[1] for f in fences],
-            "attempts": [f[2] for f in fences],
+            "ids": arrays.ints([f[0] for f in fences]),
+            "owners": arrays.texts([f[1] for f in fences]),
+            "attempts": arrays.ints([f[2] for f in fences]),
             "lease_s": float(lease_s),
             "now": self._clock_now(),
         }
@@ -304,6 +306,18 @@ class PostgresBackend(SQLBackend):
 
         written = self._on_held("extend_leases", extend)
         return [job_id for job_id, _, _ in fences if job_id not in written]
+
+    def cancel_requests(self, job_ids: Sequence[int]) -> list[int]:
+        """Asked every half second with every job the supervisor holds: one fixed text
+        on the held connection, not a statement compiled for this many ids."""
+        if not job_ids:
+            return []
+        params = {"ids": arrays.ints(job_ids)}
+
+        def read(conn: psycopg.Connection[Any]) -> list[int]:
+            return [row[0] for row in conn.execute(self._cancel_requests_sql, params)]
+
+        return self._on_held("cancel_requests", read)
 
     def _configure_held(self, connection: Any) -> None:
         """Autocommit, and no server-side prepared statements.
@@ -593,6 +607,11 @@ _ON_UNIQUE_CONFLICT = f"ON CONFLICT (task, unique_key) WHERE {UNIQUE_WHERE} DO N
 _KEY_HOLDERS = f"""
 SELECT task, unique_key, id FROM {{jobs}}
 WHERE (task, unique_key) IN (SELECT * FROM unnest(%(tasks)s::varchar[], %(keys)s::varchar[])) AND {UNIQUE_WHERE}
+"""
+
+_CANCEL_REQUESTS = """
+SELECT id FROM {jobs}
+WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND cancel_requested_at IS NOT NULL
 """
 
 _EXTEND = """

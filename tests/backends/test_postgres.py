@@ -25,12 +25,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import sqlalchemy as sa
 from psycopg import sql
 
 import burrow
 from burrow.job import JobState
 from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
+from burrow.backends import postgres_arrays as arrays
 from burrow.backends.postgres import PostgresBackend
 from burrow.backends.migrations import MIGRATIONS
 from burrow.errors import BackendError
@@ -826,3 +829,20 @@ def test_a_consumer_whose_listen_connection_drops_wakes_and_listens_again(
     producer.enqueue("relisten", {})
     woke, elapsed = waiter.result()
     assert woke is True and elapsed < 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00"))), max_size=8),
+    numbers=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=8),
+    floats=st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)), max_size=8),
+)
+def test_array_literals_reach_postgresql_as_the_values_they_were(texts, numbers, floats) -> None:
+    """The batched statements send their columns as literals: any text (quotes, commas,
+    braces, backslashes, the word NULL) and any int or float comes back unchanged."""
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        got = conn.execute(
+            "SELECT %s::text[], %s::bigint[], %s::float8[], %s::bool[]",
+            (arrays.texts(texts), arrays.numbers(numbers), arrays.numbers(floats), arrays.booleans([True, False])),
+        ).fetchone()
+    assert got == (texts, numbers, floats, [True, False])
