@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 import burrow
-from burrow.backends.records import ClaimRequest, HistoryEvent
+from burrow.backends.records import ClaimRequest, HistoryEvent, Outcome, OutcomeKind
 from burrow.job import JobState
 from burrow.errors import BurrowError, JobNotFound
 from burrow.queue import JobQueue
@@ -43,6 +43,30 @@ def _fill(q: JobQueue) -> dict[str, list[int]]:
 
 
 # -- listing ------------------------------------------------------------------------
+
+
+def test_listings_page_running_jobs_in_among_the_others(queue: JobQueue) -> None:
+    """Running jobs sit in no listing index of their own kind (migration 10): every
+    listing by task or state merges them in, newest first, and pages through them."""
+    ids = queue.enqueue_many("mix.task", [{"n": i} for i in range(8)])
+    other = queue.enqueue("other.task", {})
+    running = {job.id for job in queue.backend.claim(ClaimRequest(["mix.task"], 8, "me", 60))[::2]}
+    for job_id in set(ids) - running:
+        assert queue.backend.finish([Outcome(job_id, "me", 1, OutcomeKind.RELEASED)]) == []
+    newest = ids[::-1]
+    listings: list[tuple[dict[str, Any], list[int]]] = [
+        ({"task": "mix.task"}, newest),
+        ({"state": ["queued", "running"], "task": "mix.task"}, newest),
+        ({"state": ["running", "queued"]}, [other, *newest]),
+    ]
+    for filters, expected in listings:
+        seen, before = [], None
+        while page := queue.jobs(limit=3, before_id=before, **filters):
+            seen += [job.id for job in page]
+            before = page[-1].id
+        assert seen == expected, filters
+    assert [job.id for job in queue.jobs(state="running")] == sorted(running, reverse=True)
+    assert [job.id for job in queue.jobs(state=["running", "succeeded"], task="mix.task")] == sorted(running, reverse=True)
 
 
 def test_jobs_lists_newest_first_with_keyset_paging(queue: JobQueue) -> None:
