@@ -314,7 +314,8 @@ def decode_result(message: dict[str, Any], owner: str) -> Outcome:
     """A result frame's outcome, for the claim ``owner`` it was made under; ProtocolError
     (or the KeyError, TypeError, ValueError of a missing or mistyped field) if malformed,
     or if it is an outcome only a reaper may write."""
-    data = _result_bytes(message)
+    text = message.get("result")
+    data = text.encode() if type(text) is str else _result_bytes(message)  # the common case, without a call
     kind = OutcomeKind(message["kind"])
     if kind not in _WORKER_OUTCOMES:
         raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
