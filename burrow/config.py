@@ -351,7 +351,7 @@ class SupervisorConfig:
         "max_worker_memory", _positive_size, None, 'recycle a worker whose RSS exceeds this (`"512MB"`, `"1GiB"`)',
         absent="unlimited",
     )
-    # A larger result fails its job (it would on every attempt); see worker.outcome_frame. The default
+    # A larger result fails its job (it would on every attempt); see protocol.outcome_frame. The default
     # is well under MAX_RESULT_BYTES: results belong in a table row, not files in it.
     max_result_size_bytes: int = setting(
         "max_result_size", _result_size, 8 * 1024 * 1024,

@@ -22,8 +22,9 @@ from burrow.logging import configure_logging
 from burrow.notation import redact_dsn
 from burrow.queue import JobQueue
 from burrow.supervisor.apps import register_apps
+from burrow.supervisor.context import retry_defaults
 from burrow.supervisor.metrics import Metrics
-from burrow.supervisor.supervisor import ExitCode, Supervisor, _retry
+from burrow.supervisor.supervisor import ExitCode, Supervisor
 
 
 def build_parser(prog: str = "python -m burrow.supervisor") -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
         status = backend.schema_status()
     except BackendError as exc:
         raise ConfigError(f"{config.path}: [database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
-    queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=_retry(config))
+    queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=retry_defaults(config))
     try:
         register_apps(queue, config.supervisor.apps, config.schedules)
     except ConfigError as exc:

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import IO, NoReturn
 
 from burrow.backends.records import ClaimedJob
-from burrow.supervisor.protocol import STOP, FrameDecoder, encode_frame
+from burrow.supervisor import protocol
+from burrow.supervisor.protocol import FrameDecoder, encode_frame
 
 _PR_SET_CHILD_SUBREAPER = 36
 # faulthandler writes at most 100 frames of each of at most 100 threads; this
@@ -123,7 +124,7 @@ class WorkerHandle:
         """Ask it to finish the job it is running and exit (once: the pipe may be full)."""
         if not self.stopping:
             self.stopping = True
-            self.send({"t": STOP})
+            self.send(protocol.stop())
 
     def terminate(self, reason: str, sigkill_at_mono: float) -> None:
         """SIGTERM, so that it writes its stack as it dies; the caller sends SIGKILL

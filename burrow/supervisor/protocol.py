@@ -11,22 +11,31 @@ cannot make the supervisor buffer gigabytes; any malformed frame is a
 This is the hot path of every job (claimed, result, heartbeat), so decoding works
 on one growing buffer and hands orjson memoryview slices instead of copies.
 
-Messages (DESIGN.md section 5). Worker -> supervisor: ``hello`` (first, with
+Messages (docs/architecture.md). Worker -> supervisor: ``hello`` (first, with
 ``"v"`` and ``"pid"``), ``ready``, ``claimed`` (the claim's ``"owner"``, its
 ``"jobs"``, and ``"since"``: the monotonic time the claim began, from which the
 outage guard ages the leases), ``heartbeat``, ``result``.
 Supervisor -> worker: ``wake``, ``stop``, ``cancel``.
+
+Every message is made and read here, in both directions, so that the two ends
+cannot drift apart: a field the worker writes and the supervisor reads is named
+in one file. The makers are plain functions returning the dict a pipe end
+encodes; the readers check what a worker, running application code, may have
+got wrong, and raise ProtocolError for it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
 
+from burrow.backends.records import ClaimedJob, Outcome, OutcomeKind
 from burrow.errors import ProtocolError
 
 __all__ = [
@@ -41,10 +50,20 @@ __all__ = [
     "STOP",
     "WAKE",
     "FrameDecoder",
+    "cancel",
+    "cancelled_id",
     "check_hello",
+    "claimed",
+    "claimed_jobs",
+    "decode_result",
     "encode_frame",
+    "heartbeat",
     "hello",
+    "outcome_frame",
     "read_frame",
+    "ready",
+    "stop",
+    "wake",
     "write_frame",
 ]
 
@@ -62,6 +81,15 @@ RESULT: Final = "result"
 WAKE: Final = "wake"
 STOP: Final = "stop"
 CANCEL: Final = "cancel"  # {"id": job}: a claimed job not to start (cancelled meanwhile)
+
+# Results up to this size that are UTF-8 cross the pipe as JSON strings, the rest as
+# base64 (see outcome_frame); escaped, such a string is at most 6 x 64 KiB.
+_TEXT_RESULT_MAX_BYTES = 64 * 1024
+
+# What a worker may report; the EXPIRED_* kinds are a reaper's, never a worker's.
+_WORKER_OUTCOMES = frozenset(
+    {OutcomeKind.SUCCEEDED, OutcomeKind.RETRY, OutcomeKind.FAILED, OutcomeKind.RELEASED, OutcomeKind.SNOOZED}
+)
 
 _HEADER: Final = struct.Struct(">I")
 _HEADER_SIZE: Final = _HEADER.size
@@ -181,9 +209,13 @@ def read_frame(fd: int, decoder: FrameDecoder) -> dict[str, Any] | None:
             return messages[0]
 
 
-def hello(pid: int | None = None) -> dict[str, object]:
-    """A worker's first message: its protocol version and pid."""
-    return {"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid() if pid is None else pid}
+def hello(pid: int | None = None, *, owner: str | None = None) -> dict[str, object]:
+    """A worker's first message: its protocol version and pid; and its lease owner,
+    with which the supervisor gives back claims the worker dies before announcing."""
+    message: dict[str, object] = {"t": HELLO, "v": PROTOCOL_VERSION, "pid": os.getpid() if pid is None else pid}
+    if owner is not None:
+        message["owner"] = owner
+    return message
 
 
 def check_hello(message: Mapping[str, Any]) -> int:
@@ -200,3 +232,143 @@ def check_hello(message: Mapping[str, Any]) -> int:
     if type(pid) is not int or pid <= 0:
         raise ProtocolError(f"hello frame has no valid pid: {pid!r}")
     return pid
+
+
+# -- worker -> supervisor -------------------------------------------------------
+
+
+def ready(since: float) -> dict[str, object]:
+    """A claim found nothing; ``since`` is when it began (CLOCK_MONOTONIC, the supervisor's
+    clock too), so that a notification that came in meanwhile still wakes the worker."""
+    return {"t": READY, "since": since}
+
+
+def claimed(jobs: Sequence[ClaimedJob], since: float) -> dict[str, object]:
+    """The jobs of one claim, in the order the worker runs them (see claimed_jobs)."""
+    return {
+        "t": CLAIMED,
+        "owner": jobs[0].owner,  # this claim's own: the worker's owner/N
+        "since": since,  # the leases are at least this fresh
+        "jobs": [[j.id, j.attempt, j.task, j.max_retries] for j in jobs],
+    }
+
+
+def heartbeat() -> dict[str, object]:
+    return {"t": HEARTBEAT}
+
+
+def outcome_frame(outcome: Outcome) -> dict[str, Any]:
+    """The ``result`` frame of an outcome (read back by decode_result).
+
+    A small UTF-8 result goes as a JSON string, which costs nothing to make. Any
+    other goes as base64 (``result_b64``), 4/3 of its size whatever its bytes: as
+    a JSON string, text can grow sixfold (a control character is six bytes
+    escaped) and hex doubles, so a result well under ``max_result_size`` could
+    make a frame over the pipe's cap. With base64, max_result_size may be up to
+    burrow.config.MAX_RESULT_BYTES (12 MiB less the rest of the frame's room) and the
+    frame still fits in MAX_FRAME_BYTES.
+    """
+    frame: dict[str, Any] = {
+        "t": RESULT,
+        "id": outcome.id,
+        "attempt": outcome.attempt,
+        "kind": outcome.kind.value,
+    }
+    result = outcome.result
+    if result is not None:
+        if len(result) <= _TEXT_RESULT_MAX_BYTES:
+            try:
+                frame["result"] = result.decode()
+            except UnicodeDecodeError:
+                frame["result_b64"] = base64.b64encode(result).decode("ascii")
+        else:
+            frame["result_b64"] = base64.b64encode(result).decode("ascii")
+    if outcome.error is not None:
+        frame["error"] = outcome.error
+    if outcome.retry_in_s:
+        frame["retry_in_s"] = outcome.retry_in_s
+    if outcome.duration_s is not None:
+        frame["duration"] = outcome.duration_s
+    return frame
+
+
+def claimed_jobs(entries: Any, owner: Any) -> list[ClaimedJob]:
+    """A claimed frame's jobs, each ``[id, attempt, task, max_retries]``; ProtocolError if
+    it names none (the first would be taken as running) or any is malformed."""
+    if type(owner) is not str:
+        raise ProtocolError(f"a claimed frame's owner is a {type(owner).__name__}, not a string")
+    if type(entries) is not list or not entries:
+        raise ProtocolError("a claimed frame must name at least one job")
+    jobs = []
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 4:
+            raise ProtocolError("a claimed frame's job must be [id, attempt, task, max_retries]")
+        job_id, attempt, task, max_retries = entry
+        if type(job_id) is not int or type(attempt) is not int or type(task) is not str or type(max_retries) is not int:
+            raise ProtocolError("a claimed frame's job must be [id, attempt, task, max_retries]")
+        jobs.append(ClaimedJob(job_id, task, b"", 0, attempt, max_retries, owner))
+    return jobs
+
+
+def decode_result(message: dict[str, Any], owner: str) -> Outcome:
+    """A result frame's outcome, for the claim ``owner`` it was made under; ProtocolError
+    (or the KeyError, TypeError, ValueError of a missing or mistyped field) if malformed,
+    or if it is an outcome only a reaper may write."""
+    text = message.get("result")
+    data = text.encode() if type(text) is str else _result_bytes(message)  # the common case, without a call
+    kind = OutcomeKind(message["kind"])
+    if kind not in _WORKER_OUTCOMES:
+        raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
+    duration = message.get("duration")
+    return Outcome(
+        message["id"],
+        owner,
+        message["attempt"],
+        kind,
+        result=data,
+        error=message.get("error"),
+        retry_in_s=float(message.get("retry_in_s", 0.0)),
+        duration_s=float(duration) if duration is not None else None,
+    )
+
+
+def _result_bytes(message: dict[str, Any]) -> bytes | None:
+    """A result frame's result: a JSON string's UTF-8, or base64 (outcome_frame)."""
+    text, packed = message.get("result"), message.get("result_b64")
+    if text is not None:
+        if type(text) is not str:
+            raise ProtocolError(f"a result frame's result is a {type(text).__name__}, not a string")
+        return text.encode()
+    if packed is not None:
+        if type(packed) is not str:
+            raise ProtocolError(f"a result frame's result_b64 is a {type(packed).__name__}, not a string")
+        try:
+            return base64.b64decode(packed, validate=True)
+        except binascii.Error as exc:
+            raise ProtocolError(f"a result frame's result_b64 is not base64: {exc}") from None
+    return None
+
+
+# -- supervisor -> worker -------------------------------------------------------
+
+
+def wake() -> dict[str, object]:
+    """New jobs were notified: an idle worker claims now rather than at its next poll."""
+    return {"t": WAKE}
+
+
+def stop() -> dict[str, object]:
+    """Finish the job running and exit."""
+    return {"t": STOP}
+
+
+def cancel(job_id: int) -> dict[str, object]:
+    """A claimed job not to start: an operator cancelled it meanwhile."""
+    return {"t": CANCEL, "id": job_id}
+
+
+def cancelled_id(message: Mapping[str, Any]) -> int | None:
+    """The job a cancel frame names; None for any other frame or a malformed id."""
+    if message["t"] == CANCEL and isinstance(job_id := message.get("id"), int):
+        return job_id
+    return None

@@ -8,7 +8,6 @@ exactly which jobs it held.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ctypes
 import os
@@ -30,6 +29,7 @@ from burrow.execution import CancelCheck, RetryDefaults, execute, released
 from burrow.queue import JobQueue, new_owner
 from burrow.supervisor import protocol
 from burrow.supervisor.children import WorkerExit
+from burrow.supervisor.protocol import outcome_frame
 
 log = structlog.get_logger("burrow.worker")
 
@@ -44,9 +44,6 @@ _CLAIM_SECONDS_OF_WORK = 0.1
 # Within a batch, look for a stop message this often (not after every job: on
 # short jobs the select() per job cost more than the job).
 _STOP_CHECK_S = 0.005
-# Results up to this size that are UTF-8 cross the pipe as JSON strings, the rest as
-# base64 (see outcome_frame); escaped, such a string is at most 6 x 64 KiB.
-_TEXT_RESULT_MAX_BYTES = 64 * 1024
 
 
 def next_claim_size(ran: int, elapsed_s: float, batch_size: int) -> int:
@@ -68,41 +65,6 @@ class WorkerSettings:
     supervisor_pid: int
     queues: QueueFilter = ALL_QUEUES  # its pool's
     batch_size: int = 100  # its pool's
-
-
-def outcome_frame(outcome: Outcome) -> dict[str, Any]:
-    """The ``result`` frame of an outcome.
-
-    A small UTF-8 result goes as a JSON string, which costs nothing to make. Any
-    other goes as base64 (``result_b64``), 4/3 of its size whatever its bytes: as
-    a JSON string, text can grow sixfold (a control character is six bytes
-    escaped) and hex doubles, so a result well under ``max_result_size`` could
-    make a frame over the pipe's cap. With base64, max_result_size may be up to
-    burrow.config.MAX_RESULT_BYTES (12 MiB less the rest of the frame's room) and the
-    frame still fits in MAX_FRAME_BYTES.
-    """
-    frame: dict[str, Any] = {
-        "t": protocol.RESULT,
-        "id": outcome.id,
-        "attempt": outcome.attempt,
-        "kind": outcome.kind.value,
-    }
-    result = outcome.result
-    if result is not None:
-        if len(result) <= _TEXT_RESULT_MAX_BYTES:
-            try:
-                frame["result"] = result.decode()
-            except UnicodeDecodeError:
-                frame["result_b64"] = base64.b64encode(result).decode("ascii")
-        else:
-            frame["result_b64"] = base64.b64encode(result).decode("ascii")
-    if outcome.error is not None:
-        frame["error"] = outcome.error
-    if outcome.retry_in_s:
-        frame["retry_in_s"] = outcome.retry_in_s
-    if outcome.duration_s is not None:
-        frame["duration"] = outcome.duration_s
-    return frame
 
 
 class Worker:
@@ -163,8 +125,8 @@ class Worker:
         for message in self.decoder.feed(data):
             if message["t"] == protocol.STOP:
                 self.stopping = True
-            elif message["t"] == protocol.CANCEL and isinstance(message.get("id"), int):
-                self.cancelled.add(message["id"])
+            elif (job_id := protocol.cancelled_id(message)) is not None:
+                self.cancelled.add(job_id)
         return True
 
     # -- lifecycle ----------------------------------------------------------------
@@ -176,7 +138,7 @@ class Worker:
             time.sleep(interval)
             if os.getppid() != self.settings.supervisor_pid:
                 os._exit(WorkerExit.ORPHANED)
-            self.send({"t": protocol.HEARTBEAT})
+            self.send(protocol.heartbeat())
 
     def recycle_reason(self) -> str | None:
         limit = self.settings.config.max_jobs_per_worker
@@ -216,7 +178,7 @@ class Worker:
                 backend_pause = min(backend_pause * 2, 5.0)
                 continue
             if not batch:
-                self.send({"t": protocol.READY, "since": claim_began})
+                self.send(protocol.ready(claim_began))
                 if self.settings.notified:
                     self.poll_messages(_NOTIFIED_IDLE_POLL_S)
                 else:
@@ -224,14 +186,7 @@ class Worker:
                     idle_pause = min(idle_pause * 2, config.poll_interval_s)
                 continue
             idle_pause = 0.005
-            self.send(
-                {
-                    "t": protocol.CLAIMED,
-                    "owner": batch[0].owner,  # this claim's own: self.queue.owner/N
-                    "since": claim_began,  # the leases are at least this fresh
-                    "jobs": [[j.id, j.attempt, j.task, j.max_retries] for j in batch],
-                }
-            )
+            self.send(protocol.claimed(batch, claim_began))  # the leases are at least this fresh
             started = time.perf_counter()
             ran = self.run_batch(batch)
             claim_size = next_claim_size(ran, time.perf_counter() - started, self.settings.batch_size)
@@ -281,8 +236,7 @@ def worker_main(queue: JobQueue, settings: WorkerSettings, read_fd: int, write_f
             # that cannot open it must fail its boot, not loop on failed claims.
             queue.backend.ping()
             worker = Worker(queue, settings, read_fd, write_fd)
-            # The owner lets the supervisor give back claims we die before announcing.
-            worker.send({**protocol.hello(), "owner": queue.owner})
+            worker.send(protocol.hello(owner=queue.owner))
         except Exception as exc:
             log.error("worker_boot_failed", error=str(exc))
             code = WorkerExit.BOOT_FAILED

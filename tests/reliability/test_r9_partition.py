@@ -18,7 +18,7 @@ import pytest
 
 from burrow.config import load_config
 from burrow.queue import JobQueue
-from burrow.supervisor.supervisor import _guard_after_s
+from burrow.supervisor.services import guard
 from tests.conftest import POSTGRES_DSN, Database
 from tests.proxy import proxy_to
 from tests.reliability.app import Work, work_task
@@ -56,7 +56,7 @@ def test_a_partitioned_host_stops_its_runs_before_another_host_takes_them(
     with proxy_to((PG_HOST, PG_PORT)) as proxy:
         behind_proxy = Database("postgresql", proxy.dsn(database.dsn), database.schema)
         config_a = reliability_config(tmp_path / "a.toml", behind_proxy, workers=3, **clocks)
-        guard_after_s = _guard_after_s(load_config(config_a, environ={}).supervisor)
+        guard_after_s = guard.guard_after_s(load_config(config_a, environ={}).supervisor)
         a = launcher.start(config_a, name="a")
         a.wait_ready()
         # Two jobs whose first run outlasts the partition, both in A's hands before

@@ -105,8 +105,7 @@ def test_the_largest_max_result_size_fits_in_a_frame(tmp_path: Path) -> None:
 
     from burrow.backends.records import Outcome, OutcomeKind
     from burrow.config import MAX_RESULT_BYTES
-    from burrow.supervisor.protocol import MAX_FRAME_BYTES, encode_frame
-    from burrow.supervisor.worker import outcome_frame
+    from burrow.supervisor.protocol import MAX_FRAME_BYTES, encode_frame, outcome_frame
 
     path = write(tmp_path, f"[supervisor]\nmax_result_size = {MAX_RESULT_BYTES}\n")
     assert load_config(path, environ={}).supervisor.max_result_size_bytes == MAX_RESULT_BYTES

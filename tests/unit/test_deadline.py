@@ -12,7 +12,7 @@ import time
 
 from burrow.backends.deadline import WATCHDOG, Timeouts
 from burrow.config import SupervisorConfig
-from burrow.supervisor.supervisor import _guard_after_s
+from burrow.supervisor.services.guard import guard_after_s
 
 
 def test_a_call_past_its_deadline_has_its_socket_shut_down() -> None:
@@ -78,6 +78,6 @@ def test_a_call_can_block_for_a_whole_connect_timeout_of_at_least_two_seconds() 
 
 def test_the_outage_guard_acts_a_worst_call_and_two_heartbeats_before_the_lease_lapses() -> None:
     defaults = SupervisorConfig()  # heartbeat 2 s, lease 30 s: a call may block 2 s + 2 s
-    assert _guard_after_s(defaults) == 30 - 2 * 2 - 4
+    assert guard_after_s(defaults) == 30 - 2 * 2 - 4
     # A lease too short for that margin: half the lease, not a hair trigger.
-    assert _guard_after_s(dataclasses.replace(defaults, heartbeat_interval_s=0.5, lease_timeout_s=5.0)) == 2.5
+    assert guard_after_s(dataclasses.replace(defaults, heartbeat_interval_s=0.5, lease_timeout_s=5.0)) == 2.5
