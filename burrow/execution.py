@@ -109,7 +109,7 @@ def _execute(
 
 def _run(handler: JobHandlerFunc, payload: bytes) -> None:
     outcome = handler(payload)
-    if inspect.isawaitable(outcome):
+    if outcome is not None and inspect.isawaitable(outcome):  # most handlers return None
         asyncio.run(_await(outcome))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
@@ -336,14 +337,14 @@ class JobQueue:
             return 0
         lost = set(self.backend.finish(outcomes))
         now = self.backend.now()
-        recorded = 0
+        tally: Counter[tuple[str, OutcomeKind]] = Counter()
         for outcome in outcomes:
             if outcome.id in lost:
                 log.warning("job_lease_lost", job_id=outcome.id, detail="another attempt owns the job; this result was dropped")
             elif outcome.kind is not OutcomeKind.RELEASED:
-                recorded += 1
-                self._stats.count(tasks[outcome.id], outcome.kind, now)
-        return recorded
+                tally[tasks[outcome.id], outcome.kind] += 1
+        self._stats.count_many(tally, now)
+        return sum(tally.values())
 
     def enqueue_due_slots(self) -> list[int]:
         """Enqueue the latest slot of each registered schedule that no process enqueued yet.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from burrow.backends.contract import StatsStore
@@ -47,10 +47,13 @@ class StatsCounter:
     def __init__(self) -> None:
         self._counts: Counter[tuple[dt.datetime, str, str]] = Counter()
 
-    def count(self, task: str, kind: OutcomeKind, at: dt.datetime) -> None:
-        column = _COLUMN.get(kind)
-        if column is not None:
-            self._counts[minute_of(at), task, column] += 1
+    def count_many(self, tally: Mapping[tuple[str, OutcomeKind], int], at: dt.datetime) -> None:
+        """Add a batch's outcomes, by (task, kind), to minute ``at``'s counts."""
+        minute = minute_of(at)
+        for (task, kind), n in tally.items():
+            column = _COLUMN.get(kind)
+            if column is not None:
+                self._counts[minute, task, column] += n
 
     def take(self) -> list[ThroughputRow]:
         """The counts so far, as rows to add; the counter starts again from zero."""

@@ -8,7 +8,7 @@ is an optional extra (``pip install burrow[metrics]``), imported only when
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from burrow.job import JobState
 from burrow.backends.records import OutcomeKind
@@ -69,9 +69,11 @@ class Metrics:
         self._active_tasks: set[str] = set()
         self._queues: set[str] = set()
 
-    def outcome(self, task: str, kind: OutcomeKind, duration_s: float | None) -> None:
-        self.finished.labels(task, OUTCOME_LABELS[kind]).inc()
-        if duration_s is not None:
+    def outcomes(self, tally: Mapping[tuple[str, OutcomeKind], int], durations: Iterable[tuple[str, float]]) -> None:
+        """A batch's outcomes by (task, kind), and each job's duration."""
+        for (task, kind), n in tally.items():
+            self.finished.labels(task, OUTCOME_LABELS[kind]).inc(n)
+        for task, duration_s in durations:
             self.duration.labels(task).observe(duration_s)
 
     def active(self, counts: Mapping[str, Mapping[JobState, int]]) -> None:

@@ -144,7 +144,10 @@ class Pools:
 
     def job_done(self, handle: WorkerHandle) -> None:
         """``handle`` finished a job: its pool is healthy. Nothing once the worker has been
-        taken out (its last words are read as it exits; the exit is what counts then)."""
+        taken out (its last words are read as it exits; the exit is what counts then).
+        Called for every job: nothing to do unless a pool has crashes to forget."""
+        if self.default.crashes == 0 and not any(pool.crashes for pool in self.named.values()):
+            return
         for pool in self.all():
             if pool.workers.get(handle.pid) is handle:
                 pool.job_done()

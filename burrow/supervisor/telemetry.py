@@ -10,6 +10,7 @@ outcome is made (:meth:`expect`), and it is forgotten once written.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import structlog
@@ -37,23 +38,34 @@ class Telemetry:
             self.metrics.claim_batch.observe(batch_size)
 
     def written(self, outcomes: Sequence[Outcome], lost: Iterable[int], at: dt.datetime) -> None:
-        """Count the outcomes the database took; forget the tasks of all of them."""
+        """Count the outcomes the database took; forget the tasks of all of them.
+
+        Counted per batch: a tally by (task, kind) first, then one count each (the
+        per-minute counter, the Prometheus counter); only a job's duration is
+        observed on its own. This runs for every job of a drain.
+        """
         refused = set(lost)
+        pop = self._tasks.pop
+        tally: Counter[tuple[str, OutcomeKind]] = Counter()
+        durations: list[tuple[str, float]] = []
         for outcome in outcomes:
-            task = self._tasks.pop(outcome.id, None)
-            if task is None or outcome.id in refused:
+            task = pop(outcome.id, None)
+            if task is None or (refused and outcome.id in refused):
                 continue
-            self.stats.count(task, outcome.kind, at)
-            if self.metrics is not None:
-                self.metrics.outcome(task, outcome.kind, outcome.duration_s)
+            tally[task, outcome.kind] += 1
+            if outcome.duration_s is not None:
+                durations.append((task, outcome.duration_s))
+        self.stats.count_many(tally, at)
+        if self.metrics is not None:
+            self.metrics.outcomes(tally, durations)
 
     def reaped(self, jobs: Sequence[ReapedJob], at: dt.datetime) -> None:
         """Jobs this supervisor's reaper took back from an owner that went silent."""
         for job in jobs:
             kind = OutcomeKind.EXPIRED_RETRY if job.state == "queued" else OutcomeKind.EXPIRED_FAILED
-            self.stats.count(job.task, kind, at)
+            self.stats.count_many({(job.task, kind): 1}, at)
             if self.metrics is not None:
-                self.metrics.outcome(job.task, kind, None)
+                self.metrics.outcomes({(job.task, kind): 1}, ())
 
     def worker_exited(self, reason: str) -> None:
         if self.metrics is not None:

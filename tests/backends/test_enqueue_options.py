@@ -81,6 +81,20 @@ def test_the_keyword_types_list_exactly_the_options() -> None:
     assert set(typing.get_type_hints(KeyedKeywords)) == set(typing.get_type_hints(JobKeywords)) | {"unique_key"}
 
 
+def test_merging_with_a_task_keeps_every_option_the_call_gave() -> None:
+    """EnqueueOptions.over builds its value field by field (for speed): an option it
+    forgot would be dropped on every enqueue that leaves a task default to fill."""
+    given = EnqueueOptions(run_at=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), unique_key="k")
+    given = given._replace(**{name: value for name, value in _SAMPLES.items() if name not in ("run_at", "delay")})
+    assert set(_SAMPLES) | {"run_at"} >= set(EnqueueOptions._fields) - {"delay"}, "a new option needs a sample here"
+    assert given.over(mail_task.config) == given
+    delayed = EnqueueOptions(delay=5)
+    assert delayed.over(mail_task.config).delay == 5
+
+
+_SAMPLES: dict[str, Any] = {"priority": -2, "max_retries": 9, "unique_key": "k", "queue": "elsewhere"}
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_each_option_means_the_same_on_every_path(clocked: JobQueue, clock: FakeClock, path: str) -> None:
     enqueue = PATHS[path]

@@ -449,9 +449,23 @@ def test_a_batch_of_500_mixed_outcomes_is_one_statement(connect: Connect) -> Non
         assert events == ([(1, expected[kind], outcome.error)] if kind in expected else [])
 
 
-def test_a_claimed_and_finished_job_mostly_stays_on_its_page(
-    connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
-) -> None:
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of this test's own, for what depends on the oldest snapshot in the
+    database: PostgreSQL prunes old row versions (making room on a page) only past
+    every open transaction of the same database, and other tests or sessions on the
+    shared one may hold one."""
+    name = f"burrow_test_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield sa.make_url(POSTGRES_DSN).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_claimed_and_finished_job_mostly_stays_on_its_page(own_database: str, connect: Connect) -> None:
     """The jobs table leaves half of each page free (migration 7), so the new row
     versions a claim and a finish write fit, nearly all, on the job's own page.
 
@@ -460,32 +474,31 @@ def test_a_claimed_and_finished_job_mostly_stays_on_its_page(
     write and a full-page WAL image per job (the drain ran at 0.69-0.77 of the
     empty-table rate; benchmarks/README, "Table size"). A running row is larger than its
     queued one (owner, started_at, lease), so a few of the smallest rows still move."""
-    q = connect()
-    jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
-    [[options]] = postgres_admin.execute(
-        "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (f'"{postgres_schema}".burrow_jobs',)
-    ).fetchall()
-    assert options == ["fillfactor=50"]
+    q = connect(own_database, schema=None)
+    with psycopg.connect(own_database, autocommit=True) as admin:
+        jobs_table = sql.Identifier("burrow_jobs")
+        [[options]] = admin.execute("SELECT reloptions FROM pg_class WHERE oid = 'burrow_jobs'::regclass").fetchall()
+        assert options == ["fillfactor=50"]
 
-    def pages() -> dict[int, int]:
-        query = sql.SQL("SELECT id, (ctid::text::point)[0]::int FROM {}").format(jobs_table)
-        return dict(postgres_admin.execute(query).fetchall())
+        def pages() -> dict[int, int]:
+            query = sql.SQL("SELECT id, (ctid::text::point)[0]::int FROM {}").format(jobs_table)
+            return dict(admin.execute(query).fetchall())
 
-    def stayed() -> float:
-        now = pages()
-        return sum(now[job_id] == page for job_id, page in inserted.items()) / len(inserted)
+        def stayed() -> float:
+            now = pages()
+            return sum(now[job_id] == page for job_id, page in inserted.items()) / len(inserted)
 
-    q.enqueue_many("page.job", [{"account_id": i, "template": "welcome"} for i in range(300)])
-    inserted = pages()
-    assert len(set(inserted.values())) >= 5  # half-filled pages: about 55 jobs a page
-    claimed = q.backend.claim(ClaimRequest(["page.job"], 300, f"{os.uname().nodename}:{os.getpid()}:pool:1", 30.0))
-    assert len(claimed) == 300
-    after_claim = stayed()
-    outcomes = [Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"{}") for job in claimed]
-    assert q.backend.finish(outcomes) == []
-    assert q.backend.counts()[JobState.SUCCEEDED] == 300
-    after_finish = stayed()
-    assert min(after_claim, after_finish) >= 0.75, (after_claim, after_finish)  # measured: 0.85, 0.82
+        q.enqueue_many("page.job", [{"account_id": i, "template": "welcome"} for i in range(300)])
+        inserted = pages()
+        assert len(set(inserted.values())) >= 5  # half-filled pages: about 55 jobs a page
+        claimed = q.backend.claim(ClaimRequest(["page.job"], 300, f"{os.uname().nodename}:{os.getpid()}:pool:1", 30.0))
+        assert len(claimed) == 300
+        after_claim = stayed()
+        outcomes = [Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"{}") for job in claimed]
+        assert q.backend.finish(outcomes) == []
+        assert q.backend.counts()[JobState.SUCCEEDED] == 300
+        after_finish = stayed()
+        assert min(after_claim, after_finish) >= 0.75, (after_claim, after_finish)  # measured: 0.85, 0.82
 
 
 # -- 5. LISTEN/NOTIFY --------------------------------------------------------------
