@@ -224,14 +224,13 @@ class EnqueueOptions(NamedTuple):
         """
         if self.priority is not None and self.max_retries is not None and self.queue is not None:
             return self
-        return EnqueueOptions(
-            config.priority if self.priority is None else self.priority,
-            config.max_retries if self.max_retries is None else self.max_retries,
-            self.run_at,
-            self.delay,
-            self.unique_key,
-            self.queue or config.queue or DEFAULT_QUEUE,
-        )
+        merged = list(self)  # every other option carried as the call gave it
+        if self.priority is None:
+            merged[_PRIORITY] = config.priority
+        if self.max_retries is None:
+            merged[_MAX_RETRIES] = config.max_retries
+        merged[_QUEUE] = self.queue or config.queue or DEFAULT_QUEUE
+        return EnqueueOptions._make(merged)
 
     def keywords(self) -> EnqueueKeywords:
         """The options that were given, as keywords for another enqueue call."""
@@ -255,6 +254,7 @@ def _check_unique_key(key: object) -> None:
 
 
 _NO_OPTIONS: Final = EnqueueOptions()
+_PRIORITY, _MAX_RETRIES, _QUEUE = (EnqueueOptions._fields.index(name) for name in ("priority", "max_retries", "queue"))
 _DEFAULTS: Final = tuple(_NO_OPTIONS)
 # How each option is checked (None, "not given", is never checked).
 _CHECKS: Final[Mapping[str, Callable[[Any], object]]] = {
