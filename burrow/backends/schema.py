@@ -103,12 +103,11 @@ _partial_index("burrow_jobs_queued_idx", *_claim_order(), where=_QUEUED)
 _partial_index("burrow_jobs_running_idx", jobs.c.lease_expires_at, where=jobs.c.state == "running")
 
 # Operators' listings, newest first (q.jobs): by state (but succeeded, the many: a
-# listing of those walks the primary key) and by task. Neither holds running jobs:
-# each claim would write them an entry (migration 10); the running index finds them.
-LISTED = jobs.c.state.not_in(["succeeded", "running"])
-NOT_RUNNING = jobs.c.state != "running"
-_partial_index("burrow_jobs_state_idx", jobs.c.state, jobs.c.id, where=LISTED)
-_partial_index("burrow_jobs_task_idx", jobs.c.task, jobs.c.id, where=NOT_RUNNING)
+# listing of those walks the primary key) and by task. Neither holds running jobs on
+# PostgreSQL, where each claim would write them an entry (migration 10); the running
+# index finds them. SQLite's task index holds every job: no claim or finish touches it.
+_partial_index("burrow_jobs_state_idx", jobs.c.state, jobs.c.id, where=jobs.c.state.not_in(["succeeded", "running"]))
+sa.Index("burrow_jobs_task_idx", jobs.c.task, jobs.c.id, postgresql_where=jobs.c.state != "running")
 
 # One job per (task, unique key) while it is queued or running.
 UNIQUE_WHERE = "unique_key IS NOT NULL AND state IN ('queued', 'running')"
