@@ -1,7 +1,9 @@
 """Claiming ahead (PostgreSQL): a worker claims its next batch while it runs the current one.
 
-Seen from outside, in the jobs' rows: every claim has its own owner (``<worker>/N``),
-so two claims of one worker running at once are two owners with one prefix.
+Seen from outside, in the jobs' rows: with one worker, every claim is one
+transaction, so its jobs share one ``started_at`` (the server's ``now()``), which
+outcomes written later keep. A row's state is no witness: a job reported but not
+yet written by the supervisor's outbox still reads ``running``.
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ def running_claims(admin: psycopg.Connection[Any], database: Database) -> Counte
     return Counter({owner: count for owner, count in rows})
 
 
-def two_claims_of_one_worker(admin: psycopg.Connection[Any], database: Database) -> list[str] | None:
-    owners = sorted(running_claims(admin, database))
-    workers = {owner.rsplit("/", 1)[0] for owner in owners}
-    return owners if len(owners) >= 2 and len(workers) == 1 else None
+def claims(admin: psycopg.Connection[Any], database: Database) -> list[tuple[float, int]]:
+    """(when, how many jobs) of each claim so far, oldest first (one worker: one claim per started_at)."""
+    rows = admin.execute(
+        f'SELECT extract(epoch FROM started_at)::float8, count(*) FROM "{database.schema}".burrow_jobs'
+        " WHERE started_at IS NOT NULL GROUP BY started_at ORDER BY started_at"
+    ).fetchall()
+    return [(when, count) for when, count in rows]
 
 
 def states(queue: JobQueue, ids: list[int]) -> Counter[tuple[JobState, int]]:
@@ -58,11 +63,15 @@ def test_short_jobs_have_the_next_batch_claimed_while_one_runs(
 ) -> None:
     ids = slow_task.enqueue_many(pg_queue, [0.01] * 300)  # 10 ms each: a batch of 10 is 100 ms
     supervisor = launcher.start(write_config(tmp_path / "jobs.toml", pg, workers=1, batch_size=BATCH))
-    owners = supervisor.wait(lambda: two_claims_of_one_worker(postgres_admin, pg), 20, "two claims running at once")
-    assert len(owners) == 2  # never more than one batch ahead
     supervisor.wait(lambda: states(pg_queue, ids) == Counter({(JobState.SUCCEEDED, 1): 300}), 30, "every job once")
     supervisor.send(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
+    made = claims(postgres_admin, pg)
+    # Without claiming ahead, a claim comes after the previous claim's jobs ran
+    # (10 ms of sleep each); the first claim ahead comes as its batch starts.
+    assert any(nxt - when < count * 0.01 / 2 for (when, count), (nxt, _) in zip(made, made[1:])), made
+    # Never more than one batch ahead: the claim after next waits for this batch to run.
+    assert all(after - when >= count * 0.0095 for (when, count), (after, _) in zip(made, made[2:])), made
 
 
 def test_a_stopping_worker_hands_back_the_batch_it_claimed_ahead(
@@ -70,7 +79,8 @@ def test_a_stopping_worker_hands_back_the_batch_it_claimed_ahead(
 ) -> None:
     ids = slow_task.enqueue_many(pg_queue, [0.01] * 500)
     supervisor = launcher.start(write_config(tmp_path / "jobs.toml", pg, workers=1, batch_size=BATCH))
-    supervisor.wait(lambda: two_claims_of_one_worker(postgres_admin, pg), 20, "two claims running at once")
+    # Short jobs seen (the first claim is 1 job), so each batch has the next one claimed ahead.
+    supervisor.wait(lambda: len(claims(postgres_admin, pg)) >= 4, 20, "a few batches claimed")
     supervisor.send(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
 
@@ -91,14 +101,10 @@ def test_slow_jobs_are_never_claimed_ahead(
 ) -> None:
     ids = slow_task.enqueue_many(pg_queue, [0.2] * 6)  # 200 ms each: claimed one at a time
     supervisor = launcher.start(write_config(tmp_path / "jobs.toml", pg, workers=1, batch_size=BATCH))
-    most = 0
-
-    def done() -> bool:
-        nonlocal most
-        most = max(most, sum(running_claims(postgres_admin, pg).values()))
-        return states(pg_queue, ids) == Counter({(JobState.SUCCEEDED, 1): 6})
-
-    supervisor.wait(done, 30, "every slow job once")
-    assert most == 1  # one job claimed at a time, none ahead
+    supervisor.wait(lambda: states(pg_queue, ids) == Counter({(JobState.SUCCEEDED, 1): 6}), 30, "every slow job once")
+    made = claims(postgres_admin, pg)
+    # One job a claim, each claimed after its predecessor ran its 200 ms: none ahead.
+    assert [count for _, count in made] == [1] * 6, made
+    assert all(later - earlier >= 0.19 for (earlier, _), (later, _) in zip(made, made[1:])), made
     supervisor.send(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
