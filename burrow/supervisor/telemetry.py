@@ -47,14 +47,14 @@ class Telemetry:
         refused = set(lost)
         pop = self._tasks.pop
         tally: Counter[tuple[str, OutcomeKind]] = Counter()
-        durations: list[tuple[str, float]] = []
+        durations: dict[str, list[float]] = {}
         for outcome in outcomes:
             task = pop(outcome.id, None)
             if task is None or (refused and outcome.id in refused):
                 continue
             tally[task, outcome.kind] += 1
             if outcome.duration_s is not None:
-                durations.append((task, outcome.duration_s))
+                durations.setdefault(task, []).append(outcome.duration_s)
         self.stats.count_many(tally, at)
         if self.metrics is not None:
             self.metrics.outcomes(tally, durations)
@@ -65,7 +65,7 @@ class Telemetry:
             kind = OutcomeKind.EXPIRED_RETRY if job.state == "queued" else OutcomeKind.EXPIRED_FAILED
             self.stats.count_many({(job.task, kind): 1}, at)
             if self.metrics is not None:
-                self.metrics.outcomes({(job.task, kind): 1}, ())
+                self.metrics.outcomes({(job.task, kind): 1}, {})
 
     def worker_exited(self, reason: str) -> None:
         if self.metrics is not None:
