@@ -66,6 +66,11 @@ class Metrics:
             "burrow_claim_batch_size", "Jobs a worker claimed in one round trip",
             buckets=BATCH_BUCKETS, registry=self.registry,
         )
+        self.unhandled_jobs = prom.Gauge(
+            "burrow_jobs_unhandled", "Due queued jobs of a task no live supervisor handles, by task",
+            ["task"], registry=self.registry,
+        )
+        self._unhandled_tasks: set[str] = set()
         self._active_tasks: set[str] = set()
         self._queues: set[str] = set()
 
@@ -78,6 +83,12 @@ class Metrics:
             histogram = self.duration.labels(task)
             for duration_s in seconds:
                 histogram.observe(duration_s)
+
+    def unhandled(self, counts: Mapping[str, int]) -> None:
+        """Due jobs of unhandled tasks; a task handled again reads 0."""
+        self._unhandled_tasks.update(counts)
+        for task in self._unhandled_tasks:
+            self.unhandled_jobs.labels(task).set(counts.get(task, 0))
 
     def active(self, counts: Mapping[str, Mapping[JobState, int]]) -> None:
         """Queued and running jobs by task; a task with none left reads 0."""
