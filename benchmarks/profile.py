@@ -2,6 +2,7 @@
 
     python -m benchmarks.profile claim --backend postgresql --batch 10 --seconds 5
     python -m benchmarks.profile drain --backend sqlite --jobs 30000 --workers 2
+    python -m benchmarks.profile drain --backend postgresql --mix retry10 --jobs 20000
 
 ``claim`` runs the in-process Backend.claim + finish loop (what a worker and the
 supervisor do per batch, minus the pipe); ``drain`` runs the real supervisor
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.supervised import REPO_ROOT, SupervisorProcess, wait_finished
 from benchmarks.target import Target
@@ -62,6 +64,14 @@ def _py_spy() -> str:
     return exe
 
 
+# The drain's jobs, as the suite's mixes fill them (benchmarks/suite.py, bench_mixes).
+MIXES: dict[str, dict[str, Any]] = {
+    "noop": {},
+    "retry10": {"task": "bench.flaky", "payload": b'{"fail":false}', "special": b'{"fail":true}', "every": 10},
+    "result1k": {"task": "bench.result"},
+}
+
+
 def profile_claim(args: argparse.Namespace, out: Path) -> None:
     script = (
         "import sys, time\n"
@@ -87,12 +97,13 @@ def profile_drain(args: argparse.Namespace, out: Path) -> None:
     target = Target.create(args.backend)
     try:
         target.migrate()
-        target.reset(args.jobs)
+        target.reset(args.jobs, **MIXES[args.mix])
         sup = SupervisorProcess(target, args.workers, args.batch)
         argv, env, cwd = sup.launch()  # the benchmark's own command line; py-spy starts the process
         spy = subprocess.Popen(
             [_py_spy(), "record", "--subprocesses", "-r", str(args.rate), "-f", "raw", "-o", str(out), "--", *argv],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # Not a pipe nobody reads: a mix that logs (job_retried) would fill it and block.
+            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=out.with_suffix(".log").open("w"),
         )
         started = time.monotonic()
         time.sleep(1.0)
@@ -124,6 +135,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=30_000)
+    parser.add_argument("--mix", choices=sorted(MIXES), default="noop", help="drain: the suite's job mixes")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
