@@ -494,6 +494,10 @@ def test_a_claimed_and_finished_job_mostly_stays_on_its_page(own_database: str, 
         claimed = q.backend.claim(ClaimRequest(["page.job"], 300, f"{os.uname().nodename}:{os.getpid()}:pool:1", 30.0))
         assert len(claimed) == 300
         after_claim = stayed()
+        # The queued versions the claim left dead make room again once pruned. PostgreSQL
+        # prunes a page when a statement reads it and nothing else pins it, which a busy
+        # server cannot promise this test: a VACUUM prunes them here for certain.
+        admin.execute(sql.SQL("VACUUM {}").format(jobs_table))
         outcomes = [Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"{}") for job in claimed]
         assert q.backend.finish(outcomes) == []
         assert q.backend.counts()[JobState.SUCCEEDED] == 300
