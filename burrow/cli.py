@@ -34,7 +34,7 @@ from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
 from burrow.job import FIELDS, EnqueueOptions, Shown
 from burrow.logging import configure_logging
-from burrow.notation import parse_duration, redact_dsn
+from burrow.notation import parse_duration, shown_dsn
 from burrow.queue import JobQueue
 
 
@@ -161,10 +161,18 @@ class Target:
     dsn: str
     schema: str | None
     lease_s: float  # a process silent this long is stale: the config's lease_timeout
+    config: str | None = None  # the -c file the database came from, if it did
 
     def describe(self) -> str:
-        """For messages: the password hidden, the schema named (two queues may share a server)."""
-        return redact_dsn(self.dsn) + (f" (schema {self.schema})" if self.schema else "")
+        """For messages: the password hidden, a SQLite file's path absolute, the schema
+        named (two queues may share a server)."""
+        return shown_dsn(self.dsn) + (f" (schema {self.schema})" if self.schema else "")
+
+    def migrate_command(self) -> str:
+        """``burrow migrate`` naming this very database, for a hint to paste."""
+        if self.config is not None:
+            return f"burrow migrate -c {self.config}"
+        return f"burrow migrate --dsn {shown_dsn(self.dsn)}" + (f" --schema {self.schema}" if self.schema else "")
 
 
 def _target(options: argparse.Namespace) -> Target:
@@ -175,7 +183,14 @@ def _target(options: argparse.Namespace) -> Target:
     """
     if options.config is not None:
         config = load_config(options.config, dsn_override=options.dsn, dsn_option="--dsn")
-        return Target(config.database.dsn, options.schema or config.database.schema, config.supervisor.lease_timeout_s)
+        database = config.database
+        named_by_file = options.dsn is None and not os.environ.get(DSN_ENV) and not options.schema
+        return Target(
+            database.dsn,
+            options.schema or database.schema,
+            config.supervisor.lease_timeout_s,
+            os.path.abspath(options.config) if named_by_file else None,
+        )
     dsn = options.dsn or os.environ.get(DSN_ENV) or None
     if dsn is None:
         raise ConfigError(f"no database named: pass --dsn DSN (and --schema S), set {DSN_ENV}, or -c conf/jobs.toml")
@@ -183,12 +198,12 @@ def _target(options: argparse.Namespace) -> Target:
 
 
 @contextlib.contextmanager
-def _open(options: argparse.Namespace) -> Iterator[JobQueue]:
+def _open(options: argparse.Namespace, target: Target | None = None) -> Iterator[JobQueue]:
     """The queue the options name, as it is: nothing checked, nothing migrated.
 
     Every database error on the way out names the database, its password hidden.
     """
-    target = _target(options)
+    target = target or _target(options)
     try:
         backend = backend_for(target.dsn, schema=target.schema)
     except BackendError as exc:
@@ -205,21 +220,26 @@ def _open(options: argparse.Namespace) -> Iterator[JobQueue]:
 @contextlib.contextmanager
 def _queue(options: argparse.Namespace) -> Iterator[JobQueue]:
     """The queue for a command that must not change the schema: refused unless current."""
-    with _open(options) as queue:
-        problem = _schema_problem(queue.backend.schema_status())
+    target = _target(options)
+    with _open(options, target) as queue:
+        problem = _schema_problem(queue.backend.schema_status(), target.migrate_command())
         if problem:
             raise BackendError(problem)
         yield queue
 
 
-def _schema_problem(status: SchemaStatus) -> str | None:
-    """Why this burrow should not read the database as it is; None if it may."""
+def _schema_problem(status: SchemaStatus, migrate: str = "burrow migrate") -> str | None:
+    """Why this burrow should not read the database as it is; None if it may.
+
+    ``migrate`` is the command that fixes it, naming the same database: a bare
+    ``burrow migrate`` run elsewhere would create another one.
+    """
     if not status.database_exists:
-        return "does not exist: run `burrow migrate` to create it"
+        return f"does not exist: run `{migrate}` to create it"
     if status.version == 0:
-        return "has no burrow tables: run `burrow migrate`"
+        return f"has no burrow tables: run `{migrate}`"
     if status.version < status.latest:
-        return f"is at schema version {status.version}, this burrow needs {status.latest}: run `burrow migrate`"
+        return f"is at schema version {status.version}, this burrow needs {status.latest}: run `{migrate}`"
     return _too_new(status)
 
 

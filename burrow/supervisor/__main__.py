@@ -19,7 +19,7 @@ from burrow.backends.deadline import Timeouts
 from burrow.config import Config, load_config
 from burrow.errors import BackendError, BurrowError, ConfigError
 from burrow.logging import configure_logging
-from burrow.notation import redact_dsn
+from burrow.notation import shown_dsn
 from burrow.queue import JobQueue
 from burrow.supervisor.apps import register_apps
 from burrow.supervisor.context import retry_defaults
@@ -50,7 +50,7 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
             backend.migrate()
         status = backend.schema_status()
     except BackendError as exc:
-        raise ConfigError(f"{config.path}: [database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
+        raise ConfigError(f"{config.path}: [database] dsn {shown_dsn(database.dsn)}: {exc}") from exc
     queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=retry_defaults(config))
     try:
         register_apps(queue, config.supervisor.apps, config.schedules)
@@ -64,7 +64,7 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
     s = config.supervisor
     lines = [
         f"config:   {config.path}",
-        f"database: {redact_dsn(config.database.dsn)}" + (f" (schema {config.database.schema})" if config.database.schema else ""),
+        f"database: {shown_dsn(config.database.dsn)}" + (f" (schema {config.database.schema})" if config.database.schema else ""),
         f"schema:   {status.describe()}",
         f"workers:  {s.workers}, batch_size {s.batch_size}, lease {s.lease_timeout_s:g}s, heartbeat {s.heartbeat_interval_s:g}s",
         f"shutdown: {s.shutdown_timeout_s:g}s; retry backoff {config.retry.base_s:g}s..{config.retry.max_s:g}s",

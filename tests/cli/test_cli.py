@@ -354,9 +354,10 @@ def test_a_database_without_the_schema_is_refused_and_left_alone(
     database: Database, tmp_path: Path, postgres_admin: Any
 ) -> None:
     dsn = where(database)
-    missing = "has no burrow tables: run `burrow migrate`"
+    migrate = f"burrow migrate {' '.join(dsn)}"  # the hint names the same database
+    missing = f"has no burrow tables: run `{migrate}`"
     if database.kind == "sqlite":
-        missing = "does not exist: run `burrow migrate` to create it"
+        missing = f"does not exist: run `{migrate}` to create it"
     reads = (["jobs", "list"], ["prune"])
     refusals(2, [([*args, *dsn], missing) for args in reads])
     refusals(1, [(["status", "--check", *dsn], "run `burrow migrate`")])  # a probe: unhealthy, not bad input
