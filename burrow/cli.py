@@ -36,6 +36,7 @@ from burrow.job import FIELDS, EnqueueOptions, Shown
 from burrow.logging import configure_logging
 from burrow.notation import parse_duration, shown_dsn
 from burrow.queue import JobQueue
+from burrow.version import DISTRIBUTION, __version__
 
 
 class Exit(IntEnum):
@@ -70,10 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from burrow.admin.server import main as admin_main
         except ImportError as exc:
-            print(f"burrow: the web admin needs its extra ({exc.name} is missing): pip install 'burrow[admin]'", file=sys.stderr)
+            print(
+                f"burrow: the web admin needs its extra ({exc.name} is missing): pip install '{DISTRIBUTION}[admin]'",
+                file=sys.stderr,
+            )
             return Exit.BAD_INPUT
         return admin_main(args[1:], prog="burrow admin")
-    options = build_parser().parse_args(args)
+    parser = build_parser()
+    misplaced = _options_before_command(parser, args)
+    if misplaced is not None:
+        print(f"burrow: {misplaced}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    options = parser.parse_args(args)
     configure_logging(level="warning")  # stderr: stdout carries only the output, --json only JSON
     command: Command = options.run
     try:
@@ -94,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    parser = argparse.ArgumentParser(prog="burrow", description="Run and operate a burrow job queue.")
+    parser = argparse.ArgumentParser(
+        prog="burrow",
+        description="Run and operate a burrow job queue.",
+        epilog="Options go after the command's name: burrow jobs list -c conf/jobs.toml.",
+    )
+    parser.add_argument("--version", action="version", version=f"burrow {__version__} ({DISTRIBUTION})")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(
@@ -142,7 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--older-than", default="7d", metavar="AGE", help='finished more than AGE ago ("7d", "24h")')
     prune.add_argument("--state", action="append", metavar="S", help="repeat or comma-separate; default: all finished")
     commands.add_parser("supervisor", help="run workers: burrow supervisor -c conf/jobs.toml [--check]", add_help=False)
+    commands.add_parser(
+        "admin", help=f"serve the web admin: burrow admin -c conf/jobs.toml (needs {DISTRIBUTION}[admin])", add_help=False
+    )
     return parser
+
+
+def _options_before_command(parser: argparse.ArgumentParser, args: Sequence[str]) -> str | None:
+    """What is wrong when options come before the command's name (``burrow -c x jobs
+    list``), with the line as it should be; None when they do not. argparse alone
+    would say "invalid choice" about the option's value."""
+    if not args or not args[0].startswith("-") or args[0] in ("-h", "--help", "--version"):
+        return None
+    names = _command_names(parser)
+    at = next((i for i, arg in enumerate(args) if arg in names), None)
+    if at is None:
+        return (
+            f"options go after the command's name: burrow COMMAND {' '.join(args)}"
+            f" (commands: {', '.join(sorted(names))}; burrow --help)"
+        )
+    words = [*args[at:], *args[:at]]
+    return f"options go after the command's name: burrow {' '.join(words)}"
+
+
+def _command_names(parser: argparse.ArgumentParser) -> set[str]:
+    return {
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:

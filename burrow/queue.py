@@ -441,7 +441,7 @@ class JobQueue:
         states = _states(state)
         wanted = states[0] if len(states) == 1 else None
         if wanted not in _RETRYABLE:
-            raise BurrowError(f"retry_all takes state 'failed' or 'cancelled', got {str(state)!r}")
+            raise BurrowError(f"only failed or cancelled jobs can be retried, not state {str(state)!r}")
         tasks = [task] if isinstance(task, str) else list(task or [])
         up_to, after, retried = self.backend.max_id(), 0, 0
         while ids := self.backend.ids_in(wanted, tasks, after, up_to, BULK_BATCH):
@@ -484,7 +484,10 @@ class JobQueue:
             raise BurrowError(f"older_than must not be negative, got {older_than!r}")
         wanted = _states(list(states))
         if not wanted or any(s not in FINISHED_STATES for s in wanted):
-            raise BurrowError(f"prune takes finished states (succeeded, failed, cancelled), got {[str(s) for s in states]}")
+            raise BurrowError(
+                "only finished jobs (succeeded, failed, cancelled) can be pruned,"
+                f" not state {', '.join(str(s) for s in wanted) or '(none given)'}"
+            )
         return self.backend.prune(self.backend.now() - age, wanted, BULK_BATCH)
 
     def periodic_jobs(self) -> list[ScheduleInfo]:

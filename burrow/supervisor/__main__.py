@@ -72,10 +72,10 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
     if s.pools:
         lines.append("pools:")
         served = ", ".join(q for p in s.pools for q in p.queues)
-        lines.append(f"  default  {s.workers} workers, batch_size {s.batch_size}: every queue but {served}")
+        lines.append(f"  default  {_workers(s.workers)}, batch_size {s.batch_size}: every queue but {served}")
         for pool in s.pools:
             batch = pool.batch_size or s.batch_size
-            lines.append(f"  {pool.name}  {pool.workers} workers, batch_size {batch}: {', '.join(pool.queues)}")
+            lines.append(f"  {pool.name}  {_workers(pool.workers)}, batch_size {batch}: {', '.join(pool.queues)}")
     lines.append("tasks:")
     for name, registration in sorted(queue.registrations.items()):
         c = registration.config
@@ -90,6 +90,10 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
             next_slot = schedule.rule.after(schedule.rule.latest(now))
             lines.append(f"  {schedule.describe()}  (next slot {next_slot.isoformat()})")
     return "\n".join(lines)
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m burrow.supervisor") -> int:

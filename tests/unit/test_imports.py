@@ -119,3 +119,13 @@ def test_the_core_import_stays_light() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_version_has_one_source() -> None:
+    """burrow.__version__ is the distribution's (pyproject.toml's, in a checkout)."""
+    import tomllib
+
+    from burrow.version import DISTRIBUTION
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    assert (project["name"], burrow.__version__) == (DISTRIBUTION, project["version"])
