@@ -127,7 +127,8 @@ class TaskDefinition(Generic[P]):
         return run
 
     def encode(self, payload: P) -> bytes:
-        return codec.encode(payload, self.payload_type)
+        """JSON bytes, checked by the worker's strict decode (PayloadEncodeError if not)."""
+        return codec.encode_payload(payload, self.payload_type)
 
     def unique_key(self, payload: P) -> str | None:
         """The payload's key under this task's ``with_unique``, None without one."""
