@@ -18,6 +18,7 @@ from burrow.backends.records import SchemaStatus
 from burrow.backends.deadline import Timeouts
 from burrow.config import Config, load_config
 from burrow.errors import BackendError, BurrowError, ConfigError
+from burrow.job import DEFAULT_QUEUE
 from burrow.logging import configure_logging
 from burrow.notation import shown_dsn
 from burrow.queue import JobQueue
@@ -56,7 +57,9 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
         register_apps(queue, config.supervisor.apps, config.schedules)
     except ConfigError as exc:
         queue.close()
-        raise ConfigError(f"{config.path}: [supervisor] apps: {exc}") from exc
+        # A [[schedule]] of the file is named as the file's own; anything else is the apps'.
+        where = "" if str(exc).startswith("[[schedule]]") else "[supervisor] apps: "
+        raise ConfigError(f"{config.path}: {where}{exc}") from exc
     return queue, status
 
 
@@ -83,6 +86,7 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
         extras.append(f", queue {c.queue}" if c.queue else "")
         extras.append(f", at most {c.concurrency} running" if c.concurrency else "")
         lines.append(f"  {name}  (priority {c.priority}, max_retries {c.max_retries}{''.join(extras)})")
+    lines += [f"warning: {warning}" for warning in _idle_pools(config, queue)]
     if queue.schedules:
         lines.append("schedules:")
         now = queue.backend.now()
@@ -90,6 +94,19 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
             next_slot = schedule.rule.after(schedule.rule.latest(now))
             lines.append(f"  {schedule.describe()}  (next slot {next_slot.isoformat()})")
     return "\n".join(lines)
+
+
+def _idle_pools(config: Config, queue: JobQueue) -> list[str]:
+    """A named pool none of whose queues a registered task (with_queue, else "default")
+    or schedule sends jobs to: its workers would idle unless a producer names a queue."""
+    used = {registration.config.queue or DEFAULT_QUEUE for registration in queue.registrations.values()}
+    used |= {s.options.queue for s in queue.schedules.values() if s.options.queue is not None}
+    return [
+        f"pool {pool.name!r}: no registered task uses its queues ({', '.join(pool.queues)});"
+        " its workers get only jobs enqueued there with queue="
+        for pool in config.supervisor.pools
+        if not used.intersection(pool.queues)
+    ]
 
 
 def _workers(n: int) -> str:
