@@ -169,7 +169,15 @@ def _options_before_command(parser: argparse.ArgumentParser, args: Sequence[str]
     if not args or not args[0].startswith("-") or args[0] in ("-h", "--help", "--version"):
         return None
     names = _command_names(parser)
-    at = next((i for i, arg in enumerate(args) if arg in names), None)
+    # The command is the first name that is not an option's value (``-c jobs jobs list``).
+    at = next(
+        (
+            i
+            for i, arg in enumerate(args)
+            if arg in names and not (i and _takes_value(args[i - 1]))
+        ),
+        None,
+    )
     if at is None:
         return (
             f"options go after the command's name: burrow COMMAND {' '.join(args)}"
@@ -177,6 +185,12 @@ def _options_before_command(parser: argparse.ArgumentParser, args: Sequence[str]
         )
     words = [*args[at:], *args[:at]]
     return f"options go after the command's name: burrow {' '.join(words)}"
+
+
+def _takes_value(arg: str) -> bool:
+    """Whether ``arg`` is an option whose value is the next word (every option of the
+    commands but the flags --json and --check)."""
+    return arg.startswith("-") and "=" not in arg and arg not in ("--json", "--check")
 
 
 def _command_names(parser: argparse.ArgumentParser) -> set[str]:

@@ -309,6 +309,8 @@ def test_bad_values_usage_and_refusals_that_do_not_depend_on_the_database(databa
         ["-c", "conf/jobs.toml", "jobs", "list"], ["--dsn", "x"], ["--version"], ["--help"]
     )
     assert one_line(misplaced, 2) == "burrow: options go after the command's name: burrow jobs list -c conf/jobs.toml"
+    named_jobs = burrow_cli("-c", "jobs", "--json", "jobs", "list")
+    assert one_line(named_jobs, 2) == "burrow: options go after the command's name: burrow jobs list -c jobs --json"
     assert "options go after the command's name: burrow COMMAND --dsn x (commands: admin, " in one_line(no_command, 2)
     assert version.returncode == 0 and version.stdout == f"burrow {burrow.__version__} (burrow-jobs)\n"
     assert "\n    admin " in usage.stdout and "\n    supervisor" in usage.stdout
