@@ -129,3 +129,16 @@ def test_the_version_has_one_source() -> None:
 
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
     assert (project["name"], burrow.__version__) == (DISTRIBUTION, project["version"])
+
+
+def test_every_database_operation_has_words() -> None:
+    """A database error says what failed in the reader's words ("reading the schema
+    version failed"), so every operation name a backend passes has its words."""
+    import re
+
+    from burrow.backends.sql.connection import OPERATION_WORDS
+
+    names = set()
+    for path in (PACKAGE / "backends").rglob("*.py"):
+        names |= set(re.findall(r"self\._(?:read|write|on_held|driver_errors|errors)\(\s*\"([a-z_]+)\"", path.read_text()))
+    assert names and names <= set(OPERATION_WORDS), sorted(names - set(OPERATION_WORDS))

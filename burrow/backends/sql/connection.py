@@ -76,6 +76,7 @@ OPERATION_WORDS: Final = {
     "prune_stats": "deleting old throughput rows",
     "reap_processes": "removing stale processes",
     "register_process": "registering the process",
+    "register_tasks": "recording the tasks this supervisor handles",
     "release_owner": "releasing a stopped worker's jobs",
     "remove_process": "removing the process row",
     "request_cancel": "requesting a cancel",
@@ -83,6 +84,8 @@ OPERATION_WORDS: Final = {
     "schedules": "reading periodic jobs",
     "schema_status": "reading the schema version",
     "stats_since": "reading throughput",
+    "task_options": "reading a task's registered options",
+    "unhandled": "looking for jobs no supervisor handles",
 }
 
 
