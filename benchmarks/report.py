@@ -136,11 +136,13 @@ def versions(postgres_server: str | None) -> dict[str, Any]:
     import psycopg
     import sqlalchemy
 
+    import burrow
+
     return {
         "python": sys.version.split()[0],
         "sqlite": sqlite3.sqlite_version,
         "postgres_server": postgres_server,
-        "burrow": _version("burrow"),
+        "burrow": burrow.__version__,  # the checkout's (its distribution is burrow-jobs)
         "sqlalchemy": sqlalchemy.__version__,
         "psycopg": psycopg.__version__,
         "orjson": _version("orjson"),

@@ -22,6 +22,7 @@ from burrow.options import (
 from burrow.queue import JobQueue, connect
 from burrow.schedule import Periodic, periodic
 from burrow.tasks import Enqueuer, HasJobs, Queue, ResultTask, TaskDefinition, define_result_task, define_task
+from burrow.version import __version__
 
 __all__ = [
     "Enqueuer",
@@ -40,6 +41,7 @@ __all__ = [
     "ResultTask",
     "RetryAfter",
     "TaskDefinition",
+    "__version__",
     "capture_result",
     "connect",
     "current_job",

@@ -34,8 +34,9 @@ from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
 from burrow.job import FIELDS, EnqueueOptions, Shown
 from burrow.logging import configure_logging
-from burrow.notation import parse_duration, redact_dsn
+from burrow.notation import parse_duration, shown_dsn
 from burrow.queue import JobQueue
+from burrow.version import DISTRIBUTION, __version__
 
 
 class Exit(IntEnum):
@@ -70,10 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from burrow.admin.server import main as admin_main
         except ImportError as exc:
-            print(f"burrow: the web admin needs its extra ({exc.name} is missing): pip install 'burrow[admin]'", file=sys.stderr)
+            print(
+                f"burrow: the web admin needs its extra ({exc.name} is missing): pip install '{DISTRIBUTION}[admin]'",
+                file=sys.stderr,
+            )
             return Exit.BAD_INPUT
         return admin_main(args[1:], prog="burrow admin")
-    options = build_parser().parse_args(args)
+    parser = build_parser()
+    misplaced = _options_before_command(parser, args)
+    if misplaced is not None:
+        print(f"burrow: {misplaced}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    options = parser.parse_args(args)
     configure_logging(level="warning")  # stderr: stdout carries only the output, --json only JSON
     command: Command = options.run
     try:
@@ -94,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    parser = argparse.ArgumentParser(prog="burrow", description="Run and operate a burrow job queue.")
+    parser = argparse.ArgumentParser(
+        prog="burrow",
+        description="Run and operate a burrow job queue.",
+        epilog="Options go after the command's name: burrow jobs list -c conf/jobs.toml.",
+    )
+    parser.add_argument("--version", action="version", version=f"burrow {__version__} ({DISTRIBUTION})")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(
@@ -142,7 +156,50 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--older-than", default="7d", metavar="AGE", help='finished more than AGE ago ("7d", "24h")')
     prune.add_argument("--state", action="append", metavar="S", help="repeat or comma-separate; default: all finished")
     commands.add_parser("supervisor", help="run workers: burrow supervisor -c conf/jobs.toml [--check]", add_help=False)
+    commands.add_parser(
+        "admin", help=f"serve the web admin: burrow admin -c conf/jobs.toml (needs {DISTRIBUTION}[admin])", add_help=False
+    )
     return parser
+
+
+def _options_before_command(parser: argparse.ArgumentParser, args: Sequence[str]) -> str | None:
+    """What is wrong when options come before the command's name (``burrow -c x jobs
+    list``), with the line as it should be; None when they do not. argparse alone
+    would say "invalid choice" about the option's value."""
+    if not args or not args[0].startswith("-") or args[0] in ("-h", "--help", "--version"):
+        return None
+    names = _command_names(parser)
+    # The command is the first name that is not an option's value (``-c jobs jobs list``).
+    at = next(
+        (
+            i
+            for i, arg in enumerate(args)
+            if arg in names and not (i and _takes_value(args[i - 1]))
+        ),
+        None,
+    )
+    if at is None:
+        return (
+            f"options go after the command's name: burrow COMMAND {' '.join(args)}"
+            f" (commands: {', '.join(sorted(names))}; burrow --help)"
+        )
+    words = [*args[at:], *args[:at]]
+    return f"options go after the command's name: burrow {' '.join(words)}"
+
+
+def _takes_value(arg: str) -> bool:
+    """Whether ``arg`` is an option whose value is the next word (every option of the
+    commands but the flags --json and --check)."""
+    return arg.startswith("-") and "=" not in arg and arg not in ("--json", "--check")
+
+
+def _command_names(parser: argparse.ArgumentParser) -> set[str]:
+    return {
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -161,10 +218,18 @@ class Target:
     dsn: str
     schema: str | None
     lease_s: float  # a process silent this long is stale: the config's lease_timeout
+    config: str | None = None  # the -c file the database came from, if it did
 
     def describe(self) -> str:
-        """For messages: the password hidden, the schema named (two queues may share a server)."""
-        return redact_dsn(self.dsn) + (f" (schema {self.schema})" if self.schema else "")
+        """For messages: the password hidden, a SQLite file's path absolute, the schema
+        named (two queues may share a server)."""
+        return shown_dsn(self.dsn) + (f" (schema {self.schema})" if self.schema else "")
+
+    def migrate_command(self) -> str:
+        """``burrow migrate`` naming this very database, for a hint to paste."""
+        if self.config is not None:
+            return f"burrow migrate -c {self.config}"
+        return f"burrow migrate --dsn {shown_dsn(self.dsn)}" + (f" --schema {self.schema}" if self.schema else "")
 
 
 def _target(options: argparse.Namespace) -> Target:
@@ -175,7 +240,14 @@ def _target(options: argparse.Namespace) -> Target:
     """
     if options.config is not None:
         config = load_config(options.config, dsn_override=options.dsn, dsn_option="--dsn")
-        return Target(config.database.dsn, options.schema or config.database.schema, config.supervisor.lease_timeout_s)
+        database = config.database
+        named_by_file = options.dsn is None and not os.environ.get(DSN_ENV) and not options.schema
+        return Target(
+            database.dsn,
+            options.schema or database.schema,
+            config.supervisor.lease_timeout_s,
+            os.path.abspath(options.config) if named_by_file else None,
+        )
     dsn = options.dsn or os.environ.get(DSN_ENV) or None
     if dsn is None:
         raise ConfigError(f"no database named: pass --dsn DSN (and --schema S), set {DSN_ENV}, or -c conf/jobs.toml")
@@ -183,12 +255,12 @@ def _target(options: argparse.Namespace) -> Target:
 
 
 @contextlib.contextmanager
-def _open(options: argparse.Namespace) -> Iterator[JobQueue]:
+def _open(options: argparse.Namespace, target: Target | None = None) -> Iterator[JobQueue]:
     """The queue the options name, as it is: nothing checked, nothing migrated.
 
     Every database error on the way out names the database, its password hidden.
     """
-    target = _target(options)
+    target = target or _target(options)
     try:
         backend = backend_for(target.dsn, schema=target.schema)
     except BackendError as exc:
@@ -205,21 +277,26 @@ def _open(options: argparse.Namespace) -> Iterator[JobQueue]:
 @contextlib.contextmanager
 def _queue(options: argparse.Namespace) -> Iterator[JobQueue]:
     """The queue for a command that must not change the schema: refused unless current."""
-    with _open(options) as queue:
-        problem = _schema_problem(queue.backend.schema_status())
+    target = _target(options)
+    with _open(options, target) as queue:
+        problem = _schema_problem(queue.backend.schema_status(), target.migrate_command())
         if problem:
             raise BackendError(problem)
         yield queue
 
 
-def _schema_problem(status: SchemaStatus) -> str | None:
-    """Why this burrow should not read the database as it is; None if it may."""
+def _schema_problem(status: SchemaStatus, migrate: str = "burrow migrate") -> str | None:
+    """Why this burrow should not read the database as it is; None if it may.
+
+    ``migrate`` is the command that fixes it, naming the same database: a bare
+    ``burrow migrate`` run elsewhere would create another one.
+    """
     if not status.database_exists:
-        return "does not exist: run `burrow migrate` to create it"
+        return f"does not exist: run `{migrate}` to create it"
     if status.version == 0:
-        return "has no burrow tables: run `burrow migrate`"
+        return f"has no burrow tables: run `{migrate}`"
     if status.version < status.latest:
-        return f"is at schema version {status.version}, this burrow needs {status.latest}: run `burrow migrate`"
+        return f"is at schema version {status.version}, this burrow needs {status.latest}: run `{migrate}`"
     return _too_new(status)
 
 

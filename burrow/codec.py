@@ -117,19 +117,53 @@ def encode(value: Any, type_: Any = Any) -> bytes:
         raise PayloadEncodeError(f"cannot encode {type(value).__name__}: {exc}") from exc
 
 
+def encode_payload(value: Any, type_: Any = Any) -> bytes:
+    """:func:`encode`, then :func:`decode` by the worker's strict rules: a payload the
+    worker would refuse (a str where P says int) raises PayloadEncodeError here, at
+    enqueue, and nothing is stored. ``Any`` (an untyped handler) takes any JSON."""
+    data = encode(value, type_)
+    if type_ is not Any:
+        try:
+            decode(data, type_)
+        except PayloadDecodeError as exc:
+            problems = "; ".join(exc.fields) or str(exc)
+            raise PayloadEncodeError(f"payload is not a valid {_type_name(type_)}: {problems}") from None
+    return data
+
+
 def decode(data: bytes, type_: Any = Any) -> Any:
-    """Decode JSON bytes into ``type_``, or raise PayloadDecodeError (a PermanentError)."""
+    """Decode JSON bytes into ``type_``, or raise PayloadDecodeError (a PermanentError)
+    whose ``fields`` name each bad field (and whose cause is not chained: the decoder's
+    exception groups are its internals, not the job's story)."""
     try:
         plain = orjson.loads(data)
         if type_ is Any:
             return plain
         return _converter.structure(plain, type_)
     except Exception as exc:
-        raise PayloadDecodeError(f"cannot decode payload into {_type_name(type_)}: {_describe(exc, type_)}") from exc
+        problems = _problems(exc, type_)
+        message = f"cannot decode payload into {_type_name(type_)}: {'; '.join(problems)}"
+        raise PayloadDecodeError(message, tuple(_as_field(p) for p in problems)) from None
+
+
+def _as_field(problem: str) -> str:
+    """"expected int, got str @ $.a" -> "$.a: expected int, got str"."""
+    what, at, path = problem.rpartition(" @ ")
+    return f"{path}: {what}" if at else problem
 
 
 def _type_name(type_: Any) -> str:
     return getattr(type_, "__qualname__", None) or repr(type_)
+
+
+def _problems(exc: BaseException, type_: Any) -> list[str]:
+    """What was wrong, one entry per bad field (see _describe)."""
+    from cattrs.errors import BaseValidationError, ForbiddenExtraKeysError
+    from cattrs.v import transform_error
+
+    if isinstance(exc, (BaseValidationError, ForbiddenExtraKeysError)):
+        return list(transform_error(exc, format_exception=_format_error))
+    return [_describe(exc, type_)]
 
 
 def _describe(exc: BaseException, type_: Any) -> str:

@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, NoReturn, TypeVar
 
 from burrow.backends.records import DEFAULT_LEASE_S
 from burrow.errors import BurrowError, ConfigError
-from burrow.notation import bind_text, parse_bind, parse_duration, parse_size, redact_dsn, show
+from burrow.notation import bind_text, parse_bind, parse_duration, parse_size, redact_dsn, show, sqlite_absolute
 from burrow.options import check_queue_name
 from burrow.retry import DEFAULT_BACKOFF_BASE_S, DEFAULT_BACKOFF_MAX_S
 from burrow.schedule import Periodic, periodic
@@ -53,6 +53,7 @@ from burrow.settings import (
 
 __all__ = [
     "DEFAULT_POOL_NAME",
+    "DEFAULT_DSN",
     "DSN_ENV",
     "DSN_OPTION",
     "MAX_RESULT_BYTES",
@@ -68,6 +69,7 @@ __all__ = [
     "RetryConfig",
     "ScheduleConfig",
     "SupervisorConfig",
+    "database_of",
     "load_config",
 ]
 
@@ -76,6 +78,7 @@ LogFormat = Literal["console", "json"]
 
 DEFAULT_POOL_NAME: Final = "default"  # the pool of every queue no named pool serves
 DSN_ENV: Final = "BURROW_DATABASE_DSN"
+DEFAULT_DSN: Final = "sqlite:///burrow.db"  # burrow.connect() with nothing set, and a file without [database] dsn
 DSN_OPTION: Final = "--jobs-database-dsn"
 SCHEMA_ENV: Final = "BURROW_DATABASE_SCHEMA"
 # The largest max_result_size: a result crosses the worker's pipe as base64 (4/3 of its
@@ -239,7 +242,9 @@ class DatabaseConfig:
     """
 
     dsn: str = setting(
-        "dsn", _dsn, "sqlite:///burrow.db", f"where the jobs live; `{DSN_OPTION}` and `{DSN_ENV}` override it"
+        "dsn", _dsn, DEFAULT_DSN,
+        f"where the jobs live (a relative SQLite path is read against this file's directory);"
+        f" `{DSN_OPTION}` and `{DSN_ENV}` override it",
     )
     dsn_file: str | None = setting(
         "dsn_file", _nonempty_str, None, "read the DSN from this file (for systemd `LoadCredential=`; relative to"
@@ -536,7 +541,10 @@ def load_config(
     the ``BURROW_DATABASE_DSN`` environment variable (an empty value counts as unset),
     then the file's ``dsn`` or ``dsn_file``; ``BURROW_DATABASE_SCHEMA`` overrides the
     file's ``schema``. A ``dsn_file`` is not read when an
-    override wins, so a shell without the systemd credential can still run.
+    override wins, so a shell without the systemd credential can still run. A relative
+    SQLite path from the file (its ``dsn``, the ``dsn_file``'s, or the default) is read
+    against the file's directory and returned absolute; an override's is left as given
+    (the current directory's).
     """
     path = Path(path)
     where = str(path)
@@ -555,6 +563,31 @@ def load_config(
         schedules=_array(where, data, "schedules"),
         path=path,
     )
+
+
+def database_of(
+    dsn: str | None = None,
+    *,
+    schema: str | None = None,
+    config: Path | str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[str, str | None]:
+    """The (dsn, schema) ``burrow.connect`` opens: the one order every entry point uses.
+
+    With ``config``: its ``[database]`` section, under ``BURROW_DATABASE_DSN`` and
+    ``BURROW_DATABASE_SCHEMA``, under ``dsn`` and ``schema`` when given (as for the
+    supervisor; the whole file is checked). Without it: ``dsn``, else
+    ``BURROW_DATABASE_DSN`` (with ``BURROW_DATABASE_SCHEMA``), else ``DEFAULT_DSN``.
+    """
+    if config is not None:
+        database = load_config(config, dsn_override=dsn, dsn_option="connect(dsn=)", environ=environ).database
+        return database.dsn, schema or database.schema
+    if dsn is not None:
+        return dsn, schema
+    env_dsn = environ.get(DSN_ENV) or None
+    if env_dsn is not None:
+        return env_dsn, schema or environ.get(SCHEMA_ENV) or None
+    return DEFAULT_DSN, schema
 
 
 def _read_toml(path: Path, where: str) -> dict[str, Any]:
@@ -663,9 +696,11 @@ def _database(section: _Section, path: Path, overrides: _Overrides) -> DatabaseC
         dsn = section.parse(dsn_key, env_dsn, label=f"dsn (from {DSN_ENV})")
     elif config.dsn_file is not None:
         text = _read_dsn_file(section, path, config.dsn_file, overrides.environ)
-        dsn = section.parse(dsn_key, text, label="dsn_file")
+        dsn = sqlite_absolute(section.parse(dsn_key, text, label="dsn_file"), path.absolute().parent)
     else:
-        return config
+        # A file names its database the same way wherever the command runs from (the
+        # default too: writing it out or leaving it out is the same file).
+        dsn = sqlite_absolute(config.dsn, path.absolute().parent)
     return replace(config, dsn=dsn)
 
 

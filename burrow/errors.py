@@ -79,7 +79,16 @@ class PermanentError(BurrowError):
 
 
 class PayloadDecodeError(PermanentError):
-    """The stored payload cannot be decoded into the handler's payload type."""
+    """The stored payload cannot be decoded into the handler's payload type.
+
+    ``fields`` names each bad field and what was wrong with it ("$.a: expected int,
+    got str"), never its value: a job's stored error is the message and these lines,
+    not the decoder's traceback (burrow.execution.describe_error).
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class ResultEncodeError(PermanentError):

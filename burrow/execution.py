@@ -21,7 +21,7 @@ import structlog
 from burrow import retry
 from burrow.backends.records import ClaimedJob, ExpiredLease, Outcome, OutcomeKind
 from burrow.context import JobContext, ResultCapture, enter_job, leave_job
-from burrow.errors import BurrowError, PermanentError, RetryAfter
+from burrow.errors import BurrowError, PayloadDecodeError, PermanentError, RetryAfter
 from burrow.logging import encodable
 from burrow.options import JobConfig
 from burrow.retry import RetryDefaults
@@ -134,7 +134,13 @@ def describe_error(exc: BaseException) -> str:
     """
     message = _str(exc)
     head = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    text = encodable(head + "\n" + _traceback_text(exc).rstrip()).replace("\x00", "\\x00")
+    if isinstance(exc, PayloadDecodeError) and exc.fields:
+        # The payload's fault, not the code's: the bad fields say all; the traceback
+        # would be burrow's own frames and the decoder's exception groups.
+        body = "\n".join(f"  {field}" for field in exc.fields)
+    else:
+        body = _traceback_text(exc).rstrip()
+    text = encodable(head + "\n" + body).replace("\x00", "\\x00")
     if len(text) <= MAX_ERROR_CHARS:
         return text
     keep = MAX_ERROR_CHARS // 2

@@ -10,6 +10,7 @@ wrong; the caller adds where (a config key, a command-line option).
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from fractions import Fraction
@@ -129,6 +130,29 @@ def redact_dsn(dsn: str) -> str:
         return _URL_QUERY_PASSWORD_RE.sub(r"\1***", redacted)
     redacted = _BARE_USERINFO_RE.sub(r"\g<head>***@", dsn, count=1)
     return _KV_PASSWORD_RE.sub(r"\1***", redacted)
+
+
+def sqlite_absolute(dsn: str, base: str | os.PathLike[str] | None = None) -> str:
+    """A SQLite DSN whose file path is relative, made absolute against ``base`` (default:
+    the current directory); any other DSN as it is.
+
+    ``sqlite:///jobs.db`` read from ``/etc/burrow/jobs.toml`` is ``sqlite:////etc/burrow/jobs.db``:
+    a config file names its database the same way wherever the command runs from, and
+    every message then shows where the file is.
+    """
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme.split("+", 1)[0].lower() != "sqlite" or not rest.startswith("/"):
+        return dsn
+    path, question, query = rest[1:].partition("?")
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.isabs(path):
+        return dsn
+    absolute = os.path.abspath(os.path.join(os.fspath(base) if base is not None else os.getcwd(), path))
+    return f"{scheme}:///{absolute}{question}{query}"
+
+
+def shown_dsn(dsn: str) -> str:
+    """A DSN for a message: the password hidden, a relative SQLite path made absolute."""
+    return redact_dsn(sqlite_absolute(dsn))
 
 
 def duration_text(seconds: float) -> str:

@@ -8,6 +8,7 @@ steps that supervisor workers use.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -467,7 +468,7 @@ class JobQueue:
         states = _states(state)
         wanted = states[0] if len(states) == 1 else None
         if wanted not in _RETRYABLE:
-            raise BurrowError(f"retry_all takes state 'failed' or 'cancelled', got {str(state)!r}")
+            raise BurrowError(f"only failed or cancelled jobs can be retried, not state {str(state)!r}")
         tasks = [task] if isinstance(task, str) else list(task or [])
         up_to, after, retried = self.backend.max_id(), 0, 0
         while ids := self.backend.ids_in(wanted, tasks, after, up_to, BULK_BATCH):
@@ -510,7 +511,10 @@ class JobQueue:
             raise BurrowError(f"older_than must not be negative, got {older_than!r}")
         wanted = _states(list(states))
         if not wanted or any(s not in FINISHED_STATES for s in wanted):
-            raise BurrowError(f"prune takes finished states (succeeded, failed, cancelled), got {[str(s) for s in states]}")
+            raise BurrowError(
+                "only finished jobs (succeeded, failed, cancelled) can be pruned,"
+                f" not state {', '.join(str(s) for s in wanted) or '(none given)'}"
+            )
         return self.backend.prune(self.backend.now() - age, wanted, BULK_BATCH)
 
     def periodic_jobs(self) -> list[ScheduleInfo]:
@@ -604,9 +608,10 @@ def _result_of(record: JobInfo) -> bytes | None:
 
 
 def connect(
-    dsn: str = "sqlite:///burrow.db",
+    dsn: str | None = None,
     *,
     schema: str | None = None,
+    config: str | os.PathLike[str] | None = None,
     lease_s: float = DEFAULT_LEASE_S,
     retry_defaults: RetryDefaults = RetryDefaults(),
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -614,10 +619,19 @@ def connect(
 ) -> JobQueue:
     """Open the queue at ``dsn`` and apply pending migrations before returning.
 
+    Without ``dsn``: the ``BURROW_DATABASE_DSN`` environment variable (with
+    ``BURROW_DATABASE_SCHEMA``), else ``sqlite:///burrow.db`` in the current directory.
+    ``config="conf/jobs.toml"`` reads the file's ``[database]`` section (``dsn``,
+    ``dsn_file``, ``schema``; a relative SQLite path is read against the file's
+    directory), under the variables, under ``dsn`` and ``schema`` when given: the
+    supervisor's order (burrow.config.database_of).
     ``schema`` (PostgreSQL) keeps this app's jobs apart from others on one server.
     ``max_payload_bytes`` caps an encoded payload; a larger one is refused at enqueue.
     ``clock`` replaces the time source, for tests and simulations.
     """
+    from burrow.config import database_of  # here: `python -m burrow.config` must not find itself imported
+
+    dsn, schema = database_of(dsn, schema=schema, config=None if config is None else os.fspath(config))
     backend = backend_for(dsn, schema=schema, clock=clock)
     try:
         backend.migrate()

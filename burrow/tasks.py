@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import typing
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, Unpack, overload, runtime_checkable
@@ -78,6 +79,17 @@ class HasJobs(Protocol):
 
 # -- typed tasks ------------------------------------------------------------------
 
+# The payload type P of each handler a typed task registered (the handler is the key,
+# so a queue's Registration needs no field for it); read by payload_type_of.
+_PAYLOAD_TYPES: weakref.WeakKeyDictionary[Callable[..., Any], Any] = weakref.WeakKeyDictionary()
+
+
+def payload_type_of(handler: Callable[..., Any]) -> Any | None:
+    """P of a handler registered by a typed task (``Any``: plain JSON); None for a raw
+    ``q.handle`` handler, whose payload is bytes burrow does not read."""
+    return _PAYLOAD_TYPES.get(handler)
+
+
 
 def _payload_type(fn: Callable[..., Any]) -> Any:
     """P from the handler's first parameter annotation; Any (plain JSON) if none."""
@@ -106,7 +118,9 @@ class TaskDefinition(Generic[P]):
     payload_type: Any = Any
 
     def register(self, q: Queue) -> None:
-        q.handle(self.name, self._raw_handler(), *self._options())
+        handler = self._raw_handler()
+        _PAYLOAD_TYPES[handler] = self.payload_type  # what --check decodes schedules into
+        q.handle(self.name, handler, *self._options())
 
     def _options(self) -> tuple[JobOption, ...]:
         config = self.config
@@ -127,7 +141,8 @@ class TaskDefinition(Generic[P]):
         return run
 
     def encode(self, payload: P) -> bytes:
-        return codec.encode(payload, self.payload_type)
+        """JSON bytes, checked by the worker's strict decode (PayloadEncodeError if not)."""
+        return codec.encode_payload(payload, self.payload_type)
 
     def unique_key(self, payload: P) -> str | None:
         """The payload's key under this task's ``with_unique``, None without one."""

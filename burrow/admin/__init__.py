@@ -9,7 +9,7 @@
 
 Server-rendered pages (Jinja2), a small script of its own that refreshes the live
 parts, and no SQL: every read and action goes through ``JobQueue``. Needs the
-``admin`` extra (``pip install "burrow[admin]"``); ``import burrow`` never imports
+``admin`` extra (``pip install "burrow-jobs[admin]"``); ``import burrow`` never imports
 this package. ``burrow admin`` serves it on its own (``burrow.admin.server``).
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,13 +20,13 @@ import uvicorn
 
 from burrow.admin import basic_auth, create_app
 from burrow.backends import backend_for
-from burrow.config import AdminConfig, Config, DatabaseConfig, load_config
+from burrow.config import DSN_ENV, SCHEMA_ENV, AdminConfig, Config, DatabaseConfig, load_config
 from burrow.errors import BurrowError, ConfigError
-from burrow.notation import parse_bind, redact_dsn
+from burrow.notation import parse_bind, shown_dsn
 from burrow.queue import JobQueue
 
 EXIT_USAGE = 2
-MIGRATE_FIRST = "migrate it first (start a supervisor, or run burrow migrate); the admin never migrates"
+MIGRATE_FIRST = "migrate it first (start a supervisor, or run `{command}`); the admin never migrates"
 
 
 def build_parser(prog: str = "burrow admin") -> argparse.ArgumentParser:
@@ -50,9 +51,11 @@ def is_loopback(host: str) -> bool:
 def settings(args: argparse.Namespace) -> Config:
     """The config file (if any) with the command line's overrides applied."""
     if args.config is not None:
-        config = load_config(args.config, dsn_override=args.dsn)
-    else:
-        config = Config(database=DatabaseConfig(dsn=args.dsn))
+        config = load_config(args.config, dsn_override=args.dsn, dsn_option="--dsn")
+    else:  # as every other command: --dsn, then BURROW_DATABASE_DSN (main checked one is there)
+        dsn = args.dsn or os.environ.get(DSN_ENV) or ""
+        schema = None if args.dsn else os.environ.get(SCHEMA_ENV) or None
+        config = Config(database=DatabaseConfig(dsn=dsn, schema=schema))
     database, admin = config.database, config.admin
     if args.schema is not None:
         database = DatabaseConfig(dsn=database.dsn, schema=args.schema)
@@ -70,12 +73,14 @@ def settings(args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, database=database, admin=admin)
 
 
-def connect(config: Config) -> JobQueue:
+def connect(config: Config, migrate_command: str | None = None) -> JobQueue:
     """The queue of ``config``, whose schema must be this burrow's: the admin reads,
     it never migrates (a supervisor or ``burrow migrate`` does). Processes count as
-    stale after the config's lease timeout, as the supervisors judge them."""
+    stale after the config's lease timeout, as the supervisors judge them.
+    ``migrate_command`` is the hint's ``burrow migrate`` (default: ``--dsn`` naming
+    the database)."""
     database = config.database
-    shown = redact_dsn(database.dsn)
+    shown = shown_dsn(database.dsn)
     try:
         backend = backend_for(database.dsn, schema=database.schema)
     except BurrowError as exc:  # a malformed URL (a port that is no number), a missing directory
@@ -88,10 +93,13 @@ def connect(config: Config) -> JobQueue:
     if status.database_exists and status.version == status.latest:
         return JobQueue(backend, lease_s=config.supervisor.lease_timeout_s)
     backend.close()
+    if migrate_command is None:
+        migrate_command = f"burrow migrate --dsn {shown}" + (f" --schema {database.schema}" if database.schema else "")
+    migrate_first = MIGRATE_FIRST.format(command=migrate_command)
     if not status.database_exists:
-        problem = f"does not exist yet: {MIGRATE_FIRST}"
+        problem = f"does not exist yet: {migrate_first}"
     elif status.version < status.latest:
-        problem = f"is at schema version {status.version}, this burrow needs {status.latest}: {MIGRATE_FIRST}"
+        problem = f"is at schema version {status.version}, this burrow needs {status.latest}: {migrate_first}"
     else:
         problem = f"is at schema version {status.version}, newer than this burrow ({status.latest}): upgrade burrow"
     raise ConfigError(f"database {shown} {problem}")
@@ -100,11 +108,12 @@ def connect(config: Config) -> JobQueue:
 def main(argv: Sequence[str] | None = None, prog: str = "burrow admin") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if args.config is None and args.dsn is None:
-        parser.error("give -c PATH (a jobs.toml) or --dsn DSN")
+    if args.config is None and args.dsn is None and not os.environ.get(DSN_ENV):
+        parser.error(f"give -c PATH (a jobs.toml), --dsn DSN, or set {DSN_ENV}")
     try:
         config = settings(args)
-        queue = connect(config)
+        from_file = args.config is not None and not (args.dsn or args.schema or os.environ.get(DSN_ENV))
+        queue = connect(config, f"burrow migrate -c {os.path.abspath(args.config)}" if from_file else None)
     except BurrowError as exc:
         print(f"{prog}: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return EXIT_USAGE

@@ -47,7 +47,9 @@ def database_path(dsn: str) -> Path:
 
 def _check_directory(path: Path) -> None:
     if not path.parent.is_dir():
-        raise BackendError(f"cannot open SQLite database {str(path)!r}: directory {str(path.parent)!r} does not exist")
+        raise BackendError(
+            f"cannot open SQLite database {str(path.absolute())!r}: directory {str(path.absolute().parent)!r} does not exist"
+        )
 
 
 def _create_private(path: Path) -> None:

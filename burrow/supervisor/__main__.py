@@ -18,8 +18,9 @@ from burrow.backends.records import SchemaStatus
 from burrow.backends.deadline import Timeouts
 from burrow.config import Config, load_config
 from burrow.errors import BackendError, BurrowError, ConfigError
+from burrow.job import DEFAULT_QUEUE
 from burrow.logging import configure_logging
-from burrow.notation import redact_dsn
+from burrow.notation import shown_dsn
 from burrow.queue import JobQueue
 from burrow.supervisor.apps import register_apps
 from burrow.supervisor.context import retry_defaults
@@ -50,13 +51,15 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
             backend.migrate()
         status = backend.schema_status()
     except BackendError as exc:
-        raise ConfigError(f"{config.path}: [database] dsn {redact_dsn(database.dsn)}: {exc}") from exc
+        raise ConfigError(f"{config.path}: [database] dsn {shown_dsn(database.dsn)}: {exc}") from exc
     queue = JobQueue(backend, lease_s=config.supervisor.lease_timeout_s, retry_defaults=retry_defaults(config))
     try:
         register_apps(queue, config.supervisor.apps, config.schedules)
     except ConfigError as exc:
         queue.close()
-        raise ConfigError(f"{config.path}: [supervisor] apps: {exc}") from exc
+        # A [[schedule]] of the file is named as the file's own; anything else is the apps'.
+        where = "" if str(exc).startswith("[[schedule]]") else "[supervisor] apps: "
+        raise ConfigError(f"{config.path}: {where}{exc}") from exc
     return queue, status
 
 
@@ -64,7 +67,7 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
     s = config.supervisor
     lines = [
         f"config:   {config.path}",
-        f"database: {redact_dsn(config.database.dsn)}" + (f" (schema {config.database.schema})" if config.database.schema else ""),
+        f"database: {shown_dsn(config.database.dsn)}" + (f" (schema {config.database.schema})" if config.database.schema else ""),
         f"schema:   {status.describe()}",
         f"workers:  {s.workers}, batch_size {s.batch_size}, lease {s.lease_timeout_s:g}s, heartbeat {s.heartbeat_interval_s:g}s",
         f"shutdown: {s.shutdown_timeout_s:g}s; retry backoff {config.retry.base_s:g}s..{config.retry.max_s:g}s",
@@ -72,10 +75,10 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
     if s.pools:
         lines.append("pools:")
         served = ", ".join(q for p in s.pools for q in p.queues)
-        lines.append(f"  default  {s.workers} workers, batch_size {s.batch_size}: every queue but {served}")
+        lines.append(f"  default  {_workers(s.workers)}, batch_size {s.batch_size}: every queue but {served}")
         for pool in s.pools:
             batch = pool.batch_size or s.batch_size
-            lines.append(f"  {pool.name}  {pool.workers} workers, batch_size {batch}: {', '.join(pool.queues)}")
+            lines.append(f"  {pool.name}  {_workers(pool.workers)}, batch_size {batch}: {', '.join(pool.queues)}")
     lines.append("tasks:")
     for name, registration in sorted(queue.registrations.items()):
         c = registration.config
@@ -83,6 +86,7 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
         extras.append(f", queue {c.queue}" if c.queue else "")
         extras.append(f", at most {c.concurrency} running" if c.concurrency else "")
         lines.append(f"  {name}  (priority {c.priority}, max_retries {c.max_retries}{''.join(extras)})")
+    lines += [f"warning: {warning}" for warning in _idle_pools(config, queue)]
     if queue.schedules:
         lines.append("schedules:")
         now = queue.backend.now()
@@ -90,6 +94,23 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
             next_slot = schedule.rule.after(schedule.rule.latest(now))
             lines.append(f"  {schedule.describe()}  (next slot {next_slot.isoformat()})")
     return "\n".join(lines)
+
+
+def _idle_pools(config: Config, queue: JobQueue) -> list[str]:
+    """A named pool none of whose queues a registered task (with_queue, else "default")
+    or schedule sends jobs to: its workers would idle unless a producer names a queue."""
+    used = {registration.config.queue or DEFAULT_QUEUE for registration in queue.registrations.values()}
+    used |= {s.options.queue for s in queue.schedules.values() if s.options.queue is not None}
+    return [
+        f"pool {pool.name!r}: no registered task uses its queues ({', '.join(pool.queues)});"
+        " its workers get only jobs enqueued there with queue="
+        for pool in config.supervisor.pools
+        if not used.intersection(pool.queues)
+    ]
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m burrow.supervisor") -> int:

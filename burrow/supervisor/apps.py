@@ -17,10 +17,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from burrow.errors import BurrowError, ConfigError
+from burrow import codec
+from burrow.errors import BurrowError, ConfigError, PayloadDecodeError
 from burrow.queue import JobQueue
 from burrow.schedule import Periodic
-from burrow.tasks import HasJobs
+from burrow.tasks import HasJobs, payload_type_of
 
 # SystemExit too: an app's import or register_jobs that calls sys.exit() must not end
 # a running supervisor's loop (and kill every worker) on SIGHUP.
@@ -121,3 +122,23 @@ def _register(queue: JobQueue, refs: Sequence[str], schedules: Sequence[Periodic
             schedule.register(queue)
         except BurrowError as exc:
             raise ConfigError(f"[[schedule]] {schedule.name!r}: {exc}") from exc
+    for schedule in queue.schedules.values():
+        problem = _payload_problem(queue, schedule)
+        if problem is not None:
+            where = "[[schedule]]" if schedule in schedules else "schedule"
+            raise ConfigError(f"{where} {schedule.name!r}: {problem}")
+
+
+def _payload_problem(queue: JobQueue, schedule: Periodic) -> str | None:
+    """Why the schedule's payload would fail every run (it does not decode into its
+    task's payload type, by the worker's strict rules); None if it decodes."""
+    registration = queue.registrations.get(schedule.task)
+    payload_type = None if registration is None else payload_type_of(registration.handler)
+    if payload_type is None:
+        return None  # a raw handler takes bytes, or the task runs elsewhere
+    try:
+        codec.decode(schedule.payload, payload_type)
+    except PayloadDecodeError as exc:
+        fields = "; ".join(exc.fields) or str(exc)
+        return f"payload does not decode into task {schedule.task!r}'s payload type, every run would fail: {fields}"
+    return None

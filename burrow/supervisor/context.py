@@ -83,6 +83,7 @@ class Context:
     last_heartbeat_mono: float | None = None  # our process row last written: /readyz
     notified_mono: float = 0.0  # when a notification of jobs for us last came in
     drain_deadline_mono: float | None = None
+    drain_reported_mono: float = 0.0  # when a drain last said it was waiting
     unhandled_warned: set[str] = field(default_factory=set)  # tasks services/unhandled.py has warned of
 
     def job_config(self, task: str) -> JobConfig:
@@ -111,13 +112,47 @@ class Context:
         self.state = State.DRAINING
         timeout = self.config.supervisor.shutdown_timeout_s
         self.drain_deadline_mono = time.monotonic() + timeout
-        log.info("supervisor_draining", reason=reason, shutdown_timeout_s=timeout, workers=len(self.pools.workers()))
+        workers = self.pools.workers()
+        running = sum(len(h.inflight) for h in workers)
+        log.info(
+            "supervisor_draining",
+            reason=reason,
+            shutdown_timeout_s=timeout,
+            workers=len(workers),
+            running_jobs=running,
+            detail=f"no new jobs; waiting up to {timeout:g}s for {running} running {_plural(running, 'job')} to finish"
+            + ("; press Ctrl-C again (a second SIGINT) to stop at once" if reason != "second SIGINT" else ""),
+        )
+        self.drain_reported_mono = time.monotonic()
         self.pools.stop_all()
+
+    def report_drain(self, now: float) -> None:
+        """While a drain waits on running jobs, say so every DRAIN_REPORT_S: an operator
+        who pressed Ctrl-C sees it is working, and how to stop at once."""
+        if now - self.drain_reported_mono < DRAIN_REPORT_S:
+            return
+        self.drain_reported_mono = now
+        running = sum(len(h.inflight) for h in self.pools.workers())
+        left = max((self.drain_deadline_mono or now) - now, 0.0)
+        log.info(
+            "supervisor_still_draining",
+            running_jobs=running,
+            seconds_left=round(left, 1),
+            detail=f"waiting for {running} running {_plural(running, 'job')}, at most {left:.0f}s more;"
+            " Ctrl-C again stops at once",
+        )
 
     def stop_now(self, reason: str) -> None:
         self.begin_drain(reason)
         for handle in self.pools.workers():
             handle.kill(reason)
+
+
+DRAIN_REPORT_S = 2.0  # how often a drain that waits on running jobs says so
+
+
+def _plural(n: int, noun: str) -> str:
+    return noun if n == 1 else noun + "s"
 
 
 def retry_defaults(config: Config) -> RetryDefaults:

@@ -2,7 +2,7 @@
 
 The supervisor already sees every outcome (workers report to it over pipes), so
 one process owns every metric: no multiprocess mode, no files. prometheus_client
-is an optional extra (``pip install burrow[metrics]``), imported only when
+is an optional extra (``pip install 'burrow-jobs[metrics]'``), imported only when
 ``[http] bind`` is set; without it the supervisor counts nothing.
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from burrow.job import JobState
 from burrow.backends.records import OutcomeKind
 from burrow.errors import ConfigError
+from burrow.version import DISTRIBUTION
 
 # The outcome label of burrow_jobs_finished_total, by kind.
 OUTCOME_LABELS: Mapping[OutcomeKind, str] = {
@@ -38,7 +39,7 @@ class Metrics:
             import prometheus_client as prom
         except ImportError:
             raise ConfigError(
-                "[http] bind needs prometheus_client for /metrics: pip install 'burrow[metrics]'"
+                f"[http] bind needs prometheus_client for /metrics: pip install '{DISTRIBUTION}[metrics]'"
             ) from None
         self._prom = prom
         self.registry = prom.CollectorRegistry(auto_describe=True)

@@ -102,6 +102,8 @@ class Supervisor:
         elif ctx.state is State.DRAINING and not ctx.pools.workers():
             ctx.outbox.flush(now, force=True)
             ctx.state = State.STOPPED
+        elif ctx.state is State.DRAINING:
+            ctx.report_drain(now)
 
     def _select_timeout(self) -> float:
         ctx = self.ctx

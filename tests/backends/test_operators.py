@@ -165,7 +165,7 @@ def test_retry_all_by_state_and_task(queue: JobQueue) -> None:
     assert queue.retry_all(state="cancelled") == 1
     assert queue.retry_all() == 0
     for bad in ("succeeded", ["failed", "cancelled"], []):
-        with pytest.raises(BurrowError, match="retry_all takes state 'failed' or 'cancelled'"):
+        with pytest.raises(BurrowError, match="only failed or cancelled jobs can be retried, not state"):
             queue.retry_all(state=bad)  # type: ignore[arg-type]
 
 
@@ -242,7 +242,7 @@ def test_prune_deletes_old_finished_jobs_and_keeps_the_rest(database: Database, 
             assert q.history(job_id) == []
         for job_id in old["queued"] + recent["ok"] + recent["bad"] + recent["cancelled"]:
             q.job(job_id)
-        with pytest.raises(BurrowError, match="prune takes finished states"):
+        with pytest.raises(BurrowError, match=r"only finished jobs \(succeeded, failed, cancelled\) can be pruned, not state"):
             q.prune(0, states=["queued"])
         with pytest.raises(BurrowError, match="older_than must not be negative"):
             q.prune(-1)

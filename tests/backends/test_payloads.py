@@ -135,3 +135,35 @@ def test_stored_payload_that_does_not_decode_fails_at_once(queue: JobQueue) -> N
         assert info.last_error is not None
         assert info.last_error.startswith("PayloadDecodeError: cannot decode payload into Item")
         assert [e.event for e in queue.history(job_id)] == ["failed"]
+
+
+def test_a_stored_decode_error_is_its_summary_and_fields(queue: JobQueue) -> None:
+    """No traceback: the decoder's exception groups and burrow's frames say nothing the
+    fields do not; the values never appear."""
+    task = burrow.define_task("typed.item", typed_handler(Item, []))
+    task.register(queue)
+    job_id = queue.enqueue("typed.item", {"name": 1, "qty": "secret-value"})
+    assert drain_all(queue) == 1
+    error = queue.job(job_id).last_error
+    assert error is not None
+    assert error.splitlines() == [
+        "PayloadDecodeError: cannot decode payload into Item: expected str, got int @ $.name;"
+        " expected int, got str @ $.qty",
+        "  $.name: expected str, got int",
+        "  $.qty: expected int, got str",
+    ]
+    assert "secret-value" not in error and "Traceback" not in error
+
+
+def test_typed_enqueue_validates_as_the_worker_decodes(queue: JobQueue) -> None:
+    """A value of the wrong type is refused at enqueue by the worker's strict rules, for
+    one job, a batch (nothing of it stored) and a typed periodic job; the right ones pass."""
+    task = burrow.define_task("typed.item", typed_handler(Item, []))
+    with pytest.raises(PayloadEncodeError, match=r"^payload is not a valid Item: \$\.qty: expected int, got str$"):
+        task.enqueue(queue, Item("a", "1"))  # type: ignore[arg-type]
+    with pytest.raises(PayloadEncodeError, match=r"\$\.name: expected str, got int"):
+        task.enqueue_many(queue, [Item("a", 1), Item(2, 1)])  # type: ignore[arg-type]
+    with pytest.raises(PayloadEncodeError, match=r"\$\.qty: expected int, got float"):
+        burrow.periodic(task, Item("a", 1.5), every=60)  # type: ignore[arg-type]
+    assert total_jobs(queue) == 0
+    assert task.enqueue_many(queue, [Item("a", 1), Item("b", 2, 0.5)]) and total_jobs(queue) == 2

@@ -304,6 +304,20 @@ def test_bad_values_usage_and_refusals_that_do_not_depend_on_the_database(databa
     ])  # fmt: skip
     refusals(1, [(["jobs", action, "999999", *dsn], "no job with id 999999") for action in ("show", "retry", "cancel")])
     assert "invalid choice: 'job'" in burrow_cli("job", "list").stderr  # argparse's own: exit 2 too
+    # Options before the command: said plainly, with the line as it should be.
+    misplaced, no_command, version, usage = side_by_side(
+        ["-c", "conf/jobs.toml", "jobs", "list"], ["--dsn", "x"], ["--version"], ["--help"]
+    )
+    assert one_line(misplaced, 2) == "burrow: options go after the command's name: burrow jobs list -c conf/jobs.toml"
+    named_jobs = burrow_cli("-c", "jobs", "--json", "jobs", "list")
+    assert one_line(named_jobs, 2) == "burrow: options go after the command's name: burrow jobs list -c jobs --json"
+    assert "options go after the command's name: burrow COMMAND --dsn x (commands: admin, " in one_line(no_command, 2)
+    assert version.returncode == 0 and version.stdout == f"burrow {burrow.__version__} (burrow-jobs)\n"
+    assert "\n    admin " in usage.stdout and "\n    supervisor" in usage.stdout
+    # Errors say what failed in the reader's words, not a method's name.
+    with database.connect() as q:
+        with pytest.raises(burrow.errors.BurrowError, match="only failed or cancelled jobs can be retried, not state 'queued'"):
+            q.retry_all("queued")
     assert ok(database, "jobs", "list") == "no jobs\n"
 
     # Tables fit the terminal: long cells and the error column are cut, visibly.
@@ -354,12 +368,13 @@ def test_a_database_without_the_schema_is_refused_and_left_alone(
     database: Database, tmp_path: Path, postgres_admin: Any
 ) -> None:
     dsn = where(database)
-    missing = "has no burrow tables: run `burrow migrate`"
+    migrate = f"burrow migrate {' '.join(dsn)}"  # the hint names the same database
+    missing = f"has no burrow tables: run `{migrate}`"
     if database.kind == "sqlite":
-        missing = "does not exist: run `burrow migrate` to create it"
+        missing = f"does not exist: run `{migrate}` to create it"
     reads = (["jobs", "list"], ["prune"])
     refusals(2, [([*args, *dsn], missing) for args in reads])
-    refusals(1, [(["status", "--check", *dsn], "run `burrow migrate`")])  # a probe: unhealthy, not bad input
+    refusals(1, [(["status", "--check", *dsn], f"run `{migrate}`")])  # a probe: unhealthy, not bad input
     if database.kind == "sqlite":
         assert not (tmp_path / "jobs.db").exists(), "a read command created the SQLite file"
     else:
@@ -514,7 +529,7 @@ def test_no_bad_or_unreachable_database_is_one_line_without_the_password(tmp_pat
         (["jobs", "list", "--dsn", "postgresql://u:s3cret@host:port/db"], "not a database URL burrow can read"),
         (["jobs", "list", "-c", str(config)], "[supervisor] workerz: unknown key"),
     ])  # fmt: skip
-    refusals(1, [(["status", "--check", "--dsn", UNREACHABLE], unreachable)])  # a probe: unhealthy
+    refusals(1, [(["status", "--check", "--dsn", UNREACHABLE], unreachable + "postgresql: reading the schema version failed: ")])
     done = burrow_cli("jobs", "list", env={"BURROW_DATABASE_DSN": UNREACHABLE})
     assert one_line(done, 2).startswith(unreachable) and "s3cret" not in done.stderr
     assert not list(tmp_path.glob("*.db"))

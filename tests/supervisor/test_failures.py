@@ -156,6 +156,29 @@ def test_supervisor_killed_workers_exit_and_another_supervisor_finishes(
     assert second.wait_exit() == 0
 
 
+def test_a_ctrl_c_drain_says_it_is_waiting_and_how_to_stop_at_once(
+    database, queue: JobQueue, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C with a job running: at once a line saying what the drain waits for and that
+    a second Ctrl-C stops at once, then one every 2 s while it waits, never 30 s of silence."""
+    block_task.enqueue(queue, Gate(str(gates), "a"))
+    config = write_config(tmp_path / "jobs.toml", database, workers=1, batch_size=1, shutdown_timeout="30s")
+    supervisor = launcher.start(config)
+    supervisor.wait_ready()
+    supervisor.wait(lambda: announced(gates, "a"), 15, "the job to run")
+    sent = time.monotonic()
+    supervisor.send(signal.SIGINT)
+    [draining] = supervisor.wait_event("supervisor_draining", timeout=2)
+    assert draining["running_jobs"] == 1
+    assert draining["detail"] == (
+        "no new jobs; waiting up to 30s for 1 running job to finish; press Ctrl-C again (a second SIGINT) to stop at once"
+    )
+    [still] = supervisor.wait_event("supervisor_still_draining", timeout=4)
+    assert time.monotonic() - sent < 4 and still["running_jobs"] == 1 and "Ctrl-C again stops at once" in still["detail"]
+    supervisor.send(signal.SIGINT)
+    assert supervisor.wait_exit() == 130
+
+
 def test_sigterm_drain_lets_running_jobs_finish(database, queue: JobQueue, launcher: Launcher, gates: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     blocked = [block_task.enqueue(queue, Gate(str(gates), name)) for name in ("a", "b")]

@@ -161,3 +161,40 @@ def test_password_never_logged(database, queue: JobQueue, launcher: Launcher, tm
     assert supervisor.wait_exit() == 0
     assert "s3cret" not in supervisor.log_path.read_text()
     assert warning["level"] == "warning"
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_check_decodes_schedule_payloads_into_their_tasks_type(database, tmp_path: Path) -> None:
+    """A [[schedule]] whose payload would fail every run (a str where Numbers says int) is
+    one line naming the schedule and the field, exit 2; a right one passes."""
+    config = write_config(tmp_path / "jobs.toml", database, apps=["burrow.demo:app"])
+    good = '\n[[schedule]]\nname = "sums"\ntask = "demo.add"\nevery = "30s"\npayload = { a = 1, b = 2 }\n'
+    bad = good.replace('"sums"', '"broken sums"').replace("a = 1", 'a = "1"')
+    config.write_text(config.read_text() + good + bad)
+    done = run_cli([*SUPERVISOR, "--check", "-c", str(config)])
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"burrow: {config}: [[schedule]] 'broken sums': payload does not decode into task 'demo.add''s payload type,"
+        " every run would fail: $.a: expected int, got str\n"
+    )
+    config.write_text(config.read_text().replace(bad, ""))
+    done = run_cli([*SUPERVISOR, "--check", "-c", str(config)])
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_check_warns_of_a_pool_no_task_uses(database, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "jobs.toml", database, apps=["burrow.demo:app"], workers=1)
+    config.write_text(
+        config.read_text()
+        + '\n[[supervisor.pools]]\nqueues = ["reports", "exports"]\nworkers = 1\n'
+        + '\n[[supervisor.pools]]\nqueues = ["default"]\nname = "main"\nworkers = 2\n'
+    )
+    done = run_cli([*SUPERVISOR, "--check", "-c", str(config)])
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: pool 'reports+exports': no registered task uses its queues (reports, exports);"
+        " its workers get only jobs enqueued there with queue="
+    ]
+    assert "  default  1 worker, batch_size" in done.stdout and "  main  2 workers, batch_size" in done.stdout

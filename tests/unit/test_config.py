@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from burrow.config import (
+    database_of,
     Config,
     DatabaseConfig,
     LoggingConfig,
@@ -95,7 +96,8 @@ def test_full_file_loads_into_the_dataclasses(tmp_path: Path) -> None:
 
 def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, "")
-    assert load_config(path, environ={}) == Config(path=path)
+    database = DatabaseConfig(dsn=f"sqlite:///{tmp_path / 'burrow.db'}")  # the default, next to the file
+    assert load_config(path, environ={}) == Config(database=database, path=path)
     assert Config().supervisor.max_result_size_bytes == 8 * 1024**2
 
 
@@ -309,10 +311,38 @@ def test_workers_override_is_checked(tmp_path: Path) -> None:
 def test_dsn_precedence_cli_then_env_then_file(tmp_path: Path) -> None:
     path = write(tmp_path, '[database]\ndsn = "sqlite:///file.db"\n')
     env = {"BURROW_DATABASE_DSN": "sqlite:///env.db"}
-    assert load_config(path, environ={}).database.dsn == "sqlite:///file.db"
-    assert load_config(path, environ=env).database.dsn == "sqlite:///env.db"
-    assert load_config(path, environ={"BURROW_DATABASE_DSN": ""}).database.dsn == "sqlite:///file.db"
+    from_file = f"sqlite:///{tmp_path / 'file.db'}"  # the file's relative path, read against its directory
+    assert load_config(path, environ={}).database.dsn == from_file
+    assert load_config(path, environ=env).database.dsn == "sqlite:///env.db"  # the caller's, as given
+    assert load_config(path, environ={"BURROW_DATABASE_DSN": ""}).database.dsn == from_file
     assert load_config(path, dsn_override="sqlite:///cli.db", environ=env).database.dsn == "sqlite:///cli.db"
+
+
+def test_a_relative_sqlite_path_is_read_against_the_config_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wherever the command runs from, a file names one database; absolute ones and
+    PostgreSQL stay as written."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = write(conf, '[database]\ndsn = "sqlite:///data/jobs.db?timeout=5"\n')
+    monkeypatch.chdir(tmp_path)
+    relative = Path("conf") / path.name
+    assert load_config(relative, environ={}).database.dsn == f"sqlite:///{conf / 'data' / 'jobs.db'}?timeout=5"
+    for dsn in ("sqlite:////srv/jobs.db", "postgresql://u@h/db"):
+        assert load_config(write(conf, f'[database]\ndsn = "{dsn}"\n'), environ={}).database.dsn == dsn
+    assert load_config(write(conf, ""), environ={}).database.dsn == f"sqlite:///{conf / 'burrow.db'}"  # the default too
+
+
+def test_database_of_is_connects_order(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql://u@h/db"\nschema = "jobs"\n')
+    env = {"BURROW_DATABASE_DSN": "postgresql://e@h/db", "BURROW_DATABASE_SCHEMA": "envs"}
+    assert database_of(environ={}) == ("sqlite:///burrow.db", None)
+    assert database_of(environ=env) == ("postgresql://e@h/db", "envs")
+    assert database_of("sqlite:///x.db", environ=env) == ("sqlite:///x.db", None)
+    assert database_of(config=path, environ={}) == ("postgresql://u@h/db", "jobs")
+    assert database_of(config=path, environ=env) == ("postgresql://e@h/db", "envs")
+    assert database_of("postgresql://a@h/db", schema="s", config=path, environ=env) == ("postgresql://a@h/db", "s")
 
 
 def test_dsn_file_relative_to_the_config_file(tmp_path: Path) -> None:
@@ -328,7 +358,7 @@ def test_dsn_file_relative_to_credentials_directory(tmp_path: Path) -> None:
     (tmp_path / "dsn").write_text("sqlite:///wrong.db", encoding="utf-8")
     path = write(tmp_path, '[database]\ndsn_file = "dsn"\n')
     config = load_config(path, environ={"CREDENTIALS_DIRECTORY": str(credentials)})
-    assert config.database.dsn == "sqlite:///from-credential.db"
+    assert config.database.dsn == f"sqlite:///{tmp_path / 'from-credential.db'}"
 
 
 def test_dsn_file_missing_or_empty(tmp_path: Path) -> None:

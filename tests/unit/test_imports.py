@@ -119,3 +119,26 @@ def test_the_core_import_stays_light() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_version_has_one_source() -> None:
+    """burrow.__version__ is the distribution's (pyproject.toml's, in a checkout)."""
+    import tomllib
+
+    from burrow.version import DISTRIBUTION
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    assert (project["name"], burrow.__version__) == (DISTRIBUTION, project["version"])
+
+
+def test_every_database_operation_has_words() -> None:
+    """A database error says what failed in the reader's words ("reading the schema
+    version failed"), so every operation name a backend passes has its words."""
+    import re
+
+    from burrow.backends.sql.connection import OPERATION_WORDS
+
+    names = set()
+    for path in (PACKAGE / "backends").rglob("*.py"):
+        names |= set(re.findall(r"self\._(?:read|write|on_held|driver_errors|errors)\(\s*\"([a-z_]+)\"", path.read_text()))
+    assert names and names <= set(OPERATION_WORDS), sorted(names - set(OPERATION_WORDS))

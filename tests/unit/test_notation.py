@@ -6,7 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from burrow.notation import bind_text, duration_text, parse_bind, parse_duration, parse_size, redact_dsn, size_text
+from burrow.notation import (
+    bind_text,
+    duration_text,
+    parse_bind,
+    parse_duration,
+    parse_size,
+    redact_dsn,
+    shown_dsn,
+    size_text,
+    sqlite_absolute,
+)
 
 
 def test_redact_dsn() -> None:
@@ -95,3 +105,11 @@ def test_size_text_reads_back(size: int) -> None:
 @pytest.mark.parametrize("bind", [("127.0.0.1", 8080), ("::1", 9464), ("localhost", 1)])
 def test_bind_text_reads_back(bind: tuple[str, int]) -> None:
     assert parse_bind(bind_text(bind)) == bind
+
+
+def test_sqlite_absolute() -> None:
+    assert sqlite_absolute("sqlite:///jobs.db", "/etc/burrow") == "sqlite:////etc/burrow/jobs.db"
+    assert sqlite_absolute("sqlite+pysqlite:///../x/jobs.db?timeout=5", "/etc/burrow") == "sqlite+pysqlite:////etc/x/jobs.db?timeout=5"
+    for unchanged in ("sqlite:////abs/jobs.db", "sqlite:///:memory:", "sqlite://", "postgresql://u:p@h/db", "nonsense"):
+        assert sqlite_absolute(unchanged, "/etc/burrow") == unchanged
+    assert shown_dsn("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"

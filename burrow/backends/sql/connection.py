@@ -15,7 +15,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
@@ -44,6 +44,54 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+
+
+# What each operation does, in the words of the people who read the errors: a message
+# says "sqlite: reading the schema version failed: ...", never a method's name.
+OPERATION_WORDS: Final = {
+    "active_by_queue": "counting jobs by queue",
+    "add_stats": "recording throughput",
+    "cancel": "cancelling a job",
+    "cancel_requests": "reading cancel requests",
+    "claim": "claiming jobs",
+    "counts": "counting jobs",
+    "counts_by_task": "counting jobs by task",
+    "delete": "deleting a job",
+    "enqueue": "enqueueing",
+    "enqueue_slot": "enqueueing a periodic job",
+    "expired_leases": "looking for expired leases",
+    "extend_leases": "extending leases",
+    "finish": "recording job outcomes",
+    "get": "reading a job",
+    "has_due": "looking for due jobs",
+    "heartbeat_processes": "writing the process heartbeat",
+    "history": "reading a job's history",
+    "ids_in": "reading job ids",
+    "list_jobs": "listing jobs",
+    "max_id": "reading the highest job id",
+    "migrate": "migrating the schema",
+    "ping": "reaching the database",
+    "processes": "listing processes",
+    "prune": "deleting old jobs",
+    "prune_stats": "deleting old throughput rows",
+    "reap_processes": "removing stale processes",
+    "register_process": "registering the process",
+    "register_tasks": "recording the tasks this supervisor handles",
+    "release_owner": "releasing a stopped worker's jobs",
+    "remove_process": "removing the process row",
+    "request_cancel": "requesting a cancel",
+    "requeue": "retrying jobs",
+    "schedules": "reading periodic jobs",
+    "schema_status": "reading the schema version",
+    "stats_since": "reading throughput",
+    "task_options": "reading a task's registered options",
+    "unhandled": "looking for jobs no supervisor handles",
+}
+
+
+def doing(operation: str) -> str:
+    """``operation`` as people say it (an unknown one with its underscores as spaces)."""
+    return OPERATION_WORDS.get(operation) or operation.replace("_", " ")
 
 class SQLConnection:
     """How a backend reaches its database: the calls, their deadlines and their errors.
@@ -99,9 +147,9 @@ class SQLConnection:
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            raise BackendError(f"{self.dialect}: {operation} failed: {first_line(exc.orig or exc)}") from exc
+            raise BackendError(f"{self.dialect}: {doing(operation)} failed: {first_line(exc.orig or exc)}") from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise BackendError(f"{self.dialect}: {operation} failed: {first_line(exc)}") from exc
+            raise BackendError(f"{self.dialect}: {doing(operation)} failed: {first_line(exc)}") from exc
 
     def _write(
         self, operation: str, fn: Callable[[sa.Connection], T], *, retry: bool = True, bounded: bool = True
@@ -153,13 +201,13 @@ class SQLConnection:
 
     def _timed_out(self, operation: str) -> BackendError:
         return BackendError(
-            f"{self.dialect}: {operation} failed: no answer within {self.timeouts.call_s:g}s (connection closed)"
+            f"{self.dialect}: {doing(operation)} failed: no answer within {self.timeouts.call_s:g}s (connection closed)"
         )
 
     def _check_quiet(self, operation: str) -> None:
         if self._quiet_until is not None and time.monotonic() < self._quiet_until:
             raise BackendError(
-                f"{self.dialect}: {operation} not tried: the database did not answer a call"
+                f"{self.dialect}: {doing(operation)} not tried: the database did not answer a call"
                 f" within {self.timeouts.call_s:g}s just now"
             )
 
@@ -202,7 +250,7 @@ class SQLConnection:
                     connection = self._held.driver_connection
                 except dialect.loaded_dbapi.Error as exc:  # the pool raises the driver's errors
                     self._note_failure(started)
-                    raise BackendError(f"{self.dialect}: {operation} failed: {first_line(exc)}") from exc
+                    raise BackendError(f"{self.dialect}: {doing(operation)} failed: {first_line(exc)}") from exc
                 call: Call | None = None
                 try:
                     with self._held_deadline(connection) as call:
@@ -225,11 +273,11 @@ class SQLConnection:
                             continue
                     if timed_out:
                         raise self._timed_out(operation) from exc
-                    raise BackendError(f"{self.dialect}: {operation} failed: {first_line(exc)}") from exc
+                    raise BackendError(f"{self.dialect}: {doing(operation)} failed: {first_line(exc)}") from exc
                 except OverflowError as exc:  # sqlite3 binding an integer beyond 64 bits
                     with contextlib.suppress(Exception):
                         connection.rollback()
-                    raise BackendError(f"{self.dialect}: {operation} failed: {first_line(exc)}") from exc
+                    raise BackendError(f"{self.dialect}: {doing(operation)} failed: {first_line(exc)}") from exc
                 except BaseException:
                     with contextlib.suppress(Exception):
                         connection.rollback()
@@ -280,7 +328,7 @@ class SQLConnection:
         try:
             yield
         except self._base_engine.dialect.loaded_dbapi.Error as exc:
-            raise BackendError(f"{self.dialect}: {operation} failed: {first_line(exc)}") from exc
+            raise BackendError(f"{self.dialect}: {doing(operation)} failed: {first_line(exc)}") from exc
 
     # -- what the tables' modules ask of a dialect -----------------------------------
 

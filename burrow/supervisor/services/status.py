@@ -16,6 +16,12 @@ class StatusReport:
         workers = ctx.pools.workers()
         busy = sum(1 for h in workers if h.inflight)
         ctx.notifier.status(
-            f"{len(workers)} workers, {busy} busy, {ctx.jobs_done} jobs done, state {ctx.state.value};"
+            f"{_count(len(workers), 'worker')}, {busy} busy, {_count(ctx.jobs_done, 'job')} done,"
+            f" state {ctx.state.value};"
             f" pools: {ctx.pools.describe()}"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 worker", "2 workers"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
