@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.exc import ArgumentError
 
 from burrow.backends.contract import Backend
@@ -41,3 +43,23 @@ def _backend(scheme: str, dsn: str, schema: str | None, clock: Clock | None, tim
 
         return PostgresBackend(dsn, schema=schema, clock=clock, timeouts=timeouts)
     raise BackendError(f"unsupported DSN scheme {scheme!r}: use sqlite:///path.db or postgresql://user@host/db")
+
+
+def async_backend_for(backend: Backend, *, pool_size: int | None = None) -> Any:
+    """The async client's half of ``backend`` (an ``AsyncBackend``, burrow/aqueue.py),
+    imported only when an application asks for one: psycopg's async connections on
+    PostgreSQL, a few threads on SQLite. ``pool_size`` bounds its connections (threads)."""
+    dialect = getattr(backend, "dialect", None)
+    if dialect == "postgresql":
+        from burrow.backends.postgres import PostgresBackend
+        from burrow.backends.postgres_async import DEFAULT_POOL_SIZE, AsyncPostgres
+
+        assert isinstance(backend, PostgresBackend)
+        return AsyncPostgres(backend, pool_size=pool_size or DEFAULT_POOL_SIZE)
+    if dialect == "sqlite":
+        from burrow.backends.sqlite import SQLiteBackend
+        from burrow.backends.sqlite_async import DEFAULT_POOL_SIZE as THREADS, AsyncSQLite
+
+        assert isinstance(backend, SQLiteBackend)
+        return AsyncSQLite(backend, pool_size=pool_size or THREADS)
+    raise BackendError(f"no async client for {dialect!r} backends")

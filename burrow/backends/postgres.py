@@ -374,15 +374,10 @@ class PostgresBackend(SQLBackend):
         """
         ids: list[int | None] = [None] * len(new_jobs)
         pending = list(range(len(new_jobs)))
-        for _ in range(_UNIQUE_ATTEMPTS):
+        for _ in range(self.unique_attempts):
             batch = [new_jobs[i] for i in pending]
             unique = any(job.unique_key is not None for job in batch)
-            params = {
-                **{column: [job[i] for job in batch] for i, column in enumerate(NewJob._fields)},
-                "now": self._clock_now(),
-                "channel": self.channel,
-                "notice": _notice(sorted({j.task for j in batch})),
-            }
+            params = self.insert_params(batch)
             for position, job_id in connection.execute(self._enqueue_sql[unique], params):
                 if position is not None:
                     ids[pending[position - 1]] = job_id
@@ -396,11 +391,23 @@ class PostgresBackend(SQLBackend):
                 return [job_id for job_id in ids if job_id is not None]
         raise BackendError(f"postgresql: enqueue failed: unique keys kept changing hands ({len(pending)} jobs)")
 
+    unique_attempts = _UNIQUE_ATTEMPTS
+
+    def insert_params(self, batch: Sequence[NewJob]) -> dict[str, Any]:
+        """The parameters of ``_enqueue_sql`` for ``batch`` (the async client's too)."""
+        return {
+            **{column: [job[i] for job in batch] for i, column in enumerate(NewJob._fields)},
+            "now": self._clock_now(),
+            "channel": self.channel,
+            "notice": _notice(sorted({j.task for j in batch})),
+        }
+
+    def key_holder_params(self, skipped: Sequence[NewJob]) -> dict[str, Any]:
+        return {"tasks": [j.task for j in skipped], "keys": [j.unique_key for j in skipped]}
+
     def _key_holders(self, connection: Any, skipped: Sequence[NewJob]) -> dict[tuple[str, str | None], int]:
         """The queued or running job that holds each (task, unique key) of ``skipped``."""
-        rows = connection.execute(
-            self._key_holders_sql, {"tasks": [j.task for j in skipped], "keys": [j.unique_key for j in skipped]}
-        )
+        rows = connection.execute(self._key_holders_sql, self.key_holder_params(skipped))
         return {(task, key): job_id for task, key, job_id in rows}
 
     def listener(self) -> Listener:
