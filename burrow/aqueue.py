@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Protocol, Unpack
 
-from burrow.backends import async_backend_for, backend_for
+from burrow.backends import async_backend_for
 from burrow.backends.sql.connection import Clock
 from burrow.errors import BurrowError, JobNotFound, WaitTimeout
 from burrow.job import FINISHED_STATES, EnqueueKeywords, EnqueueOptions, JobInfo, ManyKeywords, NewJob
@@ -95,7 +95,7 @@ class AsyncJobQueue:
         """``JobQueue.enqueue_options`` on the loop; ``config`` is the task's (a typed task
         passes its own; a raw enqueue has burrow's defaults: this queue registers no handlers)."""
         rows = enqueue_rows(
-            type_name, payloads, options, keys, config or JobConfig(), self.max_payload_bytes, self.backend.now
+            type_name, payloads, options, keys, JobConfig() if config is None else config, self.max_payload_bytes, self.backend.now
         )
         return await self.backend.enqueue(rows, conn)
 
@@ -175,12 +175,5 @@ async def aconnect(
     ``pool_size``: at most this many connections at once (PostgreSQL, default 10) or
     threads (SQLite, default 4); more concurrent calls wait their turn.
     """
-    backend = backend_for(dsn, schema=schema, clock=clock)
-    try:
-        await asyncio.to_thread(backend.migrate)
-        abackend = async_backend_for(backend, pool_size=pool_size)
-    except BaseException:
-        backend.close()
-        raise
-    return AsyncJobQueue(abackend, max_payload_bytes=max_payload_bytes)
-
+    backend = await async_backend_for(dsn, schema=schema, clock=clock, pool_size=pool_size)
+    return AsyncJobQueue(backend, max_payload_bytes=max_payload_bytes)

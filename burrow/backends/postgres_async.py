@@ -302,7 +302,7 @@ class _DoneListener:
                     self._wake_all()
                     continue
                 for job_id in notice.payload.split(","):
-                    for wake in self._waiters.get(int(job_id), ()):
+                    for wake in self._waiters.get(int(job_id) if job_id.isdigit() else -1, ()):
                         wake.set()
         except (psycopg.Error, OSError) as exc:
             if not self._ready.done():
