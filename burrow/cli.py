@@ -349,6 +349,7 @@ def _status(options: argparse.Namespace) -> int:
         with _queue(options) as queue:
             counts, tasks, processes = queue.counts(), queue.counts_by_task(), queue.processes()
             schedules, queues = queue.periodic_jobs(), queue.counts_by_queue()
+            unhandled = queue.unhandled()
             now = queue.backend.now()
     except BackendError as exc:
         if options.check:
@@ -362,10 +363,11 @@ def _status(options: argparse.Namespace) -> int:
                 "processes": [_process_json(process) for process in processes],
                 "schedules": [_schedule_json(schedule) for schedule in schedules],
                 "queues": {name: {str(state): n for state, n in by_state.items()} for name, by_state in queues.items()},
+                "unhandled": unhandled,
             }
         )
     else:
-        _print_lines(_status_page(counts, tasks, queues, processes, schedules, now, queue.lease_s))
+        _print_lines(_status_page(counts, tasks, queues, processes, schedules, unhandled, now, queue.lease_s))
     if options.check and not any(p.role == "supervisor" and not p.stale for p in processes):
         print(f"burrow: unhealthy: no supervisor has sent a heartbeat in the last {queue.lease_s:g}s", file=sys.stderr)
         return Exit.REFUSED
@@ -636,13 +638,19 @@ def _status_page(
     queues: dict[str, dict[JobState, int]],
     processes: Sequence[ProcessInfo],
     schedules: Sequence[ScheduleInfo],
+    unhandled: dict[str, int],
     now: dt.datetime,
     stale_after_s: float,
 ) -> list[str]:
     """Where the jobs are, which task they pile up in, who is alive to run them, and
-    when each periodic job is due next."""
+    when each periodic job is due next; first, the jobs nobody would run."""
     states = list(JobState)
-    lines = ["jobs by state:", *_table(states, [[counts[s] for s in states]], indent="  ")]
+    lines = []
+    if unhandled:
+        rows = [[task, n] for task, n in unhandled.items()]
+        lines += ["due jobs that no live supervisor handles (they wait until one does):"]
+        lines += [*_table(("task", "due jobs"), rows, indent="  "), ""]
+    lines += ["jobs by state:", *_table(states, [[counts[s] for s in states]], indent="  ")]
     if tasks:
         rows = [[task, *(by_state[s] for s in states)] for task, by_state in tasks.items()]
         lines += ["", "jobs by task:", *_table(["task", *states], rows, indent="  ")]

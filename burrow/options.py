@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from burrow.errors import BurrowError, InvalidTaskName
 from burrow.retry import MAX_DELAY_S, RetryDefaults
 
@@ -53,6 +55,25 @@ class JobConfig:
             defaults.base_s if self.backoff_base_s is None else self.backoff_base_s,
             defaults.max_s if self.backoff_max_s is None else self.backoff_max_s,
         )
+
+
+# What a supervisor records of each task it handles (burrow_tasks.options, as JSON):
+# everything but ``unique``, a function, of which only its presence is kept.
+_REGISTERED = ("max_retries", "priority", "backoff_base_s", "backoff_max_s", "timeout_s", "queue", "concurrency")
+
+
+def registered_options(config: JobConfig) -> str:
+    """``config`` as the task registry stores it: a JSON object."""
+    described: dict[str, Any] = {name: getattr(config, name) for name in _REGISTERED}
+    described["unique"] = config.unique is not None
+    return orjson.dumps(described).decode()
+
+
+def config_of_registered(text: str) -> JobConfig:
+    """The JobConfig a registry entry describes (no ``unique`` function: the key of a
+    job enqueued without the task's definition is the one the call gives)."""
+    described = orjson.loads(text)
+    return JobConfig(**{name: described[name] for name in _REGISTERED if name in described})
 
 
 JobOption = Callable[[JobConfig], JobConfig]

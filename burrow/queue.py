@@ -58,7 +58,14 @@ from burrow.errors import (
     WaitTimeout,
 )
 from burrow.execution import CancelCheck, JobHandlerFunc, Registration, execute, lease_expired_outcome, released
-from burrow.options import JobConfig, JobOption, apply_options, check_task_name, check_unique_key
+from burrow.options import (
+    JobConfig,
+    JobOption,
+    apply_options,
+    check_task_name,
+    check_unique_key,
+    config_of_registered,
+)
 from burrow.retry import RetryDefaults
 from burrow.schedule import Periodic
 from burrow.stats import StatsCounter, ThroughputPoint, minute_of, throughput_points
@@ -68,6 +75,8 @@ log = structlog.get_logger("burrow")
 DRAIN_BATCH = 10
 # Jobs should carry references, not blobs: a row this size is already slow to claim.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+# How long a task's registered options (burrow_tasks) are taken as read.
+REGISTERED_OPTIONS_TTL_S = 10.0
 
 
 def _payload_bytes(payload: Any, type_name: str, max_bytes: int) -> bytes:
@@ -121,6 +130,7 @@ class JobQueue:
         self._registry: dict[str, Registration] = {}
         self._limits: dict[str, int] = {}  # the concurrency limits of the tasks registered here
         self._schedules: dict[str, Periodic] = {}
+        self._registered: dict[str, tuple[float, JobConfig]] = {}  # task -> (good until, its registered options)
         self._stats = StatsCounter()  # drain's finished jobs, for q.throughput
         self._claims = 0  # claims made: each has an owner of its own, owner/N
         self._cancel_check = CancelCheck(self.cancel_requested)
@@ -156,8 +166,25 @@ class JobQueue:
         return self._schedules
 
     def _config(self, type_name: str) -> JobConfig:
+        """The task's definition: the one registered here, else the options a supervisor
+        that handles it registered (docs/architecture.md, "The job"), else burrow's
+        defaults. An explicit option of a call wins over either (EnqueueOptions.over)."""
         registration = self._registry.get(type_name)
-        return registration.config if registration else JobConfig()
+        if registration is not None:
+            return registration.config
+        return self._registered_config(type_name)
+
+    def _registered_config(self, type_name: str) -> JobConfig:
+        """Looked up in burrow_tasks at most once every REGISTERED_OPTIONS_TTL_S a task:
+        a shell script's loop of enqueues makes one extra read, not one each."""
+        now = time.monotonic()
+        cached = self._registered.get(type_name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        text = self.backend.task_options(type_name)
+        config = JobConfig() if text is None else config_of_registered(text)
+        self._registered[type_name] = (now + REGISTERED_OPTIONS_TTL_S, config)
+        return config
 
     # -- producing ----------------------------------------------------------------
 
@@ -512,6 +539,12 @@ class JobQueue:
         """The registered supervisors and workers; stale if silent for ``stale_after_s``
         (default: the lease timeout, past which their jobs are another's to run)."""
         return self.backend.processes(self.lease_s if stale_after_s is None else stale_after_s)
+
+    def unhandled(self, stale_after_s: float | None = None) -> dict[str, int]:
+        """Due queued jobs by task, for each task that no live supervisor handles (none
+        registered it, or each that did is silent for ``stale_after_s``, default the
+        lease timeout): jobs that wait until one does."""
+        return self.backend.unhandled(self.lease_s if stale_after_s is None else stale_after_s)
 
     # -- leases -------------------------------------------------------------------
 

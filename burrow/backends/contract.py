@@ -13,7 +13,7 @@ The records that cross these interfaces are in ``burrow.backends.records``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from burrow.backends.records import (
@@ -115,6 +115,15 @@ class ProcessStore(Protocol):
     def reap_processes(self, stale_after_s: float) -> list[str]: ...
 
     def processes(self, stale_after_s: float) -> list[ProcessInfo]: ...
+
+    def register_tasks(self, owner: str, options: Mapping[str, str]) -> None:
+        """The tasks ``owner`` handles (task -> its options as JSON), replacing its last list."""
+
+    def task_options(self, task: str) -> str | None:
+        """The options (JSON) a registered process last gave ``task``; None if none handles it."""
+
+    def unhandled(self, stale_after_s: float) -> dict[str, int]:
+        """Due queued jobs by task, for the tasks no live process handles."""
 
 
 class ScheduleStore(Protocol):

@@ -271,13 +271,34 @@ def _v10(dialect: str) -> list[str]:
     return statements
 
 
+# -- 11: the task registry -------------------------------------------------------
+
+
+def _v11(dialect: str) -> list[str]:
+    """Each supervisor records the tasks it handles and their options at start and on
+    reload: a job whose task nobody handles (a typo in a task name, an app not
+    deployed) is named instead of waiting in silence, and an enqueue that has no
+    definition of the task (the CLI) takes the task's options from here."""
+    time = _V1_TYPES[dialect]["time"]
+    return [
+        f"""CREATE TABLE burrow_tasks (
+	owner VARCHAR(200) NOT NULL,
+	task VARCHAR(200) NOT NULL,
+	options TEXT NOT NULL,
+	registered_at {time} NOT NULL,
+	PRIMARY KEY (owner, task)
+)""",
+        "CREATE INDEX burrow_tasks_task_idx ON burrow_tasks (task)",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 
 # Append only: a released migration is never edited, its number never reused.
 MIGRATIONS: tuple[tuple[int, Step], ...] = (
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9), (10, _v10),
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9), (10, _v10), (11, _v11),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

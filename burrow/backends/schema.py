@@ -145,6 +145,20 @@ processes = sa.Table(
     sa.Column("heartbeat_at", Timestamp, nullable=False),
 )
 
+# The tasks each live supervisor handles, with their options (JSON): a due job whose
+# task no live supervisor handles is named by `burrow status`, the admin, a metric
+# and the supervisor's log, and an enqueue without the task's definition (the CLI, a
+# raw q.enqueue) takes its options from here. Rows go with their process's row.
+tasks = sa.Table(
+    "burrow_tasks",
+    metadata,
+    sa.Column("owner", sa.String(200), primary_key=True),
+    sa.Column("task", sa.String(200), primary_key=True),
+    sa.Column("options", sa.Text, nullable=False),
+    sa.Column("registered_at", Timestamp, nullable=False),
+)
+sa.Index("burrow_tasks_task_idx", tasks.c.task)
+
 # Periodic jobs: the last slot enqueued, per schedule name (see burrow.schedule).
 schedules = sa.Table(
     "burrow_schedules",

@@ -26,7 +26,7 @@ import structlog
 from burrow.backends.contract import Backend
 from burrow.config import Config
 from burrow.execution import RetryDefaults
-from burrow.options import JobConfig
+from burrow.options import JobConfig, registered_options
 from burrow.queue import JobQueue
 from burrow.supervisor.outbox import Outbox
 from burrow.supervisor.pool import Pools
@@ -83,6 +83,7 @@ class Context:
     last_heartbeat_mono: float | None = None  # our process row last written: /readyz
     notified_mono: float = 0.0  # when a notification of jobs for us last came in
     drain_deadline_mono: float | None = None
+    unhandled_warned: set[str] = field(default_factory=set)  # tasks services/unhandled.py has warned of
 
     def job_config(self, task: str) -> JobConfig:
         registration = self.queue.registrations.get(task)
@@ -90,6 +91,17 @@ class Context:
 
     def retry_defaults(self) -> RetryDefaults:
         return retry_defaults(self.config)
+
+    def register_tasks(self) -> None:
+        """The tasks this supervisor handles, with their options, in burrow_tasks: at
+        start, on reload, and whenever our process row had to be written anew."""
+        options = {task: registered_options(r.config) for task, r in self.queue.registrations.items()}
+        self.backend.register_tasks(self.owner, options)
+
+    def stale_after_s(self) -> float:
+        """How long a process may stay silent before it is presumed dead."""
+        settings = self.config.supervisor
+        return max(settings.lease_timeout_s, 3 * settings.heartbeat_interval_s)
 
     def begin_drain(self, reason: str) -> None:
         """Stop claiming; let running jobs finish until shutdown_timeout."""

@@ -8,7 +8,7 @@ is an optional extra (``pip install burrow[metrics]``), imported only when
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 from burrow.job import JobState
 from burrow.backends.records import OutcomeKind
@@ -66,15 +66,29 @@ class Metrics:
             "burrow_claim_batch_size", "Jobs a worker claimed in one round trip",
             buckets=BATCH_BUCKETS, registry=self.registry,
         )
+        self.unhandled_jobs = prom.Gauge(
+            "burrow_jobs_unhandled", "Due queued jobs of a task no live supervisor handles, by task",
+            ["task"], registry=self.registry,
+        )
+        self._unhandled_tasks: set[str] = set()
         self._active_tasks: set[str] = set()
         self._queues: set[str] = set()
 
-    def outcomes(self, tally: Mapping[tuple[str, OutcomeKind], int], durations: Iterable[tuple[str, float]]) -> None:
-        """A batch's outcomes by (task, kind), and each job's duration."""
+    def outcomes(self, tally: Mapping[tuple[str, OutcomeKind], int], durations: Mapping[str, Sequence[float]]) -> None:
+        """A batch's outcomes by (task, kind), and its jobs' durations by task (each
+        task's histogram looked up once a batch: the lookup cost more than the observe)."""
         for (task, kind), n in tally.items():
             self.finished.labels(task, OUTCOME_LABELS[kind]).inc(n)
-        for task, duration_s in durations:
-            self.duration.labels(task).observe(duration_s)
+        for task, seconds in durations.items():
+            histogram = self.duration.labels(task)
+            for duration_s in seconds:
+                histogram.observe(duration_s)
+
+    def unhandled(self, counts: Mapping[str, int]) -> None:
+        """Due jobs of unhandled tasks; a task handled again reads 0."""
+        self._unhandled_tasks.update(counts)
+        for task in self._unhandled_tasks:
+            self.unhandled_jobs.labels(task).set(counts.get(task, 0))
 
     def active(self, counts: Mapping[str, Mapping[JobState, int]]) -> None:
         """Queued and running jobs by task; a task with none left reads 0."""

@@ -131,6 +131,7 @@ class Supervisor:
         # forking: a database that later refuses new connections still takes our writes.
         ctx.backend.ping()
         ctx.backend.register_process(ctx.owner, socket.gethostname(), os.getpid(), "supervisor")
+        ctx.register_tasks()
         ctx.last_heartbeat_mono = time.monotonic()
         open_listener(ctx)
         self._open_http()
@@ -223,6 +224,10 @@ class Supervisor:
         if config.database != ctx.config.database:
             log.warning("reload_ignored_database", detail="a new [database] takes effect at restart")
         ctx.config, ctx.queue = config, queue
+        try:
+            ctx.register_tasks()
+        except BackendError as exc:  # the heartbeat writes them with our row next time it can
+            log.warning("tasks_not_registered", error=str(exc))
         ctx.guard_after_s = guard_after_s(config.supervisor)
         ctx.outbox.flush_interval_s = config.supervisor.flush_interval_s
         self.services.reconfigure()

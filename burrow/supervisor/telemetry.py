@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 import structlog
 
 from burrow.backends.records import Outcome, OutcomeKind, ReapedJob
-from burrow.errors import BackendError
 from burrow.queue import JobQueue
 from burrow.stats import StatsCounter
 from burrow.supervisor.metrics import Metrics
@@ -47,25 +46,26 @@ class Telemetry:
         refused = set(lost)
         pop = self._tasks.pop
         tally: Counter[tuple[str, OutcomeKind]] = Counter()
-        durations: list[tuple[str, float]] = []
+        durations: dict[str, list[float]] = {}
         for outcome in outcomes:
             task = pop(outcome.id, None)
             if task is None or (refused and outcome.id in refused):
                 continue
             tally[task, outcome.kind] += 1
             if outcome.duration_s is not None:
-                durations.append((task, outcome.duration_s))
+                durations.setdefault(task, []).append(outcome.duration_s)
         self.stats.count_many(tally, at)
         if self.metrics is not None:
             self.metrics.outcomes(tally, durations)
 
     def reaped(self, jobs: Sequence[ReapedJob], at: dt.datetime) -> None:
         """Jobs this supervisor's reaper took back from an owner that went silent."""
-        for job in jobs:
-            kind = OutcomeKind.EXPIRED_RETRY if job.state == "queued" else OutcomeKind.EXPIRED_FAILED
-            self.stats.count_many({(job.task, kind): 1}, at)
-            if self.metrics is not None:
-                self.metrics.outcomes({(job.task, kind): 1}, ())
+        tally = Counter(
+            (job.task, OutcomeKind.EXPIRED_RETRY if job.state == "queued" else OutcomeKind.EXPIRED_FAILED) for job in jobs
+        )
+        self.stats.count_many(tally, at)
+        if self.metrics is not None:
+            self.metrics.outcomes(tally, {})
 
     def worker_exited(self, reason: str) -> None:
         if self.metrics is not None:
@@ -84,12 +84,7 @@ class Telemetry:
         self.write_stats(queue)
 
     def write_stats(self, queue: JobQueue) -> None:
-        rows = self.stats.take()
-        try:
-            queue.backend.add_stats(rows)
-        except BackendError:
-            self.stats.give_back(rows)
-            raise
+        self.stats.flush(queue.backend)
 
 
 # The supervisor's kill reasons, by a word each contains, in the order to look for them.

@@ -44,6 +44,9 @@ _CLAIM_SECONDS_OF_WORK = 0.1
 # Within a batch, look for a stop message this often (not after every job: on
 # short jobs the select() per job cost more than the job).
 _STOP_CHECK_S = 0.005
+# A batch claimed ahead (see Prefetcher) that the job loop has not taken after this
+# long is handed back: a job of the current batch turned out slow.
+_PREFETCH_HOLD_S = 10 * _CLAIM_SECONDS_OF_WORK
 
 
 def next_claim_size(ran: int, elapsed_s: float, batch_size: int) -> int:
@@ -67,6 +70,92 @@ class WorkerSettings:
     batch_size: int = 100  # its pool's
 
 
+class Prefetcher:
+    """Claims the worker's next batch on a side thread while the current one runs.
+
+    On a remote database a claim is a round trip the job loop would otherwise wait
+    out between batches (benchmarks/README.md, the remote rows). At most one batch
+    is claimed ahead, and the job loop asks for one only when its jobs are short
+    (:meth:`Worker.run`). The thread announces the batch (``claimed``) as soon as the
+    claim returns, before any of it runs, so the supervisor extends its leases and,
+    the batch coming after the current one, still takes its oldest unreported job
+    for the running one (docs/architecture.md, "How a job flows"). A batch not
+    taken within ``_PREFETCH_HOLD_S`` (a job of the current batch turned out slow)
+    is handed back, ``released``, as a stopping worker hands back the rest of its
+    batch; so is one the job loop no longer wants (:meth:`give_back`).
+
+    Only the job loop or this thread claims at any moment (the loop takes the
+    batch, waiting for a claim under way, before it claims itself), so the
+    queue's claim counter and unsettled owners are never shared; the backend's
+    held connection is behind its own lock, and a job's cancel check reads through
+    the connection pool, not the held connection.
+    """
+
+    _IDLE, _CLAIMING, _READY, _GONE = range(4)
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.cond = threading.Condition()
+        self.state = self._IDLE
+        self.size = 0
+        self.batch: list[ClaimedJob] = []
+        threading.Thread(target=self._loop, name="burrow-prefetch", daemon=True).start()
+
+    def request(self, size: int) -> None:
+        """Claim up to ``size`` jobs ahead; the job loop then calls :meth:`take` once."""
+        with self.cond:
+            self.size, self.state = size, self._CLAIMING
+            self.cond.notify_all()
+
+    def take(self) -> list[ClaimedJob]:
+        """The batch claimed ahead, announced already; empty if the claim found nothing,
+        failed or was handed back. Waits for a claim still under way."""
+        with self.cond:
+            while self.state == self._CLAIMING:
+                self.cond.wait()
+            batch = self.batch if self.state == self._READY else []
+            self.state, self.batch = self._IDLE, []
+            return batch
+
+    def give_back(self) -> None:
+        """The worker stops: hand back, ``released``, what was claimed ahead."""
+        for job in self.take():
+            self.worker.report(released(job), job)
+
+    def _loop(self) -> None:
+        structlog.contextvars.bind_contextvars(worker_pid=os.getpid())
+        worker = self.worker
+        tasks = list(worker.queue.registrations)
+        settings = worker.settings
+        while True:
+            with self.cond:
+                while self.state != self._CLAIMING:
+                    self.cond.wait()
+                size = self.size
+            claim_began = time.monotonic()
+            try:
+                batch = worker.queue.claim(tasks, size, settings.config.lease_timeout_s, settings.queues)
+            except BackendError as exc:  # the job loop's own claim comes next, with its backoff
+                log.warning("claim_failed", error=str(exc))
+                batch = []
+            if batch:
+                worker.send(protocol.claimed(batch, claim_began))  # before the loop may run any of it
+            with self.cond:
+                self.batch, self.state = batch, self._READY
+                self.cond.notify_all()
+                if not batch:
+                    continue
+                deadline = time.monotonic() + _PREFETCH_HOLD_S
+                while self.state == self._READY and (remaining := deadline - time.monotonic()) > 0:
+                    self.cond.wait(remaining)
+                if self.state == self._READY:  # not taken in time: a job of the current batch is slow
+                    self.state, self.batch = self._GONE, []
+                    # Under the lock: the loop takes nothing until these are sent.
+                    for job in batch:
+                        worker.report(released(job), job)
+                    log.debug("prefetched_jobs_released", jobs=len(batch))
+
+
 class Worker:
     def __init__(self, queue: JobQueue, settings: WorkerSettings, read_fd: int, write_fd: int) -> None:
         self.queue = queue
@@ -80,6 +169,8 @@ class Worker:
         self.process = psutil.Process()
         self.cancel_check = CancelCheck(queue.cancel_requested)
         self.cancelled: set[int] = set()  # claimed jobs the supervisor says not to start
+        self.idle_pause = 0.005  # after an empty claim without NOTIFY; doubles up to poll_interval
+        self.backend_pause = 0.1  # after a failed claim; doubles up to 5 s
 
     # -- pipe ---------------------------------------------------------------------
 
@@ -156,41 +247,67 @@ class Worker:
 
     def run(self) -> WorkerExit:
         threading.Thread(target=self.heartbeat_loop, name="burrow-heartbeat", daemon=True).start()
-        config = self.settings.config
         tasks = list(self.queue.registrations)
-        idle_pause = 0.005
-        backend_pause = 0.1
         claim_size = 1  # until the first batch shows how long this queue's jobs take
-        while not self.stopping:
-            self.poll_messages(0)
-            if self.stopping:
-                break
-            if (reason := self.recycle_reason()) is not None:
-                log.info("worker_recycling", reason=reason, jobs_done=self.jobs_done)
-                break
-            try:
-                claim_began = time.monotonic()  # CLOCK_MONOTONIC: the supervisor's clock too
-                batch = self.queue.claim(tasks, claim_size, config.lease_timeout_s, self.settings.queues)
-                backend_pause = 0.1
-            except BackendError as exc:
-                log.warning("claim_failed", error=str(exc))
-                self.poll_messages(backend_pause)
-                backend_pause = min(backend_pause * 2, 5.0)
-                continue
-            if not batch:
-                self.send(protocol.ready(claim_began))
-                if self.settings.notified:
-                    self.poll_messages(_NOTIFIED_IDLE_POLL_S)
-                else:
-                    self.poll_messages(idle_pause)
-                    idle_pause = min(idle_pause * 2, config.poll_interval_s)
-                continue
-            idle_pause = 0.005
-            self.send(protocol.claimed(batch, claim_began))  # the leases are at least this fresh
-            started = time.perf_counter()
-            ran = self.run_batch(batch)
-            claim_size = next_claim_size(ran, time.perf_counter() - started, self.settings.batch_size)
+        # Claiming ahead saves the claim's round trip between batches; SQLite has no
+        # network round trip (its claim is a local transaction), so only PostgreSQL does.
+        prefetcher = Prefetcher(self) if self.queue.backend.dialect == "postgresql" else None
+        ahead = False  # a batch was asked of the prefetcher and not taken yet
+        try:
+            while not self.stopping:
+                self.poll_messages(0)
+                if self.stopping:
+                    break
+                if (reason := self.recycle_reason()) is not None:
+                    log.info("worker_recycling", reason=reason, jobs_done=self.jobs_done)
+                    break
+                batch: list[ClaimedJob] = []
+                if ahead and prefetcher is not None:
+                    ahead = False
+                    batch = prefetcher.take()  # announced by the prefetcher already
+                if not batch:
+                    batch = self.claim(tasks, claim_size)
+                    if not batch:
+                        continue
+                # Claim the next batch while this one runs, if its jobs are short:
+                # a claim size above 1 says a batch takes about _CLAIM_SECONDS_OF_WORK.
+                # Jobs of 100 ms or more (claim size 1) are never claimed ahead, so
+                # no slow job keeps claimed jobs waiting behind it.
+                if prefetcher is not None and claim_size > 1:
+                    prefetcher.request(claim_size)
+                    ahead = True
+                started = time.perf_counter()
+                ran = self.run_batch(batch)
+                claim_size = next_claim_size(ran, time.perf_counter() - started, self.settings.batch_size)
+        finally:
+            if ahead and prefetcher is not None:
+                prefetcher.give_back()
         return WorkerExit.OK
+
+    def claim(self, tasks: list[str], claim_size: int) -> list[ClaimedJob]:
+        """Claim a batch and announce it; empty after a failed or empty claim, once the
+        pause that follows one (backoff, or the idle wait) is over."""
+        config = self.settings.config
+        try:
+            claim_began = time.monotonic()  # CLOCK_MONOTONIC: the supervisor's clock too
+            batch = self.queue.claim(tasks, claim_size, config.lease_timeout_s, self.settings.queues)
+            self.backend_pause = 0.1
+        except BackendError as exc:
+            log.warning("claim_failed", error=str(exc))
+            self.poll_messages(self.backend_pause)
+            self.backend_pause = min(self.backend_pause * 2, 5.0)
+            return []
+        if not batch:
+            self.send(protocol.ready(claim_began))
+            if self.settings.notified:
+                self.poll_messages(_NOTIFIED_IDLE_POLL_S)
+            else:
+                self.poll_messages(self.idle_pause)
+                self.idle_pause = min(self.idle_pause * 2, config.poll_interval_s)
+            return []
+        self.idle_pause = 0.005
+        self.send(protocol.claimed(batch, claim_began))  # the leases are at least this fresh
+        return batch
 
     def run_batch(self, batch: list[ClaimedJob]) -> int:
         """Run the claimed jobs in order, each result sent as it ends; the number run.

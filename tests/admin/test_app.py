@@ -211,6 +211,18 @@ def test_the_job_page_shows_every_field_of_the_job(client: TestClient, q: JobQue
     assert f'<dt>cancel request</dt><dd><time datetime="{job.cancel_requested_at.isoformat()}"' in page
 
 
+def test_the_overview_names_due_jobs_no_supervisor_handles(client: TestClient, q: JobQueue) -> None:
+    assert 'class="unhandled"' not in client.get("/").text
+    q.backend.register_process("web:3:supervisor:c", "web", 3, "supervisor")
+    q.backend.register_tasks("web:3:supervisor:c", {"math.add": "{}"})
+    q.enqueue_many("math.ad", [{"a": 1}, {"a": 2}])
+    q.enqueue("math.add", {"a": 1})
+    page = client.get("/parts/overview").text
+    assert 'role="alert"' in page and "Due jobs that no live supervisor handles" in page
+    assert '<a href="/jobs?task=math.ad&amp;state=queued">math.ad</a> (2)' in page
+    assert ">math.add<" not in page.split("</section>")[0]
+
+
 @pytest.mark.parametrize("path", ["/jobs/999999", "/jobs/abc", "/jobs/99999999999999999999999", "/nothing-here"])
 def test_an_unknown_job_or_path_is_a_404_page(client: TestClient, path: str) -> None:
     response = client.get(path)

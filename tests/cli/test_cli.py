@@ -389,8 +389,9 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr == "burrow: unhealthy: no supervisor has sent a heartbeat in the last 30s\n"
     status = json.loads(done.stdout)
-    assert list(status) == ["counts", "tasks", "processes", "schedules", "queues"]
+    assert list(status) == ["counts", "tasks", "processes", "schedules", "queues", "unhandled"]
     assert status["queues"] == {"default": {"queued": 1, "running": 1}}
+    assert status["unhandled"] == {}  # the one queued job is not due
     assert status["counts"] == {"queued": 1, "running": 1, "succeeded": 2, "failed": 1, "cancelled": 1}
     zero = {state.value: 0 for state in JobState}
     assert status["tasks"] == {
@@ -427,6 +428,21 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert old.split()[1:] == ["old", "1", "supervisor", "60m", "ago", "stale"]
     fresh_line = next(line for line in lines if line.startswith("  web:3:supervisor:c"))
     assert fresh_line.split()[1:4] == ["web", "3", "supervisor"] and fresh_line.split()[-2:] == ["ago", "ok"]
+
+
+def test_status_names_due_jobs_no_supervisor_handles(database: Database, jobs: Jobs) -> None:
+    """A job enqueued under a misspelt task name is named, not left to wait in silence."""
+    jobs.q.backend.register_process("web:3:supervisor:c", "web", 3, "supervisor")
+    jobs.q.backend.register_tasks("web:3:supervisor:c", {"math.add": "{}"})
+    jobs.q.enqueue_many("math.ad", [{"a": 1}, {"a": 2}])
+    jobs.q.enqueue("math.add", {"a": 1})
+    dsn = where(database)
+    as_json_done, page = side_by_side(["status", "--json", *dsn], ["status", *dsn])
+    assert json.loads(output(as_json_done))["unhandled"] == {"math.ad": 2}
+    lines = output(page).splitlines()
+    assert lines[0] == "due jobs that no live supervisor handles (they wait until one does):"
+    assert lines[2].split() == ["math.ad", "2"]
+    assert lines[3:5] == ["", "jobs by state:"]
 
 
 def test_status_shows_each_periodic_jobs_next_slot(database: Database, jobs: Jobs) -> None:

@@ -25,8 +25,9 @@ class ProcessHeartbeat:
         are written anew."""
         workers = {h.owner: h for h in ctx.pools.workers() if h.owner is not None and h.booted}
         for owner in ctx.backend.heartbeat_processes([ctx.owner, *workers]):
-            if owner == ctx.owner:
+            if owner == ctx.owner:  # our tasks went with our row
                 ctx.backend.register_process(owner, socket.gethostname(), os.getpid(), "supervisor")
+                ctx.register_tasks()
             else:
                 ctx.backend.register_process(owner, socket.gethostname(), workers[owner].pid, workers[owner].role)
         ctx.last_heartbeat_mono = now

@@ -30,7 +30,5 @@ class Reaper:
         for job in reaped:
             log.warning("job_lease_expired", job_id=job.id, task=job.task, attempt=job.attempt, now=job.state.value)
         ctx.telemetry.reaped(reaped, ctx.backend.now())
-        settings = ctx.config.supervisor
-        stale_after = max(settings.lease_timeout_s, 3 * settings.heartbeat_interval_s)
-        for owner in ctx.backend.reap_processes(stale_after):
+        for owner in ctx.backend.reap_processes(ctx.stale_after_s()):
             log.warning("process_presumed_dead", owner=owner)

@@ -20,6 +20,7 @@ from burrow.supervisor.services.retention import Retention
 from burrow.supervisor.services.schedules import Schedules
 from burrow.supervisor.services.status import StatusReport
 from burrow.supervisor.services.telemetry import TelemetryRefresh
+from burrow.supervisor.services.unhandled import Unhandled
 
 SERVICES: tuple[Service, ...] = (
     Leases(),
@@ -31,6 +32,7 @@ SERVICES: tuple[Service, ...] = (
     Cancels(),
     TelemetryRefresh(),
     Retention(),
+    Unhandled(),
     OutageGuard(),  # EVERY_TURN, after the timed ones
     Deadlines(),  # EVERY_TURN
 )
