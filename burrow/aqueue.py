@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -21,8 +22,8 @@ from burrow.backends import async_backend_for
 from burrow.backends.sql.connection import Clock
 from burrow.errors import BurrowError, JobNotFound, WaitTimeout
 from burrow.job import FINISHED_STATES, EnqueueKeywords, EnqueueOptions, JobInfo, ManyKeywords, NewJob
-from burrow.options import JobConfig
-from burrow.queue import DEFAULT_MAX_PAYLOAD_BYTES, _result_of, enqueue_rows
+from burrow.options import JobConfig, check_task_name, config_of_registered
+from burrow.queue import DEFAULT_MAX_PAYLOAD_BYTES, REGISTERED_OPTIONS_TTL_S, _result_of, enqueue_rows
 
 
 class _Wake(Protocol):
@@ -44,6 +45,8 @@ class AsyncBackend(Protocol):
 
     async def request_cancel(self, job_id: int) -> bool: ...
 
+    async def task_options(self, task: str) -> str | None: ...
+
     def watch(self, job_id: int) -> AbstractAsyncContextManager[_Wake]: ...
 
     async def close(self) -> None: ...
@@ -56,6 +59,7 @@ class AsyncJobQueue:
     def __init__(self, backend: AsyncBackend, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self.backend = backend
         self.max_payload_bytes = max_payload_bytes
+        self._registered: dict[str, tuple[float, JobConfig]] = {}  # task -> (good until, its registered options)
 
     # -- producing ----------------------------------------------------------------
 
@@ -92,12 +96,27 @@ class AsyncJobQueue:
         conn: Any = None,
         config: JobConfig | None = None,
     ) -> list[int]:
-        """``JobQueue.enqueue_options`` on the loop; ``config`` is the task's (a typed task
-        passes its own; a raw enqueue has burrow's defaults: this queue registers no handlers)."""
-        rows = enqueue_rows(
-            type_name, payloads, options, keys, JobConfig() if config is None else config, self.max_payload_bytes, self.backend.now
-        )
+        """``JobQueue.enqueue_options`` on the loop; ``config`` is the task's definition (a
+        typed task passes its own; default: the options a supervisor that handles the task
+        registered, else burrow's: this queue registers no handlers)."""
+        if config is None:
+            check_task_name(type_name)  # before a round trip for its options
+            config = await self._registered_config(type_name)
+        rows = enqueue_rows(type_name, payloads, options, keys, config, self.max_payload_bytes, self.backend.now)
         return await self.backend.enqueue(rows, conn)
+
+    async def _registered_config(self, type_name: str) -> JobConfig:
+        """``JobQueue._registered_config``: the options a supervisor that handles the task
+        registered (burrow_tasks), else burrow's defaults; read at most once every
+        REGISTERED_OPTIONS_TTL_S a task."""
+        now = time.monotonic()
+        cached = self._registered.get(type_name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        text = await self.backend.task_options(type_name)
+        config = JobConfig() if text is None else config_of_registered(text)
+        self._registered[type_name] = (now + REGISTERED_OPTIONS_TTL_S, config)
+        return config
 
     # -- reading ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from psycopg.pq import TransactionStatus
 
 from burrow.backends.postgres import PostgresBackend, done_notice
 from burrow.backends.records import CANCEL_NOTICE, JOB_COLUMNS
-from burrow.backends.schema import UTC
+from burrow.backends.schema import UTC, tasks
 from burrow.backends.sql.connection import first_line
 from burrow.errors import BackendError, BurrowError
 from burrow.job import JobInfo, JobState, NewJob
@@ -127,6 +127,11 @@ WITH requested AS (
 )
 SELECT id, pg_notify(%(channel)s, %(notice)s) FROM requested
 UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
+        # ProcessesSQL.task_options: the newest registration of the task.
+        self._task_options_sql = (
+            f"SELECT options FROM {sync._qualified(tasks.name).replace('%', '%%')}"
+            " WHERE task = %(task)s ORDER BY registered_at DESC LIMIT 1"
+        )
         self._listener: _DoneListener | None = None
 
     def now(self) -> dt.datetime:
@@ -214,6 +219,13 @@ UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
         async with self._call("request_cancel") as conn:
             cursor = await conn.execute(self._request_cancel_sql, params)
             return bool(await cursor.fetchall())
+
+    async def task_options(self, task: str) -> str | None:
+        """The options (JSON) a process that handles ``task`` registered; None if none does."""
+        async with self._call("task_options") as conn:
+            cursor = await conn.execute(self._task_options_sql, {"task": task})
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
 
     # -- waiting for a job's end -------------------------------------------------
 

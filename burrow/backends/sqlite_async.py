@@ -74,6 +74,9 @@ class AsyncSQLite:
     async def request_cancel(self, job_id: int) -> bool:
         return await self._thread(self.sync.request_cancel, job_id)
 
+    async def task_options(self, task: str) -> str | None:
+        return await self._thread(self.sync.task_options, task)
+
     @contextlib.asynccontextmanager
     async def watch(self, job_id: int) -> AsyncIterator[Pause]:
         yield Pause()

@@ -36,6 +36,7 @@ from burrow.errors import (
     WaitTimeout,
 )
 from burrow.job import JobState
+from burrow.options import JobConfig, registered_options
 from burrow.queue import JobQueue
 from tests.backends.helpers import Pair, add, total_jobs
 from tests.conftest import POSTGRES_DSN, Database
@@ -131,6 +132,26 @@ def test_every_option_means_what_it_means_on_the_sync_path(database: Database, q
     hour = dt.timedelta(hours=1)
     assert before + hour - dt.timedelta(seconds=5) <= jobs[4].run_at <= q.backend.now() + hour
     assert jobs[4].run_at == jobs[5].run_at
+
+
+def test_a_raw_enqueue_takes_the_tasks_registered_options(database: Database, q: JobQueue) -> None:
+    """As JobQueue.enqueue (tests/backends/test_task_registry.py): without the task's
+    definition, the options a supervisor that handles it registered; a call's own win."""
+    owner = "host-a:1:supervisor:x"
+    q.backend.register_process(owner, "host-a", 1, "supervisor")
+    q.backend.register_tasks(owner, {"reports.build": registered_options(JobConfig(max_retries=2, priority=5, queue="reports"))})
+
+    async def body(aq: burrow.AsyncJobQueue) -> list[int]:
+        return [
+            await aq.enqueue("reports.build", {}),
+            await aq.enqueue("reports.build", {}, priority=-1, queue="urgent"),
+            await aq.enqueue("other.task", {}),
+        ]
+
+    registered, overridden, other = (q.job(job_id) for job_id in run(database, body))
+    assert (registered.queue, registered.priority, registered.max_retries) == ("reports", 5, 2)
+    assert (overridden.queue, overridden.priority, overridden.max_retries) == ("urgent", -1, 2)
+    assert (other.queue, other.priority, other.max_retries) == ("default", 0, 3)
 
 
 BAD: list[tuple[str, Callable[[Any], Any], Callable[[Any], Awaitable[Any]], type[Exception]]] = [
