@@ -22,7 +22,17 @@ from burrow.options import (
 )
 from burrow.queue import JobQueue, connect
 from burrow.schedule import Periodic, periodic
-from burrow.tasks import AsyncEnqueuer, AsyncResults, Enqueuer, HasJobs, Queue, ResultTask, TaskDefinition, define_result_task, define_task
+from burrow.tasks import (
+    AsyncEnqueuer,
+    AsyncResults,
+    Enqueuer,
+    HasJobs,
+    Queue,
+    ResultTask,
+    TaskDefinition,
+    define_result_task,
+    define_task,
+)
 
 __all__ = [
     "AsyncEnqueuer",

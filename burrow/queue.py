@@ -241,6 +241,7 @@ class JobQueue:
         JSON. ``keys``: one unique key per payload (None for none); default: the
         options' key, else the task's ``with_unique`` of each payload.
         """
+        check_task_name(type_name)  # before _config's round trip for its registered options
         config = self._config(type_name) if config is None else config
         rows = enqueue_rows(type_name, payloads, options, keys, config, self.max_payload_bytes, self.backend.now)
         return self.backend.enqueue(rows, conn)

@@ -314,27 +314,37 @@ def pg(postgres_schema: str) -> Database:
 
 def test_500_concurrent_enqueues_never_hold_the_loop_up(pg: Database) -> None:
     """A 5 ms ticker on the same loop is never late by more than 50 ms, and at most
-    pool_size connections are ever out."""
+    pool_size connections are ever out.
 
-    async def body(aq: burrow.AsyncJobQueue) -> tuple[float, int, list[int]]:
+    A round is 500 concurrent enqueues; up to three rounds, and one must keep the
+    ticker on time: on a shared 2-core machine the OS may not run this process for
+    50 ms now and then, which no code can prevent, while a client that blocked the
+    loop (a synchronous round trip per call) is late in every round, by far."""
+
+    async def body(aq: burrow.AsyncJobQueue) -> list[tuple[float, int, int]]:
         assert isinstance(aq.backend, AsyncPostgres)
         pool = aq.backend.pool
-        worst, most_out, stop = 0.0, 0, asyncio.Event()
+        rounds: list[tuple[float, int, int]] = []
+        for _ in range(3):
+            worst, most_out, stop = 0.0, 0, asyncio.Event()
 
-        async def ticker() -> None:
-            nonlocal worst, most_out
-            loop = asyncio.get_running_loop()
-            while not stop.is_set():
-                due = loop.time() + 0.005
-                await asyncio.sleep(0.005)
-                worst = max(worst, loop.time() - due)
-                most_out = max(most_out, pool.checked_out)
+            async def ticker() -> None:
+                nonlocal worst, most_out
+                loop = asyncio.get_running_loop()
+                while not stop.is_set():
+                    due = loop.time() + 0.005
+                    await asyncio.sleep(0.005)
+                    worst = max(worst, loop.time() - due)
+                    most_out = max(most_out, pool.checked_out)
 
-        tick = asyncio.create_task(ticker())
-        ids = await asyncio.gather(*(add_task.aenqueue(aq, Pair(i, i)) for i in range(500)))
-        stop.set()
-        await tick
-        return worst, most_out, ids
+            tick = asyncio.create_task(ticker())
+            ids = await asyncio.gather(*(add_task.aenqueue(aq, Pair(i, i)) for i in range(500)))
+            stop.set()
+            await tick
+            rounds.append((worst, most_out, len(set(ids))))
+            if worst < 0.050:
+                break
+        return rounds
 
     # The objects of 500 waiting calls outlive the young generations, and so start full
     # collections, which walk every object of this process (pytest's and every library's):
@@ -344,12 +354,12 @@ def test_500_concurrent_enqueues_never_hold_the_loop_up(pg: Database) -> None:
     gc.collect()
     gc.freeze()
     try:
-        worst, most_out, ids = run(pg, body, pool_size=5)
+        rounds = run(pg, body, pool_size=5)
     finally:
         gc.unfreeze()
-    assert worst < 0.050, f"the ticker was {worst * 1000:.1f} ms late"
-    assert 1 <= most_out <= 5
-    assert len(set(ids)) == 500
+    shown = [f"{worst * 1000:.1f} ms" for worst, _, _ in rounds]
+    assert rounds[-1][0] < 0.050, f"the ticker was late by {shown} in each round"
+    assert all(1 <= most_out <= 5 and distinct == 500 for _, most_out, distinct in rounds), rounds
 
 
 def _server_sessions(admin: psycopg.Connection[Any], app: str) -> list[tuple[str, str | None]]:
