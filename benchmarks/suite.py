@@ -123,10 +123,55 @@ def bench_enqueue(target: Target, plan: Plan, progress: Progress) -> list[Row]:
             rows.append(Row(f"{target.kind}.enqueue.{label}", target.kind, "enqueue", label, median(ours),
                             baseline=median(theirs), rounds=ours, baseline_rounds=theirs, note=what))
             progress(row_line(rows[-1]))
+            if size in ASYNC_SIZES:
+                rows.append(_bench_aenqueue(target, plan, size, raw_round))
+                progress(row_line(rows[-1]))
     finally:
         queue.close()
         raw.close()
     return rows
+
+
+ASYNC_SIZES = (1, 100)
+
+
+def _bench_aenqueue(target: Target, plan: Plan, size: int, raw_round: Callable[[], float]) -> Row:
+    """The async client beside the sync rows: one coroutine awaiting one call after another
+    (task.aenqueue, or aenqueue_many of ``size``), on one event loop, against the same raw SQL."""
+    import asyncio
+
+    import burrow
+    from benchmarks.app import Noop, noop_task
+
+    payloads = [Noop()] * size
+    with asyncio.Runner() as runner:
+        aq = runner.run(burrow.aconnect(target.dsn, schema=target.schema))
+
+        async def calls(deadline: float) -> int:
+            done = 0
+            while time.monotonic() < deadline:
+                if size == 1:
+                    await noop_task.aenqueue(aq, Noop())
+                else:
+                    await noop_task.aenqueue_many(aq, payloads)
+                done += size
+            return done
+
+        def async_round() -> float:
+            target.reset(0)
+            runner.run(calls(time.monotonic() + 0.05))  # warm: connections open
+            start = time.monotonic()
+            done = runner.run(calls(start + plan.enqueue_s))
+            return done / (time.monotonic() - start)
+
+        try:
+            ours, theirs = _alternate(plan.rounds, async_round, raw_round)
+        finally:
+            runner.run(aq.close())
+    label = "one" if size == 1 else f"many{size}"
+    what = "task.aenqueue, one job per call" if size == 1 else f"task.aenqueue_many, {size} per call"
+    return Row(f"{target.kind}.aenqueue.{label}", target.kind, "aenqueue", label, median(ours),
+               baseline=median(theirs), rounds=ours, baseline_rounds=theirs, note=what)
 
 
 # -- b. claim -------------------------------------------------------------------

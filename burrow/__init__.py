@@ -4,6 +4,7 @@ The one facade: every public name, imported from the module that defines it.
 Nothing else in the package re-exports (docs/architecture.md, "The rooms").
 """
 
+from burrow.aqueue import AsyncJobQueue, aconnect
 from burrow.context import JobContext, ResultCapture, capture_result, current_job, with_result_capture
 from burrow.errors import PermanentError, RetryAfter
 from burrow.execution import JobHandlerFunc
@@ -21,10 +22,23 @@ from burrow.options import (
 )
 from burrow.queue import JobQueue, connect
 from burrow.schedule import Periodic, periodic
-from burrow.tasks import Enqueuer, HasJobs, Queue, ResultTask, TaskDefinition, define_result_task, define_task
+from burrow.tasks import (
+    AsyncEnqueuer,
+    AsyncResults,
+    Enqueuer,
+    HasJobs,
+    Queue,
+    ResultTask,
+    TaskDefinition,
+    define_result_task,
+    define_task,
+)
 from burrow.version import __version__
 
 __all__ = [
+    "AsyncEnqueuer",
+    "AsyncJobQueue",
+    "AsyncResults",
     "Enqueuer",
     "HasJobs",
     "JobConfig",
@@ -42,6 +56,7 @@ __all__ = [
     "RetryAfter",
     "TaskDefinition",
     "__version__",
+    "aconnect",
     "capture_result",
     "connect",
     "current_job",

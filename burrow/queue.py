@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -42,6 +42,7 @@ from burrow.job import (
     JobState,
     KeyedKeywords,
     ManyKeywords,
+    NewJob,
     new_jobs,
     unique_keys,
 )
@@ -87,6 +88,28 @@ def _payload_bytes(payload: Any, type_name: str, max_bytes: int) -> bytes:
             f"payload of {type_name!r} is {len(data)} bytes, over the {max_bytes}-byte cap (max_payload_bytes)"
         )
     return data
+
+
+def enqueue_rows(
+    type_name: str,
+    payloads: Sequence[Any],
+    options: EnqueueOptions,
+    keys: Sequence[str | None] | None,
+    config: JobConfig,
+    max_payload_bytes: int,
+    now: Callable[[], dt.datetime],
+) -> list[NewJob]:
+    """What an enqueue means, up to the database: the rows of ``payloads`` under
+    ``options`` over ``config``, checked and encoded before anything is stored
+    (:meth:`JobQueue.enqueue_options` and the async client's both come here)."""
+    check_task_name(type_name)
+    merged = options.over(config)
+    if keys is None:
+        keys = unique_keys(merged, config, payloads)
+    else:
+        keys = [check_unique_key(key) for key in keys]
+    data = [_payload_bytes(p, type_name, max_payload_bytes) for p in payloads]
+    return new_jobs(type_name, data, keys, merged, now)
 
 
 class JobQueue:
@@ -219,15 +242,10 @@ class JobQueue:
         JSON. ``keys``: one unique key per payload (None for none); default: the
         options' key, else the task's ``with_unique`` of each payload.
         """
-        check_task_name(type_name)
+        check_task_name(type_name)  # before _config's round trip for its registered options
         config = self._config(type_name) if config is None else config
-        merged = options.over(config)
-        if keys is None:
-            keys = unique_keys(merged, config, payloads)
-        else:
-            keys = [check_unique_key(key) for key in keys]
-        data = [_payload_bytes(p, type_name, self.max_payload_bytes) for p in payloads]
-        return self.backend.enqueue(new_jobs(type_name, data, keys, merged, self.backend.now), conn)
+        rows = enqueue_rows(type_name, payloads, options, keys, config, self.max_payload_bytes, self.backend.now)
+        return self.backend.enqueue(rows, conn)
 
     def dequeue(self, job_id: int) -> bool:
         """Cancel a job that has not started (True); False for any other state."""

@@ -108,6 +108,32 @@ def _return_type(fn: Callable[..., Any]) -> Any:
     return hints.get("return", Any)
 
 
+@runtime_checkable
+class AsyncEnqueuer(Protocol):
+    """What an async producer needs (``burrow.AsyncJobQueue``): the checked options'
+    enqueue, awaited."""
+
+    async def enqueue_options(
+        self,
+        type_name: str,
+        payloads: Sequence[Any],
+        options: EnqueueOptions,
+        keys: Sequence[str | None] | None = None,
+        *,
+        conn: Any = None,
+        config: JobConfig | None = None,
+    ) -> list[int]: ...
+
+
+@runtime_checkable
+class AsyncResults(Protocol):
+    """What reading results from async code needs (``burrow.AsyncJobQueue``)."""
+
+    async def result(self, job_id: int) -> bytes | None: ...
+
+    async def wait(self, job_id: int, timeout: float) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TaskDefinition(Generic[P]):
     """A named, typed task. Register it on a queue that runs it; enqueue from anywhere."""
@@ -212,6 +238,43 @@ class TaskDefinition(Generic[P]):
         many = typing.cast(ManyKeywords, merged._replace(unique_key=UNSET).keywords())
         return q.enqueue_many(self.name, data, unique_keys=keys, conn=conn, **many)
 
+    # -- from async code (burrow.AsyncJobQueue) -------------------------------------
+
+    async def aenqueue(
+        self, aq: AsyncEnqueuer, payload: P, *, conn: Any = None, **options: Unpack[EnqueueKeywords]
+    ) -> int:
+        """:meth:`enqueue`, awaited: the same options, checks and errors. ``conn``: a
+        SQLAlchemy ``AsyncConnection`` (the job exists if and only if it commits)."""
+        return (await self._aenqueue(aq, [payload], EnqueueOptions.of(options), None, conn))[0]
+
+    async def aenqueue_many(
+        self,
+        aq: AsyncEnqueuer,
+        payloads: Iterable[P],
+        *,
+        unique_keys: Sequence[str | None] | None = None,
+        conn: Any = None,
+        **options: Unpack[ManyKeywords],
+    ) -> list[int]:
+        """:meth:`enqueue_many`, awaited."""
+        payloads = list(payloads)
+        if unique_keys is not None and len(unique_keys) != len(payloads):
+            raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {self.name!r}")
+        return await self._aenqueue(aq, payloads, EnqueueOptions.of(options), unique_keys, conn)
+
+    async def _aenqueue(
+        self,
+        aq: AsyncEnqueuer,
+        payloads: Sequence[P],
+        options: EnqueueOptions,
+        keys: Sequence[str | None] | None,
+        conn: Any,
+    ) -> list[int]:
+        if keys is None:
+            keys = unique_keys(options, self.config, payloads)
+        data = [self.encode(p) for p in payloads]
+        return await aq.enqueue_options(self.name, data, options, keys, conn=conn, config=self.config)
+
 
 @dataclass(frozen=True, slots=True)
 class ResultTask(TaskDefinition[P], Generic[P, R]):
@@ -253,6 +316,15 @@ class ResultTask(TaskDefinition[P], Generic[P, R]):
             raise BurrowError(f"{type(q).__name__} cannot wait for jobs")
         wait(job_id, timeout)
         return self.result(q, job_id)
+
+    async def aresult(self, aq: AsyncResults, job_id: int) -> R:
+        """:meth:`result`, awaited: JobNotFinished, JobFailed or JobCancelled otherwise."""
+        return self.decode_result(await aq.result(job_id))
+
+    async def await_result(self, aq: AsyncResults, job_id: int, timeout: float) -> R:
+        """:meth:`wait`, awaited, without blocking the loop (WaitTimeout after ``timeout`` s)."""
+        finished = await aq.wait(job_id, timeout)  # a JobInfo, succeeded
+        return self.decode_result(finished.result)
 
 
 def _encode_result(value: Any, result_type: Any) -> bytes:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from typing import Any
+
 from sqlalchemy.exc import ArgumentError
 
 from burrow.backends.contract import Backend
@@ -41,3 +45,38 @@ def _backend(scheme: str, dsn: str, schema: str | None, clock: Clock | None, tim
 
         return PostgresBackend(dsn, schema=schema, clock=clock, timeouts=timeouts)
     raise BackendError(f"unsupported DSN scheme {scheme!r}: use sqlite:///path.db or postgresql://user@host/db")
+
+
+
+async def async_backend_for(
+    dsn: str,
+    *,
+    schema: str | None = None,
+    clock: Clock | None = None,
+    pool_size: int | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+) -> Any:
+    """The async client's backend for ``dsn`` (an ``AsyncBackend``, burrow/aqueue.py),
+    migrated. Its modules load only here, when an application asks for one: psycopg's
+    async connections on PostgreSQL, a few threads on SQLite. ``pool_size`` bounds its
+    connections (threads). The migrations run in a thread: they take a lock and may
+    take a while, and they are the sync dialect's."""
+    backend = backend_for(dsn, schema=schema, clock=clock, timeouts=timeouts)
+    try:
+        await asyncio.to_thread(backend.migrate)
+        if backend.dialect == "postgresql":
+            from burrow.backends.postgres import PostgresBackend
+            from burrow.backends.postgres_async import DEFAULT_POOL_SIZE, AsyncPostgres
+
+            assert isinstance(backend, PostgresBackend)
+            # Its pool served the migrations; the async client has a pool of its own.
+            await asyncio.to_thread(backend.close)
+            return AsyncPostgres(backend, pool_size=DEFAULT_POOL_SIZE if pool_size is None else pool_size)
+        from burrow.backends.sqlite import SQLiteBackend
+        from burrow.backends.sqlite_async import DEFAULT_POOL_SIZE as THREADS, AsyncSQLite
+
+        assert isinstance(backend, SQLiteBackend)
+        return AsyncSQLite(backend, pool_size=THREADS if pool_size is None else pool_size)
+    except BaseException:
+        backend.close()
+        raise

@@ -49,7 +49,7 @@ def normalize_dsn(dsn: str) -> sa.URL:
     return url.set(drivername="postgresql+psycopg")
 
 
-def notify_channel(schema: str | None) -> str:
+def notify_channel(schema: str | None, prefix: str = "burrow") -> str:
     """The NOTIFY channel of the queue in ``schema``: ``burrow:<schema>``, or a digest of it.
 
     A channel name is an identifier of at most 63 bytes: ``pg_notify`` refuses a
@@ -57,10 +57,22 @@ def notify_channel(schema: str | None) -> str:
     long schema names are hashed down. A clash could only cause a spurious
     wake-up, which consumers survive: they look for due jobs before running any.
     """
-    channel = f"burrow:{schema or 'public'}"
+    channel = f"{prefix}:{schema or 'public'}"
     if len(channel.encode()) <= _IDENTIFIER_MAX:
         return channel
-    return f"burrow:{hashlib.sha256(channel.encode()).hexdigest()[:48]}"
+    return f"{prefix}:{hashlib.sha256(channel.encode()).hexdigest()[:48]}"
+
+
+def done_channel(schema: str | None) -> str:
+    """The channel that finishes notify with the ids of the jobs they ended: what an
+    async client's ``await_result`` listens on (docs/architecture.md, "How a job flows")."""
+    return notify_channel(schema, "burrow_done")
+
+
+def done_notice(ids: Sequence[int]) -> str:
+    """A finish's notification payload: its jobs' ids, or "" ("look for yourselves") if too long."""
+    payload = ",".join(map(str, ids))
+    return "" if len(payload) > _NOTIFY_PAYLOAD_MAX else payload
 
 
 def _notice(tasks: Sequence[str]) -> str:
@@ -90,6 +102,7 @@ class PostgresBackend(SQLBackend):
         )
         super().__init__(engine, schema=schema, clock=clock, timeouts=timeouts)
         self.channel = notify_channel(schema)
+        self.done_channel = done_channel(schema)
         self._listener: Listener | None = None
         # The hot-path statements are psycopg %-format text: a "%" in a quoted
         # schema name must be doubled, or it reads as a placeholder.
@@ -252,6 +265,9 @@ class PostgresBackend(SQLBackend):
             "results": [o.result for o in outcomes],
             "errors": arrays.texts([o.error for o in outcomes]),
             "now": self._clock_now(),
+            # Jobs that end wake the clients awaiting them (one notification a statement).
+            "done_channel": self.done_channel,
+            "done_ids": done_notice([o.id for o in outcomes]),
         }
         uniform = uniform_change(changes)
         if uniform is not None:
@@ -281,7 +297,8 @@ class PostgresBackend(SQLBackend):
 
     def _uniform_finish_sql(self, c: Change) -> str:
         """A batch whose outcomes all change their row alike (see transitions.uniform_change):
-        the change written into the text, no CTEs, which plan in several times its cost."""
+        the change written into the text, and one CTE only, for the done notification
+        (the mixed statement's CTEs plan in several times its cost)."""
         statement = self._uniform_finishes.get(c)
         if statement is None:
             statement = self._uniform_finishes[c] = _FINISH_UNIFORM.format(
@@ -343,6 +360,10 @@ class PostgresBackend(SQLBackend):
         """One NOTIFY per statement, delivered at commit (so never for a rolled-back enqueue)."""
         conn.execute(sa.select(sa.func.pg_notify(self.channel, _notice(tasks))))
 
+    def _ended(self, conn: sa.Connection, job_ids: Sequence[int]) -> None:
+        """What a finish sends for the jobs it ended, for a job ended elsewhere (a queued cancel)."""
+        conn.execute(sa.select(sa.func.pg_notify(self.done_channel, done_notice(job_ids))))
+
     def _insert(self, connection: Any, new_jobs: Sequence[NewJob], *, own_transaction: bool) -> list[int]:
         """The jobs and their NOTIFY in one statement, each job's id returned with its position.
 
@@ -354,15 +375,10 @@ class PostgresBackend(SQLBackend):
         """
         ids: list[int | None] = [None] * len(new_jobs)
         pending = list(range(len(new_jobs)))
-        for _ in range(_UNIQUE_ATTEMPTS):
+        for _ in range(self.unique_attempts):
             batch = [new_jobs[i] for i in pending]
             unique = any(job.unique_key is not None for job in batch)
-            params = {
-                **{column: [job[i] for job in batch] for i, column in enumerate(NewJob._fields)},
-                "now": self._clock_now(),
-                "channel": self.channel,
-                "notice": _notice(sorted({j.task for j in batch})),
-            }
+            params = self.insert_params(batch)
             for position, job_id in connection.execute(self._enqueue_sql[unique], params):
                 if position is not None:
                     ids[pending[position - 1]] = job_id
@@ -376,11 +392,23 @@ class PostgresBackend(SQLBackend):
                 return [job_id for job_id in ids if job_id is not None]
         raise BackendError(f"postgresql: enqueue failed: unique keys kept changing hands ({len(pending)} jobs)")
 
+    unique_attempts = _UNIQUE_ATTEMPTS
+
+    def insert_params(self, batch: Sequence[NewJob]) -> dict[str, Any]:
+        """The parameters of ``_enqueue_sql`` for ``batch`` (the async client's too)."""
+        return {
+            **{column: [job[i] for job in batch] for i, column in enumerate(NewJob._fields)},
+            "now": self._clock_now(),
+            "channel": self.channel,
+            "notice": _notice(sorted({j.task for j in batch})),
+        }
+
+    def key_holder_params(self, skipped: Sequence[NewJob]) -> dict[str, Any]:
+        return {"tasks": [j.task for j in skipped], "keys": [j.unique_key for j in skipped]}
+
     def _key_holders(self, connection: Any, skipped: Sequence[NewJob]) -> dict[tuple[str, str | None], int]:
         """The queued or running job that holds each (task, unique key) of ``skipped``."""
-        rows = connection.execute(
-            self._key_holders_sql, {"tasks": [j.task for j in skipped], "keys": [j.unique_key for j in skipped]}
-        )
+        rows = connection.execute(self._key_holders_sql, self.key_holder_params(skipped))
         return {(task, key): job_id for task, key, job_id in rows}
 
     def listener(self) -> Listener:
@@ -546,24 +574,35 @@ WITH written AS (
          AS v(id, owner, attempt, state, give_back, snooze, finishes, delay_s, result, error, event, wakes, expired_only,
               host, pid, duration_s)
     WHERE {fenced} AND (NOT v.expired_only OR j.lease_expires_at < {now})
-    RETURNING j.id, v.attempt, v.event, v.error, v.wakes, v.host, v.pid, v.duration_s
+    RETURNING j.id, v.attempt, v.event, v.error, v.wakes, v.host, v.pid, v.duration_s, j.state AS new_state
 ), logged AS (
     INSERT INTO {history} (job_id, attempt, event, error, at, host, pid, duration_s)
     SELECT id, attempt, event, error, {now}, host, pid, duration_s FROM written WHERE event IS NOT NULL
 ), notified AS (
     SELECT pg_notify(%(channel)s, '') FROM written WHERE wakes LIMIT 1
+), done AS (
+    SELECT pg_notify(%(done_channel)s, %(done_ids)s) FROM written WHERE {ended} LIMIT 1
 )
-SELECT id FROM written UNION ALL SELECT NULL FROM notified
-""".replace("{set}", _FINISH_SET)
+SELECT id FROM written UNION ALL SELECT NULL FROM notified UNION ALL SELECT NULL FROM done
+""".replace("{set}", _FINISH_SET).replace("{ended}", "new_state IN ('succeeded', 'failed', 'cancelled')")
 
 # A batch whose outcomes all change their row alike: {set} holds the change's values.
+# The rows it ended notify the done channel, once. In a CTE of its own: with pg_notify
+# in the UPDATE's RETURNING list instead, the finish's new row versions often left
+# their pages (tests/backends/test_postgres.py, the page test, failed 3 runs in 7).
 _FINISH_UNIFORM = """
-UPDATE {jobs} AS j
-SET {set}, result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL
-FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(results)s::bytea[], %(errors)s::text[])
-     AS v(id, owner, attempt, result, error)
-WHERE {fenced}
-RETURNING j.id
+WITH written AS (
+    UPDATE {jobs} AS j
+    SET {set}, result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(results)s::bytea[], %(errors)s::text[])
+         AS v(id, owner, attempt, result, error)
+    WHERE {fenced}
+    RETURNING j.id, j.state
+), done AS (
+    SELECT pg_notify(%(done_channel)s, %(done_ids)s) FROM written
+    WHERE state IN ('succeeded', 'failed', 'cancelled') LIMIT 1
+)
+SELECT id FROM written UNION ALL SELECT NULL FROM done
 """
 
 def _array_cast(name: str) -> str:

@@ -573,6 +573,33 @@ def test_a_job_requeued_for_now_notifies_and_a_later_retry_does_not(
     assert notifications_until_sentinel(listener, channel) == [""]
 
 
+def test_a_finish_notifies_the_ends_of_its_jobs_once(
+    connect: Connect, listen: Callable[[str], psycopg.Connection[Any]]
+) -> None:
+    """What the async client's await_result sleeps on: one notification on the done
+    channel per finish statement that ended a job, naming the batch's jobs; none for a
+    batch that ended none. Cancelling a queued job notifies too."""
+    q = connect()
+    b = q.backend
+    channel = backend(q).done_channel
+    ids = q.enqueue_many("notify.done", list(range(6)))
+    listener = listen(channel)
+    jobs = b.claim(ClaimRequest(["notify.done"], 5, "owner", 30.0))
+    ok, bad, retried = jobs[:2], jobs[2], jobs[3]
+    b.finish([Outcome(j.id, j.owner, j.attempt, OutcomeKind.SUCCEEDED) for j in ok])  # uniform
+    assert notifications_until_sentinel(listener, channel) == [f"{ok[0].id},{ok[1].id}"]
+    b.finish([Outcome(retried.id, retried.owner, retried.attempt, OutcomeKind.RETRY, error="x", retry_in_s=60)])
+    assert notifications_until_sentinel(listener, channel) == []
+    mixed = [
+        Outcome(bad.id, bad.owner, bad.attempt, OutcomeKind.FAILED, error="no"),
+        Outcome(jobs[4].id, jobs[4].owner, jobs[4].attempt, OutcomeKind.RETRY, error="x", retry_in_s=60),
+    ]
+    b.finish(mixed)
+    assert notifications_until_sentinel(listener, channel) == [f"{bad.id},{jobs[4].id}"]
+    assert q.cancel(ids[5]) is True
+    assert notifications_until_sentinel(listener, channel) == [str(ids[5])]
+
+
 def test_hot_path_statements_are_never_prepared(connect: Connect) -> None:
     """A prepared statement's generic plan for the finish scans the table (14 ms -> 313 ms
     for 1,000 outcomes from the eleventh run): psycopg must not prepare them."""

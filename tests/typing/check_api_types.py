@@ -42,3 +42,20 @@ def check(q: burrow.JobQueue) -> None:
     assert_type(q.job(job_id), burrow.JobInfo)
     assert_type(q.dequeue(job_id), bool)
     assert_type(q.drain(), int)
+
+
+async def check_async(dsn: str) -> None:
+    aq = await burrow.aconnect(dsn, schema=None)
+    assert_type(aq, burrow.AsyncJobQueue)
+    async with await burrow.aconnect(dsn) as inner:
+        assert_type(inner, burrow.AsyncJobQueue)
+    job_id = await resize_task.aenqueue(aq, Pair(1, 2), delay=30)
+    assert_type(job_id, int)
+    assert_type(await add_task.aenqueue_many(aq, [Pair(1, 2)]), list[int])
+    assert_type(await add_task.aresult(aq, job_id), int)
+    assert_type(await async_task.await_result(aq, job_id, timeout=10), str)
+    assert_type(await aq.job(job_id), burrow.JobInfo)
+    assert_type(await aq.enqueue("raw.echo", {"any": "json"}, queue="mail"), int)
+    assert_type(await aq.cancel(job_id), bool)
+    await resize_task.aenqueue(aq, Pair(1, 2), priority="high")  # type: ignore[arg-type]
+    await aq.close()

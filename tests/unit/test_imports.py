@@ -111,10 +111,12 @@ def test_module_imports_first_in_a_fresh_interpreter(module: str) -> None:
 
 
 def test_the_core_import_stays_light() -> None:
-    """`import burrow` must not pull in the supervisor, the PostgreSQL driver or the admin's libraries."""
+    """`import burrow` must not pull in the supervisor, the PostgreSQL driver, the admin's
+    libraries or the async client's backends and drivers (they load at aconnect)."""
     code = (
         "import sys, burrow; print(sorted(m for m in sys.modules"
-        " if m.startswith(('psycopg', 'burrow.supervisor', 'burrow.admin', 'starlette', 'jinja2'))))"
+        " if m.startswith(('psycopg', 'burrow.supervisor', 'burrow.admin', 'starlette', 'jinja2',"
+        " 'burrow.backends.postgres_async', 'burrow.backends.sqlite_async', 'aiosqlite', 'sqlalchemy.ext.asyncio'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -343,6 +343,9 @@ class SQLConnection:
     def _notify(self, conn: sa.Connection, tasks: Sequence[str]) -> None:
         """Tell waiting consumers that jobs arrived; SQLite consumers poll instead."""
 
+    def _ended(self, conn: sa.Connection, job_ids: Sequence[int]) -> None:
+        """Tell clients awaiting these jobs that they ended; SQLite's clients poll instead."""
+
     def _dialect_insert(self, table: sa.Table) -> Any:
         """An INSERT with ON CONFLICT clauses, which SQLAlchemy has only per dialect."""
         dialect = sqlite_dialect if self.dialect == "sqlite" else postgresql_dialect

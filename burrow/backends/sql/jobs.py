@@ -158,7 +158,14 @@ class JobsSQL(SQLConnection):
             .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
             .values(state=JobState.CANCELLED.value, finished_at=self._now())
         )
-        return self._write("cancel", lambda c: c.execute(statement).rowcount == 1)
+
+        def cancel(conn: sa.Connection) -> bool:
+            if conn.execute(statement).rowcount != 1:
+                return False
+            self._ended(conn, [job_id])
+            return True
+
+        return self._write("cancel", cancel)
 
     def request_cancel(self, job_id: int) -> bool:
         """Mark a running job for its supervisor to stop (it polls, and on PostgreSQL a
