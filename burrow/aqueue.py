@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -20,10 +19,10 @@ from typing import Any, Protocol, Unpack
 
 from burrow.backends import async_backend_for
 from burrow.backends.sql.connection import Clock
-from burrow.errors import BurrowError, JobNotFound, WaitTimeout
-from burrow.job import FINISHED_STATES, EnqueueKeywords, EnqueueOptions, JobInfo, ManyKeywords, NewJob
-from burrow.options import JobConfig, check_task_name, config_of_registered
-from burrow.queue import DEFAULT_MAX_PAYLOAD_BYTES, REGISTERED_OPTIONS_TTL_S, _result_of, enqueue_rows
+from burrow.errors import JobNotFound, WaitTimeout
+from burrow.job import FINISHED_STATES, EnqueueKeywords, EnqueueOptions, JobInfo, ManyKeywords, NewJob, keyed_payloads
+from burrow.options import JobConfig, RegisteredOptions, check_task_name
+from burrow.queue import DEFAULT_MAX_PAYLOAD_BYTES, _result_of, enqueue_rows
 
 
 class _Wake(Protocol):
@@ -59,7 +58,7 @@ class AsyncJobQueue:
     def __init__(self, backend: AsyncBackend, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self.backend = backend
         self.max_payload_bytes = max_payload_bytes
-        self._registered: dict[str, tuple[float, JobConfig]] = {}  # task -> (good until, its registered options)
+        self._registered = RegisteredOptions()  # of the tasks, this client has no definition of any
 
     # -- producing ----------------------------------------------------------------
 
@@ -81,10 +80,8 @@ class AsyncJobQueue:
         **options: Unpack[ManyKeywords],
     ) -> list[int]:
         """Store many jobs in one statement; every payload is encoded before any is stored."""
-        payloads = list(payloads)
-        if unique_keys is not None and len(unique_keys) != len(payloads):
-            raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {type_name!r}")
-        return await self.enqueue_options(type_name, payloads, EnqueueOptions.of(options), unique_keys, conn=conn)
+        listed = keyed_payloads(type_name, payloads, unique_keys)
+        return await self.enqueue_options(type_name, listed, EnqueueOptions.of(options), unique_keys, conn=conn)
 
     async def enqueue_options(
         self,
@@ -106,17 +103,9 @@ class AsyncJobQueue:
         return await self.backend.enqueue(rows, conn)
 
     async def _registered_config(self, type_name: str) -> JobConfig:
-        """``JobQueue._registered_config``: the options a supervisor that handles the task
-        registered (burrow_tasks), else burrow's defaults; read at most once every
-        REGISTERED_OPTIONS_TTL_S a task."""
-        now = time.monotonic()
-        cached = self._registered.get(type_name)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        text = await self.backend.task_options(type_name)
-        config = JobConfig() if text is None else config_of_registered(text)
-        self._registered[type_name] = (now + REGISTERED_OPTIONS_TTL_S, config)
-        return config
+        """``JobQueue._registered_config``, awaited."""
+        config = self._registered.cached(type_name)
+        return config if config is not None else self._registered.remember(type_name, await self.backend.task_options(type_name))
 
     # -- reading ------------------------------------------------------------------
 

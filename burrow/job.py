@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Final, NamedTuple, TypedDict
+from typing import Any, Final, NamedTuple, TypedDict, TypeVar
 
 from burrow.errors import BurrowError
 from burrow.options import (
@@ -37,6 +37,8 @@ from burrow.options import (
 
 DEFAULT_QUEUE: Final = "default"
 # Ten years: a larger delay is a bug, not a plan.
+T = TypeVar("T")
+
 MAX_ENQUEUE_DELAY_S: Final = 10 * 366 * 24 * 3600.0
 
 
@@ -272,6 +274,15 @@ def _delay_seconds(delay: Delay) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_ENQUEUE_DELAY_S:
         raise BurrowError(f"delay must be 0 to {MAX_ENQUEUE_DELAY_S:g} seconds (or a timedelta), got {delay!r}")
     return float(seconds)
+
+
+def keyed_payloads(task: str, payloads: Iterable[T], keys: Sequence[str | None] | None) -> list[T]:
+    """The payloads as a list, once each call's ``unique_keys`` (one per payload) is
+    known to match them: every enqueue_many, sync or async, typed or raw, checks here."""
+    payloads = list(payloads)
+    if keys is not None and len(keys) != len(payloads):
+        raise BurrowError(f"{len(keys)} unique keys for {len(payloads)} payloads of {task!r}")
+    return payloads
 
 
 def unique_keys(options: EnqueueOptions, config: JobConfig, payloads: Sequence[Any]) -> list[str | None]:

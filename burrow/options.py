@@ -8,6 +8,7 @@ the queue: one direction of imports, no cycle.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -67,6 +68,29 @@ def registered_options(config: JobConfig) -> str:
     described: dict[str, Any] = {name: getattr(config, name) for name in _REGISTERED}
     described["unique"] = config.unique is not None
     return orjson.dumps(described).decode()
+
+
+class RegisteredOptions:
+    """The options supervisors registered for tasks this process has no definition of,
+    each taken as read for TTL_S: a shell script's loop of enqueues makes one extra
+    read, not one each. The sync and the async client each keep one; the read itself
+    (a round trip, awaited or not) is theirs."""
+
+    TTL_S = 10.0
+
+    def __init__(self) -> None:
+        self._configs: dict[str, tuple[float, JobConfig]] = {}  # task -> (good until, its options)
+
+    def cached(self, task: str) -> JobConfig | None:
+        """The task's options if read within TTL_S; None: read them (:meth:`remember`)."""
+        entry = self._configs.get(task)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def remember(self, task: str, text: str | None) -> JobConfig:
+        """The registry's answer for ``task`` (None: no supervisor handles it, burrow's defaults)."""
+        config = JobConfig() if text is None else config_of_registered(text)
+        self._configs[task] = (time.monotonic() + self.TTL_S, config)
+        return config
 
 
 def config_of_registered(text: str) -> JobConfig:

@@ -43,6 +43,7 @@ from burrow.job import (
     KeyedKeywords,
     ManyKeywords,
     NewJob,
+    keyed_payloads,
     new_jobs,
     unique_keys,
 )
@@ -65,7 +66,7 @@ from burrow.options import (
     apply_options,
     check_task_name,
     check_unique_key,
-    config_of_registered,
+    RegisteredOptions,
 )
 from burrow.retry import RetryDefaults
 from burrow.schedule import Periodic
@@ -76,8 +77,6 @@ log = structlog.get_logger("burrow")
 DRAIN_BATCH = 10
 # Jobs should carry references, not blobs: a row this size is already slow to claim.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-# How long a task's registered options (burrow_tasks) are taken as read.
-REGISTERED_OPTIONS_TTL_S = 10.0
 
 
 def _payload_bytes(payload: Any, type_name: str, max_bytes: int) -> bytes:
@@ -131,7 +130,7 @@ class JobQueue:
         self._registry: dict[str, Registration] = {}
         self._limits: dict[str, int] = {}  # the concurrency limits of the tasks registered here
         self._schedules: dict[str, Periodic] = {}
-        self._registered: dict[str, tuple[float, JobConfig]] = {}  # task -> (good until, its registered options)
+        self._registered = RegisteredOptions()  # of the tasks this queue has no definition of
         self._stats = StatsCounter()  # drain's finished jobs, for q.throughput
         self._claims = 0  # claims made: each has an owner of its own, owner/N
         self._cancel_check = CancelCheck(self.cancel_requested)
@@ -176,16 +175,8 @@ class JobQueue:
         return self._registered_config(type_name)
 
     def _registered_config(self, type_name: str) -> JobConfig:
-        """Looked up in burrow_tasks at most once every REGISTERED_OPTIONS_TTL_S a task:
-        a shell script's loop of enqueues makes one extra read, not one each."""
-        now = time.monotonic()
-        cached = self._registered.get(type_name)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        text = self.backend.task_options(type_name)
-        config = JobConfig() if text is None else config_of_registered(text)
-        self._registered[type_name] = (now + REGISTERED_OPTIONS_TTL_S, config)
-        return config
+        config = self._registered.cached(type_name)
+        return config if config is not None else self._registered.remember(type_name, self.backend.task_options(type_name))
 
     # -- producing ----------------------------------------------------------------
 
@@ -219,10 +210,8 @@ class JobQueue:
         The ids come back position by position; ``unique_keys`` (one per payload, None
         for none) defaults to the task's ``with_unique`` key of each payload.
         """
-        payloads = list(payloads)
-        if unique_keys is not None and len(unique_keys) != len(payloads):
-            raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {type_name!r}")
-        return self.enqueue_options(type_name, payloads, EnqueueOptions.of(options), unique_keys, conn=conn)
+        listed = keyed_payloads(type_name, payloads, unique_keys)
+        return self.enqueue_options(type_name, listed, EnqueueOptions.of(options), unique_keys, conn=conn)
 
     def enqueue_options(
         self,

@@ -21,7 +21,7 @@ from burrow import codec
 from burrow.context import capture_result
 from burrow.errors import BurrowError, PayloadEncodeError, PermanentError, ResultEncodeError
 from burrow.execution import JobHandlerFunc
-from burrow.job import UNSET, EnqueueKeywords, EnqueueOptions, KeyedKeywords, ManyKeywords, unique_keys
+from burrow.job import UNSET, EnqueueKeywords, EnqueueOptions, KeyedKeywords, ManyKeywords, keyed_payloads, unique_keys
 from burrow.options import JobConfig, JobOption, apply_options, check_task_name
 
 P = TypeVar("P")
@@ -207,10 +207,8 @@ class TaskDefinition(Generic[P]):
         position by position, the new job's id or the id of the job already holding
         that payload's key.
         """
-        payloads = list(payloads)
-        if unique_keys is not None and len(unique_keys) != len(payloads):
-            raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {self.name!r}")
-        return self._enqueue(q, payloads, EnqueueOptions.of(options), unique_keys, conn)
+        listed = keyed_payloads(self.name, payloads, unique_keys)
+        return self._enqueue(q, listed, EnqueueOptions.of(options), unique_keys, conn)
 
     def _enqueue(
         self,
@@ -257,10 +255,8 @@ class TaskDefinition(Generic[P]):
         **options: Unpack[ManyKeywords],
     ) -> list[int]:
         """:meth:`enqueue_many`, awaited."""
-        payloads = list(payloads)
-        if unique_keys is not None and len(unique_keys) != len(payloads):
-            raise BurrowError(f"{len(unique_keys)} unique keys for {len(payloads)} payloads of {self.name!r}")
-        return await self._aenqueue(aq, payloads, EnqueueOptions.of(options), unique_keys, conn)
+        listed = keyed_payloads(self.name, payloads, unique_keys)
+        return await self._aenqueue(aq, listed, EnqueueOptions.of(options), unique_keys, conn)
 
     async def _aenqueue(
         self,
