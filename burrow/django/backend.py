@@ -173,6 +173,8 @@ class BurrowBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"task result {result_id!r}: its task {info.task!r} does not import: {exc}") from None
         if not isinstance(task, Task):
             raise TaskResultDoesNotExist(f"task result {result_id!r}: {info.task!r} is not a task")
+        if task.backend != self.alias:  # enqueued with .using(backend=...): refresh() reads here
+            task = task.using(backend=self.alias)
         history = jobs.history(job_id) if results.needs_history(info) else []
         return results.task_result(task, self.alias, info, nonce, payload, history)
 

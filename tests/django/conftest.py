@@ -38,6 +38,7 @@ def _setup() -> tuple[str, Path]:
     os.environ["BURROW_DJANGO_SQLITE"] = str(directory / "jobs.db")
     os.environ["BURROW_DJANGO_PG_DSN"] = pg_dsn
     os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    os.environ["BURROW_DJANGO_SIGNALS_DIR"] = str(directory)
     if str(PROJECT) not in sys.path:
         sys.path.insert(0, str(PROJECT))
     import django
@@ -73,11 +74,11 @@ def child_env() -> dict[str, str]:
 class Worker:
     """`manage.py burrow_worker` in a subprocess, stopped with SIGTERM."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="burrow-django-worker-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "burrow_worker", *args],
-            cwd=PROJECT, env=child_env(), stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=PROJECT, env={**child_env(), **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT,
         )
 
     def output(self) -> str:
@@ -112,7 +113,11 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = 
 def worker(request: pytest.FixtureRequest, django_project: Path) -> Iterator[tuple[str, Worker]]:
     """A worker serving one backend (module-wide: starting Django takes a while)."""
     alias = request.param
-    running = Worker("--backend", alias, "--workers", "2")
+    config = django_project / f"jobs-{alias}.toml"
+    # Short backoffs, so that retried tasks finish within the tests' waits.
+    config.write_text('[retry]\nbase = "20ms"\nmax = "100ms"\n\n[supervisor]\nworkers = 1\n')
+    running = Worker("--backend", alias, "--workers", "2", "-c", str(config),
+                     env={"BURROW_DJANGO_SIGNALS": str(django_project / f"{alias}.txt")})
     yield alias, running
     code = running.stop()
     assert code == 0, running.output()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from typing import Any
 
@@ -32,7 +33,7 @@ async def sleepy_add(a: int, b: int) -> int:
     return a + b
 
 
-@task(takes_context=True)
+@task(takes_context=True, max_retries=2)
 def flaky(context: Any, succeed_on: int) -> dict[str, Any]:
     """Fails until its attempt ``succeed_on``; returns what its context said."""
     if context.attempt < succeed_on:
@@ -69,11 +70,28 @@ def wait_for_file(path: str, timeout: float = 20.0) -> str:
 
 
 @task
-def make_order(note: str) -> int:
+def make_order(note: str, using: str = "default") -> int:
     from .models import Order
 
-    return Order.objects.create(note=note).id
+    return Order.objects.using(using).create(note=note).id
 
 
 def not_a_task() -> None:
     """A plain function: a job naming it fails (the resolver says it is not a Task)."""
+
+
+def _record(signal_name: str) -> Any:
+    """A receiver that appends "<signal> <sender> <status> <id>" to $BURROW_DJANGO_SIGNALS."""
+
+    def receiver(sender: type, task_result: Any, **kwargs: Any) -> None:
+        path = os.environ.get("BURROW_DJANGO_SIGNALS")
+        if path:
+            with open(path, "a") as file:
+                file.write(f"{signal_name} {sender.__name__} {task_result.status} {task_result.id}\n")
+
+    return receiver
+
+
+_receivers = {name: _record(name) for name in ("task_enqueued", "task_started", "task_finished")}
+for _name, _receiver in _receivers.items():
+    getattr(importlib.import_module(tasks_module().__name__ + ".signals"), _name).connect(_receiver)

@@ -1,0 +1,176 @@
+"""`manage.py burrow_worker` running Django tasks, on SQLite and PostgreSQL (one
+worker subprocess per database for the module): results, errors per attempt,
+retries with the context's attempt, async tasks, bad task paths, cancels,
+signals, the ORM inside a task."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.django.conftest import PROJECT, Worker, wait_until
+
+pytest.importorskip("django")
+
+
+def _finished(result: Any, timeout: float = 30.0) -> Any:
+    def done() -> bool:
+        result.refresh()
+        return bool(result.is_finished)
+
+    wait_until(done, timeout, f"task result {result.id} to finish")
+    return result
+
+
+def test_a_task_runs_and_its_result_is_read_from_here(worker: tuple[str, Worker]) -> None:
+    from burrow.django.compat import TaskResultStatus
+    from shop.tasks import add
+
+    alias, _ = worker
+    result = _finished(add.using(backend=alias).enqueue(2, 3))
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 5
+    assert result.errors == [] and len(result.worker_ids) == 1 and result.attempts == 1
+    assert result.started_at is not None and result.finished_at is not None and result.enqueued_at is not None
+    again = add.using(backend=alias).get_result(result.id)
+    assert again.return_value == 5 and again.worker_ids == result.worker_ids
+
+
+def test_async_task(worker: tuple[str, Worker]) -> None:
+    from shop.tasks import sleepy_add
+
+    alias, _ = worker
+    assert _finished(sleepy_add.using(backend=alias).enqueue(20, 22)).return_value == 42
+
+
+def test_a_failing_task_is_failed_with_its_error(worker: tuple[str, Worker]) -> None:
+    from burrow.django.compat import TaskResultStatus
+    from shop.tasks import boom
+
+    alias, _ = worker
+    result = _finished(boom.using(backend=alias).enqueue("bad news"))
+    assert result.status == TaskResultStatus.FAILED and result.attempts == 1  # no retries by default
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.ValueError" and error.exception_class is ValueError
+    assert "ValueError: bad news" in error.traceback and "shop/tasks.py" in error.traceback
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value
+
+
+def test_retries_with_the_context_attempt(worker: tuple[str, Worker]) -> None:
+    from burrow.django.compat import TaskResultStatus
+    from shop.tasks import fails_twice_then_gives_up, flaky
+
+    alias, _ = worker
+    result = _finished(flaky.using(backend=alias).enqueue(succeed_on=3))  # max_retries=2 on the task
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.attempts == 3
+    assert [e.exception_class_path for e in result.errors] == ["builtins.RuntimeError"] * 2
+    seen = result.return_value
+    assert seen["attempt"] == 3 and seen["id"] == result.id
+    assert len(seen["worker_ids"]) == 3 and seen["errors"] == ["builtins.RuntimeError"] * 2
+
+    gave_up = _finished(fails_twice_then_gives_up.using(backend=alias).enqueue())  # max_retries=1
+    assert gave_up.status == TaskResultStatus.FAILED and gave_up.attempts == 2
+    assert [e.exception_class_path for e in gave_up.errors] == ["builtins.KeyError"] * 2
+
+
+def test_running_status(worker: tuple[str, Worker], tmp_path: Path) -> None:
+    from burrow.django.compat import TaskResultStatus
+    from shop.tasks import wait_for_file
+
+    alias, _ = worker
+    go = tmp_path / "go"
+    result = wait_for_file.using(backend=alias).enqueue(str(go))
+
+    def running() -> bool:
+        result.refresh()
+        return bool(result.status == TaskResultStatus.RUNNING)
+
+    wait_until(running, 30, "the task to run")
+    assert result.started_at is not None and result.finished_at is None and len(result.worker_ids) == 1
+    go.touch()
+    assert _finished(result).return_value == "done"
+
+
+def test_the_orm_inside_a_task(worker: tuple[str, Worker]) -> None:
+    from shop.models import Order
+    from shop.tasks import make_order
+
+    alias, _ = worker
+    order_id = _finished(make_order.using(backend=alias).enqueue("from a worker", using=alias)).return_value
+    assert Order.objects.using(alias).get(id=order_id).note == "from a worker"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("shop.nowhere.task", "does not import: ModuleNotFoundError"),
+        ("shop.tasks.missing", "does not import: ImportError"),
+        ("shop.tasks.not_a_task", "is a function, not a Django Task"),
+    ],
+)
+def test_a_bad_task_path_fails_its_job_not_the_worker(worker: tuple[str, Worker], path: str, message: str) -> None:
+    from burrow.django.compat import task_backends
+    from burrow.job import JobState
+    from shop.tasks import add
+
+    alias, running = worker
+    jobs = task_backends[alias].jobs
+    payload = orjson.dumps({"django_task": 1, "nonce": "0" * 16, "backend": alias, "args": [], "kwargs": {}})
+    from burrow.job import NewJob
+
+    [job_id] = jobs.enqueue([NewJob(path, payload, 0, 3, None)])
+    info = wait_until(lambda: (j := jobs.get(job_id)) and j.state in (JobState.FAILED, JobState.SUCCEEDED) and j, 30, path)
+    assert info.state is JobState.FAILED and info.attempts == 1  # at once, whatever its max_retries
+    assert message in (info.last_error or "")
+    assert running.process.poll() is None
+    assert _finished(add.using(backend=alias).enqueue(1, 1)).return_value == 2  # the worker still works
+
+
+def test_a_job_cancelled_in_burrow_reads_failed(worker: tuple[str, Worker]) -> None:
+    from burrow.django.compat import TaskResultStatus, task_backends
+    from shop.tasks import add
+
+    alias, _ = worker
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    result = add.using(backend=alias, run_after=later).enqueue(1, 2)
+    assert task_backends[alias].jobs.cancel(int(result.id.split("-")[0]))
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert [e.exception_class_path for e in result.errors] == ["burrow.errors.JobCancelled"]
+
+
+def test_signals_in_the_worker(worker: tuple[str, Worker]) -> None:
+    from shop.tasks import add
+
+    alias, _ = worker
+    path = Path(os.environ["BURROW_DJANGO_SIGNALS_DIR"]) / f"{alias}.txt"
+    result = _finished(add.using(backend=alias).enqueue(3, 4))
+    lines = wait_until(
+        lambda: [line for line in path.read_text().splitlines() if line.endswith(result.id)] if path.exists() else [],
+        10, "the signals",
+    )
+    assert lines == [f"task_started BurrowBackend RUNNING {result.id}", f"task_finished BurrowBackend SUCCESSFUL {result.id}"]
+
+
+def test_queue_option_limits_the_worker(django_project: Path) -> None:
+    from burrow.django.compat import TaskResultStatus
+    from shop.tasks import add, send
+
+    mail = send.enqueue("c@example.com")
+    other = add.enqueue(5, 5)
+    running = Worker("--queue", "mail", "--workers", "1")
+    try:
+        assert _finished(mail).return_value == {"to": "c@example.com", "subject": "hi"}
+        other.refresh()
+        assert other.status == TaskResultStatus.READY
+    finally:
+        assert running.stop() == 0, running.output()
+    bad = Worker("--queue", "nope")
+    assert bad.process.wait(60) != 0
+    assert "not in TASKS['default']['QUEUES']" in bad.output()
+    assert (PROJECT / "manage.py").exists()
