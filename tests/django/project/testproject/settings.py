@@ -33,7 +33,7 @@ DATABASES = {
     },
 }
 
-_QUEUES = ["default", "mail"]
+_QUEUES = ["default", "mail", "emails"]  # "emails": the queue of Django's documentation examples
 TASKS = {
     "default": {"BACKEND": "burrow.django.BurrowBackend", "QUEUES": _QUEUES, "OPTIONS": {"DATABASE": "default"}},
     "pg": {"BACKEND": "burrow.django.BurrowBackend", "QUEUES": _QUEUES, "OPTIONS": {"DATABASE": "pg"}},
@@ -51,3 +51,7 @@ TASKS = {
 }
 
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+# The documentation examples send mail: to files, which the tests read.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = os.path.join(os.path.dirname(os.environ.get("BURROW_DJANGO_SQLITE", "/tmp/burrow-django.db")), "mail")
