@@ -6,6 +6,8 @@ process and the workers it starts (`manage.py burrow_worker`) share them."""
 import importlib.util
 import os
 
+import django
+
 import sqlalchemy as sa
 
 # Django 6 has the Tasks framework; on 5.2 the backport is an app of its own.
@@ -52,6 +54,11 @@ TASKS = {
 
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 
-# The documentation examples send mail: to files, which the tests read.
-EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
-EMAIL_FILE_PATH = os.path.join(os.path.dirname(os.environ.get("BURROW_DJANGO_SQLITE", "/tmp/burrow-django.db")), "mail")
+# The documentation examples send mail: to files, which the tests read (MAILERS from
+# Django 6.1 on, which deprecates EMAIL_BACKEND).
+_MAIL = os.path.join(os.path.dirname(os.environ.get("BURROW_DJANGO_SQLITE", "/tmp/burrow-django.db")), "mail")
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.filebased.EmailBackend", "OPTIONS": {"file_path": _MAIL}}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = _MAIL
