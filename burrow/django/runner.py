@@ -4,10 +4,12 @@ burrow's Supervisor, as ``python -m burrow.supervisor`` runs it."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
+import orjson
 from django.core.management.base import CommandError
 from django.utils.module_loading import autodiscover_modules
 
@@ -16,9 +18,11 @@ from burrow.backends.deadline import Timeouts
 from burrow.backends.records import QueueFilter
 from burrow.config import MAX_WORKERS, Config, DatabaseConfig, load_config
 from burrow.errors import BackendError, BurrowError
+from burrow.job import EnqueueOptions
 from burrow.logging import configure_logging
 from burrow.notation import shown_dsn
 from burrow.options import check_queue_name
+from burrow.schedule import Periodic
 from burrow.supervisor.context import retry_defaults
 from burrow.supervisor.supervisor import ExitCode, Supervisor
 
@@ -64,6 +68,12 @@ def run_worker(options: WorkerOptions, out: IO[str] | Any = sys.stdout) -> int:
     worker.SERVED_ALIAS = options.backend
     queue = DjangoJobQueue(jobs, lease_s=config.supervisor.lease_timeout_s, retry_defaults=retry_defaults(config))
     queue.register(tasks)
+    try:
+        for schedule in config.schedules:
+            _schedule(queue, options.backend, backend, schedule)
+    except BurrowError as exc:
+        queue.close()
+        raise CommandError(f"{config.path}: {exc}") from None
     if options.check:
         out.write(_plan(options.backend, config, queues, sorted(tasks)) + "\n")
         queue.close()
@@ -81,6 +91,33 @@ def run_worker(options: WorkerOptions, out: IO[str] | Any = sys.stdout) -> int:
         return ExitCode.CONFIG
     finally:
         queue.close()
+
+
+def _schedule(queue: Any, alias: str, backend: Any, schedule: Periodic) -> None:
+    """A ``[[schedule]]`` of the jobs.toml for a Django task: its ``payload`` table is the
+    task's keyword arguments; its jobs take the task's priority, queue and retries."""
+    from burrow.django import results
+    from burrow.django.worker import TaskNotFound, resolve, run_job
+
+    where = f"[[schedule]] {schedule.name!r}"
+    try:
+        task = resolve(schedule.task)
+    except TaskNotFound as exc:
+        raise BurrowError(f"{where}: {exc}") from None
+    kwargs = orjson.loads(schedule.payload)
+    if not isinstance(kwargs, dict):
+        raise BurrowError(f"{where}: payload must be a table (the task's keyword arguments)")
+    nonce = hashlib.sha256(schedule.name.encode()).hexdigest()[:16]
+    max_retries = getattr(task, "max_retries", None)
+    options = EnqueueOptions(
+        priority=task.priority,
+        max_retries=backend.max_retries if max_retries is None else max_retries,
+        queue=task.queue_name,
+    )
+    payload = results.encode_payload(nonce, alias, [], kwargs)
+    if schedule.task not in queue.registrations:
+        queue.handle(schedule.task, run_job)
+    queue.add_schedule(replace(schedule, payload=payload, options=options))
 
 
 def _config(location: Any, options: WorkerOptions) -> Config:
@@ -117,4 +154,5 @@ def _plan(alias: str, config: Config, queues: tuple[str, ...], tasks: list[str])
         f"queues:   {', '.join(queues) or 'all'}",
         "tasks:    " + (", ".join(tasks) or "none found yet (taken up as their jobs come)"),
     ]
+    lines += [f"schedule: {schedule.describe()}" for schedule in config.schedules]
     return "\n".join(lines)

@@ -215,3 +215,25 @@ def test_import_burrow_stays_light() -> None:
     code = "import burrow, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'django_tasks')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_jobs_in_a_postgresql_schema_of_their_own(django_project: Path) -> None:
+    from django.db import connections, transaction
+
+    from burrow.django.compat import TaskResultDoesNotExist, task_backends
+    from shop.tasks import add
+
+    result = add.using(backend="pg_schema").enqueue(7, 8)
+    assert task_backends["pg_schema"].get_result(result.id).args == [7, 8]
+    with connections["pg"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM jobs.burrow_jobs WHERE id = %s", [int(result.id.split("-")[0])])
+        assert cursor.fetchone()[0] == 1
+
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), transaction.atomic(using="pg"):
+        lost = add.using(backend="pg_schema").enqueue(1, 1)
+        raise Rollback
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["pg_schema"].get_result(lost.id)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.django.conftest import PROJECT, Worker, wait_until
+from tests.django.conftest import PROJECT, Worker, child_env, wait_until
 
 pytest.importorskip("django")
 
@@ -174,3 +176,51 @@ def test_queue_option_limits_the_worker(django_project: Path) -> None:
     assert bad.process.wait(60) != 0
     assert "not in TASKS['default']['QUEUES']" in bad.output()
     assert (PROJECT / "manage.py").exists()
+
+
+def test_periodic_django_task_from_the_jobs_toml(django_project: Path, tmp_path: Path) -> None:
+    from burrow.django.compat import task_backends
+    from burrow.job import JobState
+
+    config = tmp_path / "jobs.toml"
+    config.write_text(
+        '[[schedule]]\ntask = "shop.tasks.add"\nevery = "1s"\nname = "adder"\npayload = { a = 20, b = 22 }\n'
+    )
+    check = subprocess.run(
+        [sys.executable, "manage.py", "burrow_worker", "-c", str(config), "--check"],
+        cwd=PROJECT, env=child_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 0 and "schedule: adder (shop.tasks.add every 1s)" in check.stdout, check.stderr
+    jobs = task_backends["default"].jobs
+    before = {job.id for job in jobs.list_jobs(None, ["shop.tasks.add"], None, 1000)}
+    running = Worker("-c", str(config), "--workers", "1")
+    try:
+
+        def periodic_result() -> Any:
+            for job in jobs.list_jobs([JobState.SUCCEEDED], ["shop.tasks.add"], None, 50):
+                if job.id not in before and orjson.loads(job.payload)["kwargs"] == {"a": 20, "b": 22}:
+                    return job
+            return None
+
+        job = wait_until(periodic_result, 30, "a periodic job to run")
+        assert orjson.loads(job.result) == 42 and job.max_retries == 0
+    finally:
+        assert running.stop() == 0, running.output()
+
+    config.write_text('[[schedule]]\ntask = "shop.tasks.nothing"\nevery = "1s"\n')
+    bad = subprocess.run(
+        [sys.executable, "manage.py", "burrow_worker", "-c", str(config), "--check"],
+        cwd=PROJECT, env=child_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode != 0 and "'shop.tasks.nothing' does not import" in bad.stderr
+
+
+def test_a_task_timeout_stops_the_run(worker: tuple[str, Worker]) -> None:
+    from burrow.django.compat import TaskResultStatus
+    from shop.tasks import add, too_slow
+
+    alias, running = worker
+    result = _finished(too_slow.using(backend=alias).enqueue())
+    assert result.status == TaskResultStatus.FAILED
+    assert "timeout" in result.errors[-1].traceback.lower(), result.errors
+    assert _finished(add.using(backend=alias).enqueue(2, 2)).return_value == 4  # a new worker took over

@@ -69,6 +69,13 @@ def wait_for_file(path: str, timeout: float = 20.0) -> str:
     return "done"
 
 
+@task(timeout=1)
+def too_slow() -> None:
+    import time
+
+    time.sleep(60)
+
+
 @task
 def make_order(note: str, using: str = "default") -> int:
     from .models import Order

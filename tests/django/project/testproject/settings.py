@@ -45,6 +45,8 @@ TASKS = {
         "QUEUES": _QUEUES,
         "OPTIONS": {"DSN": "sqlite:///" + os.environ.get("BURROW_DJANGO_SQLITE", "/tmp/burrow-django.db")},
     },
+    # The jobs in a PostgreSQL schema of their own, in the "pg" database.
+    "pg_schema": {"BACKEND": "burrow.django.BurrowBackend", "QUEUES": _QUEUES, "OPTIONS": {"DATABASE": "pg", "SCHEMA": "jobs"}},
     "retrying": {
         "BACKEND": "burrow.django.BurrowBackend",
         "QUEUES": [],
