@@ -224,3 +224,42 @@ def test_a_task_timeout_stops_the_run(worker: tuple[str, Worker]) -> None:
     assert result.status == TaskResultStatus.FAILED
     assert "timeout" in result.errors[-1].traceback.lower(), result.errors
     assert _finished(add.using(backend=alias).enqueue(2, 2)).return_value == 4  # a new worker took over
+
+
+def test_a_task_found_only_when_its_job_comes(worker: tuple[str, Worker]) -> None:
+    import importlib
+
+    alias, _ = worker
+    shout = importlib.import_module("shop.extra").shout
+    assert _finished(shout.using(backend=alias).enqueue("hey")).return_value == "HEY"
+
+
+def test_other_jobs_are_left_alone(worker: tuple[str, Worker]) -> None:
+    """A burrow job of a task nobody handles, not a Django task's: the Django worker
+    leaves it queued for whoever runs it."""
+    from burrow.django.compat import task_backends
+    from burrow.job import JobState, NewJob
+    from shop.tasks import add
+
+    alias, _ = worker
+    jobs = task_backends[alias].jobs
+    [job_id] = jobs.enqueue([NewJob("reports.build", b'{"month": 3}', 0, 3, None)])
+    # Long enough for an idle worker to have looked (it looks once a second) twice.
+    deadline_job = add.using(backend=alias, run_after=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2.5)).enqueue(0, 1)
+    assert _finished(deadline_job).return_value == 1
+    info = jobs.get(job_id)
+    assert info.state is JobState.QUEUED and info.attempts == 0
+    assert jobs.cancel(job_id)  # out of the other tests' way
+
+
+def test_a_task_whose_worker_dies_runs_again(worker: tuple[str, Worker]) -> None:
+    import importlib
+
+    from burrow.django.compat import TaskResultStatus
+
+    alias, _ = worker
+    dies_once = importlib.import_module("shop.extra").dies_once
+    result = _finished(dies_once.using(backend=alias).enqueue(), timeout=60)
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
+    assert len(result.worker_ids) == 2 and len(result.errors) == 1
+    assert result.worker_ids[0] != result.worker_ids[1]  # another worker process
