@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import structlog
 from django.db import close_old_connections
 from django.utils import timezone
@@ -118,17 +119,11 @@ def run_job(payload: bytes) -> None:
         raise
     finally:
         close_old_connections()
-    capture_result(_json(value))
+    capture_result(orjson.dumps(value))
     object.__setattr__(result, "finished_at", timezone.now())
     object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
     object.__setattr__(result, "_return_value", value)
     task_finished.send(type(backend), task_result=result)
-
-
-def _json(value: Any) -> bytes:
-    import orjson
-
-    return orjson.dumps(value)
 
 
 SERVED_ALIAS: str | None = None  # the TASKS alias this worker serves (runner.run_worker sets it)
