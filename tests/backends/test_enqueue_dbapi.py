@@ -19,9 +19,9 @@ from tests.conftest import Database
 def _raw(database: Database) -> Any:
     """A driver connection of the caller's own, with a transaction open on it."""
     if database.kind == "sqlite":
-        conn = sqlite3.connect(database_path(database.dsn), isolation_level=None, timeout=10)
-        conn.execute("BEGIN")
-        return conn
+        lite = sqlite3.connect(database_path(database.dsn), isolation_level=None, timeout=10)
+        lite.execute("BEGIN")
+        return lite
     conn = psycopg.connect(database.dsn, autocommit=False)
     if database.schema:
         conn.execute(f'SET search_path TO "{database.schema}"')  # what the caller's may be; burrow qualifies its names
