@@ -155,7 +155,8 @@ class DjangoJobQueue(JobQueue):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._adopted: set[str] = set()
+        # Replaced, never changed in place: the prefetching thread claims too.
+        self._adopted: tuple[str, ...] = ()
         self._foreign: set[str] = set()  # unregistered tasks whose jobs are not Django tasks'
         self._look_at = 0.0
 
@@ -187,7 +188,7 @@ class DjangoJobQueue(JobQueue):
                 self._foreign.add(name)
                 continue
             self.handle(name, run_job)
-            self._adopted.add(name)
+            self._adopted = (*self._adopted, name)
             adopted = True
             log.info("django_task_taken_up", task=name)
         return adopted
