@@ -55,6 +55,12 @@ def run_worker(options: WorkerOptions, out: IO[str] | Any = sys.stdout) -> int:
         queues = _queues(backend, options.queues)
     except BurrowError as exc:
         raise CommandError(str(exc)) from None
+    if config.supervisor.pools:
+        # The file's pools divide the queues among themselves (the default pool takes
+        # every queue they do not name): --queue would divide them a second way.
+        if options.queues:
+            raise CommandError("--queue and [[supervisor.pools]] in the config: use one or the other")
+        queues = ()
     configure_logging(config.logging.format, config.logging.level)
     autodiscover_modules("tasks")  # each app's tasks module: its tasks are made, and seen
     tasks = seen_tasks()
@@ -151,8 +157,9 @@ def _plan(alias: str, config: Config, queues: tuple[str, ...], tasks: list[str])
         f"backend:  TASKS[{alias!r}]",
         f"database: {database}",
         f"workers:  {config.supervisor.workers}",
-        f"queues:   {', '.join(queues) or 'all'}",
+        f"queues:   {', '.join(queues) or ('every queue no pool names' if config.supervisor.pools else 'all')}",
         "tasks:    " + (", ".join(tasks) or "none found yet (taken up as their jobs come)"),
     ]
+    lines += [f"pool:     {pool.name}, {pool.workers} workers: {', '.join(pool.queues)}" for pool in config.supervisor.pools]
     lines += [f"schedule: {schedule.describe()}" for schedule in config.schedules]
     return "\n".join(lines)

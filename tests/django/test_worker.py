@@ -263,3 +263,19 @@ def test_a_task_whose_worker_dies_runs_again(worker: tuple[str, Worker]) -> None
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
     assert len(result.worker_ids) == 2 and len(result.errors) == 1
     assert result.worker_ids[0] != result.worker_ids[1]  # another worker process
+
+
+def test_pools_from_the_jobs_toml(django_project: Path, tmp_path: Path) -> None:
+    config = tmp_path / "jobs.toml"
+    config.write_text('[[supervisor.pools]]\nname = "mailers"\nqueues = ["mail"]\nworkers = 1\n')
+    check = subprocess.run(
+        [sys.executable, "manage.py", "burrow_worker", "-c", str(config), "--check"],
+        cwd=PROJECT, env=child_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "queues:   every queue no pool names" in check.stdout and "pool:     mailers, 1 workers: mail" in check.stdout
+    both = subprocess.run(
+        [sys.executable, "manage.py", "burrow_worker", "-c", str(config), "--queue", "mail", "--check"],
+        cwd=PROJECT, env=child_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert both.returncode != 0 and "--queue and [[supervisor.pools]]" in both.stderr
