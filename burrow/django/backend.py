@@ -173,8 +173,7 @@ class BurrowBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"task result {result_id!r}: its task {info.task!r} does not import: {exc}") from None
         if not isinstance(task, Task):
             raise TaskResultDoesNotExist(f"task result {result_id!r}: {info.task!r} is not a task")
-        if task.backend != self.alias:  # enqueued with .using(backend=...): refresh() reads here
-            task = task.using(backend=self.alias)
+        task = _as_enqueued(task, self.alias, info.priority, info.queue)
         history = jobs.history(job_id) if results.needs_history(info) else []
         return results.task_result(task, self.alias, info, nonce, payload, history)
 
@@ -208,6 +207,24 @@ class BurrowBackend(BaseTaskBackend):
                 hint="run `manage.py migrate`" + (f" --database {location.alias}" if location.alias else ""),
                 id="burrow.W001",
             )
+
+
+def _as_enqueued(task: Task, alias: str, priority: int, queue: str) -> Task:
+    """The task as its job was enqueued (``.using(...)``): on this backend, so that
+    ``refresh()`` reads here, with the job's priority and queue where they differ."""
+    changes: dict[str, Any] = {}
+    if task.backend != alias:
+        changes["backend"] = alias
+    if task.priority != priority:
+        changes["priority"] = priority
+    if task.queue_name != queue:
+        changes["queue_name"] = queue
+    if not changes:
+        return task
+    try:
+        return task.using(**changes)
+    except InvalidTask:  # changed by an operator past Django's rules: the task's own values
+        return task.using(backend=alias) if task.backend != alias else task
 
 
 def _aware(run_after: dt.datetime | None) -> dt.datetime | None:

@@ -50,6 +50,8 @@ def test_enqueue_stores_one_job_and_reads_back(alias: str) -> None:
     assert (job.task, job.priority, job.queue, job.run_at) == ("shop.tasks.send", 10, "mail", run_after)
     low = send.using(backend=alias, priority=-100).enqueue("b@example.com")
     assert _jobs(alias).get(_job_id(low.id)).priority == -100
+    again = send.using(backend=alias).get_result(low.id)  # the task as it was enqueued
+    assert (again.task.priority, again.task.queue_name, again.task.backend) == (-100, "mail", alias)
 
 
 def test_retries_come_from_the_backend_option_and_the_task(django_project: Path) -> None:
