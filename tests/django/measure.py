@@ -20,7 +20,7 @@ def main() -> None:
     from django.db import transaction
 
     from burrow.django.compat import task_backends
-    from shop.tasks import add
+    from djshop.tasks import add
 
     try:
         for alias in ALIASES:
@@ -41,7 +41,7 @@ def main() -> None:
             print(f"{alias}: enqueue {own:,.0f}/s (own transaction), {batched:,.0f}/s (1,000 in one atomic); get_result {read_ms:.2f} ms")
             jobs: Any = task_backends[alias].jobs
             for state in ("queued",):
-                for job in jobs.list_jobs([state], ["shop.tasks.add"], None, 1000):
+                for job in jobs.list_jobs([state], ["djshop.tasks.add"], None, 1000):
                     jobs.cancel(job.id)
             with transaction.atomic(using=alias):
                 results = [task.enqueue(i, 1) for i in range(DRAIN)]

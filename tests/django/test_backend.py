@@ -33,7 +33,7 @@ def _job_id(result_id: str) -> int:
 
 def test_enqueue_stores_one_job_and_reads_back(alias: str) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import add, send
+    from djshop.tasks import add, send
 
     result = add.using(backend=alias).enqueue(2, b=3)
     assert result.status == TaskResultStatus.READY and result.backend == alias
@@ -42,12 +42,12 @@ def test_enqueue_stores_one_job_and_reads_back(alias: str) -> None:
     assert (again.id, again.status, again.args, again.kwargs) == (result.id, TaskResultStatus.READY, [2], {"b": 3})
     assert again.errors == [] and again.worker_ids == [] and again.enqueued_at is not None
     job = _jobs(alias).get(_job_id(result.id))
-    assert (job.task, job.priority, job.queue, job.max_retries) == ("shop.tasks.add", 0, "default", 0)
+    assert (job.task, job.priority, job.queue, job.max_retries) == ("djshop.tasks.add", 0, "default", 0)
 
     run_after = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
     mail = send.using(backend=alias, run_after=run_after).enqueue("a@example.com")
     job = _jobs(alias).get(_job_id(mail.id))
-    assert (job.task, job.priority, job.queue, job.run_at) == ("shop.tasks.send", 10, "mail", run_after)
+    assert (job.task, job.priority, job.queue, job.run_at) == ("djshop.tasks.send", 10, "mail", run_after)
     low = send.using(backend=alias, priority=-100).enqueue("b@example.com")
     assert _jobs(alias).get(_job_id(low.id)).priority == -100
     again = send.using(backend=alias).get_result(low.id)  # the task as it was enqueued
@@ -55,7 +55,7 @@ def test_enqueue_stores_one_job_and_reads_back(alias: str) -> None:
 
 
 def test_retries_come_from_the_backend_option_and_the_task(django_project: Path) -> None:
-    from shop.tasks import add, fails_twice_then_gives_up
+    from djshop.tasks import add, fails_twice_then_gives_up
 
     assert _jobs("default").get(_job_id(add.enqueue(1, 1).id)).max_retries == 0  # Django's default: none
     assert _jobs("default").get(_job_id(add.using(backend="retrying").enqueue(1, 1).id)).max_retries == 2
@@ -64,7 +64,7 @@ def test_retries_come_from_the_backend_option_and_the_task(django_project: Path)
 
 def test_unknown_and_malformed_ids_do_not_exist(alias: str) -> None:
     from burrow.django.compat import TaskResultDoesNotExist, task_backends
-    from shop.tasks import add
+    from djshop.tasks import add
 
     backend = task_backends[alias]
     real = add.using(backend=alias).enqueue(1, 2).id
@@ -81,8 +81,8 @@ def test_enqueue_is_part_of_the_transaction(alias: str) -> None:
     from django.db import transaction
 
     from burrow.django.compat import TaskResultDoesNotExist, task_backends
-    from shop.models import Order
-    from shop.tasks import add
+    from djshop.models import Order
+    from djshop.tasks import add
 
     class Rollback(Exception):
         pass
@@ -111,7 +111,7 @@ def test_enqueue_is_part_of_the_transaction(alias: str) -> None:
 def test_sqlite_enqueue_is_one_insert(django_project: Path) -> None:
     from django.db import connections, transaction
 
-    from shop.tasks import add
+    from djshop.tasks import add
 
     statements: list[str] = []
     with transaction.atomic(using="default"):
@@ -131,7 +131,7 @@ def test_a_dsn_backend_enqueues_outside_django(django_project: Path) -> None:
     from django.db import transaction
 
     from burrow.django.compat import task_backends
-    from shop.tasks import add
+    from djshop.tasks import add
 
     class Rollback(Exception):
         pass
@@ -145,7 +145,7 @@ def test_a_dsn_backend_enqueues_outside_django(django_project: Path) -> None:
 
 def test_invalid_tasks_are_refused_as_django_says(alias: str) -> None:
     from burrow.django.compat import InvalidTask, tasks_module
-    from shop.tasks import add
+    from djshop.tasks import add
 
     with pytest.raises(InvalidTask, match="Queue 'nope' is not valid"):
         add.using(backend=alias, queue_name="nope")
@@ -162,7 +162,7 @@ def test_invalid_tasks_are_refused_as_django_says(alias: str) -> None:
 
 
 def test_task_enqueued_signal(alias: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shop.tasks import add
+    from djshop.tasks import add
 
     signals = tmp_path / "signals.txt"
     monkeypatch.setenv("BURROW_DJANGO_SIGNALS", str(signals))
@@ -172,7 +172,7 @@ def test_task_enqueued_signal(alias: str, tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_async_enqueue_and_results(alias: str) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import sleepy_add
+    from djshop.tasks import sleepy_add
 
     task = sleepy_add.using(backend=alias)
 
@@ -223,7 +223,7 @@ def test_jobs_in_a_postgresql_schema_of_their_own(django_project: Path) -> None:
     from django.db import connections, transaction
 
     from burrow.django.compat import TaskResultDoesNotExist, task_backends
-    from shop.tasks import add
+    from djshop.tasks import add
 
     result = add.using(backend="pg_schema").enqueue(7, 8)
     assert task_backends["pg_schema"].get_result(result.id).args == [7, 8]

@@ -18,7 +18,7 @@ pytest.importorskip("django")
 def _docs() -> Any:
     import importlib
 
-    return importlib.import_module("shop.docs_tasks")
+    return importlib.import_module("djshop.docs_tasks")
 
 
 def _finished(result: Any) -> Any:
@@ -90,7 +90,7 @@ def test_task_context(worker: tuple[str, Worker]) -> None:
 def test_transactions_on_commit(worker: tuple[str, Worker]) -> None:
     from django.db import transaction
 
-    from shop.models import Order as Thing
+    from djshop.models import Order as Thing
 
     alias, _ = worker
     my_task = _docs().my_task.using(backend=alias)
@@ -117,7 +117,7 @@ def test_results_by_id(worker: tuple[str, Worker]) -> None:
 
 def test_exceptions_on_results(worker: tuple[str, Worker]) -> None:
     alias, _ = worker
-    from shop.tasks import boom
+    from djshop.tasks import boom
 
     result = _finished(boom.using(backend=alias).enqueue("from the docs"))
     assert result.errors[0].exception_class is ValueError

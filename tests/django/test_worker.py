@@ -31,7 +31,7 @@ def _finished(result: Any, timeout: float = 30.0) -> Any:
 
 def test_a_task_runs_and_its_result_is_read_from_here(worker: tuple[str, Worker]) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import add
+    from djshop.tasks import add
 
     alias, _ = worker
     result = _finished(add.using(backend=alias).enqueue(2, 3))
@@ -43,7 +43,7 @@ def test_a_task_runs_and_its_result_is_read_from_here(worker: tuple[str, Worker]
 
 
 def test_async_task(worker: tuple[str, Worker]) -> None:
-    from shop.tasks import sleepy_add
+    from djshop.tasks import sleepy_add
 
     alias, _ = worker
     assert _finished(sleepy_add.using(backend=alias).enqueue(20, 22)).return_value == 42
@@ -51,21 +51,21 @@ def test_async_task(worker: tuple[str, Worker]) -> None:
 
 def test_a_failing_task_is_failed_with_its_error(worker: tuple[str, Worker]) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import boom
+    from djshop.tasks import boom
 
     alias, _ = worker
     result = _finished(boom.using(backend=alias).enqueue("bad news"))
     assert result.status == TaskResultStatus.FAILED and result.attempts == 1  # no retries by default
     [error] = result.errors
     assert error.exception_class_path == "builtins.ValueError" and error.exception_class is ValueError
-    assert "ValueError: bad news" in error.traceback and "shop/tasks.py" in error.traceback
+    assert "ValueError: bad news" in error.traceback and "djshop/tasks.py" in error.traceback
     with pytest.raises(ValueError, match="Task failed"):
         result.return_value
 
 
 def test_retries_with_the_context_attempt(worker: tuple[str, Worker]) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import fails_twice_then_gives_up, flaky
+    from djshop.tasks import fails_twice_then_gives_up, flaky
 
     alias, _ = worker
     result = _finished(flaky.using(backend=alias).enqueue(succeed_on=3))  # max_retries=2 on the task
@@ -82,7 +82,7 @@ def test_retries_with_the_context_attempt(worker: tuple[str, Worker]) -> None:
 
 def test_running_status(worker: tuple[str, Worker], tmp_path: Path) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import wait_for_file
+    from djshop.tasks import wait_for_file
 
     alias, _ = worker
     go = tmp_path / "go"
@@ -99,8 +99,8 @@ def test_running_status(worker: tuple[str, Worker], tmp_path: Path) -> None:
 
 
 def test_the_orm_inside_a_task(worker: tuple[str, Worker]) -> None:
-    from shop.models import Order
-    from shop.tasks import make_order
+    from djshop.models import Order
+    from djshop.tasks import make_order
 
     alias, _ = worker
     order_id = _finished(make_order.using(backend=alias).enqueue("from a worker", using=alias)).return_value
@@ -110,15 +110,15 @@ def test_the_orm_inside_a_task(worker: tuple[str, Worker]) -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("shop.nowhere.task", "does not import: ModuleNotFoundError"),
-        ("shop.tasks.missing", "does not import: ImportError"),
-        ("shop.tasks.not_a_task", "is a function, not a Django Task"),
+        ("djshop.nowhere.task", "does not import: ModuleNotFoundError"),
+        ("djshop.tasks.missing", "does not import: ImportError"),
+        ("djshop.tasks.not_a_task", "is a function, not a Django Task"),
     ],
 )
 def test_a_bad_task_path_fails_its_job_not_the_worker(worker: tuple[str, Worker], path: str, message: str) -> None:
     from burrow.django.compat import task_backends
     from burrow.job import JobState
-    from shop.tasks import add
+    from djshop.tasks import add
 
     alias, running = worker
     jobs = task_backends[alias].jobs
@@ -135,7 +135,7 @@ def test_a_bad_task_path_fails_its_job_not_the_worker(worker: tuple[str, Worker]
 
 def test_a_job_cancelled_in_burrow_reads_failed(worker: tuple[str, Worker]) -> None:
     from burrow.django.compat import TaskResultStatus, task_backends
-    from shop.tasks import add
+    from djshop.tasks import add
 
     alias, _ = worker
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -147,7 +147,7 @@ def test_a_job_cancelled_in_burrow_reads_failed(worker: tuple[str, Worker]) -> N
 
 
 def test_signals_in_the_worker(worker: tuple[str, Worker]) -> None:
-    from shop.tasks import add
+    from djshop.tasks import add
 
     alias, _ = worker
     path = Path(os.environ["BURROW_DJANGO_SIGNALS_DIR"]) / f"{alias}.txt"
@@ -161,7 +161,7 @@ def test_signals_in_the_worker(worker: tuple[str, Worker]) -> None:
 
 def test_queue_option_limits_the_worker(django_project: Path) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import add, send
+    from djshop.tasks import add, send
 
     mail = send.enqueue("c@example.com")
     other = add.enqueue(5, 5)
@@ -184,20 +184,20 @@ def test_periodic_django_task_from_the_jobs_toml(django_project: Path, tmp_path:
 
     config = tmp_path / "jobs.toml"
     config.write_text(
-        '[[schedule]]\ntask = "shop.tasks.add"\nevery = "1s"\nname = "adder"\npayload = { a = 20, b = 22 }\n'
+        '[[schedule]]\ntask = "djshop.tasks.add"\nevery = "1s"\nname = "adder"\npayload = { a = 20, b = 22 }\n'
     )
     check = subprocess.run(
         [sys.executable, "manage.py", "burrow_worker", "-c", str(config), "--check"],
         cwd=PROJECT, env=child_env(), capture_output=True, text=True, timeout=60,
     )
-    assert check.returncode == 0 and "schedule: adder (shop.tasks.add every 1s)" in check.stdout, check.stderr
+    assert check.returncode == 0 and "schedule: adder (djshop.tasks.add every 1s)" in check.stdout, check.stderr
     jobs = task_backends["default"].jobs
-    before = {job.id for job in jobs.list_jobs(None, ["shop.tasks.add"], None, 1000)}
+    before = {job.id for job in jobs.list_jobs(None, ["djshop.tasks.add"], None, 1000)}
     running = Worker("-c", str(config), "--workers", "1")
     try:
 
         def periodic_result() -> Any:
-            for job in jobs.list_jobs([JobState.SUCCEEDED], ["shop.tasks.add"], None, 50):
+            for job in jobs.list_jobs([JobState.SUCCEEDED], ["djshop.tasks.add"], None, 50):
                 if job.id not in before and orjson.loads(job.payload)["kwargs"] == {"a": 20, "b": 22}:
                     return job
             return None
@@ -207,17 +207,17 @@ def test_periodic_django_task_from_the_jobs_toml(django_project: Path, tmp_path:
     finally:
         assert running.stop() == 0, running.output()
 
-    config.write_text('[[schedule]]\ntask = "shop.tasks.nothing"\nevery = "1s"\n')
+    config.write_text('[[schedule]]\ntask = "djshop.tasks.nothing"\nevery = "1s"\n')
     bad = subprocess.run(
         [sys.executable, "manage.py", "burrow_worker", "-c", str(config), "--check"],
         cwd=PROJECT, env=child_env(), capture_output=True, text=True, timeout=60,
     )
-    assert bad.returncode != 0 and "'shop.tasks.nothing' does not import" in bad.stderr
+    assert bad.returncode != 0 and "'djshop.tasks.nothing' does not import" in bad.stderr
 
 
 def test_a_task_timeout_stops_the_run(worker: tuple[str, Worker]) -> None:
     from burrow.django.compat import TaskResultStatus
-    from shop.tasks import add, too_slow
+    from djshop.tasks import add, too_slow
 
     alias, running = worker
     result = _finished(too_slow.using(backend=alias).enqueue())
@@ -230,7 +230,7 @@ def test_a_task_found_only_when_its_job_comes(worker: tuple[str, Worker]) -> Non
     import importlib
 
     alias, _ = worker
-    shout = importlib.import_module("shop.extra").shout
+    shout = importlib.import_module("djshop.extra").shout
     assert _finished(shout.using(backend=alias).enqueue("hey")).return_value == "HEY"
 
 
@@ -239,7 +239,7 @@ def test_other_jobs_are_left_alone(worker: tuple[str, Worker]) -> None:
     leaves it queued for whoever runs it."""
     from burrow.django.compat import task_backends
     from burrow.job import JobState, NewJob
-    from shop.tasks import add
+    from djshop.tasks import add
 
     alias, _ = worker
     jobs = task_backends[alias].jobs
@@ -258,7 +258,7 @@ def test_a_task_whose_worker_dies_runs_again(worker: tuple[str, Worker]) -> None
     from burrow.django.compat import TaskResultStatus
 
     alias, _ = worker
-    dies_once = importlib.import_module("shop.extra").dies_once
+    dies_once = importlib.import_module("djshop.extra").dies_once
     result = _finished(dies_once.using(backend=alias).enqueue(), timeout=60)
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
     assert len(result.worker_ids) == 2 and len(result.errors) == 1

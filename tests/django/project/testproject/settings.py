@@ -20,7 +20,7 @@ TIME_ZONE = "UTC"
 ALLOWED_HOSTS: list[str] = []
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-INSTALLED_APPS = ["burrow.django", "shop", *([TASKS_APP] if TASKS_APP else [])]
+INSTALLED_APPS = ["burrow.django", "djshop", *([TASKS_APP] if TASKS_APP else [])]
 
 _pg = sa.engine.make_url(os.environ.get("BURROW_DJANGO_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
 DATABASES = {
