@@ -39,6 +39,9 @@ class JobStore(Protocol):
     def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
         """Insert jobs in one transaction; ids by position; inside ``conn``'s transaction when given."""
 
+    def enqueue_dbapi(self, dbapi_connection: Any, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert jobs on a caller's DB-API connection, inside the transaction open there."""
+
     def claim(self, request: ClaimRequest) -> list[ClaimedJob]:
         """Mark up to ``request.limit`` due queued jobs of ``request.tasks`` in
         ``request.queues`` running for ``request.owner``; of a task in

@@ -78,6 +78,24 @@ class JobsSQL(SQLConnection):
             retry=False,
         )
 
+    def enqueue_dbapi(self, dbapi_connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
+        """Insert ``new_jobs`` on a caller's own DB-API connection (sqlite3, or psycopg 3),
+        inside the transaction the caller has open there and will end; the ids in order.
+
+        For callers that hold no SQLAlchemy connection but a driver's, such as Django's
+        connection of an alias (burrow.django): the same INSERT as :meth:`enqueue`'s,
+        so the jobs exist if and only if the caller's transaction commits. The caller
+        must have a transaction open (on SQLite the id is chosen under the write lock
+        that transaction takes).
+        """
+        if not new_jobs:
+            return []
+        for job in new_jobs:
+            if job.run_at is not None and job.run_at.tzinfo is None:
+                raise ValueError(f"naive datetime {job.run_at!r}: burrow needs timezone-aware datetimes")
+        with self._errors("enqueue"), self._driver_errors("enqueue"):
+            return self._insert(dbapi_connection, new_jobs, own_transaction=False)
+
 
     def claim(self, request: ClaimRequest) -> list[ClaimedJob]:
         """Pick and mark up to ``request.limit`` jobs on the held connection (the
