@@ -685,6 +685,8 @@ def _field_text(job: JobInfo, shown: Shown, value: Any) -> object:
         return _when(value)
     if shown is Shown.ATTEMPTS:
         return f"{value} of at most {job.max_retries + 1} (max_retries {job.max_retries})"
+    if shown is Shown.JOBS:
+        return ", ".join(map(str, value)) or None
     return value
 
 
