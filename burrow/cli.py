@@ -532,6 +532,8 @@ def _job_json(job: JobInfo, *, with_bytes: bool = False) -> dict[str, Any]:
             out[field.name] = _iso(value)
         elif field.shown is Shown.STATE:
             out[field.name] = str(value)
+        elif field.shown is Shown.JOBS:
+            out[field.name] = list(value)
         else:
             out[field.name] = value
     return out
