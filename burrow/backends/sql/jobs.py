@@ -335,11 +335,12 @@ class JobsSQL(SQLConnection):
         return sa.select(*[merged.c[name] for name in JOB_COLUMNS]).order_by(merged.c.id.desc()).limit(limit)
 
     def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]:
-        """task -> state -> count. ``active_only`` counts queued and running jobs only,
-        from their partial indexes, cheap however many finished jobs the table holds."""
+        """task -> state -> count. ``active_only`` counts waiting, queued and running jobs
+        only, from their partial indexes, cheap however many finished jobs the table holds."""
         statement = sa.select(jobs.c.task, jobs.c.state, sa.func.count()).group_by(jobs.c.task, jobs.c.state)
         if active_only:
-            statement = statement.where(jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+            active = [JobState.WAITING.value, JobState.QUEUED.value, JobState.RUNNING.value]
+            statement = statement.where(jobs.c.state.in_(active))
         rows = self._read("counts_by_task", lambda c: c.execute(statement).all())
         counts: dict[str, dict[JobState, int]] = {}
         for task, state, n in rows:
