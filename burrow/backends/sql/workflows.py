@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from burrow.backends.records import JOB_COLUMNS, StepRow
 from burrow.backends.schema import deps, jobs, workflows
@@ -24,7 +25,7 @@ _ENDED = [s.value for s in FINISHED_STATES]
 _CHUNK = 5000  # ids a statement names at most (SQLite allows 32,766 variables)
 
 
-def _chunks(ids: Sequence[int]) -> list[list[int]]:
+def _chunks(ids: Sequence[int]) -> list[Sequence[int]]:
     return [list(ids[i : i + _CHUNK]) for i in range(0, len(ids), _CHUNK)]
 
 
@@ -61,22 +62,23 @@ class WorkflowsSQL(JobsSQL):
                 sa.insert(workflows).values(name=name, created_at=self._now()).returning(workflows.c.id)
             ).scalar_one()
             ids = self._insert(c.connection.driver_connection, [s.job for s in steps], own_transaction=False)
-            for chunk in _chunks(ids):
+            waiting = [ids[i] for i, s in enumerate(steps) if s.parents]
+            # One pass over the new rows: they join the workflow, and those with parents wait.
+            for chunk in self._id_chunks(ids):
                 run(
                     sa.update(jobs)
-                    .where(jobs.c.id.in_(chunk), jobs.c.workflow_id.is_(None))
-                    .values(workflow_id=workflow_id, workflow_name=name)
+                    .where(self._among(jobs.c.id, chunk), jobs.c.workflow_id.is_(None))
+                    .values(
+                        workflow_id=workflow_id,
+                        workflow_name=name,
+                        state=sa.case(
+                            (self._among(jobs.c.id, waiting), JobState.WAITING.value), else_=jobs.c.state
+                        ),
+                    )
                 )
-            waiting = [ids[i] for i, s in enumerate(steps) if s.parents]
-            for chunk in _chunks(waiting):
-                run(sa.update(jobs).where(jobs.c.id.in_(chunk)).values(state=JobState.WAITING.value))
-            edges = [
-                {"child_id": ids[i], "parent_id": ids[p], "ignore_failure": s.ignore_parent_failure, "delay_s": s.delay_s}
-                for i, s in enumerate(steps)
-                for p in s.parents
-            ]
+            edges = [(ids[i], ids[p], s.ignore_parent_failure, s.delay_s) for i, s in enumerate(steps) for p in s.parents]
             if edges:
-                run(sa.insert(deps), edges)
+                self._insert_edges(run, edges)
             held = [ids[i] for i, s in enumerate(steps) if s.job.unique_key is not None and not s.parents]
             if held:
                 self._settle_held(run, held)
@@ -86,6 +88,26 @@ class WorkflowsSQL(JobsSQL):
             with self._errors("enqueue_workflow"):
                 return store(conn)
         return self._write("enqueue_workflow", store, retry=False)
+
+    def _id_chunks(self, ids: Sequence[int]) -> list[Sequence[int]]:
+        """PostgreSQL takes any number of ids as one array; SQLite as variables, 5,000 at most."""
+        return [ids] if self.dialect == "postgresql" else _chunks(ids)
+
+    def _among(self, column: Any, ids: Sequence[int]) -> Any:
+        if self.dialect == "postgresql":
+            return column == sa.any_(sa.literal(list(ids), postgresql.ARRAY(sa.BigInteger)))
+        return column.in_(list(ids))
+
+    def _insert_edges(self, run: Callable[..., Any], edges: Sequence[tuple[int, int, bool, float]]) -> None:
+        """PostgreSQL: one statement over four arrays; SQLite: executemany."""
+        if self.dialect == "postgresql":
+            columns = list(zip(*edges))
+            types = (sa.BigInteger, sa.BigInteger, sa.Boolean, sa.Float)
+            arrays = [sa.func.unnest(sa.literal(list(col), postgresql.ARRAY(t))) for col, t in zip(columns, types)]
+            run(sa.insert(deps).from_select(["child_id", "parent_id", "ignore_failure", "delay_s"], sa.select(*arrays)))
+            return
+        keys = ("child_id", "parent_id", "ignore_failure", "delay_s")
+        run(sa.insert(deps), [dict(zip(keys, edge)) for edge in edges])
 
     def _settle_held(self, run: Callable[..., Any], roots: Sequence[int]) -> None:
         """Children of roots that had already ended when they joined (a unique key's
