@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from burrow.tasks import TaskDefinition
 
 MAX_NAME_LENGTH = 200
+# The longest chain of steps a workflow may hold. A failure's cancellations cascade
+# through the database's triggers, one nested trigger call per step of the chain:
+# PostgreSQL (max_stack_depth 2MB) and SQLite (1,000 levels) refuse a few hundred
+# more, and the write that ends the failed parent would fail with them.
+MAX_DEPTH = 250
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +43,7 @@ class Step:
     unique_key: str | None | Any = field(repr=False)
     parents: tuple[int, ...]
     ignore_parent_failure: bool
+    depth: int  # 1 for a step without parents, else one more than its deepest parent
 
 
 class Workflow:
@@ -78,6 +84,9 @@ class Workflow:
             if not isinstance(parent, Step) or parent.workflow is not self:
                 raise ValueError(f"after= takes steps already added to this workflow, got {parent!r}")
             parents.append(parent.index)
+        depth = 1 + max((self._steps[p].depth for p in parents), default=0)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"a workflow is at most {MAX_DEPTH} steps deep; this step would be step {depth} of a chain")
         checked = EnqueueOptions.of(options)
         if parents and checked.unique_key not in (UNSET, None):
             raise ValueError("a step with parents holds no unique key: give unique_key to a step without after=")
@@ -87,7 +96,7 @@ class Workflow:
         if not isinstance(task, str):
             key = None if parents else unique_keys(checked, task.config, [payload])[0]
             payload = task.encode(payload)
-        step = Step(self, len(self._steps), name, payload, checked, config, key, tuple(dict.fromkeys(parents)), ignore_parent_failure)
+        step = Step(self, len(self._steps), name, payload, checked, config, key, tuple(dict.fromkeys(parents)), ignore_parent_failure, depth)
         self._steps.append(step)
         return step
 

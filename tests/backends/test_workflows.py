@@ -16,6 +16,7 @@ import burrow
 from burrow.errors import JobNotFound, PayloadEncodeError
 from burrow.job import JobState
 from burrow.queue import JobQueue
+from burrow.workflow import MAX_DEPTH
 from tests.conftest import BACKENDS, Database, make_database
 
 
@@ -167,6 +168,21 @@ def test_a_bad_graph_or_payload_stores_nothing(q: JobQueue) -> None:
     with pytest.raises(PayloadEncodeError):
         wf.enqueue(q)
     assert sum(q.counts().values()) == 0
+
+
+def test_a_chain_deeper_than_the_limit_is_refused_and_one_at_it_cascades(q: JobQueue) -> None:
+    """The cascade of a failure down the deepest chain allowed fits both databases'
+    trigger nesting; one step more is refused when it is added."""
+    wf = burrow.Workflow()
+    steps = [wf.add(work, Work("0", fail=True))]
+    for i in range(1, MAX_DEPTH):
+        steps.append(wf.add(work, Work(str(i)), after=[steps[-1]]))
+    with pytest.raises(ValueError, match=f"at most {MAX_DEPTH} steps deep"):
+        wf.add(work, Work("over"), after=[steps[-1]])
+    ids = wf.enqueue(q)
+    q.drain()
+    last = q.job(ids[steps[-1]])
+    assert last.state is JobState.CANCELLED and last.last_error == f"parent job {ids[steps[0]]} failed"
 
 
 def test_enqueue_inside_a_transaction_that_rolls_back_stores_nothing(q: JobQueue, database: Database) -> None:
