@@ -25,6 +25,7 @@ from burrow.backends.records import (
     ProcessInfo,
     ScheduleInfo,
     SchemaStatus,
+    StepRow,
     ThroughputRow,
 )
 from burrow.job import JobInfo, JobState, NewJob
@@ -129,6 +130,23 @@ class ProcessStore(Protocol):
         """Due queued jobs by task, for the tasks no live process handles."""
 
 
+class WorkflowStore(Protocol):
+    """Workflows: stored whole, read as a graph (their release is the database's own:
+    migration 12's triggers)."""
+
+    def enqueue_workflow(self, name: str | None, steps: Sequence[StepRow], conn: Any = None) -> list[int]:
+        """Store the workflow's steps and edges in one transaction; job ids by position."""
+
+    def find_workflow(self, name: str) -> int | None:
+        """The id of the newest workflow of that name."""
+
+    def workflow_jobs(self, workflow_id: int) -> list[JobInfo]:
+        """The workflow's jobs in id order, with their parents and children."""
+
+    def parent_results(self, job_id: int) -> dict[int, bytes | None]:
+        """Each parent's stored result, None unless it succeeded with one."""
+
+
 class ScheduleStore(Protocol):
     """Periodic jobs: each slot enqueued once, whichever process gets there first."""
 
@@ -169,5 +187,5 @@ class Lifecycle(Protocol):
     def close(self) -> None: ...
 
 
-class Backend(JobStore, OperatorStore, ProcessStore, ScheduleStore, StatsStore, Lifecycle, Protocol):
+class Backend(JobStore, OperatorStore, ProcessStore, WorkflowStore, ScheduleStore, StatsStore, Lifecycle, Protocol):
     """One database holding burrow's tables, behind every store. Implementations: sqlite, postgres."""

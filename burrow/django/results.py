@@ -29,6 +29,7 @@ CANCELLED_CLASS = "burrow.errors.JobCancelled"
 OTHER_CLASS = "burrow.errors.JobFailed"  # an attempt that ended without the task raising (a lost lease)
 
 _STATUS = {
+    JobState.WAITING: TaskResultStatus.READY,  # a burrow workflow step waiting for its parents
     JobState.QUEUED: TaskResultStatus.READY,
     JobState.RUNNING: TaskResultStatus.RUNNING,
     JobState.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
