@@ -37,12 +37,16 @@ def _env(database: Database) -> dict[str, str]:
     return env | (database.env if database.kind == "postgresql" else {})
 
 
+SUPERVISOR = ("-m", "burrow.supervisor", "-c", "conf/jobs.toml")
+
+
 @contextlib.contextmanager
-def _supervisor(app: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m burrow.supervisor -c conf/jobs.toml`, as the README types it; SIGTERM drains it."""
+def _supervisor(app: Path, env: dict[str, str], argv: tuple[str, ...] = SUPERVISOR) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m burrow.supervisor -c conf/jobs.toml`, as the README types it (or
+    another command that runs it); SIGTERM drains it."""
     log = (app / "supervisor.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "burrow.supervisor", "-c", "conf/jobs.toml"],
+        [sys.executable, *argv],
         cwd=app, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
     )
     try:
@@ -94,7 +98,7 @@ def test_pools_example_runs(database: Database, tmp_path: Path) -> None:
                 done = q.jobs(task="newsletter.send", state=JobState.SUCCEEDED, limit=50)
                 return [text for j in done if "2-second digest" in (text := str(q.result(j.id)))]
 
-            assert len(wait_until(digest_mails, timeout=20, what="a digest's mails to be sent")) >= 2
+            wait_until(lambda: len(digest_mails()) >= 2, timeout=20, what="a digest's mail to each subscriber")
             roles = {p.role for p in q.processes()}
             assert {"worker:mail", "worker:reports"} <= roles
         finally:
@@ -109,3 +113,16 @@ def test_the_readme_shows_the_first_app_as_it_is() -> None:
     assert set(shown) == {"shop/tasks.py", "conf/jobs.toml", "enqueue_orders.py", "test_shop.py"}
     for name, text in shown.items():
         assert text == (EXAMPLES / "first_app" / name).read_text(), f"README's {name} differs from examples/first_app/{name}"
+
+
+def test_django_example_runs(tmp_path: Path) -> None:
+    """Django's @task, enqueued in a transaction, run by `manage.py burrow_worker`, its
+    result read back by id (the project's SQLite database holds the jobs)."""
+    app = _copy("django_app", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BURROW_", "DJANGO_"))}
+    _run(app, env, "manage.py", "migrate", "-v", "0")
+    with _supervisor(app, env, ("manage.py", "burrow_worker", "--workers", "2")):
+        out = _run(app, env, "sign_up.py", "bob@example.com")
+    enqueued, done = out.splitlines()
+    assert re.fullmatch(r"enqueued \d+-[0-9a-f]{16}", enqueued)
+    assert done == "SUCCESSFUL welcome mail sent to bob@example.com"
