@@ -305,6 +305,14 @@ def _v11(dialect: str) -> list[str]:
 # runs again for their children: the cascade is transitive, and keeps naming the
 # first job that failed); then every child whose parents have all ended as it needs
 # is queued, due at the parent's end plus its delay, and idle workers are woken.
+# The NOTIFY channels, as postgres.notify_channel names them (a long name hashed down).
+_V12_PG_CHANNEL = """CREATE FUNCTION burrow_channel(prefix text, schema_name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN octet_length(prefix || ':' || schema_name) <= 63 THEN prefix || ':' || schema_name
+                ELSE prefix || ':' || left(encode(sha256(convert_to(prefix || ':' || schema_name, 'UTF8')), 'hex'), 48)
+           END
+$$"""
+
 _V12_PG_SETTLE = """CREATE FUNCTION burrow_settle() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 DECLARE
@@ -312,7 +320,6 @@ DECLARE
     ended text;
     ended_at timestamptz;
     cause text;
-    channel text;
     changed int;
 BEGIN
     IF TG_OP = 'DELETE' THEN
@@ -331,11 +338,7 @@ BEGIN
           AND id IN (SELECT child_id FROM burrow_deps WHERE parent_id = parent.id AND NOT ignore_failure);
         GET DIAGNOSTICS changed = ROW_COUNT;
         IF changed > 0 THEN
-            channel := 'burrow_done:' || TG_TABLE_SCHEMA;
-            IF octet_length(channel) > 63 THEN
-                channel := 'burrow_done:' || left(encode(sha256(convert_to(channel, 'UTF8')), 'hex'), 48);
-            END IF;
-            PERFORM pg_notify(channel, '');
+            PERFORM pg_notify(burrow_channel('burrow_done', TG_TABLE_SCHEMA), '');
         END IF;
     END IF;
     UPDATE burrow_jobs AS c
@@ -351,11 +354,7 @@ BEGIN
                      OR (d.ignore_failure AND (p.id IS NULL OR p.state IN ('failed', 'cancelled')))));
     GET DIAGNOSTICS changed = ROW_COUNT;
     IF changed > 0 THEN
-        channel := 'burrow:' || TG_TABLE_SCHEMA;
-        IF octet_length(channel) > 63 THEN
-            channel := 'burrow:' || left(encode(sha256(convert_to(channel, 'UTF8')), 'hex'), 48);
-        END IF;
-        PERFORM pg_notify(channel, '');
+        PERFORM pg_notify(burrow_channel('burrow', TG_TABLE_SCHEMA), '');
     END IF;
     IF TG_OP = 'DELETE' THEN
         DELETE FROM burrow_deps WHERE child_id = OLD.id;
@@ -439,6 +438,7 @@ def _v12(dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [
             *statements,
+            _V12_PG_CHANNEL,
             _V12_PG_SETTLE.replace("%", "%%"),  # psycopg reads % as a placeholder's start
             "CREATE TRIGGER burrow_jobs_settle AFTER UPDATE OF state ON burrow_jobs FOR EACH ROW"
             f" WHEN (NEW.workflow_id IS NOT NULL AND NEW.state IN {_ENDED} AND OLD.state IS DISTINCT FROM NEW.state)"

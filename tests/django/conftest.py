@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 import sqlalchemy as sa
 
 pytest.importorskip("django")
@@ -93,20 +94,6 @@ class Worker:
             self.process.kill()
             self.process.wait(10)
             raise AssertionError(f"the worker did not stop within {timeout}s:\n{self.output()}") from None
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is true (returned), for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = 0.01
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.2)
 
 
 @pytest.fixture(scope="module", params=ALIASES)

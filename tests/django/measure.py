@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.django.conftest import ALIASES, Worker, _setup, wait_until
+from tests.django.conftest import ALIASES, Worker, _setup
+from tests.helpers import wait_until
 
 N = 1000
 DRAIN = 2000

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.django.conftest import Worker, wait_until
+from tests.django.conftest import Worker
+from tests.helpers import wait_until
 
 pytest.importorskip("django")
 

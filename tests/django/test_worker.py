@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.django.conftest import PROJECT, Worker, child_env, wait_until
+from tests.django.conftest import PROJECT, Worker, child_env
+from tests.helpers import wait_until
 
 pytest.importorskip("django")
 
@@ -117,7 +118,7 @@ def test_the_orm_inside_a_task(worker: tuple[str, Worker]) -> None:
 )
 def test_a_bad_task_path_fails_its_job_not_the_worker(worker: tuple[str, Worker], path: str, message: str) -> None:
     from burrow.django.compat import task_backends
-    from burrow.job import JobState
+    from burrow.job import JobInfo, JobState
     from djshop.tasks import add
 
     alias, running = worker
@@ -126,8 +127,12 @@ def test_a_bad_task_path_fails_its_job_not_the_worker(worker: tuple[str, Worker]
     from burrow.job import NewJob
 
     [job_id] = jobs.enqueue([NewJob(path, payload, 0, 3, None)])
-    info = wait_until(lambda: (j := jobs.get(job_id)) and j.state in (JobState.FAILED, JobState.SUCCEEDED) and j, 30, path)
-    assert info.state is JobState.FAILED and info.attempts == 1  # at once, whatever its max_retries
+    def ended() -> JobInfo | None:
+        info = jobs.get(job_id)
+        return info if info is not None and info.state in (JobState.FAILED, JobState.SUCCEEDED) else None
+
+    info = wait_until(ended, 30, path)
+    assert info is not None and info.state is JobState.FAILED and info.attempts == 1  # at once, whatever its max_retries
     assert message in (info.last_error or "")
     assert running.process.poll() is None
     assert _finished(add.using(backend=alias).enqueue(1, 1)).return_value == 2  # the worker still works
