@@ -76,9 +76,7 @@ class JobsSQL(SQLConnection):
         """
         if not new_jobs:
             return []
-        for job in new_jobs:
-            if job.run_at is not None and job.run_at.tzinfo is None:
-                raise ValueError(f"naive datetime {job.run_at!r}: burrow needs timezone-aware datetimes")
+        _check_aware(new_jobs)
         if conn is not None:
             with self._errors("enqueue"), self._driver_errors("enqueue"):
                 return self._insert(conn.connection.driver_connection, new_jobs, own_transaction=False)
@@ -102,12 +100,9 @@ class JobsSQL(SQLConnection):
         """
         if not new_jobs:
             return []
-        for job in new_jobs:
-            if job.run_at is not None and job.run_at.tzinfo is None:
-                raise ValueError(f"naive datetime {job.run_at!r}: burrow needs timezone-aware datetimes")
+        _check_aware(new_jobs)
         with self._errors("enqueue"), self._driver_errors("enqueue"):
             return self._insert(dbapi_connection, new_jobs, own_transaction=False)
-
 
     def claim(self, request: ClaimRequest) -> list[ClaimedJob]:
         """Pick and mark up to ``request.limit`` jobs on the held connection (the
@@ -482,6 +477,12 @@ class JobsSQL(SQLConnection):
             if deleted < batch:
                 break
         return total
+
+
+def _check_aware(new_jobs: Sequence[NewJob]) -> None:
+    for job in new_jobs:
+        if job.run_at is not None and job.run_at.tzinfo is None:
+            raise ValueError(f"naive datetime {job.run_at!r}: burrow needs timezone-aware datetimes")
 
 
 def job_info(row: sa.Row[Any]) -> JobInfo:
