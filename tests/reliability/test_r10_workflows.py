@@ -1,5 +1,6 @@
 """R10: workflows under faults. Fan-out/fan-in workflows run on two supervisors
-while workers are SIGKILLed and one supervisor is killed outright: every sink is
+while workers are SIGKILLed, one supervisor is killed outright and (PostgreSQL) the
+other's database connections are cut: every sink is
 released once, starts only after every middle step's last run ended, and runs once
 (a run beyond the first only after a fault of its own, recorded in its history)."""
 
@@ -10,16 +11,30 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
+import psycopg
+
 import burrow
 from burrow.job import JobState
 from burrow.queue import JobQueue
 from tests.reliability.app import Work, work_task
 from tests.reliability.audit import Figures, audit, read_ledger
 from tests.reliability.helpers import GRACE_S, kill, reliability_config, size, succeeded, timeout
+from tests.conftest import POSTGRES_DSN
 from tests.supervisor.helpers import Launcher
 
 WORKFLOWS = size(30, 8)
 MIDDLE = size(30, 10)
+
+
+def _cut_connections(processes: list[psutil.Process]) -> int:
+    """pg_terminate_backend on the server end of every connection these processes hold."""
+    ports = [c.laddr.port for p in processes for c in p.net_connections(kind="tcp") if c.raddr]
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)
+        ).fetchall()
+    return len(rows)
 
 
 @timeout(600, 150)
@@ -54,6 +69,10 @@ def test_workflow_sinks_run_once_under_worker_and_supervisor_kills(
     first.kill_group()  # the supervisor and its workers, at once: leases run out, second reaps
     killed_at = time.time()
     figures.faults += 1
+    if database.kind == "postgresql":
+        second.wait(lambda: succeeded(queue) >= total * 9 // 10, 60, "progress before the connection cut")
+        assert _cut_connections([psutil.Process(second.pid), *second.workers()]) > 0
+        figures.faults += 1
     second.wait(lambda: succeeded(queue) == total, 120, f"all {total} jobs to succeed")
     audit(figures, queue, ids, ledger, supervisors=[first, second], grace_s=GRACE_S, deaths=dict.fromkeys(doomed, killed_at))
     runs = read_ledger(ledger)
