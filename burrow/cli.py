@@ -219,6 +219,8 @@ class Target:
     schema: str | None
     lease_s: float  # a process silent this long is stale: the config's lease_timeout
     config: str | None = None  # the -c file the database came from, if it did
+    pooled: bool = False  # [database] pooled of the -c file
+    listen_dsn: str | None = None
 
     def describe(self) -> str:
         """For messages: the password hidden, a SQLite file's path absolute, the schema
@@ -247,6 +249,8 @@ def _target(options: argparse.Namespace) -> Target:
             options.schema or database.schema,
             config.supervisor.lease_timeout_s,
             os.path.abspath(options.config) if named_by_file else None,
+            database.pooled,
+            database.listen_dsn,
         )
     dsn = options.dsn or os.environ.get(DSN_ENV) or None
     if dsn is None:
@@ -262,7 +266,7 @@ def _open(options: argparse.Namespace, target: Target | None = None) -> Iterator
     """
     target = target or _target(options)
     try:
-        backend = backend_for(target.dsn, schema=target.schema)
+        backend = backend_for(target.dsn, schema=target.schema, pooled=target.pooled, listen_dsn=target.listen_dsn)
     except BackendError as exc:
         raise ConfigError(f"database {target.describe()}: {exc}") from exc
     queue = JobQueue(backend, lease_s=target.lease_s)

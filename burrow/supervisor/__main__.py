@@ -46,7 +46,10 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
     database = config.database
     try:
         timeouts = Timeouts.for_supervisor(config.supervisor.heartbeat_interval_s)
-        backend = backend_for(database.dsn, schema=database.schema, timeouts=timeouts)
+        backend = backend_for(
+            database.dsn, schema=database.schema, timeouts=timeouts, pooled=database.pooled,
+            listen_dsn=database.listen_dsn,
+        )
         if migrate:
             backend.migrate()
         status = backend.schema_status()
