@@ -516,7 +516,9 @@ class Listener:
 
     def __init__(self, conninfo: str, channel: str, timeouts: Timeouts) -> None:
         try:
-            self._conn = psycopg.connect(conninfo, autocommit=True, **timeouts.postgres_connect_args())
+            # Without the options startup parameter (the statement timeout): LISTEN is one
+            # statement, and a PgBouncer in session mode, a listen_dsn's usual way in, refuses it.
+            self._conn = psycopg.connect(conninfo, autocommit=True, **timeouts.postgres_connect_args(pooled=True))
             # LISTEN takes an identifier, not a parameter; psycopg quotes it.
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:

@@ -245,7 +245,8 @@ UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
     async def _live_listener(self) -> _DoneListener:
         if self._listener is None or self._listener.dead:
             self._listener = _DoneListener(
-                self.sync.listen_conninfo(), self.sync.done_channel, self.sync.timeouts.postgres_connect_args()
+                # No options parameter, as the sync Listener: a session-mode PgBouncer refuses it.
+                self.sync.listen_conninfo(), self.sync.done_channel, self.sync.timeouts.postgres_connect_args(pooled=True)
             )
         listener = self._listener
         await listener.started()

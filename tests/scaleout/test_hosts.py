@@ -1,0 +1,67 @@
+"""Several hosts on one PostgreSQL, simulated with network namespaces (tests/scaleout/infra.py).
+
+Each host runs a supervisor with a host name of its own and reaches the database over
+its own veth link, through PgBouncer in transaction mode (LISTEN on a session-mode
+database). The measured runs (k = 1, 2, 4 hosts; a vanished host with production-like
+settings) are ``python -m benchmarks.scaleout``; these are their quick checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import burrow
+from tests.helpers import wait_until
+from tests.scaleout.app import Span, span_task
+from tests.scaleout.infra import Hosts, PgBouncer
+from tests.scaleout.scenarios import Ledger, producer, start_hosts, vanish
+from tests.supervisor.helpers import Launcher
+
+
+def test_two_hosts_share_the_work_and_show_as_two_hosts(
+    hosts: Callable[[int], tuple[Hosts, PgBouncer]], launcher: Launcher, postgres_schema: str, tmp_path: Path
+) -> None:
+    group, bouncer = hosts(2)
+    start_hosts(launcher, group, bouncer, postgres_schema, tmp_path, 2, heartbeat_interval="200ms", lease_timeout="2s")
+    q = producer(bouncer, postgres_schema)
+    ledger = tmp_path / "ledger"
+    try:
+        span_task.enqueue_many(q, [Span(str(ledger), str(i), 0.02) for i in range(120)])
+        wait_until(lambda: q.counts().get(burrow.JobState.SUCCEEDED, 0) == 120, timeout=30, what="120 jobs done")
+        runs = Ledger.read(ledger).runs
+        assert sorted(runs, key=int) == [str(i) for i in range(120)]
+        assert all(len(r) == 1 for r in runs.values()), "a job ran twice"
+        assert {r[0][0] for r in runs.values()} == {"host0", "host1"}, "one host did all the work"
+        supervisors = {p.host for p in q.processes() if p.role == "supervisor"}
+        assert supervisors == {"host0", "host1"}
+    finally:
+        q.close()
+
+
+def test_a_vanished_hosts_jobs_run_again_within_the_bound_and_never_twice_at_once(
+    hosts: Callable[[int], tuple[Hosts, PgBouncer]], launcher: Launcher, postgres_schema: str, tmp_path: Path
+) -> None:
+    """Host 1's link is cut while it runs jobs (its supervisor lives on, unreachable): its
+    outage guard stops them before their leases lapse, host 0's reaper takes them back
+    and runs them, each within heartbeat_interval + lease_timeout + reap_interval."""
+    group, bouncer = hosts(2)
+    # The lease leaves the outage guard its margin (README, "Delivery guarantees"): two
+    # heartbeats and one call into the partition (a 2 s connect and a 1 s deadline):
+    # 7 - 0.4 - 3 = 3.6 s. First runs of 6 s outlast it: host 1 must stop them itself.
+    result = vanish(
+        launcher, group, bouncer, postgres_schema, tmp_path, heartbeat_s=0.2, lease_s=7.0, reap_s=0.2, job_s=6.0
+    )
+    assert result.held >= 2
+    assert result.overlaps == [], f"jobs that ran twice at once: {result.overlaps}"
+    assert len(result.delays_s) == result.held
+    assert max(result.stopped_s) < 6.0, f"the cut host's runs went on past the lease: {result.stopped_s}"
+    assert len(result.requeued_s) == result.held, "a job of the cut host was not reaped (lease_expired)"
+    assert max(result.requeued_s) <= result.bound_s, (result.requeued_s, result.bound_s)
+    # Run again once the retry backoff (at most 200 ms here) is over, by a worker woken on NOTIFY.
+    assert max(result.delays_s) <= result.bound_s + 0.2 + 0.5, (result.delays_s, result.bound_s)
+    print(
+        f"vanished host: {result.held} jobs requeued after {[round(d, 2) for d in result.requeued_s]} s,"
+        f" ran again after {[round(d, 2) for d in result.delays_s]} s (bound {result.bound_s:g} s);"
+        f" their runs on the cut host stopped {[round(d, 2) for d in result.stopped_s]} s after the cut"
+    )
