@@ -20,6 +20,15 @@ BEAT_S = 0.05
 
 
 @dataclass
+class Nothing:
+    pass
+
+
+def noop(payload: Nothing) -> None:
+    """The drain benchmark's job: nothing, so the run measures burrow and the database."""
+
+
+@dataclass
 class Nap:
     seconds: float
 
@@ -53,12 +62,14 @@ def span(payload: Span) -> None:
     line("end")
 
 
+noop_task = burrow.define_task("scaleout.noop", noop)
 nap_task = burrow.define_task("scaleout.nap", nap)
 span_task = burrow.define_task("scaleout.span", span, burrow.with_max_retries(5))
 
 
 class App:
     def register_jobs(self, q: burrow.Queue) -> None:
+        noop_task.register(q)
         nap_task.register(q)
         span_task.register(q)
 
