@@ -28,7 +28,15 @@ from enum import IntEnum
 from typing import Any
 
 from burrow.backends import backend_for
-from burrow.backends.records import DEFAULT_LEASE_S, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
+from burrow.backends.records import (
+    DEFAULT_LEASE_S,
+    HistoryEntry,
+    HostInfo,
+    ProcessInfo,
+    ScheduleInfo,
+    SchemaStatus,
+    hosts_of,
+)
 from burrow.config import DSN_ENV, SCHEMA_ENV, load_config
 from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
@@ -441,6 +449,7 @@ def _status(options: argparse.Namespace) -> int:
             {
                 "counts": {str(state): n for state, n in counts.items()},
                 "tasks": {task: {str(state): n for state, n in by_state.items()} for task, by_state in tasks.items()},
+                "hosts": [_host_json(host, now) for host in hosts_of(processes)],
                 "processes": [_process_json(process) for process in processes],
                 "schedules": [_schedule_json(schedule) for schedule in schedules],
                 "queues": {name: {str(state): n for state, n in by_state.items()} for name, by_state in queues.items()},
@@ -576,6 +585,18 @@ def _schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
         "rule": schedule.spec,
         "last_slot": _iso(schedule.last_slot),
         "next_slot": _iso(schedule.next_slot),
+    }
+
+
+def _host_json(host: HostInfo, now: dt.datetime) -> dict[str, Any]:
+    """A host's supervisors and workers; stale when every process of it is."""
+    return {
+        "host": host.host,
+        "supervisors": host.supervisors,
+        "workers": host.workers,
+        "heartbeat_at": _iso(host.heartbeat_at),
+        "heartbeat_age_s": round((now - host.heartbeat_at).total_seconds(), 3),
+        "stale": host.stale,
     }
 
 
@@ -744,6 +765,11 @@ def _status_page(
     lines += ["", f"processes (stale after {stale_after_s:g}s without a heartbeat):"]
     if not processes:
         return [*lines, "  none registered"]
+    hosts = [
+        [h.host, h.supervisors, h.workers, _age((now - h.heartbeat_at).total_seconds()), "stale" if h.stale else "ok"]
+        for h in hosts_of(processes)
+    ]
+    lines += [*_table(("host", "supervisors", "workers", "heartbeat", "state"), hosts, indent="  "), ""]
     rows = [
         [p.owner, p.host, p.pid, p.role, _age((now - p.heartbeat_at).total_seconds()), "stale" if p.stale else "ok"]
         for p in processes

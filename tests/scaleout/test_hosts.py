@@ -8,6 +8,8 @@ settings) are ``python -m benchmarks.scaleout``; these are their quick checks.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from tests.helpers import wait_until
 from tests.scaleout.app import Span, span_task
 from tests.scaleout.infra import Hosts, PgBouncer
 from tests.scaleout.scenarios import Ledger, producer, start_hosts, vanish
-from tests.supervisor.helpers import Launcher
+from tests.supervisor.helpers import Launcher, run_cli
 
 
 def test_two_hosts_share_the_work_and_show_as_two_hosts(
@@ -35,6 +37,25 @@ def test_two_hosts_share_the_work_and_show_as_two_hosts(
         assert {r[0][0] for r in runs.values()} == {"host0", "host1"}, "one host did all the work"
         supervisors = {p.host for p in q.processes() if p.role == "supervisor"}
         assert supervisors == {"host0", "host1"}
+        # burrow status and the admin: per host, its supervisor, its two workers, alive.
+        status = run_cli(
+            [sys.executable, "-m", "burrow.cli", "status", "--json", "--dsn", bouncer.dsn(), "--schema", postgres_schema],
+            timeout=30,
+        )
+        assert status.returncode == 0, status.stderr
+        shown = {h["host"]: h for h in json.loads(status.stdout)["hosts"]}
+        assert {h: (v["supervisors"], v["workers"], v["stale"]) for h, v in shown.items()} == {
+            "host0": (1, 2, False), "host1": (1, 2, False)
+        }
+        assert all(0 <= v["heartbeat_age_s"] < 2 for v in shown.values())
+        from starlette.testclient import TestClient
+
+        from burrow.admin import create_app
+
+        with TestClient(create_app(q)) as client:
+            page = client.get("/").text
+        hosts_card = page[page.index("<h2>Hosts</h2>") : page.index("<h2>Processes</h2>")]
+        assert "host0" in hosts_card and "host1" in hosts_card and "stale" not in hosts_card
     finally:
         q.close()
 
