@@ -127,10 +127,11 @@ class PgBouncer:
                     raise RuntimeError(f"pgbouncer did not answer within {timeout}s: {self.log_tail()}") from None
                 time.sleep(0.05)
 
-    def dsn(self, *, session: bool = False, host: str | None = None) -> str:
-        """Its transaction-mode database (or the session-mode one), on ``host`` (the first listen address)."""
+    def dsn(self, *, session: bool = False, host: str | None = None, port: int | None = None) -> str:
+        """Its transaction-mode database (or the session-mode one), on ``host`` (the first listen
+        address) and ``port`` (its own; another for a proxy in front of it)."""
         name = f"{self.database}_session" if session else self.database
-        return f"postgresql://{self.user}@{host or self.listen[0]}:{self.port}/{name}"
+        return f"postgresql://{self.user}@{host or self.listen[0]}:{port or self.port}/{name}"
 
     def log_tail(self, n: int = 20) -> str:
         with contextlib.suppress(OSError):

@@ -39,15 +39,16 @@ def host_config(path: Path, dsn: str, listen_dsn: str | None, schema: str, **sup
 
 def start_hosts(
     launcher: Launcher, hosts: Hosts, bouncer: PgBouncer, schema: str, workdir: Path, k: int,
-    only: list[int] | None = None, **supervisor: Any,
+    only: list[int] | None = None, ports: list[int] | None = None, **supervisor: Any,
 ) -> list[SupervisorProcess]:
-    """One supervisor on each of the first ``k`` hosts (or on hosts ``only``), ready."""
+    """One supervisor on each of the first ``k`` hosts (or on hosts ``only``), ready; host
+    i reaches PgBouncer at its link's root end, on ``ports[i]`` if given (a proxy's)."""
     started = []
     for i in range(k) if only is None else only:
-        outside = hosts.outside(i)
+        outside, port = hosts.outside(i), None if ports is None else ports[i]
         config = host_config(
-            workdir / f"host{i}.toml", bouncer.dsn(host=outside), bouncer.dsn(session=True, host=outside), schema,
-            **supervisor,
+            workdir / f"host{i}.toml", bouncer.dsn(host=outside, port=port),
+            bouncer.dsn(session=True, host=outside, port=port), schema, **supervisor,
         )
         started.append(launcher.start(config, name=f"host{i}", prefix=hosts.command(i, [])))
     for s in started:
@@ -137,7 +138,7 @@ def vanish(
     after the first takes ``again_s``. Host 0 has all its workers free, so a run on
     host 1 that went on past its lease would overlap the next one, and show.
     """
-    settings = {
+    settings: dict[str, Any] = {
         "heartbeat_interval": f"{heartbeat_s}s", "lease_timeout": f"{lease_s}s", "reap_interval": f"{reap_s}s",
         "batch_size": 1, "poll_interval": "50ms", "workers": max(2, jobs),
     }
