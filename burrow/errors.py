@@ -27,7 +27,7 @@ class ConfigError(BurrowError):
 
 
 class InvalidTaskName(BurrowError):
-    """A task name must match [A-Za-z0-9_][A-Za-z0-9_.:-]* and be at most 200 characters."""
+    """A task name must match ``[A-Za-z0-9_][A-Za-z0-9_.:-]*`` and be at most 200 characters."""
 
 
 class DuplicateTask(BurrowError):

@@ -1,4 +1,4 @@
-"""The README's FastAPI example, run as written on PostgreSQL: its order endpoint
+"""The README's FastAPI example (examples/fastapi_app/app.py), run as written on PostgreSQL: its order endpoint
 enqueues inside the order's transaction (a refused order leaves no job), its result
 endpoint awaits the job with a timeout."""
 
@@ -20,15 +20,18 @@ from burrow.job import JobState
 from tests.conftest import POSTGRES_DSN
 
 README = Path(__file__).parents[2] / "README.md"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "fastapi_app" / "app.py"
 
 
 def _example() -> str:
-    """The python block after the line naming this test."""
+    """The example app's code: the README's python block after the line naming this test."""
     text = README.read_text()
     after = text[text.index("(tests/backends/test_async_readme.py runs this block)") :]
     match = re.search(r"```python\n(.*?)```", after, re.S)
     assert match is not None
-    return match.group(1)
+    code = EXAMPLE.read_text().split('"""\n\n', 1)[1]  # the file less its docstring
+    assert match.group(1) == code, "README's FastAPI block and examples/fastapi_app/app.py differ"
+    return code
 
 
 def _load(schema: str, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
@@ -40,7 +43,7 @@ def _load(schema: str, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     assert n == m == 1
     module = types.ModuleType("readme_async_example")
     monkeypatch.setitem(sys.modules, module.__name__, module)  # dataclasses look their module up
-    exec(compile(source, str(README), "exec"), module.__dict__)  # noqa: S102 - our own README
+    exec(compile(source, str(EXAMPLE), "exec"), module.__dict__)  # noqa: S102 - our own README
     return module
 
 

@@ -877,7 +877,7 @@ def test_a_consumer_whose_listen_connection_drops_wakes_and_listens_again(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    texts=st.lists(st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00"))), max_size=8),
+    texts=st.lists(st.one_of(st.none(), st.text(st.characters(codec="utf-8", exclude_characters="\x00"))), max_size=8),
     numbers=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=8),
     floats=st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)), max_size=8),
 )
