@@ -7,7 +7,8 @@ database (``dsn()``) and, where a test wants LISTEN through it, a session-mode o
 (``dsn(session=True)``).
 
 :class:`Hosts` makes k "hosts": network namespaces, each joined to the root namespace
-by a veth pair (10.231.<i>.1 outside, .2 inside) with a ``tc netem`` delay, the
+by a veth pair (10.<n>.<i>.1 outside, .2 inside, n drawn per group so that groups of
+parallel tests do not share addresses) with a ``tc netem`` delay, the
 PostgreSQL of the tests reached through a PgBouncer listening on the outside ends
 (the server listens on 127.0.0.1 only, which no other namespace can reach). A
 command runs "on" host i under ``ip netns exec`` and ``unshare --uts`` with a host
@@ -36,7 +37,6 @@ import psycopg
 import sqlalchemy as sa
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
-SUBNET = "10.231"
 
 
 class Refused(Exception):
@@ -162,6 +162,7 @@ class Hosts:
         if shutil.which("ip") is None:
             raise Refused("no `ip` command (iproute2)")
         tag = secrets.token_hex(3)
+        self.subnet = f"10.{secrets.choice(range(64, 250))}"
         self.names = [f"burrow-{tag}-{i}" for i in range(k)]
         self._links = [f"bw{tag}{i}" for i in range(k)]
         self.delay_ms = delay_ms
@@ -184,7 +185,7 @@ class Hosts:
         _ip("link", "set", inside, "netns", name)
         _ip("addr", "add", f"{self.outside(i)}/30", "dev", outside)
         _ip("link", "set", outside, "up")
-        _ip("-n", name, "addr", "add", f"{SUBNET}.{i + 1}.2/30", "dev", inside)
+        _ip("-n", name, "addr", "add", f"{self.subnet}.{i + 1}.2/30", "dev", inside)
         _ip("-n", name, "link", "set", inside, "up")
         _ip("-n", name, "link", "set", "lo", "up")
         for args in (["dev", outside], ["dev", inside]):
@@ -198,7 +199,7 @@ class Hosts:
 
     def outside(self, i: int) -> str:
         """The root namespace's end of host i's link: where it reaches the database."""
-        return f"{SUBNET}.{i + 1}.1"
+        return f"{self.subnet}.{i + 1}.1"
 
     def command(self, i: int, argv: Sequence[str]) -> list[str]:
         """``argv`` run on host i, with host name ``host<i>``."""
