@@ -282,7 +282,7 @@ def bench_vanish(workdir: Path) -> list[Row]:
         baseline=result.bound_s,
         note=f"heartbeat 0.2 s, lease 7 s, reap 0.2 s: requeued after {max(result.requeued_s):.2f} s, stopped on the"
              f" cut host after {max(result.stopped_s):.2f} s, overlaps: {len(result.overlaps)}",
-        extra={"requeued_s": result.requeued_s, "delays_s": result.delays_s, "stopped_s": result.stopped_s,
+        extra={"rows_gone_s": result.rows_gone_s, "requeued_s": result.requeued_s, "delays_s": result.delays_s, "stopped_s": result.stopped_s,
                "overlaps": result.overlaps, "bound_s": result.bound_s},
     )]
 

@@ -124,6 +124,8 @@ class Vanished:
     requeued_s: list[float]  # for each job the cut host held: its requeue (lease_expired), after the cut
     delays_s: list[float]  # and its next start on another host (after the retry backoff, at most 200 ms)
     stopped_s: list[float]  # when its run on the cut host last beat (the outage guard stopped it), after the cut
+    rows_gone_s: float  # when the cut host's process rows were seen gone (reaped), after the cut: looked for
+    # once every job is done, so at most that late
     overlaps: list[str]
     held: int
 
@@ -159,6 +161,11 @@ def vanish(
             lambda: q.counts().get(burrow.JobState.SUCCEEDED, 0) == jobs,
             timeout=lease_s * 2 + jobs * again_s + 30, interval=0.1, what="every job done on host0",
         )
+        wait_until(
+            lambda: not [p for p in q.processes() if p.host == "host1"],
+            timeout=lease_s + 10 * reap_s + 10, interval=0.05, what="host1's process rows reaped",
+        )
+        rows_gone = time.time() - cut_at
         runs = Ledger.read(ledger)
         held = list(runs.runs)
         delays = []
@@ -169,6 +176,8 @@ def vanish(
             entry.at.timestamp() - cut_at for job_id in ids for entry in q.history(job_id) if entry.event == "lease_expired"
         ]
         stopped = [run[3] - cut_at for key in held for run in runs.runs[key] if run[0] == "host1"]
-        return Vanished(heartbeat_s + lease_s + reap_s, requeued, delays, stopped, runs.overlaps(), len(held))
+        return Vanished(
+            heartbeat_s + lease_s + reap_s, requeued, delays, stopped, rows_gone, runs.overlaps(), len(held)
+        )
     finally:
         q.close()
