@@ -133,6 +133,9 @@ def test_cli_and_admin_through_pgbouncer(pgbouncer: PgBouncer, postgres_schema: 
     assert migrated.returncode == 0, migrated.stderr
     enqueued = run_cli([*cli, "enqueue", "sv.square", '{"a": 3, "b": 1}', "-c", str(config)], timeout=30)
     assert enqueued.returncode == 0, enqueued.stderr
+    plan = run_cli([sys.executable, "-m", "burrow.supervisor", "-c", str(config), "--check"], timeout=30)
+    assert plan.returncode == 0, plan.stderr
+    assert "pooled:   yes (PgBouncer, transaction mode); no listen_dsn: idle workers poll every 0.02s" in plan.stdout
     listed = json.loads(run_cli([*cli, "jobs", "list", "--json", "-c", str(config)], timeout=30).stdout)
     assert [job["task"] for job in listed] == ["sv.square"]
     for command in (["status"], ["jobs", "show", str(listed[0]["id"])], ["jobs", "cancel", str(listed[0]["id"])]):
