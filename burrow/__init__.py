@@ -34,6 +34,7 @@ from burrow.tasks import (
     define_task,
 )
 from burrow.version import __version__
+from burrow.workflow import Step, Workflow
 
 __all__ = [
     "AsyncEnqueuer",
@@ -54,7 +55,9 @@ __all__ = [
     "ResultCapture",
     "ResultTask",
     "RetryAfter",
+    "Step",
     "TaskDefinition",
+    "Workflow",
     "__version__",
     "aconnect",
     "capture_result",

@@ -545,6 +545,8 @@ def _job_json(job: JobInfo, *, with_bytes: bool = False) -> dict[str, Any]:
             out[field.name] = _iso(value)
         elif field.shown is Shown.STATE:
             out[field.name] = str(value)
+        elif field.shown is Shown.JOBS:
+            out[field.name] = list(value)
         else:
             out[field.name] = value
     return out
@@ -710,6 +712,8 @@ def _field_text(job: JobInfo, shown: Shown, value: Any) -> object:
         return _when(value)
     if shown is Shown.ATTEMPTS:
         return f"{value} of at most {job.max_retries + 1} (max_retries {job.max_retries})"
+    if shown is Shown.JOBS:
+        return ", ".join(map(str, value)) or None
     return value
 
 

@@ -9,9 +9,12 @@ handlers because asyncio copies the context into the task it runs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from burrow.errors import BurrowError
 
@@ -25,6 +28,7 @@ class JobContext:
     attempt: int
     max_retries: int
     cancel_check: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
+    results_of: Callable[[int], Mapping[int, bytes | None]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -39,6 +43,16 @@ class JobContext:
         database, at most once a second: call it between units of work.
         """
         return self.cancel_check is not None and self.cancel_check()
+
+    @property
+    def parent_results(self) -> dict[int, Any]:
+        """A workflow step's parents and their results: {parent job id: its result as
+        decoded JSON, None if it had none (or, for a step that ignores its parents'
+        failures, if it did not succeed)}; {} for a job that is not a step. Read from
+        the database when asked (one query for all parents), so only steps that look pay."""
+        if self.results_of is None:
+            return {}
+        return {parent: None if data is None else orjson.loads(data) for parent, data in self.results_of(self.id).items()}
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ MAX_ENQUEUE_DELAY_S: Final = 10 * 366 * 24 * 3600.0
 
 
 class JobState(StrEnum):
+    WAITING = "waiting"  # a workflow step whose parents have not all finished: never claimed
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -66,11 +67,13 @@ class Shown(StrEnum):
     TIME = "time"  # an aware datetime, or None
     BYTES = "bytes"  # stored bytes (payload, result): decoded JSON where they are JSON
     ERROR = "error"  # a multi-line text whose first line is the message
+    JOBS = "jobs"  # job ids (a workflow step's parents, children): the admin links each
 
 
-def _shown(label: str, kind: Shown = Shown.TEXT) -> Any:
-    """Field metadata for :data:`FIELDS`: the label people read, and how to show it."""
-    return {"label": label, "shown": kind}
+def _shown(label: str, kind: Shown = Shown.TEXT, *, column: bool = True) -> Any:
+    """Field metadata for :data:`FIELDS`: the label people read, how to show it, and
+    whether it is a column of ``burrow_jobs`` (else it is read beside the row)."""
+    return {"label": label, "shown": kind, "column": column}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,12 @@ class JobInfo:
     queue: str = field(default=DEFAULT_QUEUE, metadata=_shown("queue"))
     # q.cancel of a running job, until it ends
     cancel_requested_at: dt.datetime | None = field(default=None, metadata=_shown("cancel request", Shown.TIME))
+    # A workflow's step (burrow.Workflow): which workflow, and the steps it waits for
+    # and that wait for it (read with the job itself, empty in listings).
+    workflow_id: int | None = field(default=None, metadata=_shown("workflow"))
+    workflow_name: str | None = field(default=None, metadata=_shown("workflow name"))
+    parents: tuple[int, ...] = field(default=(), metadata=_shown("parents", Shown.JOBS, column=False))
+    children: tuple[int, ...] = field(default=(), metadata=_shown("children", Shown.JOBS, column=False))
 
 
 class JobField(NamedTuple):
@@ -263,13 +272,14 @@ _CHECKS: Final[Mapping[str, Callable[[Any], object]]] = {
     "priority": check_priority,
     "max_retries": check_max_retries,
     "run_at": _check_run_at,
-    "delay": lambda delay: _delay_seconds(delay),
+    "delay": lambda delay: delay_seconds(delay),
     "unique_key": _check_unique_key,
     "queue": check_queue_name,
 }
 
 
-def _delay_seconds(delay: Delay) -> float:
+def delay_seconds(delay: Delay) -> float:
+    """A delay option as seconds, checked."""
     seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_ENQUEUE_DELAY_S:
         raise BurrowError(f"delay must be 0 to {MAX_ENQUEUE_DELAY_S:g} seconds (or a timedelta), got {delay!r}")
@@ -307,7 +317,7 @@ def new_jobs(
     only for a ``delay``, once for all of them."""
     run_at = options.run_at
     if options.delay is not None:
-        run_at = now() + dt.timedelta(seconds=_delay_seconds(options.delay))
+        run_at = now() + dt.timedelta(seconds=delay_seconds(options.delay))
     priority, max_retries, queue = options.priority, options.max_retries, options.queue
     if priority is None or max_retries is None or queue is None:
         raise BurrowError("new_jobs takes options merged over the task's (EnqueueOptions.over)")

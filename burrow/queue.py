@@ -32,6 +32,7 @@ from burrow.backends.records import (
     QueueFilter,
     ReapedJob,
     ScheduleInfo,
+    StepRow,
     new_owner,
 )
 from burrow.job import (
@@ -231,10 +232,25 @@ class JobQueue:
         JSON. ``keys``: one unique key per payload (None for none); default: the
         options' key, else the task's ``with_unique`` of each payload.
         """
+        return self.backend.enqueue(self.job_rows(type_name, payloads, options, keys, config=config), conn)
+
+    def job_rows(
+        self,
+        type_name: str,
+        payloads: Sequence[Any],
+        options: EnqueueOptions,
+        keys: Sequence[str | None] | None = None,
+        *,
+        config: JobConfig | None = None,
+    ) -> list[NewJob]:
+        """The rows :meth:`enqueue_options` stores (a workflow's steps are made here too)."""
         check_task_name(type_name)  # before _config's round trip for its registered options
         config = self._config(type_name) if config is None else config
-        rows = enqueue_rows(type_name, payloads, options, keys, config, self.max_payload_bytes, self.backend.now)
-        return self.backend.enqueue(rows, conn)
+        return enqueue_rows(type_name, payloads, options, keys, config, self.max_payload_bytes, self.backend.now)
+
+    def enqueue_steps(self, name: str | None, steps: Sequence[StepRow], *, conn: Any = None) -> list[int]:
+        """Store a workflow's steps (``burrow.Workflow.enqueue`` makes them) in one transaction."""
+        return self.backend.enqueue_workflow(name, steps, conn)
 
     def dequeue(self, job_id: int) -> bool:
         """Cancel a job that has not started (True); False for any other state."""
@@ -248,6 +264,16 @@ class JobQueue:
         if info is None:
             raise JobNotFound(f"no job with id {job_id}")
         return info
+
+    def workflow(self, id_or_name: int | str) -> list[JobInfo]:
+        """A workflow's jobs, in the order they were added, with their states, parents and
+        children; by id (any step's ``workflow_id``) or by name (the newest of that
+        name). JobNotFound when there is no such workflow."""
+        workflow_id = self.backend.find_workflow(id_or_name) if isinstance(id_or_name, str) else id_or_name
+        found = [] if workflow_id is None else self.backend.workflow_jobs(workflow_id)
+        if not found:
+            raise JobNotFound(f"no workflow {id_or_name!r}")
+        return found
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         """Every attempt of the job that ended without success, oldest first."""
@@ -358,7 +384,10 @@ class JobQueue:
                 if job.id in lost:
                     continue
                 pending.append(
-                    execute(job, self._registry[job.task], self.retry_defaults, cancel_check=self._cancel_check.for_job(job.id))
+                    execute(
+                        job, self._registry[job.task], self.retry_defaults,
+                        cancel_check=self._cancel_check.for_job(job.id), results_of=self.backend.parent_results,
+                    )
                 )
                 produced.add(job.id)
         finally:

@@ -25,6 +25,7 @@ from burrow.backends.records import (
     ProcessInfo,
     ScheduleInfo,
     SchemaStatus,
+    StepRow,
     ThroughputRow,
 )
 from burrow.job import JobInfo, JobState, NewJob
@@ -38,6 +39,9 @@ class JobStore(Protocol):
 
     def enqueue(self, jobs: Sequence[NewJob], conn: Any = None) -> list[int]:
         """Insert jobs in one transaction; ids by position; inside ``conn``'s transaction when given."""
+
+    def enqueue_dbapi(self, dbapi_connection: Any, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert jobs on a caller's DB-API connection, inside the transaction open there."""
 
     def claim(self, request: ClaimRequest) -> list[ClaimedJob]:
         """Mark up to ``request.limit`` due queued jobs of ``request.tasks`` in
@@ -126,6 +130,23 @@ class ProcessStore(Protocol):
         """Due queued jobs by task, for the tasks no live process handles."""
 
 
+class WorkflowStore(Protocol):
+    """Workflows: stored whole, read as a graph (their release is the database's own:
+    migration 12's triggers)."""
+
+    def enqueue_workflow(self, name: str | None, steps: Sequence[StepRow], conn: Any = None) -> list[int]:
+        """Store the workflow's steps and edges in one transaction; job ids by position."""
+
+    def find_workflow(self, name: str) -> int | None:
+        """The id of the newest workflow of that name."""
+
+    def workflow_jobs(self, workflow_id: int) -> list[JobInfo]:
+        """The workflow's jobs in id order, with their parents and children."""
+
+    def parent_results(self, job_id: int) -> dict[int, bytes | None]:
+        """Each parent's stored result, None unless it succeeded with one."""
+
+
 class ScheduleStore(Protocol):
     """Periodic jobs: each slot enqueued once, whichever process gets there first."""
 
@@ -166,5 +187,5 @@ class Lifecycle(Protocol):
     def close(self) -> None: ...
 
 
-class Backend(JobStore, OperatorStore, ProcessStore, ScheduleStore, StatsStore, Lifecycle, Protocol):
+class Backend(JobStore, OperatorStore, ProcessStore, WorkflowStore, ScheduleStore, StatsStore, Lifecycle, Protocol):
     """One database holding burrow's tables, behind every store. Implementations: sqlite, postgres."""

@@ -292,6 +292,172 @@ def _v11(dialect: str) -> list[str]:
     ]
 
 
+# -- 12: workflows ----------------------------------------------------------------
+
+# What a parent's end does to its waiting children, in the transaction that ends it
+# (docs/architecture.md, "Workflows"). A trigger, so that every way a job ends (a
+# finish, the reaper, a cancel, a delete, retention) settles its children, and none
+# can forget to. For the ended parent: its waiting children are locked first (a
+# sibling parent ending at the same moment waits here for this transaction, then
+# reads its outcome: no child is left waiting and none is released twice); if it did
+# not succeed, the children that do not ignore a parent's failure are cancelled,
+# naming the parent that failed (each cancellation is itself an end, so the trigger
+# runs again for their children: the cascade is transitive, and keeps naming the
+# first job that failed); then every child whose parents have all ended as it needs
+# is queued, due at the parent's end plus its delay, and idle workers are woken.
+_V12_PG_SETTLE = """CREATE FUNCTION burrow_settle() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+DECLARE
+    parent burrow_jobs;
+    ended text;
+    ended_at timestamptz;
+    cause text;
+    channel text;
+    changed int;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        parent := OLD; ended := 'deleted'; ended_at := clock_timestamp();
+    ELSE
+        parent := NEW; ended := NEW.state; ended_at := coalesce(NEW.finished_at, clock_timestamp());
+    END IF;
+    PERFORM 1 FROM burrow_jobs
+    WHERE id IN (SELECT child_id FROM burrow_deps WHERE parent_id = parent.id) AND state = 'waiting'
+    ORDER BY id FOR UPDATE;
+    IF ended <> 'succeeded' THEN
+        cause := CASE WHEN ended = 'cancelled' AND parent.last_error LIKE 'parent job % %'
+                      THEN parent.last_error ELSE 'parent job ' || parent.id || ' ' || ended END;
+        UPDATE burrow_jobs SET state = 'cancelled', finished_at = ended_at, last_error = cause
+        WHERE state = 'waiting'
+          AND id IN (SELECT child_id FROM burrow_deps WHERE parent_id = parent.id AND NOT ignore_failure);
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        IF changed > 0 THEN
+            channel := 'burrow_done:' || TG_TABLE_SCHEMA;
+            IF octet_length(channel) > 63 THEN
+                channel := 'burrow_done:' || left(encode(sha256(convert_to(channel, 'UTF8')), 'hex'), 48);
+            END IF;
+            PERFORM pg_notify(channel, '');
+        END IF;
+    END IF;
+    UPDATE burrow_jobs AS c
+    SET state = 'queued',
+        run_at = greatest(c.run_at, ended_at + make_interval(secs => (
+            SELECT max(delay_s) FROM burrow_deps WHERE child_id = c.id)))
+    WHERE c.state = 'waiting'
+      AND c.id IN (SELECT child_id FROM burrow_deps WHERE parent_id = parent.id)
+      AND NOT EXISTS (
+          SELECT 1 FROM burrow_deps AS d LEFT JOIN burrow_jobs AS p ON p.id = d.parent_id
+          WHERE d.child_id = c.id
+            AND NOT (coalesce(p.state = 'succeeded', false)
+                     OR (d.ignore_failure AND (p.id IS NULL OR p.state IN ('failed', 'cancelled')))));
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed > 0 THEN
+        channel := 'burrow:' || TG_TABLE_SCHEMA;
+        IF octet_length(channel) > 63 THEN
+            channel := 'burrow:' || left(encode(sha256(convert_to(channel, 'UTF8')), 'hex'), 48);
+        END IF;
+        PERFORM pg_notify(channel, '');
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM burrow_deps WHERE child_id = OLD.id;
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$$"""
+
+# SQLite runs the same two statements in its triggers (no WITH in a trigger, no locks
+# needed: one writer at a time); the cascade recurses through the triggers, which
+# every burrow connection turns on (PRAGMA recursive_triggers). Times are
+# SQLAlchemy's fixed-width text: strftime's milliseconds padded to microseconds (its
+# rounding may land a millisecond late, so no delay keeps the parent's end as it is).
+_V12_SQLITE_SETTLE = """
+    UPDATE burrow_jobs SET state = 'cancelled', finished_at = {at},
+        last_error = CASE WHEN {ended} = 'cancelled' AND {row}.last_error LIKE 'parent job % %'
+                          THEN {row}.last_error ELSE 'parent job ' || {row}.id || ' ' || {ended} END
+    WHERE {ended} <> 'succeeded' AND state = 'waiting'
+      AND id IN (SELECT child_id FROM burrow_deps WHERE parent_id = {row}.id AND NOT ignore_failure);
+    UPDATE burrow_jobs
+    SET state = 'queued',
+        run_at = max(run_at, (
+            SELECT CASE WHEN max(delay_s) > 0
+                        THEN strftime('%Y-%m-%d %H:%M:%f', {at}, '+' || max(delay_s) || ' seconds') || '000'
+                        ELSE {at} END
+            FROM burrow_deps WHERE child_id = burrow_jobs.id))
+    WHERE state = 'waiting'
+      AND id IN (SELECT child_id FROM burrow_deps WHERE parent_id = {row}.id)
+      AND NOT EXISTS (
+          SELECT 1 FROM burrow_deps AS d LEFT JOIN burrow_jobs AS p ON p.id = d.parent_id
+          WHERE d.child_id = burrow_jobs.id
+            AND NOT (coalesce(p.state = 'succeeded', 0)
+                     OR (d.ignore_failure AND (p.id IS NULL OR p.state IN ('failed', 'cancelled')))));"""
+_SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+_ENDED = "('succeeded', 'failed', 'cancelled')"
+
+
+def _v12(dialect: str) -> list[str]:
+    """Workflows (burrow.Workflow): jobs that wait for other jobs. A waiting step is in
+    the new state ``waiting``, never claimed; its edges are rows of ``burrow_deps``;
+    triggers release or cancel it when its parents end (see above)."""
+    time = _V1_TYPES[dialect]["time"]
+    ident = _V1_TYPES[dialect]["id"]
+    if dialect == "sqlite":
+        # SQLite cannot alter a CHECK constraint; its documented way to loosen one is to
+        # edit the table's text in the schema table (every row meets the looser one).
+        # The ALTER TABLEs below then bump the schema version: every connection re-reads it.
+        statements = [
+            "PRAGMA writable_schema = ON",
+            "UPDATE sqlite_master SET sql = replace(sql, '''failed'', ''cancelled''))',"
+            " '''failed'', ''cancelled'', ''waiting''))') WHERE type = 'table' AND name = 'burrow_jobs'",
+            "PRAGMA writable_schema = OFF",
+        ]
+    else:
+        statements = [
+            "ALTER TABLE burrow_jobs DROP CONSTRAINT burrow_jobs_state_valid",
+            "ALTER TABLE burrow_jobs ADD CONSTRAINT burrow_jobs_state_valid"
+            " CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'waiting'))",
+        ]
+    statements += [
+        "ALTER TABLE burrow_jobs ADD COLUMN workflow_id BIGINT",
+        "ALTER TABLE burrow_jobs ADD COLUMN workflow_name VARCHAR(200)",
+        "CREATE INDEX burrow_jobs_workflow_idx ON burrow_jobs (workflow_id) WHERE workflow_id IS NOT NULL",
+        f"""CREATE TABLE burrow_workflows (
+	id {ident} NOT NULL,
+	name VARCHAR(200),
+	created_at {time} NOT NULL,
+	PRIMARY KEY (id)
+)""",
+        "CREATE INDEX burrow_workflows_name_idx ON burrow_workflows (name)",
+        """CREATE TABLE burrow_deps (
+	child_id BIGINT NOT NULL,
+	parent_id BIGINT NOT NULL,
+	ignore_failure BOOLEAN NOT NULL,
+	delay_s FLOAT NOT NULL,
+	PRIMARY KEY (child_id, parent_id)
+)""",
+        "CREATE INDEX burrow_deps_parent_idx ON burrow_deps (parent_id)",
+    ]
+    if dialect == "postgresql":
+        return [
+            *statements,
+            _V12_PG_SETTLE.replace("%", "%%"),  # psycopg reads % as a placeholder's start
+            "CREATE TRIGGER burrow_jobs_settle AFTER UPDATE OF state ON burrow_jobs FOR EACH ROW"
+            f" WHEN (NEW.workflow_id IS NOT NULL AND NEW.state IN {_ENDED} AND OLD.state IS DISTINCT FROM NEW.state)"
+            " EXECUTE FUNCTION burrow_settle()",
+            "CREATE TRIGGER burrow_jobs_settle_deleted AFTER DELETE ON burrow_jobs FOR EACH ROW"
+            " WHEN (OLD.workflow_id IS NOT NULL) EXECUTE FUNCTION burrow_settle()",
+        ]
+    ended = _V12_SQLITE_SETTLE.format(row="NEW", ended="NEW.state", at=f"coalesce(NEW.finished_at, {_SQLITE_NOW})")
+    deleted = _V12_SQLITE_SETTLE.format(row="OLD", ended="'deleted'", at=_SQLITE_NOW)
+    return [
+        *statements,
+        "CREATE TRIGGER burrow_jobs_settle AFTER UPDATE OF state ON burrow_jobs FOR EACH ROW"
+        f" WHEN NEW.workflow_id IS NOT NULL AND NEW.state IN {_ENDED} AND OLD.state IS NOT NEW.state"
+        f" BEGIN{ended}\nEND",
+        "CREATE TRIGGER burrow_jobs_settle_deleted AFTER DELETE ON burrow_jobs FOR EACH ROW"
+        f" WHEN OLD.workflow_id IS NOT NULL BEGIN{deleted}\n    DELETE FROM burrow_deps WHERE child_id = OLD.id;\nEND",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
@@ -299,6 +465,7 @@ Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 # Append only: a released migration is never edited, its number never reused.
 MIGRATIONS: tuple[tuple[int, Step], ...] = (
     (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9), (10, _v10), (11, _v11),
+    (12, _v12),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

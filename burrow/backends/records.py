@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from burrow.job import JobInfo, JobState
+from burrow.job import JobInfo, JobState, NewJob
 
 # How long a claim holds a job without a heartbeat (config ``lease_timeout``).
 DEFAULT_LEASE_S = 30.0
@@ -150,8 +150,18 @@ def owner_host_pid(owner: str) -> tuple[str | None, int | None]:
     return (host, int(pid)) if pid.isdigit() else (owner[:255], None)
 
 
+class StepRow(NamedTuple):
+    """A workflow's step as stored: its row, its parents by position in the workflow,
+    whether it runs whatever they end as, and its delay counted from its release."""
+
+    job: NewJob
+    parents: tuple[int, ...]
+    ignore_parent_failure: bool
+    delay_s: float
+
+
 # The burrow_jobs columns a read selects, in JobInfo's order.
-JOB_COLUMNS = tuple(f.name for f in fields(JobInfo))
+JOB_COLUMNS = tuple(f.name for f in fields(JobInfo) if f.metadata["column"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,10 @@ jobs = sa.Table(
     sa.Column("snoozes", sa.Integer, nullable=False, server_default="0"),  # RetryAfter runs, not attempts
     sa.Column("queue", sa.String(200), nullable=False, server_default="default"),  # which pool claims it
     sa.Column("cancel_requested_at", Timestamp),  # q.cancel of a running job: its supervisor stops it
+    sa.Column("workflow_id", sa.BigInteger),  # burrow_workflows.id of a workflow's step
+    sa.Column("workflow_name", sa.String(200)),
     sa.CheckConstraint(
-        "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="burrow_jobs_state_valid"
+        "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'waiting')", name="burrow_jobs_state_valid"
     ),
 )
 
@@ -119,6 +121,33 @@ _partial_index("burrow_jobs_task_queued_idx", jobs.c.task, *_claim_order(), wher
 
 # Retention: finished jobs of a state, oldest first.
 _partial_index("burrow_jobs_finished_idx", jobs.c.state, jobs.c.finished_at, where=jobs.c.finished_at.is_not(None))
+
+# A workflow's jobs, together (q.workflow; retention keeps them together).
+_partial_index("burrow_jobs_workflow_idx", jobs.c.workflow_id, where=jobs.c.workflow_id.is_not(None))
+
+# Workflows (burrow.Workflow): an id for each, and the name to find it by.
+workflows = sa.Table(
+    "burrow_workflows",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+sa.Index("burrow_workflows_name_idx", workflows.c.name)
+
+# A workflow's edges: the child waits for the parent. What the child does when a
+# parent fails (ignore_failure) and how long after its release it runs (delay_s)
+# ride on each of its edges. Triggers on burrow_jobs read them (migration 12): a
+# parent's end releases or cancels its waiting children in the same transaction.
+deps = sa.Table(
+    "burrow_deps",
+    metadata,
+    sa.Column("child_id", sa.BigInteger, primary_key=True),
+    sa.Column("parent_id", sa.BigInteger, primary_key=True),
+    sa.Column("ignore_failure", sa.Boolean, nullable=False),
+    sa.Column("delay_s", sa.Float, nullable=False),
+)
+sa.Index("burrow_deps_parent_idx", deps.c.parent_id)
 
 history = sa.Table(
     "burrow_job_history",

@@ -106,6 +106,8 @@ def create_engine(path: Path, timeouts: Timeouts) -> sa.Engine:
         cursor.execute(f"PRAGMA busy_timeout = {int(timeouts.call_s * 1000)}")
         _enable_wal(cursor, timeouts.call_s)
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # A workflow's cancellations cascade through the triggers of migration 12.
+        cursor.execute("PRAGMA recursive_triggers = ON")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

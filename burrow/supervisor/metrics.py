@@ -53,6 +53,9 @@ class Metrics:
         )
         self.queued = prom.Gauge("burrow_jobs_queued", "Queued jobs in the database, by task", ["task"], registry=self.registry)
         self.running = prom.Gauge("burrow_jobs_running", "Running jobs in the database, by task", ["task"], registry=self.registry)
+        self.waiting = prom.Gauge(
+            "burrow_jobs_waiting", "Workflow steps waiting for their parents, by task", ["task"], registry=self.registry
+        )
         self.workers = prom.Gauge("burrow_workers", "Worker processes of this supervisor", registry=self.registry)
         self.pool_workers = prom.Gauge(
             "burrow_pool_workers", "Worker processes of this supervisor, by pool", ["pool"], registry=self.registry
@@ -92,12 +95,13 @@ class Metrics:
             self.unhandled_jobs.labels(task).set(counts.get(task, 0))
 
     def active(self, counts: Mapping[str, Mapping[JobState, int]]) -> None:
-        """Queued and running jobs by task; a task with none left reads 0."""
+        """Waiting, queued and running jobs by task; a task with none left reads 0."""
         self._active_tasks.update(counts)
         for task in self._active_tasks:
             by_state = counts.get(task, {})
             self.queued.labels(task).set(by_state.get(JobState.QUEUED, 0))
             self.running.labels(task).set(by_state.get(JobState.RUNNING, 0))
+            self.waiting.labels(task).set(by_state.get(JobState.WAITING, 0))
 
     def depths(self, by_queue: Mapping[str, Mapping[JobState, int]]) -> None:
         self._queues.update(by_queue)

@@ -329,7 +329,7 @@ class Worker:
                 continue
             outcome = execute(
                 job, registry[job.task], self.settings.retry, interruptible=False, max_result_bytes=max_result,
-                cancel_check=self.cancel_check.for_job(job.id),
+                cancel_check=self.cancel_check.for_job(job.id), results_of=self.queue.backend.parent_results,
             )
             self.jobs_done += 1
             self.report(outcome, job)

@@ -211,6 +211,19 @@ def test_the_job_page_shows_every_field_of_the_job(client: TestClient, q: JobQue
     assert f'<dt>cancel request</dt><dd><time datetime="{job.cancel_requested_at.isoformat()}"' in page
 
 
+def test_a_workflow_steps_page_links_its_parents_and_children(client: TestClient, q: JobQueue) -> None:
+    wf = burrow.Workflow("shown")
+    a, b = wf.add("wf.a", {}), wf.add("wf.b", {})
+    c = wf.add("wf.c", {}, after=[a, b])
+    ids = wf.enqueue(q)
+    page = client.get(f"/jobs/{ids[c]}").text
+    links = ", ".join(f'<a href="/jobs/{ids[s]}">{ids[s]}</a>' for s in (a, b))
+    assert f"<dt>parents</dt><dd>{links}</dd>" in page
+    assert "<dt>children</dt><dd>—</dd>" in page and "<dt>workflow name</dt><dd>shown</dd>" in page
+    assert 'class="badge' in page and "waiting" in page
+    assert f'<a href="/jobs/{ids[c]}">{ids[c]}</a>' in client.get(f"/jobs/{ids[a]}").text
+
+
 def test_the_overview_names_due_jobs_no_supervisor_handles(client: TestClient, q: JobQueue) -> None:
     assert 'class="unhandled"' not in client.get("/").text
     q.backend.register_process("web:3:supervisor:c", "web", 3, "supervisor")

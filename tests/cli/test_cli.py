@@ -139,7 +139,8 @@ def jobs(database: Database) -> Iterator[Jobs]:
 def expected(job: JobInfo) -> dict[str, Any]:
     """What --json must say of ``job`` (every field but the stored bytes), times parsed back to datetimes."""
     values = {key: getattr(job, key) for key in LIST_KEYS}
-    return {**values, "state": job.state.value}
+    jobs = {f.name: list(getattr(job, f.name)) for f in FIELDS if f.shown is Shown.JOBS}  # JSON arrays
+    return {**values, **jobs, "state": job.state.value}
 
 
 def parsed(item: dict[str, Any], keys: Sequence[str] = TIME_KEYS) -> dict[str, Any]:
@@ -407,7 +408,7 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert list(status) == ["counts", "tasks", "hosts", "processes", "schedules", "queues", "unhandled"]
     assert status["queues"] == {"default": {"queued": 1, "running": 1}}
     assert status["unhandled"] == {}  # the one queued job is not due
-    assert status["counts"] == {"queued": 1, "running": 1, "succeeded": 2, "failed": 1, "cancelled": 1}
+    assert status["counts"] == {"waiting": 0, "queued": 1, "running": 1, "succeeded": 2, "failed": 1, "cancelled": 1}
     zero = {state.value: 0 for state in JobState}
     assert status["tasks"] == {
         "bad.task": {**zero, "failed": 1},
@@ -442,9 +443,10 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
 
     lines = output(page).splitlines()
     assert lines[0] == "jobs by state:"
-    assert lines[1].split() == ["queued", "running", "succeeded", "failed", "cancelled"]
-    assert lines[2].split() == ["1", "1", "2", "1", "1"]
-    assert "  other.task  1       0        0          0       1" in lines
+    assert lines[1].split() == ["waiting", "queued", "running", "succeeded", "failed", "cancelled"]
+    assert lines[2].split() == ["0", "1", "1", "2", "1", "1"]
+    other = next(line for line in lines if line.startswith("  other.task "))
+    assert other.split() == ["other.task", "0", "1", "0", "0", "0", "1"]
     old = next(line for line in lines if line.startswith("  old:1:supervisor:a"))
     assert old.split()[1:] == ["old", "1", "supervisor", "60m", "ago", "stale"]
     assert next(line for line in lines if line.startswith("  old ")).split() == ["old", "1", "0", "60m", "ago", "stale"]

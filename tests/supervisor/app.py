@@ -246,7 +246,16 @@ limited_task = burrow.define_task("sv.limited", timed, burrow.with_concurrency(2
 sleepy_task = burrow.define_task("sv.sleepy", sleepy, burrow.with_max_retries(3))
 polite_task = burrow.define_result_task("sv.polite", polite, burrow.with_max_retries(3))
 
+def gather(numbers: Numbers) -> dict[str, int]:
+    """A workflow's sink: how many parent results it sees, and their sum."""
+    results = burrow.current_job().parent_results
+    return {"parents": len(results), "sum": sum(r for r in results.values() if r is not None)}
+
+
+gather_task = burrow.define_result_task("sv.gather", gather)
+
 TASKS = (
+    gather_task,
     bulk_task,
     mail_task,
     limited_task,

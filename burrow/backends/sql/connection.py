@@ -51,6 +51,11 @@ def utc_now() -> dt.datetime:
 OPERATION_WORDS: Final = {
     "active_by_queue": "counting jobs by queue",
     "add_stats": "recording throughput",
+    "enqueue_workflow": "enqueueing a workflow",
+    "find_workflow": "finding a workflow",
+    "job_edges": "reading a job's parents and children",
+    "parent_results": "reading a step's parent results",
+    "workflow_jobs": "reading a workflow's jobs",
     "cancel": "cancelling a job",
     "cancel_requests": "reading cancel requests",
     "claim": "claiming jobs",

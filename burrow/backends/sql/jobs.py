@@ -47,6 +47,18 @@ _NOT_RUNNING = jobs.c.state != sa.literal_column("'running'")
 _LISTED = jobs.c.state.not_in([sa.literal_column("'succeeded'"), sa.literal_column("'running'")])
 
 
+# Retention keeps a workflow's jobs together: a step goes only once no job of its
+# workflow is still to run (so no finished parent goes while a child waits for it).
+_member = jobs.alias("member")
+_WORKFLOW_ENDED = sa.or_(
+    jobs.c.workflow_id.is_(None),
+    ~sa.exists().where(
+        _member.c.workflow_id == jobs.c.workflow_id,
+        _member.c.state.in_([JobState.WAITING.value, JobState.QUEUED.value, JobState.RUNNING.value]),
+    ),
+)
+
+
 class JobsSQL(SQLConnection):
     """The jobs' store: enqueue, claim, finish and leases (JobStore), and reading and
     repairing jobs (OperatorStore, with ``history.HistorySQL``)."""
@@ -77,6 +89,24 @@ class JobsSQL(SQLConnection):
             lambda c: self._insert(c.connection.driver_connection, new_jobs, own_transaction=False),
             retry=False,
         )
+
+    def enqueue_dbapi(self, dbapi_connection: Any, new_jobs: Sequence[NewJob]) -> list[int]:
+        """Insert ``new_jobs`` on a caller's own DB-API connection (sqlite3, or psycopg 3),
+        inside the transaction the caller has open there and will end; the ids in order.
+
+        For callers that hold no SQLAlchemy connection but a driver's, such as Django's
+        connection of an alias (burrow.django): the same INSERT as :meth:`enqueue`'s,
+        so the jobs exist if and only if the caller's transaction commits. The caller
+        must have a transaction open (on SQLite the id is chosen under the write lock
+        that transaction takes).
+        """
+        if not new_jobs:
+            return []
+        for job in new_jobs:
+            if job.run_at is not None and job.run_at.tzinfo is None:
+                raise ValueError(f"naive datetime {job.run_at!r}: burrow needs timezone-aware datetimes")
+        with self._errors("enqueue"), self._driver_errors("enqueue"):
+            return self._insert(dbapi_connection, new_jobs, own_transaction=False)
 
 
     def claim(self, request: ClaimRequest) -> list[ClaimedJob]:
@@ -152,10 +182,11 @@ class JobsSQL(SQLConnection):
     # -- cancel, read -------------------------------------------------------------
 
     def cancel(self, job_id: int) -> bool:
-        """Queued -> cancelled; a running or finished job is left alone (zero rows)."""
+        """Queued or waiting -> cancelled (a workflow's downstream with it: migration 12's
+        trigger); a running or finished job is left alone (zero rows)."""
         statement = (
             sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
+            .where(jobs.c.id == job_id, jobs.c.state.in_([JobState.QUEUED.value, JobState.WAITING.value]))
             .values(state=JobState.CANCELLED.value, finished_at=self._now())
         )
 
@@ -196,7 +227,7 @@ class JobsSQL(SQLConnection):
     def get(self, job_id: int) -> JobInfo | None:
         statement = sa.select(*[jobs.c[name] for name in JOB_COLUMNS]).where(jobs.c.id == job_id)
         row = self._read("get", lambda c: c.execute(statement).one_or_none())
-        return None if row is None else _job_info(row)
+        return None if row is None else job_info(row)
 
 
     def counts(self) -> dict[JobState, int]:
@@ -289,7 +320,7 @@ class JobsSQL(SQLConnection):
         """
         statement = self.list_jobs_statement(states, tasks, before_id, limit)
         rows = self._read("list_jobs", lambda c: c.execute(statement).all())
-        return [_job_info(row) for row in rows]
+        return [job_info(row) for row in rows]
 
     def list_jobs_statement(
         self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
@@ -322,11 +353,12 @@ class JobsSQL(SQLConnection):
         return sa.select(*[merged.c[name] for name in JOB_COLUMNS]).order_by(merged.c.id.desc()).limit(limit)
 
     def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]:
-        """task -> state -> count. ``active_only`` counts queued and running jobs only,
-        from their partial indexes, cheap however many finished jobs the table holds."""
+        """task -> state -> count. ``active_only`` counts waiting, queued and running jobs
+        only, from their partial indexes, cheap however many finished jobs the table holds."""
         statement = sa.select(jobs.c.task, jobs.c.state, sa.func.count()).group_by(jobs.c.task, jobs.c.state)
         if active_only:
-            statement = statement.where(jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+            active = [JobState.WAITING.value, JobState.QUEUED.value, JobState.RUNNING.value]
+            statement = statement.where(jobs.c.state.in_(active))
         rows = self._read("counts_by_task", lambda c: c.execute(statement).all())
         counts: dict[str, dict[JobState, int]] = {}
         for task, state, n in rows:
@@ -371,10 +403,14 @@ class JobsSQL(SQLConnection):
                 )
             )
             record_history(conn, self._now(), [(r.id, r.attempts, HistoryEvent.REQUEUED, note) for r in picked])
+            self._requeued(conn, [r.id for r in picked])
             self._notify(conn, sorted({r.task for r in picked}))
             return [r.id for r in picked]
 
         return self._write("requeue", requeue)
+
+    def _requeued(self, conn: sa.Connection, job_ids: Sequence[int]) -> None:
+        """In the requeue's transaction: what else a requeue changes (workflows.py)."""
 
     def ids_in(self, state: JobState, tasks: Sequence[str] | None, after_id: int, up_to_id: int, limit: int) -> list[int]:
         """Ids of jobs in ``state`` (of ``tasks``) in (after_id, up_to_id], ascending: bulk
@@ -431,7 +467,7 @@ class JobsSQL(SQLConnection):
                 self._retire_ids(conn)
                 picked = (
                     sa.select(jobs.c.id)
-                    .where(jobs.c.state.in_(state_values), jobs.c.finished_at < finished_before)
+                    .where(jobs.c.state.in_(state_values), jobs.c.finished_at < finished_before, _WORKFLOW_ENDED)
                     .order_by(jobs.c.finished_at)
                     .limit(batch)
                     .scalar_subquery()
@@ -448,7 +484,7 @@ class JobsSQL(SQLConnection):
         return total
 
 
-def _job_info(row: sa.Row[Any]) -> JobInfo:
+def job_info(row: sa.Row[Any]) -> JobInfo:
     values = row._asdict()
     values["state"] = JobState(values["state"])
     return JobInfo(**values)
