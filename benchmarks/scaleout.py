@@ -159,8 +159,8 @@ def latency_once(dsn: str, pooled: bool, listen_dsn: str | None, workdir: Path, 
         launcher.start(config, name="latency")
         q = burrow.connect(dsn, schema=schema.name, pooled=pooled)
         noop_task.register(q)
-        _wait(lambda: any(p.role == "supervisor" for p in q.processes()), 30, "the supervisor")
-        time.sleep(1.0)  # its workers' first claims
+        # Its workers booted (their rows come with the supervisor's heartbeat): none is starting up.
+        _wait(lambda: sum(p.role != "supervisor" for p in q.processes()) >= 2, 30, "the supervisor's 2 workers")
         n = int(rate * seconds)
         began = time.perf_counter()
         for i in range(n):
