@@ -28,11 +28,12 @@ _CHUNK = 65536
 
 
 class DelayProxy:
-    def __init__(self, target: tuple[str, int], rtt_ms: float) -> None:
+    def __init__(self, target: tuple[str, int], rtt_ms: float, host: str = "127.0.0.1") -> None:
+        """``host``: the address it listens on (benchmarks/scaleout.py: a simulated host's link)."""
         self.target = target
         self.rtt_ms = rtt_ms
         self.one_way_s = rtt_ms / 2000.0
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((host, 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []

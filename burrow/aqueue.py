@@ -176,12 +176,18 @@ async def aconnect(
     pool_size: int | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     clock: Clock | None = None,
+    pooled: bool = False,
+    listen_dsn: str | None = None,
 ) -> AsyncJobQueue:
     """Open the queue at ``dsn`` for async producers; pending migrations are applied
     first (once, in a thread: they take a lock and may take a while).
 
     ``pool_size``: at most this many connections at once (PostgreSQL, default 10) or
-    threads (SQLite, default 4); more concurrent calls wait their turn.
+    threads (SQLite, default 4); more concurrent calls wait their turn. ``pooled``:
+    ``dsn`` is PgBouncer in transaction mode; ``listen_dsn``: a direct connection on
+    which ``await_result`` listens (without one, through a pooler, it polls).
     """
-    backend = await async_backend_for(dsn, schema=schema, clock=clock, pool_size=pool_size)
+    backend = await async_backend_for(
+        dsn, schema=schema, clock=clock, pool_size=pool_size, pooled=pooled, listen_dsn=listen_dsn
+    )
     return AsyncJobQueue(backend, max_payload_bytes=max_payload_bytes)

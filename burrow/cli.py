@@ -28,7 +28,15 @@ from enum import IntEnum
 from typing import Any
 
 from burrow.backends import backend_for
-from burrow.backends.records import DEFAULT_LEASE_S, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
+from burrow.backends.records import (
+    DEFAULT_LEASE_S,
+    HistoryEntry,
+    HostInfo,
+    ProcessInfo,
+    ScheduleInfo,
+    SchemaStatus,
+    hosts_of,
+)
 from burrow.config import DSN_ENV, SCHEMA_ENV, load_config
 from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
@@ -219,6 +227,8 @@ class Target:
     schema: str | None
     lease_s: float  # a process silent this long is stale: the config's lease_timeout
     config: str | None = None  # the -c file the database came from, if it did
+    pooled: bool = False  # [database] pooled of the -c file
+    listen_dsn: str | None = None
 
     def describe(self) -> str:
         """For messages: the password hidden, a SQLite file's path absolute, the schema
@@ -247,6 +257,8 @@ def _target(options: argparse.Namespace) -> Target:
             options.schema or database.schema,
             config.supervisor.lease_timeout_s,
             os.path.abspath(options.config) if named_by_file else None,
+            database.pooled,
+            database.listen_dsn,
         )
     dsn = options.dsn or os.environ.get(DSN_ENV) or None
     if dsn is None:
@@ -262,7 +274,7 @@ def _open(options: argparse.Namespace, target: Target | None = None) -> Iterator
     """
     target = target or _target(options)
     try:
-        backend = backend_for(target.dsn, schema=target.schema)
+        backend = backend_for(target.dsn, schema=target.schema, pooled=target.pooled, listen_dsn=target.listen_dsn)
     except BackendError as exc:
         raise ConfigError(f"database {target.describe()}: {exc}") from exc
     queue = JobQueue(backend, lease_s=target.lease_s)
@@ -437,6 +449,7 @@ def _status(options: argparse.Namespace) -> int:
             {
                 "counts": {str(state): n for state, n in counts.items()},
                 "tasks": {task: {str(state): n for state, n in by_state.items()} for task, by_state in tasks.items()},
+                "hosts": [_host_json(host, now) for host in hosts_of(processes)],
                 "processes": [_process_json(process) for process in processes],
                 "schedules": [_schedule_json(schedule) for schedule in schedules],
                 "queues": {name: {str(state): n for state, n in by_state.items()} for name, by_state in queues.items()},
@@ -574,6 +587,18 @@ def _schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
         "rule": schedule.spec,
         "last_slot": _iso(schedule.last_slot),
         "next_slot": _iso(schedule.next_slot),
+    }
+
+
+def _host_json(host: HostInfo, now: dt.datetime) -> dict[str, Any]:
+    """A host's supervisors and workers; stale when every process of it is."""
+    return {
+        "host": host.host,
+        "supervisors": host.supervisors,
+        "workers": host.workers,
+        "heartbeat_at": _iso(host.heartbeat_at),
+        "heartbeat_age_s": round((now - host.heartbeat_at).total_seconds(), 3),
+        "stale": host.stale,
     }
 
 
@@ -744,6 +769,11 @@ def _status_page(
     lines += ["", f"processes (stale after {stale_after_s:g}s without a heartbeat):"]
     if not processes:
         return [*lines, "  none registered"]
+    hosts = [
+        [h.host, h.supervisors, h.workers, _age((now - h.heartbeat_at).total_seconds()), "stale" if h.stale else "ok"]
+        for h in hosts_of(processes)
+    ]
+    lines += [*_table(("host", "supervisors", "workers", "heartbeat", "state"), hosts, indent="  "), ""]
     rows = [
         [p.owner, p.host, p.pid, p.role, _age((now - p.heartbeat_at).total_seconds()), "stale" if p.stale else "ok"]
         for p in processes

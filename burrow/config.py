@@ -109,6 +109,19 @@ def _dsn(value: Any) -> str:
     return value
 
 
+def _postgres_dsn(value: Any) -> str:
+    dsn = _dsn(value)
+    if dsn.split(":", 1)[0].split("+", 1)[0].lower() not in ("postgresql", "postgres"):
+        raise ValueError(f"must be a PostgreSQL URL (postgresql://user@host/db), got {show(redact_dsn(dsn))}")
+    return dsn
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {show(value)}")
+    return value
+
+
 def _schema(value: Any) -> str:
     if not isinstance(value, str) or not _SCHEMA_RE.fullmatch(value):
         raise ValueError(f"must be a plain SQL identifier (letters, digits, _), got {show(value)}")
@@ -253,10 +266,26 @@ class DatabaseConfig:
     schema: str | None = setting(
         "schema", _schema, None, f"PostgreSQL schema for burrow's tables; `{SCHEMA_ENV}` overrides it"
     )
+    pooled: bool = setting(
+        "pooled", _boolean, False,
+        "the DSN is PgBouncer in transaction mode: no session state, no statement timeout set at connect,"
+        " LISTEN only on `listen_dsn` (see Scaling out); found out by itself when PgBouncer refuses the"
+        " `options` startup parameter",
+    )
+    listen_dsn: str | None = setting(
+        "listen_dsn", _postgres_dsn, None,
+        "a direct connection (not through PgBouncer) for LISTEN; without one a `pooled` supervisor polls"
+        " every `poll_interval`",
+        absent="the DSN, unless `pooled`",
+    )
 
     def __repr__(self) -> str:
         # A Config is logged at start and on reload; the password must not be.
-        return f"DatabaseConfig(dsn={redact_dsn(self.dsn)!r}, dsn_file={self.dsn_file!r}, schema={self.schema!r})"
+        listen = None if self.listen_dsn is None else redact_dsn(self.listen_dsn)
+        return (
+            f"DatabaseConfig(dsn={redact_dsn(self.dsn)!r}, dsn_file={self.dsn_file!r}, schema={self.schema!r},"
+            f" pooled={self.pooled!r}, listen_dsn={listen!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +395,8 @@ class SupervisorConfig:
     )
     reap_interval_s: float = setting("reap_interval", _positive_duration, 5.0, "how often expired leases are looked for")
     poll_interval_s: float = setting(
-        "poll_interval", _positive_duration, 0.05, "longest idle poll on SQLite (PostgreSQL wakes on NOTIFY)"
+        "poll_interval", _positive_duration, 0.05,
+        "longest idle poll on SQLite, and through PgBouncer without `listen_dsn` (else PostgreSQL wakes on NOTIFY)"
     )
     flush_interval_s: float = setting(
         "flush_interval", parse_duration, 0.005,
@@ -701,6 +731,8 @@ def _database(section: _Section, path: Path, overrides: _Overrides) -> DatabaseC
         # A file names its database the same way wherever the command runs from (the
         # default too: writing it out or leaving it out is the same file).
         dsn = sqlite_absolute(config.dsn, path.absolute().parent)
+    if dsn.startswith("sqlite") and (config.pooled or config.listen_dsn is not None):
+        section.fail("pooled" if config.pooled else "listen_dsn", "is for PostgreSQL; the DSN is SQLite's")
     return replace(config, dsn=dsn)
 
 

@@ -652,6 +652,8 @@ def connect(
     retry_defaults: RetryDefaults = RetryDefaults(),
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     clock: Clock | None = None,
+    pooled: bool = False,
+    listen_dsn: str | None = None,
 ) -> JobQueue:
     """Open the queue at ``dsn`` and apply pending migrations before returning.
 
@@ -664,11 +666,18 @@ def connect(
     ``schema`` (PostgreSQL) keeps this app's jobs apart from others on one server.
     ``max_payload_bytes`` caps an encoded payload; a larger one is refused at enqueue.
     ``clock`` replaces the time source, for tests and simulations.
+    ``pooled``: ``dsn`` is PgBouncer in transaction mode; ``listen_dsn``: a direct
+    connection for LISTEN (README, "Scaling out"); a file's ``[database]`` may set both.
     """
-    from burrow.config import database_of  # here: `python -m burrow.config` must not find itself imported
+    from burrow.config import database_of, load_config  # here: `python -m burrow.config` must not find itself imported
 
-    dsn, schema = database_of(dsn, schema=schema, config=None if config is None else os.fspath(config))
-    backend = backend_for(dsn, schema=schema, clock=clock)
+    if config is not None:
+        database = load_config(os.fspath(config), dsn_override=dsn, dsn_option="connect(dsn=)").database
+        dsn, schema = database.dsn, schema or database.schema
+        pooled, listen_dsn = pooled or database.pooled, listen_dsn or database.listen_dsn
+    else:
+        dsn, schema = database_of(dsn, schema=schema)
+    backend = backend_for(dsn, schema=schema, clock=clock, pooled=pooled, listen_dsn=listen_dsn)
     try:
         backend.migrate()
     except BaseException:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from burrow.admin import chart, web
+from burrow.backends.records import hosts_of
 
 
 def overview(request: Request) -> dict[str, Any]:
@@ -22,12 +23,14 @@ def overview(request: Request) -> dict[str, Any]:
     q = web.queue(request)
     points = q.throughput(chart.MINUTES)
     by_task = q.counts_by_task()
+    processes = q.processes()
     return {
         "counts": web.state_totals(by_task),
         "by_task": by_task,
         "chart": chart.throughput_chart(points),
         "hour": chart.series_totals(points),
-        "processes": q.processes(),
+        "processes": processes,
+        "hosts": hosts_of(processes),
         "unhandled": q.unhandled(),
     }
 

@@ -82,7 +82,9 @@ def connect(config: Config, migrate_command: str | None = None) -> JobQueue:
     database = config.database
     shown = shown_dsn(database.dsn)
     try:
-        backend = backend_for(database.dsn, schema=database.schema)
+        backend = backend_for(
+            database.dsn, schema=database.schema, pooled=database.pooled, listen_dsn=database.listen_dsn
+        )
     except BurrowError as exc:  # a malformed URL (a port that is no number), a missing directory
         raise ConfigError(f"database {shown}: {exc}") from None
     try:

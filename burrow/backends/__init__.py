@@ -20,14 +20,30 @@ def _first_line(exc: BaseException) -> str:
 
 
 def backend_for(
-    dsn: str, *, schema: str | None = None, clock: Clock | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    dsn: str,
+    *,
+    schema: str | None = None,
+    clock: Clock | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    pooled: bool = False,
+    listen_dsn: str | None = None,
 ) -> Backend:
     """The backend for ``dsn``: sqlite:///path.db, or postgresql://user@host/db.
 
     ``timeouts`` bound every database call it makes (see burrow/backends/deadline.py).
+    PostgreSQL only: ``pooled`` says ``dsn`` is a pooler in transaction mode (PgBouncer),
+    ``listen_dsn`` a direct connection for LISTEN (README, "PgBouncer").
     """
     scheme = dsn.split(":", 1)[0].split("+", 1)[0].lower()
     try:
+        if scheme == "sqlite" and (pooled or listen_dsn is not None):
+            raise BackendError("pooled and listen_dsn are PostgreSQL's: leave them unset with SQLite")
+        if scheme in ("postgresql", "postgres"):
+            from burrow.backends.postgres import PostgresBackend
+
+            return PostgresBackend(
+                dsn, schema=schema, clock=clock, timeouts=timeouts, pooled=pooled, listen_dsn=listen_dsn
+            )
         return _backend(scheme, dsn, schema, clock, timeouts)
     except (ValueError, ArgumentError) as exc:  # SQLAlchemy's URL parser: a bad port, a bad form
         raise BackendError(f"not a database URL burrow can read: {_first_line(exc)}") from None
@@ -55,13 +71,15 @@ async def async_backend_for(
     clock: Clock | None = None,
     pool_size: int | None = None,
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    pooled: bool = False,
+    listen_dsn: str | None = None,
 ) -> Any:
     """The async client's backend for ``dsn`` (an ``AsyncBackend``, burrow/aqueue.py),
     migrated. Its modules load only here, when an application asks for one: psycopg's
     async connections on PostgreSQL, a few threads on SQLite. ``pool_size`` bounds its
     connections (threads). The migrations run in a thread: they take a lock and may
     take a while, and they are the sync dialect's."""
-    backend = backend_for(dsn, schema=schema, clock=clock, timeouts=timeouts)
+    backend = backend_for(dsn, schema=schema, clock=clock, timeouts=timeouts, pooled=pooled, listen_dsn=listen_dsn)
     try:
         await asyncio.to_thread(backend.migrate)
         if backend.dialect == "postgresql":

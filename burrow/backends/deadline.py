@@ -53,18 +53,26 @@ class Timeouts:
         then the call's own deadline. The outage guard counts on it."""
         return _connect_wait_s(self.connect_s) + self.call_s
 
-    def postgres_connect_args(self) -> dict[str, Any]:
-        """libpq settings for every burrow connection (pooled, held and LISTEN)."""
+    def postgres_connect_args(self, *, pooled: bool = False) -> dict[str, Any]:
+        """libpq settings for every burrow connection (pooled, held and LISTEN).
+
+        ``pooled``: the DSN is a pooler in transaction mode (PgBouncer), which refuses
+        the ``options`` startup parameter, and would in any case hand the session it
+        sets to other clients' transactions: no server-side statement timeout then
+        (the client-side deadline still bounds every call; README, "PgBouncer").
+        """
         idle_s = max(1, math.ceil(min(self.call_s, 10.0)))
-        return {
+        args: dict[str, Any] = {
             "connect_timeout": _connect_wait_s(self.connect_s),
             "keepalives": 1,
             "keepalives_idle": idle_s,
             "keepalives_interval": max(1, idle_s // 2),
             "keepalives_count": 3,
             "tcp_user_timeout": int(self.call_s * 1000),
-            "options": f"-c statement_timeout={int(self.statement_s * 1000)}",
         }
+        if not pooled:
+            args["options"] = f"-c statement_timeout={int(self.statement_s * 1000)}"
+        return args
 
 
 DEFAULT_TIMEOUTS = Timeouts()

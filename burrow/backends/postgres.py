@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+import structlog
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
@@ -33,6 +34,8 @@ from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
+
+log = structlog.get_logger("burrow")
 
 # Any constant works; it only has to be the same in every burrow process.
 MIGRATION_LOCK_KEY = 0x62757272  # "burr"
@@ -87,9 +90,21 @@ class PostgresBackend(SQLBackend):
     watched = True  # calls run under the deadline watchdog (see deadline.py)
 
     def __init__(
-        self, dsn: str, *, schema: str | None = None, clock: Clock | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        clock: Clock | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        pooled: bool = False,
+        listen_dsn: str | None = None,
     ) -> None:
         self.url = normalize_dsn(dsn)
+        # A pooler in transaction mode (PgBouncer) between us and the server: nothing
+        # may rest on the session (README, "PgBouncer"). Found out by ourselves when
+        # the pooler refuses the options startup parameter (see _connect).
+        self.pooled = pooled
+        self.listen_url = None if listen_dsn is None else normalize_dsn(listen_dsn)
         engine = sa.create_engine(
             self.url,
             hide_parameters=True,
@@ -97,9 +112,12 @@ class PostgresBackend(SQLBackend):
             max_overflow=5,
             pool_timeout=timeouts.call_s,
             # Nothing prepared, on any connection (see _configure_held): a pooled one
-            # becomes the held one, and the migrations run one INSERT six times.
-            connect_args={**timeouts.postgres_connect_args(), "prepare_threshold": None},
+            # becomes the held one, and the migrations run one INSERT six times. Nor
+            # may any be through a pooler in transaction mode: the next transaction
+            # may run on a server connection that never saw the PREPARE.
+            connect_args={**timeouts.postgres_connect_args(pooled=pooled), "prepare_threshold": None},
         )
+        sa.event.listen(engine, "do_connect", self._connect)
         super().__init__(engine, schema=schema, clock=clock, timeouts=timeouts)
         self.channel = notify_channel(schema)
         self.done_channel = done_channel(schema)
@@ -129,6 +147,38 @@ class PostgresBackend(SQLBackend):
         self._key_holders_sql = _KEY_HOLDERS.format(**names)
         self._extend_sql = _EXTEND.format(**names)
         self._cancel_requests_sql = _CANCEL_REQUESTS.format(**names)
+
+    def _connect(self, dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        """Every new connection of the engine: without the ``options`` startup parameter
+        (the server-side statement timeout) when the DSN is a pooler, and the pooler found
+        out when it refuses that parameter, as PgBouncer does unless told to ignore it."""
+        if self.pooled:
+            cparams.pop("options", None)
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except psycopg.OperationalError as exc:
+            if "options" not in cparams or "unsupported startup parameter" not in str(exc):
+                raise
+        if not self.pooled:
+            self.pooled = True
+            log.warning(
+                "pooler_found",
+                detail="the server refused the options startup parameter, as PgBouncer does: treating the DSN as"
+                " a pooler in transaction mode; set [database] pooled = true to say so",
+            )
+        cparams.pop("options", None)
+        return dialect.connect(*cargs, **cparams)
+
+    @property
+    def listens(self) -> bool:
+        """Whether this backend has a LISTEN connection: always on a direct DSN; through a
+        pooler only on ``listen_dsn`` (a pooler hands LISTEN's session to others)."""
+        return self.listen_url is not None or not self.pooled
+
+    def listen_conninfo(self) -> str:
+        """What LISTEN connects to: ``listen_dsn``, else the DSN (only when :attr:`listens`)."""
+        url = self.listen_url or self.url
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     def _qualified(self, name: str) -> str:
         """A table's or sequence's name as our SQL text spells it: quoted, in our schema."""
@@ -413,8 +463,10 @@ class PostgresBackend(SQLBackend):
 
     def listener(self) -> Listener:
         """A LISTEN connection whose socket a selector can watch (one per process)."""
+        if not self.listens:
+            raise BackendError("postgresql: no LISTEN through a pooler: set [database] listen_dsn")
         if self._listener is None or self._listener.closed:
-            self._listener = Listener(self.url, self.channel, self.timeouts)
+            self._listener = Listener(self.listen_conninfo(), self.channel, self.timeouts)
         return self._listener
 
     def wait_for_jobs(self, timeout_s: float, tasks: Sequence[str] = ()) -> bool:
@@ -424,8 +476,11 @@ class PostgresBackend(SQLBackend):
         the check and the wait still wakes us. A listener the server dropped while
         we were not waiting is replaced (the check covers what it missed); one
         lost during the wait ends the wait early, as a notification would, since
-        jobs may have arrived unseen: the caller's next claim reconnects.
+        jobs may have arrived unseen: the caller's next claim reconnects. Through
+        a pooler without ``listen_dsn``: polls, as on SQLite.
         """
+        if not self.listens:
+            return super().wait_for_jobs(timeout_s, tasks)
         try:
             listener = self.listener()
             listener.poll()  # drop old news: only what arrives from now on counts
@@ -459,10 +514,11 @@ class PostgresBackend(SQLBackend):
 class Listener:
     """A dedicated autocommit psycopg connection in LISTEN; its socket is select()able."""
 
-    def __init__(self, url: sa.URL, channel: str, timeouts: Timeouts) -> None:
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    def __init__(self, conninfo: str, channel: str, timeouts: Timeouts) -> None:
         try:
-            self._conn = psycopg.connect(conninfo, autocommit=True, **timeouts.postgres_connect_args())
+            # Without the options startup parameter (the statement timeout): LISTEN is one
+            # statement, and a PgBouncer in session mode, a listen_dsn's usual way in, refuses it.
+            self._conn = psycopg.connect(conninfo, autocommit=True, **timeouts.postgres_connect_args(pooled=True))
             # LISTEN takes an identifier, not a parameter; psycopg quotes it.
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:

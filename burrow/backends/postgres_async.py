@@ -33,6 +33,8 @@ DEFAULT_POOL_SIZE = 10
 # A waiter re-reads its job this often even without a notification: for ends no
 # finish announces (a job deleted, a LISTEN connection lost unnoticed).
 RECHECK_S = 5.0
+# Through a pooler without listen_dsn there is no LISTEN: a waiter reads its job this often.
+POLL_S = 0.05
 
 
 class AsyncPool:
@@ -108,7 +110,7 @@ class AsyncPostgres:
         self.sync = sync
         self.timeouts = sync.timeouts
         self._conninfo = sync.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._connect_args = sync.timeouts.postgres_connect_args()
+        self._connect_args = sync.timeouts.postgres_connect_args(pooled=sync.pooled)
         self.pool = AsyncPool(self._conninfo, pool_size, self._connect_args)
         jobs, now = sync._jobs, sync._now_sql
         self._get_sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM {jobs} WHERE id = %(id)s"
@@ -242,7 +244,10 @@ UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
 
     async def _live_listener(self) -> _DoneListener:
         if self._listener is None or self._listener.dead:
-            self._listener = _DoneListener(self._conninfo, self.sync.done_channel, self._connect_args)
+            self._listener = _DoneListener(
+                # No options parameter, as the sync Listener: a session-mode PgBouncer refuses it.
+                self.sync.listen_conninfo(), self.sync.done_channel, self.sync.timeouts.postgres_connect_args(pooled=True)
+            )
         listener = self._listener
         await listener.started()
         return listener
@@ -265,6 +270,8 @@ class Wake:
         self._listener: _DoneListener | None = None
 
     async def attach(self) -> None:
+        if not self._backend.sync.listens:
+            return  # through a pooler without listen_dsn: wait() polls
         self._listener = await self._backend._live_listener()
         self._listener.add(self._job_id, self)
 
@@ -277,6 +284,9 @@ class Wake:
         self._event.set()
 
     async def wait(self, timeout: float) -> None:
+        if not self._backend.sync.listens:
+            await asyncio.sleep(min(timeout, POLL_S))
+            return
         if self._listener is None or self._listener.dead:
             # The LISTEN connection was lost: listen anew; the caller's read covers the gap.
             self.detach()

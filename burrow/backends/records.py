@@ -192,6 +192,34 @@ class ProcessInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class HostInfo:
+    """The processes of one host, as ``burrow status`` and the admin show them."""
+
+    host: str
+    supervisors: int
+    workers: int
+    heartbeat_at: dt.datetime  # the newest heartbeat of its processes
+    stale: bool  # every process of it is stale: a host silent past the lease (its rows are reaped)
+
+
+def hosts_of(processes: Sequence[ProcessInfo]) -> list[HostInfo]:
+    """Per host (in the order hosts first appear): its supervisors, its workers, its newest heartbeat."""
+    by_host: dict[str, list[ProcessInfo]] = {}
+    for process in processes:
+        by_host.setdefault(process.host, []).append(process)
+    return [
+        HostInfo(
+            host,
+            sum(1 for p in rows if p.role == "supervisor"),
+            sum(1 for p in rows if p.role != "supervisor"),
+            max(p.heartbeat_at for p in rows),
+            all(p.stale for p in rows),
+        )
+        for host, rows in by_host.items()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleInfo:
     """A periodic job as the database knows it (burrow status shows it)."""
 

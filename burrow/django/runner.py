@@ -66,7 +66,10 @@ def run_worker(options: WorkerOptions, out: IO[str] | Any = sys.stdout) -> int:
     tasks = seen_tasks()
     timeouts = Timeouts.for_supervisor(config.supervisor.heartbeat_interval_s)
     try:
-        jobs = backend_for(config.database.dsn, schema=config.database.schema, timeouts=timeouts)
+        jobs = backend_for(
+            config.database.dsn, schema=config.database.schema, timeouts=timeouts, pooled=config.database.pooled,
+            listen_dsn=config.database.listen_dsn,
+        )
         if not options.check:
             jobs.migrate()
     except BackendError as exc:

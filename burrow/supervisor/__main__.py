@@ -46,7 +46,10 @@ def _queue(config: Config, *, migrate: bool) -> tuple[JobQueue, SchemaStatus]:
     database = config.database
     try:
         timeouts = Timeouts.for_supervisor(config.supervisor.heartbeat_interval_s)
-        backend = backend_for(database.dsn, schema=database.schema, timeouts=timeouts)
+        backend = backend_for(
+            database.dsn, schema=database.schema, timeouts=timeouts, pooled=database.pooled,
+            listen_dsn=database.listen_dsn,
+        )
         if migrate:
             backend.migrate()
         status = backend.schema_status()
@@ -68,6 +71,7 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
     lines = [
         f"config:   {config.path}",
         f"database: {shown_dsn(config.database.dsn)}" + (f" (schema {config.database.schema})" if config.database.schema else ""),
+        *_pooling(config),
         f"schema:   {status.describe()}",
         f"workers:  {s.workers}, batch_size {s.batch_size}, lease {s.lease_timeout_s:g}s, heartbeat {s.heartbeat_interval_s:g}s",
         f"shutdown: {s.shutdown_timeout_s:g}s; retry backoff {config.retry.base_s:g}s..{config.retry.max_s:g}s",
@@ -94,6 +98,17 @@ def _plan(config: Config, queue: JobQueue, status: SchemaStatus) -> str:
             next_slot = schedule.rule.after(schedule.rule.latest(now))
             lines.append(f"  {schedule.describe()}  (next slot {next_slot.isoformat()})")
     return "\n".join(lines)
+
+
+def _pooling(config: Config) -> list[str]:
+    """Through PgBouncer (``pooled``): where LISTEN goes, or that idle workers poll."""
+    database = config.database
+    if not database.pooled:
+        return []
+    if database.listen_dsn is not None:
+        return [f"pooled:   yes (PgBouncer, transaction mode); LISTEN on {shown_dsn(database.listen_dsn)}"]
+    return [f"pooled:   yes (PgBouncer, transaction mode); no listen_dsn: idle workers poll every"
+            f" {config.supervisor.poll_interval_s:g}s"]
 
 
 def _idle_pools(config: Config, queue: JobQueue) -> list[str]:

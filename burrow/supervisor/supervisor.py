@@ -36,7 +36,7 @@ from burrow.supervisor.metrics import Metrics
 from burrow.supervisor.outbox import Outbox
 from burrow.supervisor.pool import Pool, Pools
 from burrow.supervisor.services.guard import guard_after_s
-from burrow.supervisor.services.listener import open_listener
+from burrow.supervisor.services.listener import listens, open_listener
 from burrow.supervisor.services.registry import SERVICES
 from burrow.supervisor.services.runner import Runner
 from burrow.supervisor.systemd import Notifier
@@ -136,6 +136,13 @@ class Supervisor:
         ctx.register_tasks()
         ctx.last_heartbeat_mono = time.monotonic()
         open_listener(ctx)
+        if ctx.backend.dialect == "postgresql" and not listens(ctx):
+            log.info(
+                "polling_for_jobs",
+                poll_interval=settings.poll_interval_s,
+                detail="the DSN is a pooler in transaction mode and [database] listen_dsn is not set: no LISTEN,"
+                " idle workers poll",
+            )
         self._open_http()
         log.info(
             "supervisor_started",

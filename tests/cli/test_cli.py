@@ -405,7 +405,7 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr == "burrow: unhealthy: no supervisor has sent a heartbeat in the last 30s\n"
     status = json.loads(done.stdout)
-    assert list(status) == ["counts", "tasks", "processes", "schedules", "queues", "unhandled"]
+    assert list(status) == ["counts", "tasks", "hosts", "processes", "schedules", "queues", "unhandled"]
     assert status["queues"] == {"default": {"queued": 1, "running": 1}}
     assert status["unhandled"] == {}  # the one queued job is not due
     assert status["counts"] == {"waiting": 0, "queued": 1, "running": 1, "succeeded": 2, "failed": 1, "cancelled": 1}
@@ -417,7 +417,7 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
         "raw.task": {**zero, "succeeded": 1},
         "slow.task": {**zero, "running": 1},
     }
-    assert status["processes"] == [] and status["schedules"] == []
+    assert status["processes"] == [] and status["hosts"] == [] and status["schedules"] == []
 
     # A supervisor silent for an hour is stale, and a fresh worker is not a supervisor.
     with database.connect(clock=lambda: dt.datetime.now(UTC) - dt.timedelta(hours=1)) as hour_ago:
@@ -434,6 +434,12 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert (fresh["host"], fresh["pid"], fresh["role"], fresh["stale"]) == ("web", 3, "supervisor", False)
     assert abs(dt.datetime.now(UTC) - fresh["heartbeat_at"]) < dt.timedelta(minutes=1)
     assert processes["old:1:supervisor:a"]["stale"] is True and processes["web:2:worker:b"]["stale"] is False
+    # Per host: its supervisors and workers, the age of its newest heartbeat; stale when all its processes are.
+    hosts = {h["host"]: h for h in json.loads(output(healthy))["hosts"]}
+    assert {h: (v["supervisors"], v["workers"], v["stale"]) for h, v in hosts.items()} == {
+        "old": (1, 0, True), "web": (1, 1, False)
+    }
+    assert hosts["old"]["heartbeat_age_s"] > 3500 and 0 <= hosts["web"]["heartbeat_age_s"] < 60
 
     lines = output(page).splitlines()
     assert lines[0] == "jobs by state:"
@@ -443,6 +449,7 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert other.split() == ["other.task", "0", "1", "0", "0", "0", "1"]
     old = next(line for line in lines if line.startswith("  old:1:supervisor:a"))
     assert old.split()[1:] == ["old", "1", "supervisor", "60m", "ago", "stale"]
+    assert next(line for line in lines if line.startswith("  old ")).split() == ["old", "1", "0", "60m", "ago", "stale"]
     fresh_line = next(line for line in lines if line.startswith("  web:3:supervisor:c"))
     assert fresh_line.split()[1:4] == ["web", "3", "supervisor"] and fresh_line.split()[-2:] == ["ago", "ok"]
 

@@ -177,16 +177,18 @@ class Launcher:
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         stdout: Path | None = None,
+        prefix: Sequence[str] = (),
     ) -> SupervisorProcess:
         """``stdout``: a file of its own for the supervisor's stdout (by default it
-        shares the log file with stderr, where the JSON log goes)."""
+        shares the log file with stderr, where the JSON log goes). ``prefix``: a command
+        that execs the supervisor (tests/scaleout: on a simulated host)."""
         name = name or f"supervisor{len(self.started)}"
         log_path = self.tmp_path / f"{name}.log"
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("BURROW_", "NOTIFY_SOCKET"))}
         environ.update(env or {})
         with log_path.open("wb") as stderr, (stdout.open("wb") if stdout else contextlib.nullcontext(stderr)) as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "burrow.supervisor", "-c", str(config), *args],
+                [*prefix, sys.executable, "-m", "burrow.supervisor", "-c", str(config), *args],
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

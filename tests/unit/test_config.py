@@ -180,7 +180,7 @@ def test_logging_format_unset_follows_the_terminal() -> None:
             "[database] dsn_file: set either dsn or dsn_file, not both",
         ),
         ('[database]\nschema = "a; drop"\n', "[database] schema: must be a plain SQL identifier (letters, digits, _), got 'a; drop'"),
-        ('[database]\n"bad\\nkey" = 1\n', "[database] 'bad\\nkey': unknown key (known: dsn, dsn_file, schema)"),
+        ('[database]\n"bad\\nkey" = 1\n', "[database] 'bad\\nkey': unknown key (known: dsn, dsn_file, schema, pooled, listen_dsn)"),
         ("schedule = 5\n", "[[schedule]]: must be an array of tables ([[schedule]] sections), got 5"),
         ('[[supervisor.pools]]\nqueues = ["a"]\n', "[supervisor] pools: #1 workers: missing (how many workers serve a)"),
         ('[[supervisor.pools]]\nqueues = []\nworkers = 1\n', '[supervisor] pools: #1 queues: must be a non-empty list of queue names, e.g. ["reports"], got a list []'),
@@ -451,3 +451,18 @@ def test_the_readmes_default_is_what_leaving_the_key_out_gives(
     left_out = load_config(write(tmp_path, "", "empty.toml"), environ={})
     assert getattr(getattr(written, section), attribute) == getattr(getattr(left_out, section), attribute)
 
+
+
+def test_pooled_and_listen_dsn_are_postgresql_keys(tmp_path: Path) -> None:
+    """[database] pooled and listen_dsn (README, "Scaling out"): read, checked, the DSN's password never shown."""
+    path = write(tmp_path, '[database]\ndsn = "postgresql://u@bouncer:6432/db"\npooled = true\nlisten_dsn = "postgresql://u:secret@db/db"\n')
+    database = load_config(path).database
+    assert (database.pooled, database.listen_dsn) == (True, "postgresql://u:secret@db/db")
+    assert "secret" not in repr(database)
+    assert load_config(write(tmp_path, '[database]\ndsn = "postgresql://u@h/db"\n')).database.pooled is False
+    with pytest.raises(ConfigError, match=r"\[database\] pooled: must be true or false"):
+        load_config(write(tmp_path, '[database]\ndsn = "postgresql://u@h/db"\npooled = "yes"\n'))
+    with pytest.raises(ConfigError, match=r"\[database\] listen_dsn: must be a PostgreSQL URL"):
+        load_config(write(tmp_path, '[database]\ndsn = "postgresql://u@h/db"\nlisten_dsn = "sqlite:///x.db"\n'))
+    with pytest.raises(ConfigError, match=r"\[database\] pooled: is for PostgreSQL"):
+        load_config(write(tmp_path, '[database]\ndsn = "sqlite:///x.db"\npooled = true\n'))

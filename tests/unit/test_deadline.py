@@ -66,6 +66,8 @@ def test_a_supervisor_waits_a_heartbeat_but_at_least_a_second() -> None:
     args = Timeouts(connect_s=3, statement_s=2.5, call_s=4).postgres_connect_args()
     assert (args["connect_timeout"], args["tcp_user_timeout"]) == (3, 4000)
     assert args["options"] == "-c statement_timeout=2500"
+    # Through PgBouncer in transaction mode: no startup parameter (it refuses it), no session setting.
+    assert "options" not in Timeouts(statement_s=2.5).postgres_connect_args(pooled=True)
 
 
 def test_a_call_can_block_for_a_whole_connect_timeout_of_at_least_two_seconds() -> None:

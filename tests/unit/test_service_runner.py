@@ -183,3 +183,25 @@ def test_a_run_can_be_moved_sooner() -> None:
     assert r.next_due_mono() == 1.0
     r.run(1.0)
     assert s.names() == ["prune", "prune"] and r.next_due_mono() == 61.0
+
+
+def test_a_between_runs_service_looks_after_each_timed_run_at_the_time_it_ended() -> None:
+    """The outage guard (between_runs) must not wait out a whole turn of blocking calls:
+    it runs after each timed service, at the turn's now aged by the time spent; the
+    other EVERY_TURN services run once, at the turn's now."""
+    s = Recorder()
+    elapsed = [0.0]
+
+    class Blocking(Fake):
+        def run(self, ctx: Context, now: float) -> None:
+            super().run(ctx, now)
+            elapsed[0] += 3.0  # a call into a partition: a connect timeout and a deadline
+
+    guard = s.service("guard", EVERY_TURN)
+    guard.between_runs = True  # type: ignore[attr-defined]
+    timed = [Blocking("leases", 1.0, s.ran), Blocking("listener", 1.0, s.ran)]
+    r = Runner(CTX, [*timed, guard, s.service("deadlines", EVERY_TURN)], 0.0, clock=lambda: elapsed[0])
+    r.run(10.0)
+    assert s.ran == [
+        ("leases", 10.0), ("guard", 13.0), ("listener", 10.0), ("guard", 16.0), ("guard", 10.0), ("deadlines", 10.0)
+    ]

@@ -16,6 +16,7 @@ from burrow.supervisor.services.base import EVERY_TURN
 class OutageGuard:
     name = "guard"
     first_s = 0.0
+    between_runs = True  # also after each timed service of a turn (runner.Runner._between)
 
     def interval(self, ctx: Context) -> float:
         return EVERY_TURN

@@ -34,10 +34,16 @@ class ListenerKeeper:
             open_listener(ctx)
 
 
+def listens(ctx: Context) -> bool:
+    """Whether the backend has LISTEN: PostgreSQL, unless through a pooler without
+    ``[database] listen_dsn`` (then the workers poll, as on SQLite)."""
+    return getattr(ctx.backend, "listener", None) is not None and bool(getattr(ctx.backend, "listens", True))
+
+
 def open_listener(ctx: Context) -> None:
-    opener = getattr(ctx.backend, "listener", None)
-    if opener is None:
+    if not listens(ctx):
         return
+    opener = ctx.backend.listener  # type: ignore[attr-defined]
     try:
         ctx.listener = opener()
     except BackendError as exc:
