@@ -66,6 +66,7 @@ class Shown(StrEnum):
     TIME = "time"  # an aware datetime, or None
     BYTES = "bytes"  # stored bytes (payload, result): decoded JSON where they are JSON
     ERROR = "error"  # a multi-line text whose first line is the message
+    PROGRESS = "progress"  # a fraction in [0, 1], or None: shown as a percentage (the admin: a bar)
 
 
 def _shown(label: str, kind: Shown = Shown.TEXT) -> Any:
@@ -102,6 +103,9 @@ class JobInfo:
     queue: str = field(default=DEFAULT_QUEUE, metadata=_shown("queue"))
     # q.cancel of a running job, until it ends
     cancel_requested_at: dt.datetime | None = field(default=None, metadata=_shown("cancel request", Shown.TIME))
+    # the latest current_job().progress(fraction, message) of the run, as its supervisor wrote it
+    progress: float | None = field(default=None, metadata=_shown("progress", Shown.PROGRESS))
+    progress_message: str | None = field(default=None, metadata=_shown("progress message"))
 
 
 class JobField(NamedTuple):

@@ -29,6 +29,7 @@ def overview(request: Request) -> dict[str, Any]:
         "hour": chart.series_totals(points),
         "processes": q.processes(),
         "unhandled": q.unhandled(),
+        "queues": q.queues(),
     }
 
 

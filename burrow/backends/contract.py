@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from burrow.backends.records import (
+    Audit,
+    AuditEntry,
     ClaimedJob,
     ClaimRequest,
     ExpiredLease,
@@ -83,23 +85,51 @@ class OperatorStore(Protocol):
 
     def active_by_queue(self) -> dict[str, dict[JobState, int]]: ...
 
-    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]: ...
+    def requeue(
+        self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str, audit: Audit | None = None
+    ) -> list[int]: ...
 
     def ids_in(self, state: JobState, tasks: Sequence[str] | None, after_id: int, up_to_id: int, limit: int) -> list[int]: ...
 
     def max_id(self) -> int: ...
 
-    def delete_job(self, job_id: int) -> bool | None: ...
+    def delete_job(self, job_id: int, audit: Audit | None = None) -> bool | None: ...
 
-    def cancel(self, job_id: int) -> bool:
+    def cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Cancel a queued job; False if it is in any other state."""
 
-    def request_cancel(self, job_id: int) -> bool:
+    def request_cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Ask the supervisor running this job to stop it; False unless it is running."""
 
     def prune(
-        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
+        self,
+        finished_before: dt.datetime,
+        states: Sequence[JobState],
+        batch: int = 1000,
+        max_rows: int | None = None,
+        audit: Audit | None = None,
     ) -> int: ...
+
+    # Every action above and below takes an ``audit``: its burrow_audit row, written in
+    # the action's own transaction when (and only when) the action changed something.
+
+    def set_paused(self, queue: str, paused: bool, audit: Audit | None = None) -> bool:
+        """Pause (the claims leave its jobs) or resume a queue; True if its state changed."""
+
+    def queue_rows(self) -> list[tuple[str, bool, dt.datetime, str | None]]:
+        """Every queue ever paused: (name, paused, updated_at, updated_by)."""
+
+    def paused_queues(self) -> list[str]: ...
+
+    def run_now(self, job_id: int, audit: Audit | None = None) -> bool:
+        """A queued job due later made due now; False for any other job."""
+
+    def add_audit(self, entry: Audit, count: int) -> None:
+        """Record an action that wrote nothing else (in a transaction of its own)."""
+
+    def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]: ...
+
+    def prune_audit(self, before: dt.datetime) -> int: ...
 
 
 class ProcessStore(Protocol):

@@ -28,7 +28,7 @@ from burrow.job import NewJob
 from burrow.backends import postgres_arrays as arrays
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
-from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs
+from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs, queues
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
@@ -108,6 +108,7 @@ class PostgresBackend(SQLBackend):
         # schema name must be doubled, or it reads as a placeholder.
         names = {
             "jobs": self._qualified(jobs.name).replace("%", "%%"),
+            "queues": self._qualified(queues.name).replace("%", "%%"),
             "history": self._qualified(history.name).replace("%", "%%"),
             "id_seq": _quote_literal(self._qualified(f"{jobs.name}_id_seq")).replace("%", "%%"),
             "now": "now()" if clock is None else "%(now)s::timestamptz",
@@ -116,6 +117,7 @@ class PostgresBackend(SQLBackend):
             "set": _FINISH_SET,
         }
         self._jobs, self._now_sql, self._returning = names["jobs"], names["now"], names["returning"]
+        self._paused = _NOT_PAUSED.format(queues=names["queues"])
         self._claims: dict[tuple[str, int, bool | None], str] = {}
         # Advisory locks are per database: the key is the schema's, so two queues on
         # one server do not share their limits' locks.
@@ -240,7 +242,7 @@ class PostgresBackend(SQLBackend):
         if statement is None:
             statement = self._claims[key] = template.format(
                 jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning,
-                queue=_queue_predicate(queues),
+                queue=_queue_predicate(queues) + self._paused,
             )
         return statement
 
@@ -660,6 +662,11 @@ FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[]) AS v(id,
 WHERE {fenced}
 RETURNING j.id
 """
+
+
+# Every claim leaves the jobs of paused queues (q.pause_queue): the planner hashes the
+# few paused names once per statement (a hashed SubPlan), a lookup per row it scans.
+_NOT_PAUSED = " AND queue NOT IN (SELECT name FROM {queues} WHERE paused)"
 
 
 def _queue_predicate(queues: QueueFilter) -> str:

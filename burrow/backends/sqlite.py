@@ -366,6 +366,11 @@ def _insert_sql(rows: int, unique: bool) -> str:
 _KEY_HOLDER = f"SELECT id FROM burrow_jobs WHERE task = ? AND unique_key = ? AND {UNIQUE_WHERE}"
 
 
+# Every claim leaves the jobs of paused queues (q.pause_queue); SQLite runs the
+# subquery once per statement (it is not correlated) into an ephemeral index.
+_NOT_PAUSED = " AND queue NOT IN (SELECT name FROM burrow_queues WHERE paused)"
+
+
 @functools.cache
 def _claim_sql(picks: tuple[int, ...], queue_count: int, exclude: bool) -> str:
     """Mark the jobs the picks select; each pick is given by its task count (its limit
@@ -378,6 +383,7 @@ def _claim_sql(picks: tuple[int, ...], queue_count: int, exclude: bool) -> str:
     queue = ""
     if queue_count:
         queue = f" AND queue {'NOT IN' if exclude else 'IN'} ({', '.join('?' * queue_count)})"
+    queue += _NOT_PAUSED
 
     def pick(task_count: int) -> str:
         return (

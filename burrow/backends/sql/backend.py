@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from burrow.backends.sql.history import HistorySQL
 from burrow.backends.sql.jobs import JobsSQL
+from burrow.backends.sql.operators import OperatorsSQL
 from burrow.backends.sql.processes import ProcessesSQL
 from burrow.backends.sql.schedules import SchedulesSQL
 from burrow.backends.sql.stats import StatsSQL
 
 
-class SQLBackend(JobsSQL, HistorySQL, ProcessesSQL, SchedulesSQL, StatsSQL):
+class SQLBackend(JobsSQL, HistorySQL, OperatorsSQL, ProcessesSQL, SchedulesSQL, StatsSQL):
     """The shared half of a Backend; the dialects add migrate, _insert, _claim, _finish
     and extend_leases, and their own ways of waiting and notifying."""

@@ -20,6 +20,7 @@ import structlog
 from burrow.backends.sql.history import delete_history, record_history
 from burrow.backends.records import (
     CANCEL_NOTICE,
+    Audit,
     JOB_COLUMNS,
     ClaimedJob,
     ClaimRequest,
@@ -29,8 +30,9 @@ from burrow.backends.records import (
     OutcomeKind,
     claimed_jobs,
 )
-from burrow.backends.schema import jobs
+from burrow.backends.schema import jobs, queues
 from burrow.backends.sql.connection import SQLConnection
+from burrow.backends.sql.operators import record_audit
 from burrow.errors import BackendError
 from burrow.job import JobInfo, JobState, NewJob
 
@@ -44,6 +46,8 @@ _IS_QUEUED = jobs.c.state == sa.literal_column("'queued'")
 _IS_RUNNING = jobs.c.state == sa.literal_column("'running'")  # the reaper's partial index
 # The listing indexes' conditions (schema.py), as literals a partial index matches.
 _NOT_RUNNING = jobs.c.state != sa.literal_column("'running'")
+# The claims' condition (the dialects write it in their own claim SQL too).
+_NOT_PAUSED_QUEUE = jobs.c.queue.not_in(sa.select(queues.c.name).where(queues.c.paused.is_(True)).scalar_subquery())
 _LISTED = jobs.c.state.not_in([sa.literal_column("'succeeded'"), sa.literal_column("'running'")])
 
 
@@ -151,7 +155,7 @@ class JobsSQL(SQLConnection):
 
     # -- cancel, read -------------------------------------------------------------
 
-    def cancel(self, job_id: int) -> bool:
+    def cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Queued -> cancelled; a running or finished job is left alone (zero rows)."""
         statement = (
             sa.update(jobs)
@@ -162,12 +166,13 @@ class JobsSQL(SQLConnection):
         def cancel(conn: sa.Connection) -> bool:
             if conn.execute(statement).rowcount != 1:
                 return False
+            record_audit(conn, self._now(), audit, 1)
             self._ended(conn, [job_id])
             return True
 
         return self._write("cancel", cancel)
 
-    def request_cancel(self, job_id: int) -> bool:
+    def request_cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Mark a running job for its supervisor to stop (it polls, and on PostgreSQL a
         notification wakes it); True if the job was running."""
 
@@ -178,10 +183,14 @@ class JobsSQL(SQLConnection):
                 .values(cancel_requested_at=self._now())
             )
             if conn.execute(statement).rowcount == 1:
+                record_audit(conn, self._now(), audit, 1)
                 self._notify(conn, [CANCEL_NOTICE])
                 return True
             found = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
-            return bool(found == JobState.RUNNING.value)  # asked already
+            if found == JobState.RUNNING.value:  # asked already
+                record_audit(conn, self._now(), audit, 1)
+                return True
+            return False
 
         return self._write("request_cancel", request)
 
@@ -209,7 +218,7 @@ class JobsSQL(SQLConnection):
     def has_due(self, tasks: Sequence[str]) -> bool:
         statement = (
             sa.select(jobs.c.id)
-            .where(_IS_QUEUED, jobs.c.run_at <= self._now(), self._task_filter(tasks))
+            .where(_IS_QUEUED, jobs.c.run_at <= self._now(), self._task_filter(tasks), _NOT_PAUSED_QUEUE)
             .limit(1)
         )
         return self._read("has_due", lambda c: c.execute(statement).first() is not None)
@@ -346,7 +355,9 @@ class JobsSQL(SQLConnection):
             counts.setdefault(queue, {})[JobState(state)] = n
         return counts
 
-    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]:
+    def requeue(
+        self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str, audit: Audit | None = None
+    ) -> list[int]:
         """Put finished jobs of ``from_states`` back in the queue as new: due now, attempts 0,
         error, result and times cleared; each leaves a ``requeued`` history entry (with the
         attempts it had) so its past attempts stay readable. The ids requeued."""
@@ -371,6 +382,7 @@ class JobsSQL(SQLConnection):
                 )
             )
             record_history(conn, self._now(), [(r.id, r.attempts, HistoryEvent.REQUEUED, note) for r in picked])
+            record_audit(conn, now, audit, len(picked))
             self._notify(conn, sorted({r.task for r in picked}))
             return [r.id for r in picked]
 
@@ -396,7 +408,7 @@ class JobsSQL(SQLConnection):
         """In a transaction about to delete jobs: make sure no id handed out so far is
         handed out again. PostgreSQL's sequence never goes back; SQLite overrides this."""
 
-    def delete_job(self, job_id: int) -> bool | None:
+    def delete_job(self, job_id: int, audit: Audit | None = None) -> bool | None:
         """Delete a job that is not running, and its history: True; False if it is running;
         None if there is no such job."""
 
@@ -409,14 +421,21 @@ class JobsSQL(SQLConnection):
             self._retire_ids(conn)
             delete_history(conn, [job_id])
             conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+            record_audit(conn, self._now(), audit, 1)
             return True
 
         return self._write("delete", delete)
 
     def prune(
-        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
+        self,
+        finished_before: dt.datetime,
+        states: Sequence[JobState],
+        batch: int = 1000,
+        max_rows: int | None = None,
+        audit: Audit | None = None,
     ) -> int:
-        """Delete jobs of ``states`` finished before the cutoff, with their history.
+        """Delete jobs of ``states`` finished before the cutoff, with their history
+        (and ``audit``'s row in each batch's transaction, with the batch's count).
 
         At most ``batch`` jobs a transaction, the longest finished first (an index
         range: burrow_jobs_finished_idx), so that no lock is held for long and a prune
@@ -439,6 +458,7 @@ class JobsSQL(SQLConnection):
                 ids = list(conn.execute(sa.delete(jobs).where(jobs.c.id.in_(picked)).returning(jobs.c.id)).scalars())
                 if ids:
                     delete_history(conn, ids)
+                    record_audit(conn, self._now(), audit, len(ids))
                 return len(ids)
 
             deleted = self._write("prune", delete_batch)

@@ -1,0 +1,160 @@
+"""Operators, round 2 (issue 25): paused queues, run now, the audit trail (both backends)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+import burrow
+from burrow.backends.records import ClaimRequest, QueueFilter
+from burrow.errors import BackendError, BurrowError, JobNotFound
+from burrow.job import JobState
+from burrow.queue import JobQueue
+from tests.backends.helpers import drain_all
+
+
+def _fail(data: bytes) -> None:
+    raise ValueError("boom")
+
+
+# -- pause and resume ----------------------------------------------------------------
+
+
+def test_a_paused_queue_is_not_claimed_until_resumed(queue: JobQueue) -> None:
+    mail = queue.enqueue("t.mail", {}, queue="mail")
+    other = queue.enqueue("t.other", {})
+    assert queue.pause_queue("mail", actor="ann") is True
+    assert queue.pause_queue("mail", actor="ann") is False  # paused already
+    assert queue.paused_queues() == ["mail"]
+    # Enqueueing still works; the jobs wait.
+    later = queue.enqueue("t.mail", {}, queue="mail")
+    claimed = queue.backend.claim(ClaimRequest(["t.mail", "t.other"], 10, "me", 60))
+    assert [job.id for job in claimed] == [other]
+    # Every shape of claim: named queues, an excluding pool, a limited task.
+    assert queue.backend.claim(ClaimRequest(["t.mail"], 10, "me", 60, QueueFilter(("mail",), exclude=False))) == []
+    assert queue.backend.claim(ClaimRequest(["t.mail"], 10, "me", 60, QueueFilter(("x",), exclude=True))) == []
+    assert queue.backend.claim(ClaimRequest(["t.mail"], 10, "me", 60, limits={"t.mail": 5})) == []
+    assert not queue.backend.has_due(["t.mail"])
+    listed = {q.name: q for q in queue.queues()}
+    assert listed["mail"].paused and listed["mail"].queued == 2 and listed["mail"].updated_by == "ann"
+    assert not listed["default"].paused and listed["default"].running == 1
+    assert queue.resume_queue("mail", actor="bob") is True
+    assert queue.paused_queues() == []
+    claimed = queue.backend.claim(ClaimRequest(["t.mail"], 10, "me", 60, limits={"t.mail": 5}))
+    assert sorted(job.id for job in claimed) == [mail, later]
+    assert {q.name: q.updated_by for q in queue.queues()}["mail"] == "bob"
+
+
+def test_the_pause_survives_a_new_connection(database, queue: JobQueue) -> None:
+    queue.pause_queue("mail")
+    other = database.connect()
+    try:
+        assert other.paused_queues() == ["mail"]
+    finally:
+        other.close()
+
+
+def test_queue_names_are_checked(queue: JobQueue) -> None:
+    with pytest.raises(BurrowError):
+        queue.pause_queue("")
+
+
+# -- run now ------------------------------------------------------------------------
+
+
+def test_run_now_makes_a_scheduled_job_due(queue: JobQueue) -> None:
+    later = queue.enqueue("t.later", {}, delay=dt.timedelta(hours=1))
+    due = queue.enqueue("t.later", {})
+    assert queue.backend.claim(ClaimRequest(["t.later"], 10, "me", 60))[0].id == due
+    assert queue.run_now(later, actor="ann") is True
+    assert queue.job(later).run_at <= queue.backend.now()
+    assert queue.run_now(later) is False  # due already
+    assert queue.run_now(due) is False  # running
+    with pytest.raises(JobNotFound):
+        queue.run_now(10**9)
+    assert [job.id for job in queue.backend.claim(ClaimRequest(["t.later"], 10, "me", 60))] == [later]
+    rows = [(e.action, e.job_id, e.actor) for e in queue.audit()]
+    assert rows == [("run_now", later, "ann")]  # the refusals left none
+
+
+# -- the audit trail ---------------------------------------------------------------------
+
+
+def test_every_action_leaves_one_row_and_a_refused_one_none(queue: JobQueue) -> None:
+    queue.handle("bad.task", _fail, burrow.with_max_retries(0))
+    failed = queue.enqueue_many("bad.task", [{"n": i} for i in range(3)])
+    assert drain_all(queue) == 3
+    queued = queue.enqueue("other.task", {})
+    running = queue.enqueue("run.task", {})
+    queue.backend.claim(ClaimRequest(["run.task"], 1, "me", 60))
+
+    assert queue.retry(failed[0], actor="ann")
+    assert not queue.retry(queued, actor="ann")  # refused: no row
+    assert queue.retry_all("failed", actor="ann") == 2
+    assert queue.cancel(queued, actor="bob")
+    assert not queue.cancel(queued, actor="bob")  # finished: refused
+    assert queue.cancel(running, actor="bob")  # a cancel request
+    assert queue.delete(queued, actor="cy")
+    assert not queue.delete(running, actor="cy")  # running: refused
+    with pytest.raises(JobNotFound):
+        queue.delete(10**9, actor="cy")
+    queue.pause_queue("mail", actor="dee")
+    queue.resume_queue("mail", actor="dee")
+    assert queue.prune(0, ["cancelled"], actor="eve") == 0  # nothing yet: one row, count 0
+    assert queue.retry_all("cancelled", actor="fay") == 0
+
+    entries = queue.audit(limit=100)
+    assert [(e.action, e.actor, e.job_id, e.queue, e.count) for e in reversed(entries)] == [
+        ("retry", "ann", failed[0], None, 1),
+        ("retry_all", "ann", None, None, 2),
+        ("cancel", "bob", queued, None, 1),
+        ("cancel", "bob", running, None, 1),
+        ("delete", "cy", queued, None, 1),
+        ("pause", "dee", None, "mail", 0),
+        ("resume", "dee", None, "mail", 0),
+        ("prune", "eve", None, None, 0),
+        ("retry_all", "fay", None, None, 0),
+    ]
+    assert entries[-2].filter == "state=failed"
+    assert "state=cancelled" in (entries[1].filter or "")
+    assert all(e.at.tzinfo is not None for e in entries)
+    assert [e.id for e in queue.audit(limit=2, before_id=entries[1].id)] == [entries[2].id, entries[3].id]
+
+
+def test_the_default_actor_is_the_os_user_at_the_host(queue: JobQueue) -> None:
+    queue.pause_queue("q1")
+    [entry] = queue.audit()
+    assert "@" in entry.actor
+    with pytest.raises(BurrowError):
+        queue.pause_queue("q1", actor="  ")
+
+
+def test_audit_rows_are_written_in_the_actions_transaction(queue: JobQueue) -> None:
+    """An action that fails in the database (a prune batch here) leaves no audit row."""
+    queue.handle("ok.task", lambda data: None)
+    queue.enqueue_many("ok.task", [{} for _ in range(3)])
+    drain_all(queue)
+    backend = queue.backend
+    original = backend._retire_ids  # type: ignore[attr-defined]
+
+    def broken(conn):
+        original(conn)
+        raise BackendError("injected")
+
+    backend._retire_ids = broken  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(BackendError):
+            queue.prune(0, ["succeeded"], actor="zed")
+    finally:
+        del backend._retire_ids  # type: ignore[attr-defined]
+    assert queue.audit() == []
+    assert queue.counts()[JobState.SUCCEEDED] == 3
+
+
+def test_retention_prunes_old_audit_rows(clocked: JobQueue, clock) -> None:
+    clocked.pause_queue("a", actor="x")
+    clock.advance(dt.timedelta(days=91).total_seconds())
+    clocked.pause_queue("b", actor="x")
+    assert clocked.backend.prune_audit(clocked.backend.now() - dt.timedelta(days=90)) == 1
+    assert [e.queue for e in clocked.audit()] == ["b"]
