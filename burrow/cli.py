@@ -29,7 +29,7 @@ from enum import IntEnum
 from typing import Any
 
 from burrow.backends import backend_for
-from burrow.backends.records import DEFAULT_LEASE_S, AuditEntry, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
+from burrow.backends.records import DEFAULT_LEASE_S, SEARCH_WINDOW, AuditEntry, HistoryEntry, ProcessInfo, ScheduleInfo, SchemaStatus
 from burrow.config import DSN_ENV, SCHEMA_ENV, load_config
 from burrow.job import JobInfo, JobState
 from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _filters(listing)
     listing.add_argument("--limit", type=int, default=50, metavar="N", help="at most N jobs (1 to 1000)")
     listing.add_argument("--before", type=int, metavar="ID", help="only jobs older than ID: the next page")
+    listing.add_argument(
+        "--search", metavar="TEXT", help="only jobs whose payload (JSON text) or last error contains TEXT, any case"
+    )
     show = command(actions, "show", _jobs_show, "one job: every field, its payload, result, error and history", as_json)
     show.add_argument("id", type=int)
     retry = command(actions, "retry", _jobs_retry, "queue a failed or cancelled job again, or every one in --state")
@@ -365,18 +368,25 @@ def _enqueue(options: argparse.Namespace) -> int:
 
 def _jobs_list(options: argparse.Namespace) -> int:
     """A page of jobs; the footer names the --before that shows the next one."""
+    window_end = None
     with _queue(options) as queue:
-        found = queue.jobs(_listed(options.state), _listed(options.task), options.before, options.limit)
+        if options.search is not None:
+            result = queue.search(options.search, _listed(options.state), _listed(options.task), options.before, options.limit)
+            found, window_end = result.jobs, result.window_end
+        else:
+            found = queue.jobs(_listed(options.state), _listed(options.task), options.before, options.limit)
     if options.json:
         _print_json([_job_json(job) for job in found])
         return Exit.OK
     if not found:
         print("no jobs")
-        return Exit.OK
-    headers = ("id", "task", "state", "priority", "attempts", "run at", "finished at", "error")
-    _print_lines(_table(headers, [_job_row(job) for job in found]))
+    else:
+        headers = ("id", "task", "state", "priority", "attempts", "run at", "finished at", "error")
+        _print_lines(_table(headers, [_job_row(job) for job in found]))
     if len(found) == options.limit:
         print(f"(older jobs: --before {found[-1].id})")
+    elif window_end is not None:
+        print(f"(searched the newest {SEARCH_WINDOW:,} jobs; older ones: --before {window_end})")
     return Exit.OK
 
 

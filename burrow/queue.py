@@ -27,6 +27,8 @@ from burrow.backends.records import (
     Audit,
     AuditEntry,
     QueueInfo,
+    SEARCH_WINDOW,
+    SearchResult,
     DEFAULT_LEASE_S,
     ClaimedJob,
     ClaimRequest,
@@ -439,14 +441,33 @@ class JobQueue:
 
         ``state`` and ``task`` may each be one value or a list.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTING:
-            raise BurrowError(f"limit must be an integer from 1 to {MAX_LISTING}, got {limit!r}")
-        if before_id is not None and (isinstance(before_id, bool) or not isinstance(before_id, int)):
-            raise BurrowError(f"before_id must be a job id (an integer), got {before_id!r}")
-        tasks = [task] if isinstance(task, str) else list(task or [])
-        for name in tasks:
-            check_task_name(name)
-        return self.backend.list_jobs(_states(state), tasks, before_id, limit)
+        states, tasks = _listing(state, task, before_id, limit)
+        return self.backend.list_jobs(states, tasks, before_id, limit)
+
+    def search(
+        self,
+        text: str,
+        state: StateFilter = None,
+        task: str | Sequence[str] | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+        *,
+        window: int = SEARCH_WINDOW,
+    ) -> SearchResult:
+        """Jobs whose payload (its JSON text) or last error contains ``text``, ASCII letters
+        in either case, newest first, with :meth:`jobs`' filters.
+
+        A search looks through the ``window`` newest jobs below ``before_id`` (100,000 by
+        default, well under 2 s on either database), not the whole table:
+        ``result.window_end`` says where it stopped (search on with
+        ``before_id=result.window_end``), None when it reached the oldest job."""
+        if not isinstance(text, str) or not text or len(text) > 200 or "\x00" in text:
+            raise BurrowError(f"search text must be 1 to 200 characters (no NUL), got {text!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise BurrowError(f"window must be a positive integer, got {window!r}")
+        states, tasks = _listing(state, task, before_id, limit)
+        found, end = self.backend.search_jobs(text, states, tasks, before_id, limit, window)
+        return SearchResult(found, end)
 
     def counts(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state, zeros included)."""
@@ -656,6 +677,20 @@ MAX_LISTING = 1000
 BULK_BATCH = 1000  # rows per statement in bulk actions: no lock held for long
 REQUEUED_NOTE = "retried by an operator"
 _RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
+
+
+def _listing(
+    state: StateFilter, task: str | Sequence[str] | None, before_id: int | None, limit: int
+) -> tuple[list[JobState], list[str]]:
+    """A listing's filters checked: its states and tasks as lists."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTING:
+        raise BurrowError(f"limit must be an integer from 1 to {MAX_LISTING}, got {limit!r}")
+    if before_id is not None and (isinstance(before_id, bool) or not isinstance(before_id, int)):
+        raise BurrowError(f"before_id must be a job id (an integer), got {before_id!r}")
+    tasks = [task] if isinstance(task, str) else list(task or [])
+    for name in tasks:
+        check_task_name(name)
+    return _states(state), tasks
 
 
 def actor_of(actor: str | None) -> str:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from burrow.admin import paths, web
+from burrow.backends.records import SEARCH_WINDOW
 from burrow.job import JobState
 
 PAGE_SIZE = 25
@@ -29,10 +30,13 @@ class Filters:
     state: JobState | None
     task: str | None
     before: int | None
+    search: str | None = None  # payload (JSON text) or last error contains it, any case
 
     def query(self, **changes: str | int | None) -> dict[str, str | int | None]:
         """This query with ``changes``: the links of pills, task filter and paging."""
-        current: dict[str, str | int | None] = {"state": self.state, "task": self.task, "before": self.before}
+        current: dict[str, str | int | None] = {
+            "state": self.state, "task": self.task, "before": self.before, "search": self.search,
+        }
         return {**current, **changes}
 
 
@@ -46,13 +50,21 @@ def _filters(request: Request) -> Filters:
     before = params.get("before") or None
     if before is not None and (not web.JOB_ID_RE.fullmatch(before) or int(before) > web.MAX_JOB_ID):
         raise HTTPException(400, f"before must be a job id, got {before!r}")
-    return Filters(JobState(state) if state else None, params.get("task") or None, int(before) if before else None)
+    search = (params.get("search") or "").strip() or None
+    return Filters(
+        JobState(state) if state else None, params.get("task") or None, int(before) if before else None, search
+    )
 
 
 def listing(request: Request, filters: Filters) -> dict[str, Any]:
     """One page of jobs and the counts of the pills, read through JobQueue."""
     q = web.queue(request)
-    rows = q.jobs(state=filters.state, task=filters.task, before_id=filters.before, limit=PAGE_SIZE + 1)
+    window_end = None
+    if filters.search is not None:
+        found = q.search(filters.search, filters.state, filters.task, filters.before, PAGE_SIZE + 1)
+        rows, window_end = found.jobs, found.window_end
+    else:
+        rows = q.jobs(state=filters.state, task=filters.task, before_id=filters.before, limit=PAGE_SIZE + 1)
     by_task = q.counts_by_task()
     if filters.task is None:
         counts = web.state_totals(by_task)
@@ -62,7 +74,10 @@ def listing(request: Request, filters: Filters) -> dict[str, Any]:
     return {
         "filters": filters,
         "jobs": page,
-        "older": page[-1].id if len(rows) > PAGE_SIZE else None,
+        "older": page[-1].id if len(rows) > PAGE_SIZE else window_end,
+        # A search that stopped at its window of the newest jobs says so.
+        "window_end": window_end if len(rows) <= PAGE_SIZE else None,
+        "search_window": SEARCH_WINDOW,
         "counts": counts,
         "total": sum(counts.values()),
         "tasks": sorted(by_task),

@@ -79,6 +79,18 @@ class OperatorStore(Protocol):
         self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
     ) -> list[JobInfo]: ...
 
+    def search_jobs(
+        self,
+        text: str,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        window: int,
+    ) -> tuple[list[JobInfo], int | None]:
+        """Jobs whose payload or last error holds ``text`` (ASCII case aside), newest
+        first, among the ``window`` newest ids below ``before_id``; and where the window ended."""
+
     def counts(self) -> dict[JobState, int]: ...
 
     def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]: ...

@@ -211,6 +211,16 @@ class PostgresBackend(SQLBackend):
 
         return claim
 
+    def _contains(self, text: str) -> sa.ColumnElement[bool]:
+        """The payload as encode(payload, 'escape'): never an error, whatever its bytes
+        (convert_from would fail on a raw-bytes task's); bytes of 128 and up read as
+        \\ooo there, so the needle is escaped the same way."""
+        needle = sa.func.lower(sa.literal(_escape_encoded(text), sa.Text))
+        payload = sa.func.lower(sa.func.encode(jobs.c.payload, "escape"))
+        error = sa.func.lower(jobs.c.last_error)
+        plain = sa.func.lower(sa.literal(text, sa.Text))
+        return sa.or_(sa.func.strpos(payload, needle) > 0, sa.func.strpos(error, plain) > 0)
+
     def claim_sql(self, limit: int, queues: QueueFilter = ALL_QUEUES) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.
 
@@ -674,6 +684,20 @@ def _queue_predicate(queues: QueueFilter) -> str:
     if not queues.names:
         return ""
     return " AND queue <> ALL(%(queues)s::varchar[])" if queues.exclude else " AND queue = ANY(%(queues)s::varchar[])"
+
+
+def _escape_encoded(text: str) -> str:
+    """``text``'s UTF-8 bytes as PostgreSQL's encode(..., 'escape') writes them: a
+    backslash doubled, a byte of 128 and up (and a NUL) as a backslash and 3 octal digits."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if byte == 0x5C:
+            out.append("\\\\")
+        elif byte >= 0x80 or byte == 0:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
 
 
 def _quote_ident(name: str) -> str:

@@ -25,7 +25,7 @@ from burrow.backends.records import CLAIM_COLUMNS, ClaimRequest, Outcome, Schema
 from burrow.job import NewJob
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
-from burrow.backends.schema import UNIQUE_WHERE, UTC
+from burrow.backends.schema import UNIQUE_WHERE, UTC, jobs
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
@@ -193,6 +193,12 @@ class SQLiteBackend(SQLBackend):
                 raise BackendError(f"sqlite: enqueue failed: unique key {key!r} of {task!r} has no holder")
             holders[task, key] = row[0]
         return holders
+
+    def _contains(self, text: str) -> sa.ColumnElement[bool]:
+        """SQLite reads a blob cast to text as UTF-8; its lower() folds ASCII letters."""
+        needle = sa.func.lower(sa.literal(text, sa.Text))
+        payload = sa.func.lower(sa.cast(jobs.c.payload, sa.Text))
+        return sa.or_(sa.func.instr(payload, needle) > 0, sa.func.instr(sa.func.lower(jobs.c.last_error), needle) > 0)
 
     def _claim(self, request: ClaimRequest, limited: Mapping[str, int]) -> Callable[[Any], list[Any]]:
         """Select and mark in one statement; the write lock makes the subquery safe.

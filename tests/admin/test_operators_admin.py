@@ -147,3 +147,16 @@ def test_a_viewer_in_chromium_sees_no_action_control(page: Page, admin_queue: Jo
         response = page.request.post(f"{base}/jobs/{jobs.failed[0]}/retry", form={"csrf": "x"})
         assert response.status == 403
     assert admin_queue.job(jobs.failed[0]).state is JobState.FAILED
+
+
+def test_the_list_searches_payloads_and_errors(admin_queue: JobQueue, jobs: Jobs) -> None:
+    with TestClient(create_app(admin_queue)) as c:
+        page = c.get("/jobs", params={"search": "USER2@example"}).text
+        assert f'id="job-{jobs.failed[2]}"' in page and f'id="job-{jobs.failed[1]}"' not in page
+        assert 'value="USER2@example"' in page
+        refused = c.get("/jobs", params={"search": "connection REFUSED", "state": "failed"}).text
+        assert all(f'id="job-{i}"' in refused for i in jobs.failed)
+        assert "containing" in c.get("/jobs", params={"search": "no such text anywhere"}).text
+        # The live fragment keeps the search.
+        part = c.get("/parts/jobs", params={"search": "USER2@example"}).text
+        assert f'id="job-{jobs.failed[2]}"' in part and f'id="job-{jobs.failed[1]}"' not in part

@@ -158,3 +158,44 @@ def test_retention_prunes_old_audit_rows(clocked: JobQueue, clock) -> None:
     clocked.pause_queue("b", actor="x")
     assert clocked.backend.prune_audit(clocked.backend.now() - dt.timedelta(days=90)) == 1
     assert [e.queue for e in clocked.audit()] == ["b"]
+
+
+# -- search ---------------------------------------------------------------------------
+
+
+def test_search_finds_payload_text_and_errors_newest_first(queue: JobQueue) -> None:
+    queue.handle("bad.task", _fail, burrow.with_max_retries(0))
+    a = queue.enqueue("shop.order", {"customer": "ACME Corp", "total": 12})
+    b = queue.enqueue("shop.order", {"customer": "Globex", "note": "acme referral"})
+    c = queue.enqueue("shop.refund", {"customer": "acme corp"})
+    caf = queue.enqueue("shop.order", {"customer": "Café Ünïcode", "path": "C:\\tmp\\x"})
+    raw = queue.enqueue("raw.task", b"\x00\xff binary acme \x80")
+    failed = queue.enqueue("bad.task", {"n": 1})
+    drain_all(queue)
+
+    def ids(text: str, **filters: object) -> list[int]:
+        return [job.id for job in queue.search(text, **filters).jobs]  # type: ignore[arg-type]
+
+    assert ids("acme") == [raw, c, b, a]
+    assert ids("ACME CORP") == [c, a]
+    assert ids("acme", task="shop.order") == [b, a]
+    assert ids("acme", state="queued", task=["shop.order", "shop.refund"]) == [c, b, a]
+    assert ids("boom") == [failed]  # the last error
+    assert ids("Café") == [caf] and ids("Ünïcode") == [caf]
+    assert ids("C:\\\\tmp") == [caf]  # the JSON text escapes the backslash
+    assert ids("acme", before_id=c) == [b, a]
+    assert ids("acme", limit=2) == [raw, c]
+    assert ids("nothing like it") == []
+    assert ids("100%") == [] and ids("_") != []  # no LIKE wildcards
+
+
+def test_search_looks_through_a_window_of_the_newest_jobs(queue: JobQueue) -> None:
+    old = queue.enqueue("t.s", {"who": "needle"})
+    queue.enqueue_many("t.s", [{"who": "hay"} for _ in range(5)])
+    result = queue.search("needle", window=3)
+    assert result.jobs == [] and result.window_end is not None
+    on = queue.search("needle", before_id=result.window_end, window=3)
+    assert [job.id for job in on.jobs] == [old] and on.window_end is None
+    assert queue.search("needle").window_end is None
+    with pytest.raises(BurrowError):
+        queue.search("")

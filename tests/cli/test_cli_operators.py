@@ -60,3 +60,15 @@ def test_cli_actions_are_audited_as_user_at_host(database: Database) -> None:
         text = ok(database, "audit", "--limit", "2")
         assert "pause" in text and "queue mail" in text and f"job {job}" not in text
         assert os.environ.get("USER") != "operator7"
+
+
+def test_jobs_list_search(database: Database) -> None:
+    with database.connect() as q:
+        a = q.enqueue("shop.order", {"customer": "ACME Corp"})
+        q.enqueue("shop.order", {"customer": "Globex"})
+        c = q.enqueue("shop.refund", {"customer": "acme"})
+        found = json.loads(ok(database, "jobs", "list", "--search", "Acme", "--json"))
+        assert [job["id"] for job in found] == [c, a]
+        text = ok(database, "jobs", "list", "--search", "acme", "--task", "shop.order")
+        assert f"\n{a} " in text and f"\n{c} " not in text
+        assert ok(database, "jobs", "list", "--search", "nobody") == "no jobs\n"

@@ -90,6 +90,7 @@ OPERATION_WORDS: Final = {
     "request_cancel": "requesting a cancel",
     "requeue": "retrying jobs",
     "schedules": "reading periodic jobs",
+    "search_jobs": "searching jobs",
     "schema_status": "reading the schema version",
     "stats_since": "reading throughput",
     "task_options": "reading a task's registered options",

@@ -330,6 +330,46 @@ class JobsSQL(SQLConnection):
         merged = sa.union_all(*(sa.select(branch.subquery()) for branch in branches)).subquery()
         return sa.select(*[merged.c[name] for name in JOB_COLUMNS]).order_by(merged.c.id.desc()).limit(limit)
 
+    def search_jobs(
+        self,
+        text: str,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        window: int,
+    ) -> tuple[list[JobInfo], int | None]:
+        """Jobs whose payload (its bytes as text) or last error holds ``text``, case
+        aside (ASCII letters), newest first, among the ``window`` newest ids below
+        ``before_id``; and the id where the window stopped (None: it reached the
+        oldest job). The window's end is found on the primary key (an index-only
+        range), then the same range is walked newest first until ``limit`` match."""
+
+        def search(conn: sa.Connection) -> tuple[list[JobInfo], int | None]:
+            ids = sa.select(jobs.c.id).order_by(jobs.c.id.desc()).offset(window).limit(1)
+            if before_id is not None:
+                ids = ids.where(jobs.c.id < before_id)
+            end = conn.execute(ids).scalar()
+            terms: list[sa.ColumnElement[bool]] = [self._contains(text)]
+            if end is not None:
+                terms.append(jobs.c.id > end)
+            if before_id is not None:
+                terms.append(jobs.c.id < before_id)
+            if states:
+                terms.append(jobs.c.state.in_(list(states)))
+            if tasks:
+                terms.append(jobs.c.task.in_(list(tasks)))
+            statement = (
+                sa.select(*[jobs.c[name] for name in JOB_COLUMNS]).where(*terms).order_by(jobs.c.id.desc()).limit(limit)
+            )
+            return [_job_info(row) for row in conn.execute(statement).all()], end
+
+        return self._read("search_jobs", search)
+
+    def _contains(self, text: str) -> sa.ColumnElement[bool]:
+        """The payload's bytes as text, or the last error, hold ``text`` (ASCII case aside)."""
+        raise NotImplementedError
+
     def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]:
         """task -> state -> count. ``active_only`` counts queued and running jobs only,
         from their partial indexes, cheap however many finished jobs the table holds."""
