@@ -83,6 +83,7 @@ from burrow.stats import StatsCounter, ThroughputPoint, minute_of, throughput_po
 log = structlog.get_logger("burrow")
 
 DRAIN_BATCH = 10
+PROGRESS_WRITE_S = 1.0  # a drain writes a job's progress at most this often
 # Jobs should carry references, not blobs: a row this size is already slow to claim.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -366,13 +367,33 @@ class JobQueue:
                 if job.id in lost:
                     continue
                 pending.append(
-                    execute(job, self._registry[job.task], self.retry_defaults, cancel_check=self._cancel_check.for_job(job.id))
+                    execute(
+                        job, self._registry[job.task], self.retry_defaults,
+                        cancel_check=self._cancel_check.for_job(job.id), progress=self._progress_writer(job),
+                    )
                 )
                 produced.add(job.id)
         finally:
             unstarted = [released(job) for job in batch if job.id not in produced and job.id not in lost]
             recorded += self._record(pending + unstarted, tasks)
         return recorded
+
+    def _progress_writer(self, job: ClaimedJob) -> Callable[[int, int, float, str | None], None]:
+        """A drain's progress(...): written to the job's row at most once a second (the
+        first call at once), so a handler calling it in a loop costs no round trip each."""
+        last = [-PROGRESS_WRITE_S]
+
+        def write(job_id: int, attempt: int, fraction: float, message: str | None) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_WRITE_S:
+                return
+            last[0] = now
+            try:
+                self.backend.record_progress([(job.id, job.owner, job.attempt, fraction, message)])
+            except BackendError as exc:
+                log.warning("progress_not_written", job_id=job.id, error=str(exc))
+
+        return write
 
     def _record(self, outcomes: list[Outcome], tasks: Mapping[int, str]) -> int:
         """Write ``outcomes``; the number of runs written (releases are not runs)."""
@@ -436,13 +457,18 @@ class JobQueue:
         task: str | Sequence[str] | None = None,
         before_id: int | None = None,
         limit: int = 50,
+        *,
+        after_id: int | None = None,
     ) -> list[JobInfo]:
-        """Jobs newest first (id descending); page on with ``before_id`` = the last id seen.
+        """Jobs newest first (id descending); page on with ``before_id`` = the last id seen,
+        and back with ``after_id`` = the first id seen (the ``limit`` jobs just newer).
 
         ``state`` and ``task`` may each be one value or a list.
         """
         states, tasks = _listing(state, task, before_id, limit)
-        return self.backend.list_jobs(states, tasks, before_id, limit)
+        if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
+            raise BurrowError(f"after_id must be a job id (an integer), got {after_id!r}")
+        return self.backend.list_jobs(states, tasks, before_id, limit, after_id)
 
     def search(
         self,

@@ -49,6 +49,10 @@ class JobStore(Protocol):
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Write outcomes in one round trip; returns the ids whose fence no longer held."""
 
+    def record_progress(self, rows: Sequence[tuple[int, str, int, float, str | None]]) -> None:
+        """The latest progress of running jobs: (id, owner, attempt, fraction, message),
+        fenced; a row whose attempt no longer runs is left alone."""
+
     def extend_leases(self, jobs: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         """Push out the leases of (id, owner, attempt); returns the ids that were lost."""
 
@@ -76,8 +80,15 @@ class OperatorStore(Protocol):
     def history(self, job_id: int) -> list[HistoryEntry]: ...
 
     def list_jobs(
-        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
-    ) -> list[JobInfo]: ...
+        self,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        after_id: int | None = None,
+    ) -> list[JobInfo]:
+        """Newest first below ``before_id``; with ``after_id``, the ``limit`` jobs just
+        newer than it (still newest first)."""
 
     def search_jobs(
         self,

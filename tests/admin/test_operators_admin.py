@@ -160,3 +160,29 @@ def test_the_list_searches_payloads_and_errors(admin_queue: JobQueue, jobs: Jobs
         # The live fragment keeps the search.
         part = c.get("/parts/jobs", params={"search": "USER2@example"}).text
         assert f'id="job-{jobs.failed[2]}"' in part and f'id="job-{jobs.failed[1]}"' not in part
+
+
+def _ids(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr id="job-(\d+)"', html)]
+
+
+def test_the_list_has_a_newer_link_beside_older(admin_queue: JobQueue, jobs: Jobs) -> None:
+    admin_queue.enqueue_many("more.task", [{"n": n} for n in range(40)])
+    with TestClient(create_app(admin_queue)) as c:
+        first = c.get("/jobs").text
+        assert "newer" not in first
+        page1 = _ids(first)
+        page2_html = c.get(f"/jobs?before={page1[-1]}").text
+        page2 = _ids(page2_html)
+        assert f'href="/jobs?after={page2[0]}"' in page2_html.replace("&amp;", "&")
+        page3_html = c.get(f"/jobs?before={page2[-1]}").text
+        page3 = _ids(page3_html)
+        back = _ids(c.get(f"/jobs?after={page3[0]}").text)
+        assert back == page2  # newer from page 3 is page 2 again
+        top_html = c.get(f"/jobs?after={page2[0]}").text
+        assert _ids(top_html) == page1 and "newer</a>" not in top_html
+        # With a filter: the newer page of the filtered list.
+        failed_all = _ids(c.get("/jobs?state=failed").text)
+        older_failed = _ids(c.get(f"/jobs?state=failed&before={failed_all[1]}").text)
+        assert _ids(c.get(f"/jobs?state=failed&after={older_failed[0]}").text) == failed_all[:2]
+        assert c.get("/jobs?after=x").status_code == 400

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 import burrow
-from burrow.backends.records import ClaimRequest, QueueFilter
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind, QueueFilter
 from burrow.errors import BackendError, BurrowError, JobNotFound
 from burrow.job import JobState
 from burrow.queue import JobQueue
@@ -199,3 +199,60 @@ def test_search_looks_through_a_window_of_the_newest_jobs(queue: JobQueue) -> No
     assert queue.search("needle").window_end is None
     with pytest.raises(BurrowError):
         queue.search("")
+
+
+# -- progress -------------------------------------------------------------------------
+
+
+def test_progress_is_written_fenced_and_read_back(queue: JobQueue) -> None:
+    job_id = queue.enqueue("t.p", {})
+    [claimed] = queue.backend.claim(ClaimRequest(["t.p"], 1, "me", 60))
+    queue.backend.record_progress([(job_id, "me", claimed.attempt, 0.25, "a quarter")])
+    info = queue.job(job_id)
+    assert (info.progress, info.progress_message) == (0.25, "a quarter")
+    queue.backend.record_progress([(job_id, "someone else", claimed.attempt, 0.9, None)])  # fenced out
+    queue.backend.record_progress([(job_id, "me", claimed.attempt + 1, 0.9, None)])
+    assert queue.job(job_id).progress == 0.25
+    queue.backend.record_progress([(job_id, "me", claimed.attempt, 1.0, None)])
+    assert (queue.job(job_id).progress, queue.job(job_id).progress_message) == (1.0, None)
+
+
+def test_a_drain_writes_progress_at_most_once_a_second(queue: JobQueue) -> None:
+    seen: list[tuple[float | None, str | None]] = []
+
+    def handler(data: bytes) -> None:
+        job = burrow.current_job()
+        for n in range(1000):
+            job.progress(n / 1000, f"{n}")
+        info = queue.job(job.id)
+        seen.append((info.progress, info.progress_message))
+        with pytest.raises(BurrowError):
+            job.progress(1.5)
+        with pytest.raises(BurrowError):
+            job.progress(float("nan"))
+
+    queue.handle("t.drained", handler)
+    queue.enqueue("t.drained", {})
+    assert drain_all(queue) == 1
+    assert seen == [(0.0, "0")]  # the first call written, the 999 after it within the second not
+
+
+def test_retrying_a_job_clears_its_progress(queue: JobQueue) -> None:
+    queue.handle("bad.task", _fail, burrow.with_max_retries(0))
+    job_id = queue.enqueue("bad.task", {})
+    [claimed] = queue.backend.claim(ClaimRequest(["bad.task"], 1, "me", 60))
+    queue.backend.record_progress([(job_id, "me", claimed.attempt, 0.5, "half")])
+    queue.backend.finish([Outcome(job_id, "me", claimed.attempt, OutcomeKind.FAILED, error="x")])
+    assert queue.job(job_id).progress == 0.5
+    assert queue.retry(job_id)
+    assert (queue.job(job_id).progress, queue.job(job_id).progress_message) == (None, None)
+
+
+def test_listing_the_page_just_newer(queue: JobQueue) -> None:
+    ids = queue.enqueue_many("t.l", [{"n": n} for n in range(10)])
+    other = queue.enqueue("t.other", {})
+    queue.backend.claim(ClaimRequest(["t.l"], 3, "me", 60))  # running jobs come from their own index
+    assert [j.id for j in queue.jobs(after_id=ids[2], limit=3)] == [ids[5], ids[4], ids[3]]
+    assert [j.id for j in queue.jobs(task="t.l", after_id=ids[7], limit=5)] == [ids[9], ids[8]]
+    assert [j.id for j in queue.jobs(state=["running", "queued"], after_id=ids[0], limit=2)] == [ids[2], ids[1]]
+    assert [j.id for j in queue.jobs(after_id=ids[9])] == [other]

@@ -150,6 +150,25 @@ class JobsSQL(SQLConnection):
     def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         raise NotImplementedError
 
+    def record_progress(self, rows: Sequence[tuple[int, str, int, float, str | None]]) -> None:
+        """The latest progress of running jobs, (id, owner, attempt, fraction, message)
+        each, fenced like every write of an attempt: one executemany, one transaction."""
+        if not rows:
+            return
+        statement = (
+            sa.update(jobs)
+            .where(
+                jobs.c.id == sa.bindparam("b_id"), jobs.c.owner == sa.bindparam("b_owner"),
+                jobs.c.attempts == sa.bindparam("b_attempt"), _IS_RUNNING,
+            )
+            .values(progress=sa.bindparam("b_fraction"), progress_message=sa.bindparam("b_message"))
+        )
+        values = [
+            {"b_id": i, "b_owner": owner, "b_attempt": attempt, "b_fraction": fraction, "b_message": message}
+            for i, owner, attempt, fraction, message in rows
+        ]
+        self._write("progress", lambda c: c.execute(statement, values))
+
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         raise NotImplementedError
 
@@ -286,7 +305,12 @@ class JobsSQL(SQLConnection):
     # -- operators ----------------------------------------------------------------
 
     def list_jobs(
-        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+        self,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        after_id: int | None = None,
     ) -> list[JobInfo]:
         """Newest first, keyset-paged by id.
 
@@ -295,22 +319,37 @@ class JobsSQL(SQLConnection):
         listed by walking the primary key, where nearly every row is one. Neither
         index holds running jobs (migration 10): they come from the running index,
         a few rows, merged in.
+
+        ``after_id``: the ``limit`` jobs just newer than it instead (the same indexes,
+        walked the other way), still returned newest first: the page before a page.
         """
-        statement = self.list_jobs_statement(states, tasks, before_id, limit)
+        statement = self.list_jobs_statement(states, tasks, before_id, limit, after_id)
         rows = self._read("list_jobs", lambda c: c.execute(statement).all())
-        return [_job_info(row) for row in rows]
+        found = [_job_info(row) for row in rows]
+        return found[::-1] if after_id is not None else found
 
     def list_jobs_statement(
-        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+        self,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        after_id: int | None = None,
     ) -> sa.Select[Any]:
-        """The listing's statement, apart so that a test can EXPLAIN it."""
+        """The listing's statement, apart so that a test can EXPLAIN it (ids descending;
+        ascending from ``after_id`` when it is given)."""
         columns = [jobs.c[name] for name in JOB_COLUMNS]
         by_task = [jobs.c.task.in_(list(tasks))] if tasks else []
+
+        def order(column: Any) -> Any:
+            return column.asc() if after_id is not None else column.desc()
 
         def newest(*terms: sa.ColumnElement[bool]) -> sa.Select[Any]:
             if before_id is not None:
                 terms += (jobs.c.id < before_id,)
-            return sa.select(*columns).where(*terms).order_by(jobs.c.id.desc()).limit(limit)
+            if after_id is not None:
+                terms += (jobs.c.id > after_id,)
+            return sa.select(*columns).where(*terms).order_by(order(jobs.c.id)).limit(limit)
 
         if not states and not tasks:
             return newest()
@@ -328,7 +367,7 @@ class JobsSQL(SQLConnection):
         if len(branches) == 1:
             return branches[0]
         merged = sa.union_all(*(sa.select(branch.subquery()) for branch in branches)).subquery()
-        return sa.select(*[merged.c[name] for name in JOB_COLUMNS]).order_by(merged.c.id.desc()).limit(limit)
+        return sa.select(*[merged.c[name] for name in JOB_COLUMNS]).order_by(order(merged.c.id)).limit(limit)
 
     def search_jobs(
         self,
@@ -418,7 +457,8 @@ class JobsSQL(SQLConnection):
                 .where(jobs.c.id.in_([r.id for r in picked]))
                 .values(
                     state=JobState.QUEUED.value, attempts=0, run_at=now, started_at=None, finished_at=None,
-                    last_error=None, result=None, owner=None, lease_expires_at=None,
+                    last_error=None, result=None, owner=None, lease_expires_at=None, progress=None,
+                    progress_message=None,
                 )
             )
             record_history(conn, self._now(), [(r.id, r.attempts, HistoryEvent.REQUEUED, note) for r in picked])
