@@ -12,6 +12,7 @@ from burrow.errors import BackendError, BurrowError, JobNotFound
 from burrow.job import JobState
 from burrow.queue import JobQueue
 from tests.backends.helpers import drain_all
+from tests.conftest import Database, FakeClock
 
 
 def _fail(data: bytes) -> None:
@@ -46,7 +47,7 @@ def test_a_paused_queue_is_not_claimed_until_resumed(queue: JobQueue) -> None:
     assert {q.name: q.updated_by for q in queue.queues()}["mail"] == "bob"
 
 
-def test_the_pause_survives_a_new_connection(database, queue: JobQueue) -> None:
+def test_the_pause_survives_a_new_connection(database: Database, queue: JobQueue) -> None:
     queue.pause_queue("mail")
     other = database.connect()
     try:
@@ -152,7 +153,7 @@ def test_audit_rows_are_written_in_the_actions_transaction(queue: JobQueue) -> N
     assert queue.counts()[JobState.SUCCEEDED] == 3
 
 
-def test_retention_prunes_old_audit_rows(clocked: JobQueue, clock) -> None:
+def test_retention_prunes_old_audit_rows(clocked: JobQueue, clock: FakeClock) -> None:
     clocked.pause_queue("a", actor="x")
     clock.advance(dt.timedelta(days=91).total_seconds())
     clocked.pause_queue("b", actor="x")
@@ -256,3 +257,26 @@ def test_listing_the_page_just_newer(queue: JobQueue) -> None:
     assert [j.id for j in queue.jobs(task="t.l", after_id=ids[7], limit=5)] == [ids[9], ids[8]]
     assert [j.id for j in queue.jobs(state=["running", "queued"], after_id=ids[0], limit=2)] == [ids[2], ids[1]]
     assert [j.id for j in queue.jobs(after_id=ids[9])] == [other]
+
+
+def test_the_async_clients_cancel_is_audited(database: Database, queue: JobQueue) -> None:
+    import asyncio
+
+    queued = queue.enqueue("t.a", {})
+    running = queue.enqueue("t.r", {})
+    queue.backend.claim(ClaimRequest(["t.r"], 1, "me", 60))
+    finished = queue.enqueue("t.f", {})
+    queue.cancel(finished, actor="setup")
+
+    async def main() -> list[bool]:
+        async with await burrow.aconnect(database.dsn, schema=database.schema) as aq:
+            return [
+                await aq.cancel(queued, actor="async-ann"),
+                await aq.cancel(running, actor="async-ann"),
+                await aq.cancel(finished, actor="async-ann"),  # refused: no row
+                await aq.dequeue(running),  # refused: running
+            ]
+
+    assert asyncio.run(main()) == [True, True, False, False]
+    rows = [(e.action, e.actor, e.job_id) for e in reversed(queue.audit()) if e.actor != "setup"]
+    assert rows == [("cancel", "async-ann", queued), ("cancel", "async-ann", running)]
