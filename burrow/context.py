@@ -59,7 +59,9 @@ class JobContext:
         if message is not None and not isinstance(message, str):
             raise BurrowError(f"a progress message must be a string, got {type(message).__name__}")
         if self.progress_sink is not None:
+            # Cut, without NULs, and valid UTF-8 (a lone surrogate could not cross the pipe).
             text = None if message is None else message[:PROGRESS_MESSAGE_MAX].replace("\x00", "")
+            text = None if text is None else text.encode("utf-8", "replace").decode("utf-8")
             self.progress_sink(self.id, self.attempt, float(fraction), text)
 
 

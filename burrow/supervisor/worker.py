@@ -233,7 +233,11 @@ class Worker:
             if os.getppid() != self.settings.supervisor_pid:
                 os._exit(WorkerExit.ORPHANED)
             for (job_id, attempt), (fraction, text) in self.take_progress():
-                self.send(protocol.progress(job_id, attempt, fraction, text))
+                try:
+                    frame = protocol.encode_frame(protocol.progress(job_id, attempt, fraction, text))
+                except Exception:  # never the heartbeat's death: the supervisor would kill us as silent
+                    continue
+                self._write(frame)
             self.send(protocol.heartbeat())
 
     def keep_progress(self, job_id: int, attempt: int, fraction: float, message: str | None) -> None:

@@ -280,3 +280,18 @@ def test_the_async_clients_cancel_is_audited(database: Database, queue: JobQueue
     assert asyncio.run(main()) == [True, True, False, False]
     rows = [(e.action, e.actor, e.job_id) for e in reversed(queue.audit()) if e.actor != "setup"]
     assert rows == [("cancel", "async-ann", queued), ("cancel", "async-ann", running)]
+
+
+def test_progress_messages_are_cut_and_made_valid_text() -> None:
+    from burrow.context import JobContext
+
+    got: list[tuple[float, str | None]] = []
+    job = JobContext(1, "t", 1, 0, progress_sink=lambda i, a, f, m: got.append((f, m)))
+    job.progress(1, "x" * 300)
+    job.progress(0.5, "bad \ud800 half\x00")
+    job.progress(0)
+    assert got == [(1.0, "x" * 200), (0.5, "bad ? half"), (0.0, None)]
+    for bad in (-0.1, 1.01, True, "0.5", float("inf")):
+        with pytest.raises(BurrowError):
+            job.progress(bad)  # type: ignore[arg-type]
+    JobContext(1, "t", 1, 0).progress(0.5)  # no sink: nothing to do
