@@ -186,3 +186,16 @@ def test_the_list_has_a_newer_link_beside_older(admin_queue: JobQueue, jobs: Job
         older_failed = _ids(c.get(f"/jobs?state=failed&before={failed_all[1]}").text)
         assert _ids(c.get(f"/jobs?state=failed&after={older_failed[0]}").text) == failed_all[:2]
         assert c.get("/jobs?after=x").status_code == 400
+
+
+def test_a_running_jobs_progress_bar_refreshes_itself(page: Page, admin_queue: JobQueue, jobs: Jobs) -> None:
+    running = admin_queue.job(jobs.running)
+    assert running.owner is not None
+    admin_queue.backend.record_progress([(running.id, running.owner, running.attempts, 0.2, "2 of 10")])
+    with serve(create_app(admin_queue)) as base:
+        page.goto(base + "/jobs?state=running")
+        bar = page.locator(f"#job-{running.id} progress")
+        expect(bar).to_have_attribute("value", "0.2")
+        admin_queue.backend.record_progress([(running.id, running.owner, running.attempts, 0.7, "7 of 10")])
+        expect(bar).to_have_attribute("value", "0.7", timeout=12_000)  # two refresh periods
+        expect(page.locator(f"#job-{running.id}")).to_contain_text("7 of 10")
