@@ -18,11 +18,12 @@ from types import TracebackType
 from typing import Any, Protocol, Unpack
 
 from burrow.backends import async_backend_for
+from burrow.backends.records import Audit
 from burrow.backends.sql.connection import Clock
 from burrow.errors import JobNotFound, WaitTimeout
 from burrow.job import FINISHED_STATES, EnqueueKeywords, EnqueueOptions, JobInfo, ManyKeywords, NewJob, keyed_payloads
 from burrow.options import JobConfig, RegisteredOptions, check_task_name
-from burrow.queue import DEFAULT_MAX_PAYLOAD_BYTES, _result_of, enqueue_rows
+from burrow.queue import DEFAULT_MAX_PAYLOAD_BYTES, _result_of, actor_of, enqueue_rows
 
 
 class _Wake(Protocol):
@@ -40,9 +41,9 @@ class AsyncBackend(Protocol):
 
     async def get(self, job_id: int) -> JobInfo | None: ...
 
-    async def cancel(self, job_id: int) -> bool: ...
+    async def cancel(self, job_id: int, audit: Audit | None = None) -> bool: ...
 
-    async def request_cancel(self, job_id: int) -> bool: ...
+    async def request_cancel(self, job_id: int, audit: Audit | None = None) -> bool: ...
 
     async def task_options(self, task: str) -> str | None: ...
 
@@ -143,14 +144,16 @@ class AsyncJobQueue:
 
     # -- operating ----------------------------------------------------------------
 
-    async def dequeue(self, job_id: int) -> bool:
+    async def dequeue(self, job_id: int, *, actor: str | None = None) -> bool:
         """Cancel a job that has not started (True); False for any other state."""
-        return await self.backend.cancel(job_id)
+        return await self.backend.cancel(job_id, Audit(actor_of(actor), "cancel", job_id=job_id))
 
-    async def cancel(self, job_id: int) -> bool:
+    async def cancel(self, job_id: int, *, actor: str | None = None) -> bool:
         """``JobQueue.cancel``: a queued job at once, a running one by its supervisor;
-        False for a finished job, JobNotFound for an unknown id."""
-        if await self.backend.cancel(job_id) or await self.backend.request_cancel(job_id):
+        False for a finished job, JobNotFound for an unknown id. Audited as ``actor``
+        (default user@host), as every operator action is."""
+        audit = Audit(actor_of(actor), "cancel", job_id=job_id)
+        if await self.backend.cancel(job_id, audit) or await self.backend.request_cancel(job_id, audit):
             return True
         await self.job(job_id)
         return False

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from typing import Any
 from burrow.backends import backend_for
 from burrow.backends.records import (
     DEFAULT_LEASE_S,
+    SEARCH_WINDOW,
+    AuditEntry,
     HistoryEntry,
     HostInfo,
     ProcessInfo,
@@ -43,7 +46,7 @@ from burrow.errors import BackendError, BurrowError, ConfigError, JobNotFound
 from burrow.job import FIELDS, EnqueueOptions, Shown
 from burrow.logging import configure_logging
 from burrow.notation import parse_duration, shown_dsn
-from burrow.queue import JobQueue
+from burrow.queue import JobQueue, actor_of
 from burrow.version import DISTRIBUTION, __version__
 
 
@@ -148,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     _filters(listing)
     listing.add_argument("--limit", type=int, default=50, metavar="N", help="at most N jobs (1 to 1000)")
     listing.add_argument("--before", type=int, metavar="ID", help="only jobs older than ID: the next page")
+    listing.add_argument(
+        "--search", metavar="TEXT", help="only jobs whose payload (JSON text) or last error contains TEXT, any case"
+    )
     show = command(actions, "show", _jobs_show, "one job: every field, its payload, result, error and history", as_json)
     show.add_argument("id", type=int)
     retry = command(actions, "retry", _jobs_retry, "queue a failed or cancelled job again, or every one in --state")
@@ -157,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("id", type=int)
     delete = command(actions, "delete", _jobs_delete, "delete a job that is not running, and its history")
     delete.add_argument("id", type=int)
+    run_now = command(actions, "run-now", _jobs_run_now, "make a queued job due later (scheduled, retrying) due now")
+    run_now.add_argument("id", type=int)
+
+    queues = commands.add_parser("queues", help="list, pause or resume queues")
+    queue_actions = queues.add_subparsers(required=True, metavar="ACTION")
+    command(queue_actions, "list", _queues_list, "every queue: paused or not, queued and running jobs", as_json)
+    pause = command(queue_actions, "pause", _queues_pause, "stop every supervisor claiming the queue's jobs")
+    pause.add_argument("queue")
+    resume = command(queue_actions, "resume", _queues_resume, "let supervisors claim the queue's jobs again")
+    resume.add_argument("queue")
+    audit = command(commands, "audit", _audit, "operators' actions, newest first: who did what to which jobs", as_json)
+    audit.add_argument("--limit", type=int, default=50, metavar="N", help="at most N rows (1 to 1000)")
 
     status = command(commands, "status", _status, "counts by state and task, and the processes", as_json)
     status.add_argument("--check", action="store_true", help="exit 1 unless a supervisor's heartbeat is fresh")
@@ -364,18 +382,25 @@ def _enqueue(options: argparse.Namespace) -> int:
 
 def _jobs_list(options: argparse.Namespace) -> int:
     """A page of jobs; the footer names the --before that shows the next one."""
+    window_end = None
     with _queue(options) as queue:
-        found = queue.jobs(_listed(options.state), _listed(options.task), options.before, options.limit)
+        if options.search is not None:
+            result = queue.search(options.search, _listed(options.state), _listed(options.task), options.before, options.limit)
+            found, window_end = result.jobs, result.window_end
+        else:
+            found = queue.jobs(_listed(options.state), _listed(options.task), options.before, options.limit)
     if options.json:
         _print_json([_job_json(job) for job in found])
         return Exit.OK
     if not found:
         print("no jobs")
-        return Exit.OK
-    headers = ("id", "task", "state", "priority", "attempts", "run at", "finished at", "error")
-    _print_lines(_table(headers, [_job_row(job) for job in found]))
+    else:
+        headers = ("id", "task", "state", "priority", "attempts", "run at", "finished at", "error")
+        _print_lines(_table(headers, [_job_row(job) for job in found]))
     if len(found) == options.limit:
         print(f"(older jobs: --before {found[-1].id})")
+    elif window_end is not None:
+        print(f"(searched the newest {SEARCH_WINDOW:,} jobs; older ones: --before {window_end})")
     return Exit.OK
 
 
@@ -400,10 +425,10 @@ def _jobs_retry(options: argparse.Namespace) -> int:
         raise BurrowError("jobs retry ID takes no --task: --task narrows a --state retry")
     with _queue(options) as queue:
         if options.id is None:
-            retried = sum(queue.retry_all(state, tasks) for state in states)
+            retried = sum(queue.retry_all(state, tasks, actor=_actor()) for state in states)
             print(f"retried {_count(retried)}")
             return Exit.OK
-        if queue.retry(options.id):
+        if queue.retry(options.id, actor=_actor()):
             print(f"retried job {options.id}")
             return Exit.OK
         return _refuse(queue, options.id, "only a failed or cancelled job can be retried")
@@ -413,7 +438,7 @@ def _jobs_cancel(options: argparse.Namespace) -> int:
     """Exit 1 when there is nothing to cancel, so a script knows the job will still run or already ran."""
     with _queue(options) as queue:
         was_running = queue.job(options.id).state is JobState.RUNNING
-        if queue.cancel(options.id):
+        if queue.cancel(options.id, actor=_actor()):
             print(f"cancelled job {options.id}" + (" (running: its supervisor stops it)" if was_running else ""))
             return Exit.OK
         return _refuse(queue, options.id, "a finished job cannot be cancelled")
@@ -422,10 +447,91 @@ def _jobs_cancel(options: argparse.Namespace) -> int:
 def _jobs_delete(options: argparse.Namespace) -> int:
     """Never a running job: its worker would report an outcome for a row that is gone."""
     with _queue(options) as queue:
-        if queue.delete(options.id):
+        if queue.delete(options.id, actor=_actor()):
             print(f"deleted job {options.id}")
             return Exit.OK
         return _refuse(queue, options.id, "a running job cannot be deleted: wait for it to finish")
+
+
+def _jobs_run_now(options: argparse.Namespace) -> int:
+    """Exit 1 for a job that is not queued for later: it is due, running or finished."""
+    with _queue(options) as queue:
+        if queue.run_now(options.id, actor=_actor()):
+            print(f"job {options.id} is due now")
+            return Exit.OK
+        return _refuse(queue, options.id, "only a queued job due later (scheduled, retrying, snoozed) can be run now")
+
+
+def _actor() -> str:
+    """Who the CLI's actions are recorded as: $USER@host."""
+    user = os.environ.get("USER")
+    return f"{user}@{socket.gethostname()}" if user else actor_of(None)
+
+
+def _queues_list(options: argparse.Namespace) -> int:
+    with _queue(options) as queue:
+        found = queue.queues()
+    if options.json:
+        _print_json(
+            [
+                {
+                    "name": q.name, "paused": q.paused, "queued": q.queued, "running": q.running,
+                    "updated_at": _iso(q.updated_at), "updated_by": q.updated_by,
+                }
+                for q in found
+            ]
+        )
+        return Exit.OK
+    if not found:
+        print("no queues (none has queued or running jobs, none is paused)")
+        return Exit.OK
+    rows = [[q.name, "paused" if q.paused else "active", q.queued, q.running, q.updated_by or ""] for q in found]
+    _print_lines(_table(("queue", "state", "queued", "running", "paused/resumed by"), rows))
+    return Exit.OK
+
+
+def _queues_pause(options: argparse.Namespace) -> int:
+    with _queue(options) as queue:
+        changed = queue.pause_queue(options.queue, actor=_actor())
+    print(f"paused queue {options.queue}" + ("" if changed else " (it was paused already)"))
+    return Exit.OK
+
+
+def _queues_resume(options: argparse.Namespace) -> int:
+    with _queue(options) as queue:
+        changed = queue.resume_queue(options.queue, actor=_actor())
+    print(f"resumed queue {options.queue}" + ("" if changed else " (it was not paused)"))
+    return Exit.OK
+
+
+def _audit(options: argparse.Namespace) -> int:
+    with _queue(options) as queue:
+        entries = queue.audit(options.limit)
+    if options.json:
+        _print_json(
+            [
+                {
+                    "id": e.id, "at": _iso(e.at), "actor": e.actor, "action": e.action, "job_id": e.job_id,
+                    "queue": e.queue, "filter": e.filter, "count": e.count,
+                }
+                for e in entries
+            ]
+        )
+        return Exit.OK
+    if not entries:
+        print("no operator actions recorded")
+        return Exit.OK
+    rows = [[e.id, _when(e.at), e.actor, e.action, _audit_target(e), e.count] for e in entries]
+    _print_lines(_table(("id", "at", "actor", "action", "on", "jobs"), rows))
+    return Exit.OK
+
+
+def _audit_target(entry: AuditEntry) -> str:
+    if entry.job_id is not None:
+        return f"job {entry.job_id}"
+    if entry.queue is not None:
+        return f"queue {entry.queue}"
+    return entry.filter or "-"
 
 
 def _status(options: argparse.Namespace) -> int:
@@ -438,6 +544,9 @@ def _status(options: argparse.Namespace) -> int:
         with _queue(options) as queue:
             counts, tasks, processes = queue.counts(), queue.counts_by_task(), queue.processes()
             schedules, queues = queue.periodic_jobs(), queue.counts_by_queue()
+            paused = queue.paused_queues()
+            for name in paused:
+                queues.setdefault(name, {JobState.QUEUED: 0, JobState.RUNNING: 0})
             unhandled = queue.unhandled()
             now = queue.backend.now()
     except BackendError as exc:
@@ -454,10 +563,11 @@ def _status(options: argparse.Namespace) -> int:
                 "schedules": [_schedule_json(schedule) for schedule in schedules],
                 "queues": {name: {str(state): n for state, n in by_state.items()} for name, by_state in queues.items()},
                 "unhandled": unhandled,
+                "paused_queues": paused,
             }
         )
     else:
-        _print_lines(_status_page(counts, tasks, queues, processes, schedules, unhandled, now, queue.lease_s))
+        _print_lines(_status_page(counts, tasks, queues, processes, schedules, unhandled, now, queue.lease_s, paused))
     if options.check and not any(p.role == "supervisor" and not p.stale for p in processes):
         print(f"burrow: unhealthy: no supervisor has sent a heartbeat in the last {queue.lease_s:g}s", file=sys.stderr)
         return Exit.REFUSED
@@ -472,7 +582,7 @@ def _prune(options: argparse.Namespace) -> int:
         raise BurrowError(f"--older-than {options.older_than!r} is not an age such as 7d, 24h or 30m") from None
     states = _listed(options.state) or [str(state) for state in PRUNED_BY_DEFAULT]
     with _queue(options) as queue:
-        deleted = queue.prune(older_than, states)
+        deleted = queue.prune(older_than, states, actor=_actor())
     if options.json:
         _print_json({"deleted": deleted})
     else:
@@ -714,6 +824,8 @@ def _field_text(job: JobInfo, shown: Shown, value: Any) -> object:
         return f"{value} of at most {job.max_retries + 1} (max_retries {job.max_retries})"
     if shown is Shown.JOBS:
         return ", ".join(map(str, value)) or None
+    if shown is Shown.PROGRESS:
+        return None if value is None else f"{value * 100:.0f}%"
     return value
 
 
@@ -747,6 +859,7 @@ def _status_page(
     unhandled: dict[str, int],
     now: dt.datetime,
     stale_after_s: float,
+    paused: Sequence[str] = (),
 ) -> list[str]:
     """Where the jobs are, which task they pile up in, who is alive to run them, and
     when each periodic job is due next; first, the jobs nobody would run."""
@@ -761,8 +874,11 @@ def _status_page(
         rows = [[task, *(by_state[s] for s in states)] for task, by_state in tasks.items()]
         lines += ["", "jobs by task:", *_table(["task", *states], rows, indent="  ")]
     if queues:
-        rows = [[name, by_state[JobState.QUEUED], by_state[JobState.RUNNING]] for name, by_state in queues.items()]
-        lines += ["", "queues (each pool's depth):", *_table(("queue", "queued", "running"), rows, indent="  ")]
+        rows = [
+            [name, by_state[JobState.QUEUED], by_state[JobState.RUNNING], "paused" if name in paused else ""]
+            for name, by_state in sorted(queues.items())
+        ]
+        lines += ["", "queues (each pool's depth):", *_table(("queue", "queued", "running", ""), rows, indent="  ")]
     if schedules:
         rows = [[s.name, s.task, s.spec, _when(s.last_slot) or "-", _when(s.next_slot) or "-"] for s in schedules]
         lines += ["", "periodic jobs:", *_table(("name", "task", "rule", "last slot", "next slot"), rows, indent="  ")]

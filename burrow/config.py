@@ -459,6 +459,10 @@ class RetentionConfig:
     succeeded_s: float | None = setting("succeeded", _duration_or_off, 24 * 3600.0, _KEEP_DOC.format("succeeded"))
     failed_s: float | None = setting("failed", _duration_or_off, 7 * 24 * 3600.0, _KEEP_DOC.format("failed"))
     cancelled_s: float | None = setting("cancelled", _duration_or_off, 24 * 3600.0, _KEEP_DOC.format("cancelled"))
+    audit_s: float | None = setting(
+        "audit", _duration_or_off, 90 * 24 * 3600.0,
+        'how long operators\' actions stay in the audit trail (`burrow audit`); `"off"` keeps them',
+    )
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -473,9 +477,16 @@ class AdminConfig:
     password: str | None = setting(
         "password", _nonempty_str, None, "the web admin's password (HTTP basic auth, any user name)"
     )
+    viewer_password: str | None = setting(
+        "viewer_password", _nonempty_str, None,
+        "a second password, for read-only access: pages without any action (needs `password`)",
+    )
 
     def __repr__(self) -> str:
-        return f"AdminConfig(bind={self.bind!r}, password={'***' if self.password else None})"
+        return (
+            f"AdminConfig(bind={self.bind!r}, password={'***' if self.password else None},"
+            f" viewer_password={'***' if self.viewer_password else None})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

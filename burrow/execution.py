@@ -50,6 +50,7 @@ def execute(
     max_result_bytes: int | None = None,
     cancel_check: Callable[[], bool] | None = None,
     results_of: Callable[[int], Mapping[int, bytes | None]] | None = None,
+    progress: Callable[[int, int, float, str | None], None] | None = None,
 ) -> Outcome:
     """Run ``job``'s handler and return its outcome; never raises for a handler's failure,
     nor for burrow's own work around it (a log line, the error's text).
@@ -60,14 +61,17 @@ def execute(
     ``max_result_bytes`` (a worker's ``max_result_size``) fails a job whose result
     is larger, at once: it would be as large on every attempt. ``cancel_check``
     answers the handler's ``current_job().cancel_requested``, ``results_of`` (the
-    backend's ``parent_results``) its ``current_job().parent_results``.
+    backend's ``parent_results``) its ``current_job().parent_results``; ``progress``
+    takes its ``current_job().progress(...)``.
     """
     capture = ResultCapture()
     started = time.perf_counter()
     # Plain set/reset rather than context managers: this runs once per job, and
     # per-job overhead is what caps a worker's throughput on short jobs.
     log_tokens = structlog.contextvars.bind_contextvars(job_id=job.id, task=job.task, attempt=job.attempt)
-    job_tokens = enter_job(JobContext(job.id, job.task, job.attempt, job.max_retries, cancel_check, results_of), capture)
+    job_tokens = enter_job(
+        JobContext(job.id, job.task, job.attempt, job.max_retries, cancel_check, results_of, progress), capture
+    )
     try:
         return _execute(job, registration, defaults, capture, started, interruptible, max_result_bytes)
     except Exception as exc:

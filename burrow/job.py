@@ -68,6 +68,7 @@ class Shown(StrEnum):
     BYTES = "bytes"  # stored bytes (payload, result): decoded JSON where they are JSON
     ERROR = "error"  # a multi-line text whose first line is the message
     JOBS = "jobs"  # job ids (a workflow step's parents, children): the admin links each
+    PROGRESS = "progress"  # a fraction in [0, 1], or None: shown as a percentage (the admin: a bar)
 
 
 def _shown(label: str, kind: Shown = Shown.TEXT, *, column: bool = True) -> Any:
@@ -111,6 +112,9 @@ class JobInfo:
     workflow_name: str | None = field(default=None, metadata=_shown("workflow name"))
     parents: tuple[int, ...] = field(default=(), metadata=_shown("parents", Shown.JOBS, column=False))
     children: tuple[int, ...] = field(default=(), metadata=_shown("children", Shown.JOBS, column=False))
+    # the latest current_job().progress(fraction, message) of the run, as its supervisor wrote it
+    progress: float | None = field(default=None, metadata=_shown("progress", Shown.PROGRESS))
+    progress_message: str | None = field(default=None, metadata=_shown("progress message"))
 
 
 class JobField(NamedTuple):

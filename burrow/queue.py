@@ -8,7 +8,9 @@ steps that supervisor workers use.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +24,11 @@ from burrow.backends import backend_for
 from burrow.backends.contract import Backend
 from burrow.backends.records import (
     ALL_QUEUES,
+    Audit,
+    AuditEntry,
+    QueueInfo,
+    SEARCH_WINDOW,
+    SearchResult,
     DEFAULT_LEASE_S,
     ClaimedJob,
     ClaimRequest,
@@ -65,6 +72,7 @@ from burrow.options import (
     JobConfig,
     JobOption,
     apply_options,
+    check_queue_name,
     check_task_name,
     check_unique_key,
     RegisteredOptions,
@@ -76,6 +84,7 @@ from burrow.stats import StatsCounter, ThroughputPoint, minute_of, throughput_po
 log = structlog.get_logger("burrow")
 
 DRAIN_BATCH = 10
+PROGRESS_WRITE_S = 1.0  # a drain writes a job's progress at most this often
 # Jobs should carry references, not blobs: a row this size is already slow to claim.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -252,9 +261,9 @@ class JobQueue:
         """Store a workflow's steps (``burrow.Workflow.enqueue`` makes them) in one transaction."""
         return self.backend.enqueue_workflow(name, steps, conn)
 
-    def dequeue(self, job_id: int) -> bool:
+    def dequeue(self, job_id: int, *, actor: str | None = None) -> bool:
         """Cancel a job that has not started (True); False for any other state."""
-        return self.backend.cancel(job_id)
+        return self.backend.cancel(job_id, Audit(actor_of(actor), "cancel", job_id=job_id))
 
     # -- reading ------------------------------------------------------------------
 
@@ -387,6 +396,7 @@ class JobQueue:
                     execute(
                         job, self._registry[job.task], self.retry_defaults,
                         cancel_check=self._cancel_check.for_job(job.id), results_of=self.backend.parent_results,
+                        progress=self._progress_writer(job),
                     )
                 )
                 produced.add(job.id)
@@ -394,6 +404,23 @@ class JobQueue:
             unstarted = [released(job) for job in batch if job.id not in produced and job.id not in lost]
             recorded += self._record(pending + unstarted, tasks)
         return recorded
+
+    def _progress_writer(self, job: ClaimedJob) -> Callable[[int, int, float, str | None], None]:
+        """A drain's progress(...): written to the job's row at most once a second (the
+        first call at once), so a handler calling it in a loop costs no round trip each."""
+        last = [-PROGRESS_WRITE_S]
+
+        def write(job_id: int, attempt: int, fraction: float, message: str | None) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_WRITE_S:
+                return
+            last[0] = now
+            try:
+                self.backend.record_progress([(job.id, job.owner, job.attempt, fraction, message)])
+            except BackendError as exc:
+                log.warning("progress_not_written", job_id=job.id, error=str(exc))
+
+        return write
 
     def _record(self, outcomes: list[Outcome], tasks: Mapping[int, str]) -> int:
         """Write ``outcomes``; the number of runs written (releases are not runs)."""
@@ -457,19 +484,43 @@ class JobQueue:
         task: str | Sequence[str] | None = None,
         before_id: int | None = None,
         limit: int = 50,
+        *,
+        after_id: int | None = None,
     ) -> list[JobInfo]:
-        """Jobs newest first (id descending); page on with ``before_id`` = the last id seen.
+        """Jobs newest first (id descending); page on with ``before_id`` = the last id seen,
+        and back with ``after_id`` = the first id seen (the ``limit`` jobs just newer).
 
         ``state`` and ``task`` may each be one value or a list.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTING:
-            raise BurrowError(f"limit must be an integer from 1 to {MAX_LISTING}, got {limit!r}")
-        if before_id is not None and (isinstance(before_id, bool) or not isinstance(before_id, int)):
-            raise BurrowError(f"before_id must be a job id (an integer), got {before_id!r}")
-        tasks = [task] if isinstance(task, str) else list(task or [])
-        for name in tasks:
-            check_task_name(name)
-        return self.backend.list_jobs(_states(state), tasks, before_id, limit)
+        states, tasks = _listing(state, task, before_id, limit)
+        if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
+            raise BurrowError(f"after_id must be a job id (an integer), got {after_id!r}")
+        return self.backend.list_jobs(states, tasks, before_id, limit, after_id)
+
+    def search(
+        self,
+        text: str,
+        state: StateFilter = None,
+        task: str | Sequence[str] | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+        *,
+        window: int = SEARCH_WINDOW,
+    ) -> SearchResult:
+        """Jobs whose payload (its JSON text) or last error contains ``text``, ASCII letters
+        in either case, newest first, with :meth:`jobs`' filters.
+
+        A search looks through the ``window`` newest jobs below ``before_id`` (100,000 by
+        default, well under 2 s on either database), not the whole table:
+        ``result.window_end`` says where it stopped (search on with
+        ``before_id=result.window_end``), None when it reached the oldest job."""
+        if not isinstance(text, str) or not text or len(text) > 200 or "\x00" in text:
+            raise BurrowError(f"search text must be 1 to 200 characters (no NUL), got {text!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise BurrowError(f"window must be a positive integer, got {window!r}")
+        states, tasks = _listing(state, task, before_id, limit)
+        found, end = self.backend.search_jobs(text, states, tasks, before_id, limit, window)
+        return SearchResult(found, end)
 
     def counts(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state, zeros included)."""
@@ -489,35 +540,46 @@ class JobQueue:
             for queue, by_state in sorted(self.backend.active_by_queue().items())
         }
 
-    def retry(self, job_id: int) -> bool:
+    def retry(self, job_id: int, *, actor: str | None = None) -> bool:
         """Put a failed or cancelled job back in the queue, due now, as if new: attempts 0,
         error and result cleared (its history keeps the past attempts and records the
-        retry). False for a job in any other state; JobNotFound for an unknown id."""
-        if self.backend.requeue([job_id], _RETRYABLE, REQUEUED_NOTE):
+        retry). False for a job in any other state; JobNotFound for an unknown id.
+
+        Every operator action (this, retry_all, cancel, dequeue, delete, prune,
+        pause_queue, resume_queue, run_now) writes a row of :meth:`audit` in its own
+        transaction, naming ``actor`` (default: the OS user and host, ``user@host``)."""
+        if self.backend.requeue([job_id], _RETRYABLE, REQUEUED_NOTE, Audit(actor_of(actor), "retry", job_id=job_id)):
             return True
         self.job(job_id)  # JobNotFound if there is no such job
         return False
 
-    def retry_all(self, state: str | JobState = JobState.FAILED, task: str | Sequence[str] | None = None) -> int:
+    def retry_all(
+        self, state: str | JobState = JobState.FAILED, task: str | Sequence[str] | None = None, *, actor: str | None = None
+    ) -> int:
         """:meth:`retry` every job in ``state`` (failed or cancelled), of ``task`` if given;
-        the number retried. Works through the jobs that existed when it began, 1,000 at a time."""
+        the number retried. Works through the jobs that existed when it began, 1,000 at a
+        time, each batch's audit row in its transaction (one row, count 0, if none was found)."""
         states = _states(state)
         wanted = states[0] if len(states) == 1 else None
         if wanted not in _RETRYABLE:
             raise BurrowError(f"only failed or cancelled jobs can be retried, not state {str(state)!r}")
         tasks = [task] if isinstance(task, str) else list(task or [])
+        audit = Audit(actor_of(actor), "retry_all", filter=_filter_text(state=wanted, task=tasks))
         up_to, after, retried = self.backend.max_id(), 0, 0
         while ids := self.backend.ids_in(wanted, tasks, after, up_to, BULK_BATCH):
-            retried += len(self.backend.requeue(ids, _RETRYABLE, REQUEUED_NOTE))
+            retried += len(self.backend.requeue(ids, _RETRYABLE, REQUEUED_NOTE, audit))
             after = ids[-1]
+        if not retried:
+            self.backend.add_audit(audit, 0)
         return retried
 
-    def cancel(self, job_id: int) -> bool:
+    def cancel(self, job_id: int, *, actor: str | None = None) -> bool:
         """Cancel a job: a queued one at once; a running one is stopped by the supervisor
         running it, within about a second (its worker killed and replaced if the handler
         does not stop first), and ends cancelled, never retried. False for a finished
         job; JobNotFound for an unknown id. (``dequeue`` cancels queued jobs only.)"""
-        if self.backend.cancel(job_id) or self.backend.request_cancel(job_id):
+        audit = Audit(actor_of(actor), "cancel", job_id=job_id)
+        if self.backend.cancel(job_id, audit) or self.backend.request_cancel(job_id, audit):
             return True
         self.job(job_id)
         return False
@@ -528,9 +590,9 @@ class JobQueue:
         info = self.backend.get(job_id)
         return info is not None and (info.cancel_requested_at is not None or info.state is JobState.CANCELLED)
 
-    def delete(self, job_id: int) -> bool:
+    def delete(self, job_id: int, *, actor: str | None = None) -> bool:
         """Delete a job and its history: True; False while it runs. JobNotFound if unknown."""
-        deleted = self.backend.delete_job(job_id)
+        deleted = self.backend.delete_job(job_id, Audit(actor_of(actor), "delete", job_id=job_id))
         if deleted is None:
             raise JobNotFound(f"no job with id {job_id}")
         return deleted
@@ -539,6 +601,8 @@ class JobQueue:
         self,
         older_than: dt.timedelta | float,
         states: Iterable[str | JobState] = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED),
+        *,
+        actor: str | None = None,
     ) -> int:
         """Delete jobs in ``states`` (finished ones only) that finished more than
         ``older_than`` ago, with their history, 1,000 per transaction; the number deleted."""
@@ -551,7 +615,57 @@ class JobQueue:
                 "only finished jobs (succeeded, failed, cancelled) can be pruned,"
                 f" not state {', '.join(str(s) for s in wanted) or '(none given)'}"
             )
-        return self.backend.prune(self.backend.now() - age, wanted, BULK_BATCH)
+        audit = Audit(actor_of(actor), "prune", filter=_filter_text(state=wanted, older_than=f"{age.total_seconds():g}s"))
+        pruned = self.backend.prune(self.backend.now() - age, wanted, BULK_BATCH, audit=audit)
+        if not pruned:
+            self.backend.add_audit(audit, 0)
+        return pruned
+
+    def run_now(self, job_id: int, *, actor: str | None = None) -> bool:
+        """Make a queued job that is due later (scheduled, retrying, snoozed) due now:
+        True. False for any other job (due already, running, finished); JobNotFound
+        for an unknown id."""
+        if self.backend.run_now(job_id, Audit(actor_of(actor), "run_now", job_id=job_id)):
+            return True
+        self.job(job_id)
+        return False
+
+    def pause_queue(self, queue: str, *, actor: str | None = None) -> bool:
+        """Stop every supervisor on this database claiming jobs of ``queue`` (at its next
+        claim: within a second); running jobs finish, enqueues still work (the jobs
+        wait). The state is in the database: it outlives restarts. True if it was not
+        paused already."""
+        check_queue_name(queue)
+        return self.backend.set_paused(queue, True, Audit(actor_of(actor), "pause", queue=queue))
+
+    def resume_queue(self, queue: str, *, actor: str | None = None) -> bool:
+        """Let supervisors claim ``queue``'s jobs again; True if it was paused."""
+        check_queue_name(queue)
+        return self.backend.set_paused(queue, False, Audit(actor_of(actor), "resume", queue=queue))
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue that has queued or running jobs or was ever paused, by name: whether
+        it is paused, and its queued and running jobs."""
+        active = self.backend.active_by_queue()
+        rows = {name: (paused, at, by) for name, paused, at, by in self.backend.queue_rows()}
+        out = []
+        for name in sorted(set(active) | set(rows)):
+            counts = active.get(name, {})
+            paused, at, by = rows.get(name, (False, None, None))
+            out.append(
+                QueueInfo(name, paused, counts.get(JobState.QUEUED, 0), counts.get(JobState.RUNNING, 0), at, by)
+            )
+        return out
+
+    def paused_queues(self) -> list[str]:
+        """The names of the paused queues."""
+        return self.backend.paused_queues()
+
+    def audit(self, limit: int = 50, before_id: int | None = None) -> list[AuditEntry]:
+        """Operators' actions, newest first (page on with ``before_id``)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTING:
+            raise BurrowError(f"limit must be an integer from 1 to {MAX_LISTING}, got {limit!r}")
+        return self.backend.audit_entries(limit, before_id)
 
     def periodic_jobs(self) -> list[ScheduleInfo]:
         """Every periodic job a supervisor has run on this database, with its last and next
@@ -616,6 +730,47 @@ MAX_LISTING = 1000
 BULK_BATCH = 1000  # rows per statement in bulk actions: no lock held for long
 REQUEUED_NOTE = "retried by an operator"
 _RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
+
+
+def _listing(
+    state: StateFilter, task: str | Sequence[str] | None, before_id: int | None, limit: int
+) -> tuple[list[JobState], list[str]]:
+    """A listing's filters checked: its states and tasks as lists."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTING:
+        raise BurrowError(f"limit must be an integer from 1 to {MAX_LISTING}, got {limit!r}")
+    if before_id is not None and (isinstance(before_id, bool) or not isinstance(before_id, int)):
+        raise BurrowError(f"before_id must be a job id (an integer), got {before_id!r}")
+    tasks = [task] if isinstance(task, str) else list(task or [])
+    for name in tasks:
+        check_task_name(name)
+    return _states(state), tasks
+
+
+def actor_of(actor: str | None) -> str:
+    """Who an action is recorded as: ``actor``, else the OS user and host (user@host)."""
+    if actor is not None:
+        if not isinstance(actor, str) or not actor.strip():
+            raise BurrowError(f"actor must be a non-empty string, got {actor!r}")
+        return actor
+    return f"{_os_user()}@{socket.gethostname()}"
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return str(os.getuid())
+
+
+def _filter_text(**terms: Any) -> str:
+    """A bulk action's filter as the audit row keeps it: "state=failed task=a,b"."""
+    parts = []
+    for key, value in terms.items():
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        if value:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 def _states(state: StateFilter) -> list[JobState]:

@@ -22,11 +22,11 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from burrow.admin import actions, health, job, jobs, overview, web
-from burrow.admin.auth import Auth, AuthMiddleware, basic_auth
+from burrow.admin import actions, activity, health, job, jobs, overview, web
+from burrow.admin.auth import Auth, AuthMiddleware, Identity, basic_auth
 from burrow.queue import JobQueue
 
-__all__ = ["Auth", "basic_auth", "create_app"]
+__all__ = ["Auth", "Identity", "basic_auth", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 
@@ -36,8 +36,10 @@ def create_app(queue: JobQueue, *, title: str = "burrow", auth: Auth | None = No
 
     ``title`` names it in the header and the browser tab. ``auth`` is the parent
     app's check, called before every request but the health probes:
-    ``(request) -> bool | Response``, sync or async; True lets the request through,
-    False answers 403, a Response (a login redirect, a 401) is sent as it is.
+    ``(request) -> bool | str | Identity | Response``, sync or async; True lets the
+    request through, "viewer" lets it through read-only (no action, POST 403),
+    ``Identity(name, role)`` names who acts (the audit trail records it), False
+    answers 403, a Response (a login redirect, a 401) is sent as it is.
     See :mod:`burrow.admin.auth`.
     """
     middleware = [Middleware(web.SecurityHeaders)]
@@ -49,6 +51,7 @@ def create_app(queue: JobQueue, *, title: str = "burrow", auth: Auth | None = No
             *jobs.routes,
             *job.routes,
             *actions.routes,
+            *activity.routes,
             *health.routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

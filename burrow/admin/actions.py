@@ -27,7 +27,7 @@ def _confirmed(form: FormData) -> bool:
 
 
 async def _act_on_job(
-    request: Request, act: Callable[[JobQueue, int], bool], done: str, refused: str, *, confirm: bool = False
+    request: Request, act: Callable[..., bool], done: str, refused: str, *, confirm: bool = False
 ) -> Response:
     """Run ``act`` on the path's job (in a thread: JobQueue blocks) and go back with
     flash ``done`` or ``refused``."""
@@ -37,7 +37,7 @@ async def _act_on_job(
     if confirm and not _confirmed(form):
         return web.redirect(request, back, "unconfirmed")
     try:
-        acted = await run_in_threadpool(act, web.queue(request), job_id)
+        acted = await run_in_threadpool(act, web.queue(request), job_id, actor=web.actor(request))
     except JobNotFound:
         return web.redirect(request, paths.relative(request, "jobs"), "missing", job_id)
     return web.redirect(request, back, done if acted else refused, job_id)
@@ -55,6 +55,30 @@ async def delete(request: Request) -> Response:
     return await _act_on_job(request, JobQueue.delete, "deleted", "not_deleted", confirm=True)
 
 
+async def run_now(request: Request) -> Response:
+    return await _act_on_job(request, JobQueue.run_now, "ran_now", "not_ran_now")
+
+
+async def _queue_action(request: Request, pause: bool) -> Response:
+    form = await csrf.checked_form(request)
+    name = form.get("queue")
+    back = paths.safe_next(form.get("next"), paths.relative(request, "overview"))
+    if not isinstance(name, str):
+        return web.redirect(request, back, "unconfirmed")
+    q = web.queue(request)
+    act = q.pause_queue if pause else q.resume_queue
+    await run_in_threadpool(act, name, actor=web.actor(request))
+    return web.redirect(request, back, "paused" if pause else "resumed")
+
+
+async def pause_queue(request: Request) -> Response:
+    return await _queue_action(request, True)
+
+
+async def resume_queue(request: Request) -> Response:
+    return await _queue_action(request, False)
+
+
 async def retry_all(request: Request) -> Response:
     """Every failed job of the task filter (all tasks without one) back in the queue."""
     form = await csrf.checked_form(request)
@@ -64,7 +88,7 @@ async def retry_all(request: Request) -> Response:
     back = paths.safe_next(form.get("next"), paths.relative(request, "jobs", {"task": task}))
     if not _confirmed(form):
         return web.redirect(request, back, "unconfirmed")
-    retried = await run_in_threadpool(web.queue(request).retry_all, "failed", task)
+    retried = await run_in_threadpool(web.queue(request).retry_all, "failed", task, actor=web.actor(request))
     return web.redirect(request, back, "retried_all", retried)
 
 
@@ -73,4 +97,7 @@ routes = [
     Route("/jobs/{job_id:int}/retry", retry, methods=["POST"], name="retry"),
     Route("/jobs/{job_id:int}/cancel", cancel, methods=["POST"], name="cancel"),
     Route("/jobs/{job_id:int}/delete", delete, methods=["POST"], name="delete"),
+    Route("/jobs/{job_id:int}/run-now", run_now, methods=["POST"], name="run_now"),
+    Route("/queues/pause", pause_queue, methods=["POST"], name="pause_queue"),
+    Route("/queues/resume", resume_queue, methods=["POST"], name="resume_queue"),
 ]

@@ -32,6 +32,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "missing": ("error", "Job {n} does not exist (any more)."),
     "retried_all": ("ok", "{n} failed job(s) queued again."),
     "unconfirmed": ("error", "Nothing was done: the action needs its confirmation."),
+    "ran_now": ("ok", "Job {n} is due now."),
+    "not_ran_now": ("error", "Job {n} was not made due: only a queued job due later can be."),
+    "paused": ("ok", "The queue is paused: no supervisor claims its jobs until it is resumed."),
+    "resumed": ("ok", "The queue is resumed."),
 }
 
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from burrow.admin import paths, web
+from burrow.backends.records import SEARCH_WINDOW
 from burrow.job import JobState
 
 PAGE_SIZE = 25
@@ -29,10 +30,15 @@ class Filters:
     state: JobState | None
     task: str | None
     before: int | None
+    search: str | None = None  # payload (JSON text) or last error contains it, any case
+    after: int | None = None  # the page just newer than this id (the "newer" link)
 
     def query(self, **changes: str | int | None) -> dict[str, str | int | None]:
         """This query with ``changes``: the links of pills, task filter and paging."""
-        current: dict[str, str | int | None] = {"state": self.state, "task": self.task, "before": self.before}
+        current: dict[str, str | int | None] = {
+            "state": self.state, "task": self.task, "before": self.before, "search": self.search,
+            "after": self.after,
+        }
         return {**current, **changes}
 
 
@@ -46,23 +52,50 @@ def _filters(request: Request) -> Filters:
     before = params.get("before") or None
     if before is not None and (not web.JOB_ID_RE.fullmatch(before) or int(before) > web.MAX_JOB_ID):
         raise HTTPException(400, f"before must be a job id, got {before!r}")
-    return Filters(JobState(state) if state else None, params.get("task") or None, int(before) if before else None)
+    after = params.get("after") or None
+    if after is not None and (not web.JOB_ID_RE.fullmatch(after) or int(after) > web.MAX_JOB_ID):
+        raise HTTPException(400, f"after must be a job id, got {after!r}")
+    search = (params.get("search") or "").strip() or None
+    return Filters(
+        JobState(state) if state else None, params.get("task") or None, int(before) if before else None, search,
+        int(after) if after else None,
+    )
 
 
 def listing(request: Request, filters: Filters) -> dict[str, Any]:
-    """One page of jobs and the counts of the pills, read through JobQueue."""
+    """One page of jobs and the counts of the pills, read through JobQueue; the ids
+    its "older" and "newer" links start from (None: no such page)."""
     q = web.queue(request)
-    rows = q.jobs(state=filters.state, task=filters.task, before_id=filters.before, limit=PAGE_SIZE + 1)
+    window_end = newer = None
+    if filters.search is not None:
+        found = q.search(filters.search, filters.state, filters.task, filters.before, PAGE_SIZE + 1)
+        page = found.jobs[:PAGE_SIZE]
+        older = page[-1].id if len(found.jobs) > PAGE_SIZE else found.window_end
+        window_end = found.window_end if len(found.jobs) <= PAGE_SIZE else None
+    elif filters.after is not None:
+        above = q.jobs(state=filters.state, task=filters.task, limit=PAGE_SIZE + 1, after_id=filters.after)
+        page = above[-PAGE_SIZE:]  # the nearest ones; one more means a page newer still
+        newer = page[0].id if len(above) > PAGE_SIZE else None
+        older = page[-1].id if page else None
+    else:
+        rows = q.jobs(state=filters.state, task=filters.task, before_id=filters.before, limit=PAGE_SIZE + 1)
+        page = rows[:PAGE_SIZE]
+        older = page[-1].id if len(rows) > PAGE_SIZE else None
+        if filters.before is not None and page and q.jobs(state=filters.state, task=filters.task, limit=1, after_id=page[0].id):
+            newer = page[0].id
     by_task = q.counts_by_task()
     if filters.task is None:
         counts = web.state_totals(by_task)
     else:
         counts = by_task.get(filters.task, dict.fromkeys(JobState, 0))
-    page = rows[:PAGE_SIZE]
     return {
         "filters": filters,
         "jobs": page,
-        "older": page[-1].id if len(rows) > PAGE_SIZE else None,
+        "older": older,
+        "newer": newer,
+        # A search that stopped at its window of the newest jobs says so.
+        "window_end": window_end,
+        "search_window": SEARCH_WINDOW,
         "counts": counts,
         "total": sum(counts.values()),
         "tasks": sorted(by_task),

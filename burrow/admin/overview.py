@@ -32,6 +32,7 @@ def overview(request: Request) -> dict[str, Any]:
         "processes": processes,
         "hosts": hosts_of(processes),
         "unhandled": q.unhandled(),
+        "queues": q.queues(),
     }
 
 

@@ -61,10 +61,12 @@ def settings(args: argparse.Namespace) -> Config:
         database = DatabaseConfig(dsn=database.dsn, schema=args.schema)
     if args.bind is not None:
         try:
-            admin = AdminConfig(bind=parse_bind(args.bind), password=admin.password)
+            admin = AdminConfig(bind=parse_bind(args.bind), password=admin.password, viewer_password=admin.viewer_password)
         except ValueError as exc:
             raise ConfigError(f"--bind: {exc}") from None
     host = admin.bind[0]
+    if admin.viewer_password is not None and admin.password is None:
+        raise ConfigError("[admin] viewer_password needs [admin] password too (the viewer's is the read-only one)")
     if admin.password is None and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve the admin on {host}, which is not a loopback address, without a password: "
@@ -120,7 +122,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "burrow admin") -> int:
         print(f"{prog}: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return EXIT_USAGE
     password = config.admin.password
-    app = create_app(queue, auth=basic_auth(password) if password else None)
+    viewer = config.admin.viewer_password
+    app = create_app(queue, auth=basic_auth(password, viewer_password=viewer) if password else None)
     host, port = config.admin.bind
     try:
         uvicorn.run(app, host=host, port=port, lifespan="off", ws="none", server_header=False, log_level="info")

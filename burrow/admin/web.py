@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from burrow.admin import csrf, flash, paths
+from burrow.admin import auth, csrf, flash, paths
 from burrow.job import JobState
 from burrow.errors import BackendError, BurrowError, JobNotFound
 from burrow.queue import JobQueue
@@ -53,6 +53,11 @@ def settings(request: Request) -> Settings:
 
 def queue(request: Request) -> JobQueue:
     return settings(request).queue
+
+
+def actor(request: Request) -> str:
+    """Who an action of this request is recorded as in the audit trail."""
+    return auth.identity(request).name
 
 
 def state_totals(by_task: Mapping[str, Mapping[JobState, int]]) -> dict[JobState, int]:
@@ -146,6 +151,8 @@ def render(request: Request, template: str, context: Mapping[str, Any], *, statu
         csrf_token=token,
         flash=message,
         now=admin.queue.backend.now(),
+        identity=auth.identity(request),
+        can_act=auth.identity(request).can_act,
         **context,
     )
     response = HTMLResponse(html, status, headers={"cache-control": "no-store"})

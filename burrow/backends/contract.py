@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from burrow.backends.records import (
+    Audit,
+    AuditEntry,
     ClaimedJob,
     ClaimRequest,
     ExpiredLease,
@@ -51,6 +53,10 @@ class JobStore(Protocol):
     def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Write outcomes in one round trip; returns the ids whose fence no longer held."""
 
+    def record_progress(self, rows: Sequence[tuple[int, str, int, float, str | None]]) -> None:
+        """The latest progress of running jobs: (id, owner, attempt, fraction, message),
+        fenced; a row whose attempt no longer runs is left alone."""
+
     def extend_leases(self, jobs: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         """Push out the leases of (id, owner, attempt); returns the ids that were lost."""
 
@@ -78,8 +84,27 @@ class OperatorStore(Protocol):
     def history(self, job_id: int) -> list[HistoryEntry]: ...
 
     def list_jobs(
-        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
-    ) -> list[JobInfo]: ...
+        self,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        after_id: int | None = None,
+    ) -> list[JobInfo]:
+        """Newest first below ``before_id``; with ``after_id``, the ``limit`` jobs just
+        newer than it (still newest first)."""
+
+    def search_jobs(
+        self,
+        text: str,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        window: int,
+    ) -> tuple[list[JobInfo], int | None]:
+        """Jobs whose payload or last error holds ``text`` (ASCII case aside), newest
+        first, among the ``window`` newest ids below ``before_id``; and where the window ended."""
 
     def counts(self) -> dict[JobState, int]: ...
 
@@ -87,23 +112,51 @@ class OperatorStore(Protocol):
 
     def active_by_queue(self) -> dict[str, dict[JobState, int]]: ...
 
-    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]: ...
+    def requeue(
+        self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str, audit: Audit | None = None
+    ) -> list[int]: ...
 
     def ids_in(self, state: JobState, tasks: Sequence[str] | None, after_id: int, up_to_id: int, limit: int) -> list[int]: ...
 
     def max_id(self) -> int: ...
 
-    def delete_job(self, job_id: int) -> bool | None: ...
+    def delete_job(self, job_id: int, audit: Audit | None = None) -> bool | None: ...
 
-    def cancel(self, job_id: int) -> bool:
+    def cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Cancel a queued job; False if it is in any other state."""
 
-    def request_cancel(self, job_id: int) -> bool:
+    def request_cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Ask the supervisor running this job to stop it; False unless it is running."""
 
     def prune(
-        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
+        self,
+        finished_before: dt.datetime,
+        states: Sequence[JobState],
+        batch: int = 1000,
+        max_rows: int | None = None,
+        audit: Audit | None = None,
     ) -> int: ...
+
+    # Every action above and below takes an ``audit``: its burrow_audit row, written in
+    # the action's own transaction when (and only when) the action changed something.
+
+    def set_paused(self, queue: str, paused: bool, audit: Audit | None = None) -> bool:
+        """Pause (the claims leave its jobs) or resume a queue; True if its state changed."""
+
+    def queue_rows(self) -> list[tuple[str, bool, dt.datetime, str | None]]:
+        """Every queue ever paused: (name, paused, updated_at, updated_by)."""
+
+    def paused_queues(self) -> list[str]: ...
+
+    def run_now(self, job_id: int, audit: Audit | None = None) -> bool:
+        """A queued job due later made due now; False for any other job."""
+
+    def add_audit(self, entry: Audit, count: int) -> None:
+        """Record an action that wrote nothing else (in a transaction of its own)."""
+
+    def audit_entries(self, limit: int, before_id: int | None = None) -> list[AuditEntry]: ...
+
+    def prune_audit(self, before: dt.datetime) -> int: ...
 
 
 class ProcessStore(Protocol):

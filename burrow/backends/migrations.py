@@ -294,6 +294,14 @@ def _v11(dialect: str) -> list[str]:
 
 # -- 12: workflows ----------------------------------------------------------------
 
+# The NOTIFY channels, as postgres.notify_channel names them (a long name hashed down).
+_V12_PG_CHANNEL = """CREATE FUNCTION burrow_channel(prefix text, schema_name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN octet_length(prefix || ':' || schema_name) <= 63 THEN prefix || ':' || schema_name
+                ELSE prefix || ':' || left(encode(sha256(convert_to(prefix || ':' || schema_name, 'UTF8')), 'hex'), 48)
+           END
+$$"""
+
 # What a parent's end does to its waiting children, in the transaction that ends it
 # (docs/architecture.md, "Workflows"). A trigger, so that every way a job ends (a
 # finish, the reaper, a cancel, a delete, retention) settles its children, and none
@@ -305,14 +313,6 @@ def _v11(dialect: str) -> list[str]:
 # runs again for their children: the cascade is transitive, and keeps naming the
 # first job that failed); then every child whose parents have all ended as it needs
 # is queued, due at the parent's end plus its delay, and idle workers are woken.
-# The NOTIFY channels, as postgres.notify_channel names them (a long name hashed down).
-_V12_PG_CHANNEL = """CREATE FUNCTION burrow_channel(prefix text, schema_name text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN octet_length(prefix || ':' || schema_name) <= 63 THEN prefix || ':' || schema_name
-                ELSE prefix || ':' || left(encode(sha256(convert_to(prefix || ':' || schema_name, 'UTF8')), 'hex'), 48)
-           END
-$$"""
-
 _V12_PG_SETTLE = """CREATE FUNCTION burrow_settle() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 DECLARE
@@ -458,6 +458,42 @@ def _v12(dialect: str) -> list[str]:
     ]
 
 
+# -- 13: operators' second round: paused queues, the audit trail, progress -----------
+
+
+def _v13(dialect: str) -> list[str]:
+    """A queue's paused state (the claim leaves the jobs of a paused queue where they
+    are, on every supervisor at once, and the state survives restarts); one row per
+    operator action (who did what to which jobs, written in the action's own
+    transaction); and the latest progress a running job reported."""
+    time = _V1_TYPES[dialect]["time"]
+    ident = _V1_TYPES[dialect]["id"]
+    false = "0" if dialect == "sqlite" else "false"
+    return [
+        f"""CREATE TABLE burrow_queues (
+	name VARCHAR(200) NOT NULL,
+	paused BOOLEAN DEFAULT {false} NOT NULL,
+	updated_at {time} NOT NULL,
+	updated_by VARCHAR(255),
+	PRIMARY KEY (name)
+)""",
+        f"""CREATE TABLE burrow_audit (
+	id {ident} NOT NULL,
+	at {time} NOT NULL,
+	actor VARCHAR(255) NOT NULL,
+	action VARCHAR(32) NOT NULL,
+	job_id BIGINT,
+	queue VARCHAR(200),
+	filter TEXT,
+	count INTEGER DEFAULT '0' NOT NULL,
+	PRIMARY KEY (id)
+)""",
+        "CREATE INDEX burrow_audit_at_idx ON burrow_audit (at)",
+        "ALTER TABLE burrow_jobs ADD COLUMN progress FLOAT",
+        "ALTER TABLE burrow_jobs ADD COLUMN progress_message VARCHAR(200)",
+    ]
+
+
 # -- the steps ----------------------------------------------------------------------
 
 Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
@@ -465,7 +501,7 @@ Step = Callable[[str], Sequence[str]]  # dialect name -> its DDL statements
 # Append only: a released migration is never edited, its number never reused.
 MIGRATIONS: tuple[tuple[int, Step], ...] = (
     (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9), (10, _v10), (11, _v11),
-    (12, _v12),
+    (12, _v12), (13, _v13),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

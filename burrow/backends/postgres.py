@@ -29,7 +29,7 @@ from burrow.job import NewJob
 from burrow.backends import postgres_arrays as arrays
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
-from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs
+from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs, queues
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
@@ -126,6 +126,7 @@ class PostgresBackend(SQLBackend):
         # schema name must be doubled, or it reads as a placeholder.
         names = {
             "jobs": self._qualified(jobs.name).replace("%", "%%"),
+            "queues": self._qualified(queues.name).replace("%", "%%"),
             "history": self._qualified(history.name).replace("%", "%%"),
             "id_seq": _quote_literal(self._qualified(f"{jobs.name}_id_seq")).replace("%", "%%"),
             "now": "now()" if clock is None else "%(now)s::timestamptz",
@@ -134,6 +135,7 @@ class PostgresBackend(SQLBackend):
             "set": _FINISH_SET,
         }
         self._jobs, self._now_sql, self._returning = names["jobs"], names["now"], names["returning"]
+        self._paused = _NOT_PAUSED.format(queues=names["queues"])
         self._claims: dict[tuple[str, int, bool | None], str] = {}
         # Advisory locks are per database: the key is the schema's, so two queues on
         # one server do not share their limits' locks.
@@ -259,6 +261,16 @@ class PostgresBackend(SQLBackend):
 
         return claim
 
+    def _contains(self, text: str) -> sa.ColumnElement[bool]:
+        """The payload as encode(payload, 'escape'): never an error, whatever its bytes
+        (convert_from would fail on a raw-bytes task's); bytes of 128 and up read as
+        \\ooo there, so the needle is escaped the same way."""
+        needle = sa.func.lower(sa.literal(_escape_encoded(text), sa.Text))
+        payload = sa.func.lower(sa.func.encode(jobs.c.payload, "escape"))
+        error = sa.func.lower(jobs.c.last_error)
+        plain = sa.func.lower(sa.literal(text, sa.Text))
+        return sa.or_(sa.func.strpos(payload, needle) > 0, sa.func.strpos(error, plain) > 0)
+
     def claim_sql(self, limit: int, queues: QueueFilter = ALL_QUEUES) -> str:
         """Pick with SKIP LOCKED in a MATERIALIZED CTE, then mark, in one statement.
 
@@ -290,7 +302,7 @@ class PostgresBackend(SQLBackend):
         if statement is None:
             statement = self._claims[key] = template.format(
                 jobs=self._jobs, now=self._now_sql, limit=int(limit), returning=self._returning,
-                queue=_queue_predicate(queues),
+                queue=_queue_predicate(queues) + self._paused,
             )
         return statement
 
@@ -718,11 +730,30 @@ RETURNING j.id
 """
 
 
+# Every claim leaves the jobs of paused queues (q.pause_queue): the planner hashes the
+# few paused names once per statement (a hashed SubPlan), a lookup per row it scans.
+_NOT_PAUSED = " AND queue NOT IN (SELECT name FROM {queues} WHERE paused)"
+
+
 def _queue_predicate(queues: QueueFilter) -> str:
     """The claim's queue condition: none for every queue, else in or not in %(queues)s."""
     if not queues.names:
         return ""
     return " AND queue <> ALL(%(queues)s::varchar[])" if queues.exclude else " AND queue = ANY(%(queues)s::varchar[])"
+
+
+def _escape_encoded(text: str) -> str:
+    """``text``'s UTF-8 bytes as PostgreSQL's encode(..., 'escape') writes them: a
+    backslash doubled, a byte of 128 and up (and a NUL) as a backslash and 3 octal digits."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if byte == 0x5C:
+            out.append("\\\\")
+        elif byte >= 0x80 or byte == 0:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
 
 
 def _quote_ident(name: str) -> str:

@@ -23,8 +23,9 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from burrow.backends.postgres import PostgresBackend, done_notice
-from burrow.backends.records import CANCEL_NOTICE, JOB_COLUMNS
+from burrow.backends.records import CANCEL_NOTICE, JOB_COLUMNS, Audit
 from burrow.backends.schema import UTC, tasks
+from burrow.backends.schema import audit as audit_table
 from burrow.backends.sql.connection import first_line
 from burrow.errors import BackendError, BurrowError
 from burrow.job import JobInfo, JobState, NewJob
@@ -113,19 +114,28 @@ class AsyncPostgres:
         self._connect_args = sync.timeouts.postgres_connect_args(pooled=sync.pooled)
         self.pool = AsyncPool(self._conninfo, pool_size, self._connect_args)
         jobs, now = sync._jobs, sync._now_sql
+        audit = sync._qualified(audit_table.name).replace("%", "%%")
         self._get_sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM {jobs} WHERE id = %(id)s"
         # The queued cancel and the running cancel request of sql/jobs.py (JobsSQL.cancel,
-        # request_cancel), with their notifications, as one statement each.
+        # request_cancel), with their notifications and their audit row (when an actor
+        # is given, and the cancel applied), as one statement each.
         self._cancel_sql = f"""
 WITH cancelled AS (
     UPDATE {jobs} SET state = 'cancelled', finished_at = {now}
     WHERE id = %(id)s AND state = 'queued' RETURNING id
+), audited AS (
+    INSERT INTO {audit} (at, actor, action, job_id, count)
+    SELECT {now}, %(actor)s::text, 'cancel', id, 1 FROM cancelled WHERE %(actor)s::text IS NOT NULL
 )
 SELECT id, pg_notify(%(done_channel)s, %(done_ids)s) FROM cancelled"""
         self._request_cancel_sql = f"""
 WITH requested AS (
     UPDATE {jobs} SET cancel_requested_at = {now}
     WHERE id = %(id)s AND state = 'running' AND cancel_requested_at IS NULL RETURNING id
+), audited AS (
+    INSERT INTO {audit} (at, actor, action, job_id, count)
+    SELECT {now}, %(actor)s::text, 'cancel', id, 1 FROM {jobs}
+    WHERE id = %(id)s AND state = 'running' AND %(actor)s::text IS NOT NULL
 )
 SELECT id, pg_notify(%(channel)s, %(notice)s) FROM requested
 UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
@@ -205,19 +215,22 @@ UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
         values["state"] = JobState(values["state"])
         return JobInfo(**values)
 
-    async def cancel(self, job_id: int) -> bool:
+    async def cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Queued -> cancelled (True); False for any other state."""
         params = {
-            "id": job_id, "now": self.sync._clock_now(),
+            "id": job_id, "now": self.sync._clock_now(), "actor": None if audit is None else audit.actor[:255],
             "done_channel": self.sync.done_channel, "done_ids": done_notice([job_id]),
         }
         async with self._call("cancel") as conn:
             cursor = await conn.execute(self._cancel_sql, params)
             return await cursor.fetchone() is not None
 
-    async def request_cancel(self, job_id: int) -> bool:
+    async def request_cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Ask the supervisor running the job to stop it; True if it is running."""
-        params = {"id": job_id, "now": self.sync._clock_now(), "channel": self.sync.channel, "notice": CANCEL_NOTICE}
+        params = {
+            "id": job_id, "now": self.sync._clock_now(), "channel": self.sync.channel, "notice": CANCEL_NOTICE,
+            "actor": None if audit is None else audit.actor[:255],
+        }
         async with self._call("request_cancel") as conn:
             cursor = await conn.execute(self._request_cancel_sql, params)
             return bool(await cursor.fetchall())

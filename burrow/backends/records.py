@@ -277,3 +277,59 @@ class SchemaStatus:
         if self.version > self.latest:
             return f"version {self.version}, newer than this burrow (version {self.latest}): upgrade burrow"
         return f"version {self.version}: start will migrate it to version {self.latest}"
+
+
+class Audit(NamedTuple):
+    """An operator action to record with it (burrow_audit), in its own transaction: who
+    (``actor``), what (``action``), on which job, queue or filter. The count of jobs is
+    what the action changed, filled in by the backend."""
+
+    actor: str
+    action: str
+    job_id: int | None = None
+    queue: str | None = None
+    filter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One recorded operator action (``burrow audit``, the admin's Activity page)."""
+
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    job_id: int | None
+    queue: str | None
+    filter: str | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """A page of jobs whose payload or last error holds the text, newest first.
+
+    A search looks through a window of the newest jobs (``SEARCH_WINDOW`` ids
+    below ``before_id``), not the whole table: ``window_end`` is the id the window
+    stopped at (search on with ``before_id=window_end`` for older jobs), None when
+    the window reached the oldest job."""
+
+    jobs: list[JobInfo]
+    window_end: int | None
+
+
+# How many of the newest jobs a search looks through: a scan of this many rows
+# answers in well under 2 s on PostgreSQL and SQLite (README, Operating burrow).
+SEARCH_WINDOW = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue: whether an operator paused it, and its queued and running jobs."""
+
+    name: str
+    paused: bool
+    queued: int
+    running: int
+    updated_at: dt.datetime | None = None  # of the last pause or resume
+    updated_by: str | None = None

@@ -80,6 +80,8 @@ jobs = sa.Table(
     sa.Column("cancel_requested_at", Timestamp),  # q.cancel of a running job: its supervisor stops it
     sa.Column("workflow_id", sa.BigInteger),  # burrow_workflows.id of a workflow's step
     sa.Column("workflow_name", sa.String(200)),
+    sa.Column("progress", sa.Float),  # the latest current_job().progress(...) of its run, written by its supervisor
+    sa.Column("progress_message", sa.String(200)),
     sa.CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'waiting')", name="burrow_jobs_state_valid"
     ),
@@ -210,6 +212,33 @@ stats = sa.Table(
     sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("retried", sa.Integer, nullable=False, server_default="0"),
 )
+
+# Queues an operator paused (q.pause_queue): the claim skips their jobs. A row stays
+# after a resume (paused false), saying who resumed it and when.
+queues = sa.Table(
+    "burrow_queues",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("updated_by", sa.String(255)),
+)
+
+# Operators' actions (retry, cancel, delete, prune, pause, ...), each written in the
+# transaction of the action itself: who, what, on which job, queue or filter, how many.
+audit = sa.Table(
+    "burrow_audit",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("at", Timestamp, nullable=False, index=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("job_id", sa.BigInteger),
+    sa.Column("queue", sa.String(200)),
+    sa.Column("filter", sa.Text),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
+)
+sa.Index("burrow_audit_at_idx", audit.c.at)
 
 schema_version = sa.Table(
     "burrow_schema_version",

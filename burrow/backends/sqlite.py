@@ -25,7 +25,7 @@ from burrow.backends.records import CLAIM_COLUMNS, ClaimRequest, Outcome, Schema
 from burrow.job import NewJob
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, apply_migrations
-from burrow.backends.schema import UNIQUE_WHERE, UTC
+from burrow.backends.schema import UNIQUE_WHERE, UTC, jobs
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
 from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
@@ -195,6 +195,12 @@ class SQLiteBackend(SQLBackend):
                 raise BackendError(f"sqlite: enqueue failed: unique key {key!r} of {task!r} has no holder")
             holders[task, key] = row[0]
         return holders
+
+    def _contains(self, text: str) -> sa.ColumnElement[bool]:
+        """SQLite reads a blob cast to text as UTF-8; its lower() folds ASCII letters."""
+        needle = sa.func.lower(sa.literal(text, sa.Text))
+        payload = sa.func.lower(sa.cast(jobs.c.payload, sa.Text))
+        return sa.or_(sa.func.instr(payload, needle) > 0, sa.func.instr(sa.func.lower(jobs.c.last_error), needle) > 0)
 
     def _claim(self, request: ClaimRequest, limited: Mapping[str, int]) -> Callable[[Any], list[Any]]:
         """Select and mark in one statement; the write lock makes the subquery safe.
@@ -368,6 +374,11 @@ def _insert_sql(rows: int, unique: bool) -> str:
 _KEY_HOLDER = f"SELECT id FROM burrow_jobs WHERE task = ? AND unique_key = ? AND {UNIQUE_WHERE}"
 
 
+# Every claim leaves the jobs of paused queues (q.pause_queue); SQLite runs the
+# subquery once per statement (it is not correlated) into an ephemeral index.
+_NOT_PAUSED = " AND queue NOT IN (SELECT name FROM burrow_queues WHERE paused)"
+
+
 @functools.cache
 def _claim_sql(picks: tuple[int, ...], queue_count: int, exclude: bool) -> str:
     """Mark the jobs the picks select; each pick is given by its task count (its limit
@@ -380,6 +391,7 @@ def _claim_sql(picks: tuple[int, ...], queue_count: int, exclude: bool) -> str:
     queue = ""
     if queue_count:
         queue = f" AND queue {'NOT IN' if exclude else 'IN'} ({', '.join('?' * queue_count)})"
+    queue += _NOT_PAUSED
 
     def pick(task_count: int) -> str:
         return (

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from burrow.backends.records import Audit
 from burrow.backends.sqlite import SQLiteBackend
 from burrow.errors import BurrowError
 from burrow.job import JobInfo, NewJob
@@ -68,11 +69,11 @@ class AsyncSQLite:
     async def get(self, job_id: int) -> JobInfo | None:
         return await self._thread(self.sync.get, job_id)
 
-    async def cancel(self, job_id: int) -> bool:
-        return await self._thread(self.sync.cancel, job_id)
+    async def cancel(self, job_id: int, audit: Audit | None = None) -> bool:
+        return await self._thread(self.sync.cancel, job_id, audit)
 
-    async def request_cancel(self, job_id: int) -> bool:
-        return await self._thread(self.sync.request_cancel, job_id)
+    async def request_cancel(self, job_id: int, audit: Audit | None = None) -> bool:
+        return await self._thread(self.sync.request_cancel, job_id, audit)
 
     async def task_options(self, task: str) -> str | None:
         return await self._thread(self.sync.task_options, task)

@@ -81,6 +81,9 @@ class InFlight:
     # Another process owns the job now (a lease extension found it gone): nothing is
     # written for this attempt, and the worker must not run it on.
     lease_lost: bool = False
+    # The latest current_job().progress(...) its worker sent, not written yet (the
+    # leases service writes it with its next heartbeat batch).
+    progress: tuple[float, str | None] | None = None
 
 
 @dataclass

@@ -85,6 +85,9 @@ class Context:
     drain_deadline_mono: float | None = None
     drain_reported_mono: float = 0.0  # when a drain last said it was waiting
     unhandled_warned: set[str] = field(default_factory=set)  # tasks services/unhandled.py has warned of
+    # The queues an operator paused, as the telemetry service last read them (for the
+    # STATUS= line and the metric; the claims themselves read the database's own).
+    paused_queues: list[str] = field(default_factory=list)
 
     def job_config(self, task: str) -> JobConfig:
         registration = self.queue.registrations.get(task)

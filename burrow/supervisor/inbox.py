@@ -86,6 +86,13 @@ class Inbox:
             handle.booted = True
             self._register_worker(handle)
             self._maybe_ready()
+        elif kind == protocol.PROGRESS:
+            job_id, attempt, fraction, text = protocol.progress_of(message)
+            for flight in handle.inflight:
+                if flight.job.id == job_id and flight.job.attempt == attempt:
+                    flight.progress = (fraction, text)
+                    break
+            # A job reported meanwhile: its progress is of no use any more.
         elif kind != protocol.HEARTBEAT:
             raise ProtocolError(f"unexpected message type {kind!r}")
 

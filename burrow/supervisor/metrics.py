@@ -74,6 +74,10 @@ class Metrics:
             "burrow_jobs_unhandled", "Due queued jobs of a task no live supervisor handles, by task",
             ["task"], registry=self.registry,
         )
+        self.queue_paused = prom.Gauge(
+            "burrow_queue_paused", "1 while an operator has the queue paused (its jobs are not claimed), else 0",
+            ["queue"], registry=self.registry,
+        )
         self._unhandled_tasks: set[str] = set()
         self._active_tasks: set[str] = set()
         self._queues: set[str] = set()
@@ -107,6 +111,13 @@ class Metrics:
         self._queues.update(by_queue)
         for queue in self._queues:
             self.queue_depth.labels(queue).set(by_queue.get(queue, {}).get(JobState.QUEUED, 0))
+
+    def paused(self, queues: Sequence[str]) -> None:
+        """1 for each paused queue; 0 for every other queue seen (depths or paused before)."""
+        self._queues.update(queues)
+        paused = set(queues)
+        for queue in self._queues:
+            self.queue_paused.labels(queue).set(1 if queue in paused else 0)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type."""

@@ -14,7 +14,8 @@ on one growing buffer and hands orjson memoryview slices instead of copies.
 Messages (docs/architecture.md). Worker -> supervisor: ``hello`` (first, with
 ``"v"`` and ``"pid"``), ``ready``, ``claimed`` (the claim's ``"owner"``, its
 ``"jobs"``, and ``"since"``: the monotonic time the claim began, from which the
-outage guard ages the leases), ``heartbeat``, ``result``.
+outage guard ages the leases), ``heartbeat``, ``progress`` (the latest
+``current_job().progress`` of a running job, sent before a heartbeat), ``result``.
 Supervisor -> worker: ``wake``, ``stop``, ``cancel``.
 
 Every message is made and read here, in both directions, so that the two ends
@@ -44,6 +45,7 @@ __all__ = [
     "HEARTBEAT",
     "HELLO",
     "MAX_FRAME_BYTES",
+    "PROGRESS",
     "PROTOCOL_VERSION",
     "READY",
     "RESULT",
@@ -60,6 +62,8 @@ __all__ = [
     "heartbeat",
     "hello",
     "outcome_frame",
+    "progress",
+    "progress_of",
     "read_frame",
     "ready",
     "stop",
@@ -77,6 +81,7 @@ HELLO: Final = "hello"
 READY: Final = "ready"
 CLAIMED: Final = "claimed"
 HEARTBEAT: Final = "heartbeat"
+PROGRESS: Final = "progress"  # {"id", "attempt", "f": fraction, "m": message or null}
 RESULT: Final = "result"
 WAKE: Final = "wake"
 STOP: Final = "stop"
@@ -255,6 +260,23 @@ def claimed(jobs: Sequence[ClaimedJob], since: float) -> dict[str, object]:
 
 def heartbeat() -> dict[str, object]:
     return {"t": HEARTBEAT}
+
+
+def progress(job_id: int, attempt: int, fraction: float, message: str | None) -> dict[str, object]:
+    return {"t": PROGRESS, "id": job_id, "attempt": attempt, "f": fraction, "m": message}
+
+
+def progress_of(message: Mapping[str, Any]) -> tuple[int, int, float, str | None]:
+    """A progress frame's (job id, attempt, fraction, message), checked: the worker runs
+    application code, and what it sends is written to the database."""
+    job_id, attempt, fraction, text = message.get("id"), message.get("attempt"), message.get("f"), message.get("m")
+    if type(job_id) is not int or type(attempt) is not int:
+        raise ProtocolError(f"progress frame without a job id and attempt: {dict(message)!r:.200}")
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction <= 1:
+        raise ProtocolError(f"progress of job {job_id} is not a fraction from 0 to 1: {fraction!r:.50}")
+    if text is not None and (not isinstance(text, str) or len(text) > 200):
+        raise ProtocolError(f"progress message of job {job_id} is not a string of at most 200 characters")
+    return job_id, attempt, float(fraction), text
 
 
 def outcome_frame(outcome: Outcome) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class Telemetry:
         if self.metrics is not None:
             self.metrics.worker_exits.labels(reason).inc()
 
-    def refresh(self, queue: JobQueue, pools: Mapping[str, int]) -> None:
+    def refresh(self, queue: JobQueue, pools: Mapping[str, int], paused: Sequence[str] = ()) -> None:
         """Gauges from the database (queued and running by task, queued by queue) and the
         pools; then the per-minute counts, added to the database's (kept for next time
         if it is away)."""
@@ -81,6 +81,7 @@ class Telemetry:
                 self.metrics.pool_workers.labels(pool).set(workers)
             self.metrics.active(queue.backend.counts_by_task(active_only=True))
             self.metrics.depths(queue.backend.active_by_queue())
+            self.metrics.paused(paused)
         self.write_stats(queue)
 
     def write_stats(self, queue: JobQueue) -> None:

@@ -169,6 +169,9 @@ class Worker:
         self.process = psutil.Process()
         self.cancel_check = CancelCheck(queue.cancel_requested)
         self.cancelled: set[int] = set()  # claimed jobs the supervisor says not to start
+        # The latest current_job().progress(...) of the running job, sent with the next
+        # heartbeat: a handler may call it in a tight loop at the cost of a dict write.
+        self.progress: dict[tuple[int, int], tuple[float, str | None]] = {}
         self.idle_pause = 0.005  # after an empty claim without NOTIFY; doubles up to poll_interval
         self.backend_pause = 0.1  # after a failed claim; doubles up to 5 s
 
@@ -229,7 +232,22 @@ class Worker:
             time.sleep(interval)
             if os.getppid() != self.settings.supervisor_pid:
                 os._exit(WorkerExit.ORPHANED)
+            for (job_id, attempt), (fraction, text) in self.take_progress():
+                try:
+                    frame = protocol.encode_frame(protocol.progress(job_id, attempt, fraction, text))
+                except Exception:  # never the heartbeat's death: the supervisor would kill us as silent
+                    continue
+                self._write(frame)
             self.send(protocol.heartbeat())
+
+    def keep_progress(self, job_id: int, attempt: int, fraction: float, message: str | None) -> None:
+        self.progress[job_id, attempt] = (fraction, message)
+
+    def take_progress(self) -> list[tuple[tuple[int, int], tuple[float, str | None]]]:
+        """What progress() kept since the last heartbeat (the dict swapped whole: atomic
+        under the GIL, so the job loop's writes are never lost in between)."""
+        taken, self.progress = self.progress, {}
+        return list(taken.items())
 
     def recycle_reason(self) -> str | None:
         limit = self.settings.config.max_jobs_per_worker
@@ -330,6 +348,7 @@ class Worker:
             outcome = execute(
                 job, registry[job.task], self.settings.retry, interruptible=False, max_result_bytes=max_result,
                 cancel_check=self.cancel_check.for_job(job.id), results_of=self.queue.backend.parent_results,
+                progress=self.keep_progress,
             )
             self.jobs_done += 1
             self.report(outcome, job)

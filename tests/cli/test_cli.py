@@ -405,7 +405,7 @@ def test_status_and_its_check(database: Database, jobs: Jobs) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr == "burrow: unhealthy: no supervisor has sent a heartbeat in the last 30s\n"
     status = json.loads(done.stdout)
-    assert list(status) == ["counts", "tasks", "hosts", "processes", "schedules", "queues", "unhandled"]
+    assert list(status) == ["counts", "tasks", "hosts", "processes", "schedules", "queues", "unhandled", "paused_queues"]
     assert status["queues"] == {"default": {"queued": 1, "running": 1}}
     assert status["unhandled"] == {}  # the one queued job is not due
     assert status["counts"] == {"waiting": 0, "queued": 1, "running": 1, "succeeded": 2, "failed": 1, "cancelled": 1}

@@ -221,6 +221,24 @@ def polite(gate: Gate) -> str:
     return "never asked"
 
 
+def progressing(gate: Gate) -> str:
+    """Report progress 10,000 times (the last: 0.4, "340 of 850 rows"), announce, then
+    wait for the gate: a test reads the progress its supervisor wrote meanwhile."""
+    job = burrow.current_job()
+    for n in range(10_000):
+        job.progress(n / 25_000, f"{n} of 25000")
+    job.progress(0.4, "340 of 850 rows")
+    _announce(gate)
+    directory = Path(gate.directory)
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while not (directory / f"{gate.name}.go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate.name} was never opened")
+        time.sleep(0.01)
+    job.progress(1.0)
+    return "done"
+
+
 square_task = burrow.define_result_task("sv.square", square)
 async_square_task = burrow.define_result_task("sv.async_square", async_square)
 record_task = burrow.define_task("sv.record", record)
@@ -245,6 +263,7 @@ mail_task = burrow.define_task("sv.mail", record, burrow.with_queue("mail"))
 limited_task = burrow.define_task("sv.limited", timed, burrow.with_concurrency(2))
 sleepy_task = burrow.define_task("sv.sleepy", sleepy, burrow.with_max_retries(3))
 polite_task = burrow.define_result_task("sv.polite", polite, burrow.with_max_retries(3))
+progress_task = burrow.define_result_task("sv.progress", progressing, burrow.with_max_retries(0))
 
 def gather(numbers: Numbers) -> dict[str, int]:
     """A workflow's sink: how many parent results it sees, and their sum."""
@@ -256,6 +275,7 @@ gather_task = burrow.define_result_task("sv.gather", gather)
 
 TASKS = (
     gather_task,
+    progress_task,
     bulk_task,
     mail_task,
     limited_task,

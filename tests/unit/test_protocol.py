@@ -199,3 +199,19 @@ def test_write_to_a_closed_pipe_raises_broken_pipe(pipe: tuple[int, int]) -> Non
     os.close(r)
     with pytest.raises(BrokenPipeError):
         write_frame(w, {"t": READY})
+
+
+def test_progress_frames_are_checked() -> None:
+    from burrow.supervisor.protocol import progress, progress_of
+
+    assert progress_of(progress(7, 2, 0.5, "half")) == (7, 2, 0.5, "half")
+    assert progress_of(progress(7, 2, 1, None)) == (7, 2, 1.0, None)
+    for bad in (
+        {"t": "progress", "id": "7", "attempt": 1, "f": 0.5, "m": None},
+        {"t": "progress", "id": 7, "attempt": 1, "f": 1.5, "m": None},
+        {"t": "progress", "id": 7, "attempt": 1, "f": True, "m": None},
+        {"t": "progress", "id": 7, "attempt": 1, "f": 0.5, "m": "x" * 201},
+        {"t": "progress", "id": 7, "attempt": 1, "f": 0.5, "m": 3},
+    ):
+        with pytest.raises(ProtocolError):
+            progress_of(bad)

@@ -151,3 +151,42 @@ def test_a_cancelled_job_not_started_is_written_off_and_its_worker_told(ctx: Con
         assert FrameDecoder().feed(os.read(handle.read_fd, 1 << 16)) == [protocol.cancel(waiting.id)]
     finally:
         handle.close()
+
+
+def test_the_status_line_and_telemetry_name_paused_queues(ctx: Context, queue: JobQueue) -> None:
+    from burrow.supervisor.services.status import StatusReport
+    from burrow.supervisor.services.telemetry import TelemetryRefresh
+
+    lines: list[str] = []
+
+    class Recorder(Notifier):
+        def status(self, text: str) -> bool:
+            lines.append(text)
+            return True
+
+    ctx.notifier = Recorder(None)
+    queue.pause_queue("mail", actor="test")
+    queue.pause_queue("bulk", actor="test")
+    TelemetryRefresh().run(ctx, time.monotonic())
+    StatusReport().run(ctx, time.monotonic())
+    assert ctx.paused_queues == ["bulk", "mail"]
+    assert lines[-1].endswith("; paused queues: bulk, mail")
+    queue.resume_queue("mail", actor="test")
+    queue.resume_queue("bulk", actor="test")
+    TelemetryRefresh().run(ctx, time.monotonic())
+    StatusReport().run(ctx, time.monotonic())
+    assert "paused" not in lines[-1]
+
+
+def test_leases_write_the_latest_progress_once(ctx: Context, queue: JobQueue) -> None:
+    jobs = claim(queue, 2)
+    now = time.monotonic()
+    handle = held_by_a_worker(ctx, jobs, now)
+    try:
+        handle.inflight[0].progress = (0.3, "three of ten")
+        Leases().run(ctx, now)
+        assert (queue.job(jobs[0].id).progress, queue.job(jobs[0].id).progress_message) == (0.3, "three of ten")
+        assert queue.job(jobs[1].id).progress is None
+        assert handle.inflight[0].progress is None  # written: not again next heartbeat
+    finally:
+        handle.close()

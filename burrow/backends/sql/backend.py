@@ -10,12 +10,13 @@ dialects subclass it and fill in the hot path.
 from __future__ import annotations
 
 from burrow.backends.sql.history import HistorySQL
+from burrow.backends.sql.operators import OperatorsSQL
 from burrow.backends.sql.processes import ProcessesSQL
 from burrow.backends.sql.schedules import SchedulesSQL
 from burrow.backends.sql.stats import StatsSQL
 from burrow.backends.sql.workflows import WorkflowsSQL
 
 
-class SQLBackend(WorkflowsSQL, HistorySQL, ProcessesSQL, SchedulesSQL, StatsSQL):
+class SQLBackend(WorkflowsSQL, HistorySQL, OperatorsSQL, ProcessesSQL, SchedulesSQL, StatsSQL):
     """The shared half of a Backend; the dialects add migrate, _insert, _claim, _finish
     and extend_leases, and their own ways of waiting and notifying."""

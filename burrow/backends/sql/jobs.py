@@ -20,6 +20,7 @@ import structlog
 from burrow.backends.sql.history import delete_history, record_history
 from burrow.backends.records import (
     CANCEL_NOTICE,
+    Audit,
     JOB_COLUMNS,
     ClaimedJob,
     ClaimRequest,
@@ -29,8 +30,9 @@ from burrow.backends.records import (
     OutcomeKind,
     claimed_jobs,
 )
-from burrow.backends.schema import jobs
+from burrow.backends.schema import jobs, queues
 from burrow.backends.sql.connection import SQLConnection
+from burrow.backends.sql.operators import record_audit
 from burrow.errors import BackendError
 from burrow.job import JobInfo, JobState, NewJob
 
@@ -44,6 +46,8 @@ _IS_QUEUED = jobs.c.state == sa.literal_column("'queued'")
 _IS_RUNNING = jobs.c.state == sa.literal_column("'running'")  # the reaper's partial index
 # The listing indexes' conditions (schema.py), as literals a partial index matches.
 _NOT_RUNNING = jobs.c.state != sa.literal_column("'running'")
+# The claims' condition (the dialects write it in their own claim SQL too).
+_NOT_PAUSED_QUEUE = jobs.c.queue.not_in(sa.select(queues.c.name).where(queues.c.paused.is_(True)).scalar_subquery())
 _LISTED = jobs.c.state.not_in([sa.literal_column("'succeeded'"), sa.literal_column("'running'")])
 
 
@@ -171,12 +175,31 @@ class JobsSQL(SQLConnection):
     def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         raise NotImplementedError
 
+    def record_progress(self, rows: Sequence[tuple[int, str, int, float, str | None]]) -> None:
+        """The latest progress of running jobs, (id, owner, attempt, fraction, message)
+        each, fenced like every write of an attempt: one executemany, one transaction."""
+        if not rows:
+            return
+        statement = (
+            sa.update(jobs)
+            .where(
+                jobs.c.id == sa.bindparam("b_id"), jobs.c.owner == sa.bindparam("b_owner"),
+                jobs.c.attempts == sa.bindparam("b_attempt"), _IS_RUNNING,
+            )
+            .values(progress=sa.bindparam("b_fraction"), progress_message=sa.bindparam("b_message"))
+        )
+        values = [
+            {"b_id": i, "b_owner": owner, "b_attempt": attempt, "b_fraction": fraction, "b_message": message}
+            for i, owner, attempt, fraction, message in rows
+        ]
+        self._write("progress", lambda c: c.execute(statement, values))
+
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
         raise NotImplementedError
 
     # -- cancel, read -------------------------------------------------------------
 
-    def cancel(self, job_id: int) -> bool:
+    def cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Queued or waiting -> cancelled (a workflow's downstream with it: migration 12's
         trigger); a running or finished job is left alone (zero rows)."""
         statement = (
@@ -188,12 +211,13 @@ class JobsSQL(SQLConnection):
         def cancel(conn: sa.Connection) -> bool:
             if conn.execute(statement).rowcount != 1:
                 return False
+            record_audit(conn, self._now(), audit, 1)
             self._ended(conn, [job_id])
             return True
 
         return self._write("cancel", cancel)
 
-    def request_cancel(self, job_id: int) -> bool:
+    def request_cancel(self, job_id: int, audit: Audit | None = None) -> bool:
         """Mark a running job for its supervisor to stop (it polls, and on PostgreSQL a
         notification wakes it); True if the job was running."""
 
@@ -204,10 +228,14 @@ class JobsSQL(SQLConnection):
                 .values(cancel_requested_at=self._now())
             )
             if conn.execute(statement).rowcount == 1:
+                record_audit(conn, self._now(), audit, 1)
                 self._notify(conn, [CANCEL_NOTICE])
                 return True
             found = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
-            return bool(found == JobState.RUNNING.value)  # asked already
+            if found == JobState.RUNNING.value:  # asked already
+                record_audit(conn, self._now(), audit, 1)
+                return True
+            return False
 
         return self._write("request_cancel", request)
 
@@ -235,7 +263,7 @@ class JobsSQL(SQLConnection):
     def has_due(self, tasks: Sequence[str]) -> bool:
         statement = (
             sa.select(jobs.c.id)
-            .where(_IS_QUEUED, jobs.c.run_at <= self._now(), self._task_filter(tasks))
+            .where(_IS_QUEUED, jobs.c.run_at <= self._now(), self._task_filter(tasks), _NOT_PAUSED_QUEUE)
             .limit(1)
         )
         return self._read("has_due", lambda c: c.execute(statement).first() is not None)
@@ -303,7 +331,12 @@ class JobsSQL(SQLConnection):
     # -- operators ----------------------------------------------------------------
 
     def list_jobs(
-        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+        self,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        after_id: int | None = None,
     ) -> list[JobInfo]:
         """Newest first, keyset-paged by id.
 
@@ -312,22 +345,37 @@ class JobsSQL(SQLConnection):
         listed by walking the primary key, where nearly every row is one. Neither
         index holds running jobs (migration 10): they come from the running index,
         a few rows, merged in.
+
+        ``after_id``: the ``limit`` jobs just newer than it instead (the same indexes,
+        walked the other way), still returned newest first: the page before a page.
         """
-        statement = self.list_jobs_statement(states, tasks, before_id, limit)
+        statement = self.list_jobs_statement(states, tasks, before_id, limit, after_id)
         rows = self._read("list_jobs", lambda c: c.execute(statement).all())
-        return [job_info(row) for row in rows]
+        found = [job_info(row) for row in rows]
+        return found[::-1] if after_id is not None else found
 
     def list_jobs_statement(
-        self, states: Sequence[str] | None, tasks: Sequence[str] | None, before_id: int | None, limit: int
+        self,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        after_id: int | None = None,
     ) -> sa.Select[Any]:
-        """The listing's statement, apart so that a test can EXPLAIN it."""
+        """The listing's statement, apart so that a test can EXPLAIN it (ids descending;
+        ascending from ``after_id`` when it is given)."""
         columns = [jobs.c[name] for name in JOB_COLUMNS]
         by_task = [jobs.c.task.in_(list(tasks))] if tasks else []
+
+        def order(column: Any) -> Any:
+            return column.asc() if after_id is not None else column.desc()
 
         def newest(*terms: sa.ColumnElement[bool]) -> sa.Select[Any]:
             if before_id is not None:
                 terms += (jobs.c.id < before_id,)
-            return sa.select(*columns).where(*terms).order_by(jobs.c.id.desc()).limit(limit)
+            if after_id is not None:
+                terms += (jobs.c.id > after_id,)
+            return sa.select(*columns).where(*terms).order_by(order(jobs.c.id)).limit(limit)
 
         if not states and not tasks:
             return newest()
@@ -345,7 +393,47 @@ class JobsSQL(SQLConnection):
         if len(branches) == 1:
             return branches[0]
         merged = sa.union_all(*(sa.select(branch.subquery()) for branch in branches)).subquery()
-        return sa.select(*[merged.c[name] for name in JOB_COLUMNS]).order_by(merged.c.id.desc()).limit(limit)
+        return sa.select(*[merged.c[name] for name in JOB_COLUMNS]).order_by(order(merged.c.id)).limit(limit)
+
+    def search_jobs(
+        self,
+        text: str,
+        states: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        before_id: int | None,
+        limit: int,
+        window: int,
+    ) -> tuple[list[JobInfo], int | None]:
+        """Jobs whose payload (its bytes as text) or last error holds ``text``, case
+        aside (ASCII letters), newest first, among the ``window`` newest ids below
+        ``before_id``; and the id where the window stopped (None: it reached the
+        oldest job). The window's end is found on the primary key (an index-only
+        range), then the same range is walked newest first until ``limit`` match."""
+
+        def search(conn: sa.Connection) -> tuple[list[JobInfo], int | None]:
+            ids = sa.select(jobs.c.id).order_by(jobs.c.id.desc()).offset(window).limit(1)
+            if before_id is not None:
+                ids = ids.where(jobs.c.id < before_id)
+            end = conn.execute(ids).scalar()
+            terms: list[sa.ColumnElement[bool]] = [self._contains(text)]
+            if end is not None:
+                terms.append(jobs.c.id > end)
+            if before_id is not None:
+                terms.append(jobs.c.id < before_id)
+            if states:
+                terms.append(jobs.c.state.in_(list(states)))
+            if tasks:
+                terms.append(jobs.c.task.in_(list(tasks)))
+            statement = (
+                sa.select(*[jobs.c[name] for name in JOB_COLUMNS]).where(*terms).order_by(jobs.c.id.desc()).limit(limit)
+            )
+            return [job_info(row) for row in conn.execute(statement).all()], end
+
+        return self._read("search_jobs", search)
+
+    def _contains(self, text: str) -> sa.ColumnElement[bool]:
+        """The payload's bytes as text, or the last error, hold ``text`` (ASCII case aside)."""
+        raise NotImplementedError
 
     def counts_by_task(self, *, active_only: bool = False) -> dict[str, dict[JobState, int]]:
         """task -> state -> count. ``active_only`` counts waiting, queued and running jobs
@@ -373,7 +461,9 @@ class JobsSQL(SQLConnection):
             counts.setdefault(queue, {})[JobState(state)] = n
         return counts
 
-    def requeue(self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str) -> list[int]:
+    def requeue(
+        self, job_ids: Sequence[int], from_states: Sequence[JobState], note: str, audit: Audit | None = None
+    ) -> list[int]:
         """Put finished jobs of ``from_states`` back in the queue as new: due now, attempts 0,
         error, result and times cleared; each leaves a ``requeued`` history entry (with the
         attempts it had) so its past attempts stay readable. The ids requeued."""
@@ -394,11 +484,13 @@ class JobsSQL(SQLConnection):
                 .where(jobs.c.id.in_([r.id for r in picked]))
                 .values(
                     state=JobState.QUEUED.value, attempts=0, run_at=now, started_at=None, finished_at=None,
-                    last_error=None, result=None, owner=None, lease_expires_at=None,
+                    last_error=None, result=None, owner=None, lease_expires_at=None, progress=None,
+                    progress_message=None,
                 )
             )
             record_history(conn, self._now(), [(r.id, r.attempts, HistoryEvent.REQUEUED, note) for r in picked])
             self._requeued(conn, [r.id for r in picked])
+            record_audit(conn, now, audit, len(picked))
             self._notify(conn, sorted({r.task for r in picked}))
             return [r.id for r in picked]
 
@@ -427,7 +519,7 @@ class JobsSQL(SQLConnection):
         """In a transaction about to delete jobs: make sure no id handed out so far is
         handed out again. PostgreSQL's sequence never goes back; SQLite overrides this."""
 
-    def delete_job(self, job_id: int) -> bool | None:
+    def delete_job(self, job_id: int, audit: Audit | None = None) -> bool | None:
         """Delete a job that is not running, and its history: True; False if it is running;
         None if there is no such job."""
 
@@ -440,14 +532,21 @@ class JobsSQL(SQLConnection):
             self._retire_ids(conn)
             delete_history(conn, [job_id])
             conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+            record_audit(conn, self._now(), audit, 1)
             return True
 
         return self._write("delete", delete)
 
     def prune(
-        self, finished_before: dt.datetime, states: Sequence[JobState], batch: int = 1000, max_rows: int | None = None
+        self,
+        finished_before: dt.datetime,
+        states: Sequence[JobState],
+        batch: int = 1000,
+        max_rows: int | None = None,
+        audit: Audit | None = None,
     ) -> int:
-        """Delete jobs of ``states`` finished before the cutoff, with their history.
+        """Delete jobs of ``states`` finished before the cutoff, with their history
+        (and ``audit``'s row in each batch's transaction, with the batch's count).
 
         At most ``batch`` jobs a transaction, the longest finished first (an index
         range: burrow_jobs_finished_idx), so that no lock is held for long and a prune
@@ -470,6 +569,7 @@ class JobsSQL(SQLConnection):
                 ids = list(conn.execute(sa.delete(jobs).where(jobs.c.id.in_(picked)).returning(jobs.c.id)).scalars())
                 if ids:
                     delete_history(conn, ids)
+                    record_audit(conn, self._now(), audit, len(ids))
                 return len(ids)
 
             deleted = self._write("prune", delete_batch)

@@ -42,6 +42,23 @@ class Leases:
             flight.leased_mono = now
         if lost:
             _on_leases_lost(ctx, set(lost), held, now)
+        write_progress(ctx, held)
+
+
+def write_progress(ctx: Context, held: list[tuple[WorkerHandle, InFlight]]) -> None:
+    """The latest progress each running job reported since the last heartbeat, in one
+    fenced statement (none when no job reported any): at most once a heartbeat per job."""
+    reported = [f for _, f in held if f.progress is not None and not f.lease_lost]
+    if not reported:
+        return
+    rows = [(f.job.id, f.job.owner, f.job.attempt, *f.progress) for f in reported if f.progress is not None]
+    try:
+        ctx.backend.record_progress(rows)
+    except BackendError as exc:
+        log.warning("progress_not_written", error=str(exc))  # the next heartbeat writes the latest
+        return
+    for flight in reported:
+        flight.progress = None
 
 
 def _on_leases_lost(ctx: Context, lost: set[int], held: list[tuple[WorkerHandle, InFlight]], now: float) -> None:

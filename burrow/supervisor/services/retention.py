@@ -1,4 +1,5 @@
-"""Retention: finished jobs past their state's age are deleted, and old throughput rows.
+"""Retention: finished jobs past their state's age are deleted, old throughput rows,
+and audit rows past ``[retention] audit``.
 
 A few thousand jobs a turn at most (1,000 a transaction), so that a first prune
 of millions never stalls the loop; while there is more to do, the service comes
@@ -58,4 +59,6 @@ def prune_finished(backend: Backend, retention: RetentionConfig, *, max_rows: in
             before = now - dt.timedelta(seconds=age_s)
             deleted += backend.prune(before, [state], max_rows=max_rows - deleted)
     backend.prune_stats(now - STATS_KEPT)
+    if retention.audit_s is not None:
+        backend.prune_audit(now - dt.timedelta(seconds=retention.audit_s))
     return deleted

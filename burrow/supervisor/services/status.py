@@ -19,6 +19,7 @@ class StatusReport:
             f"{_count(len(workers), 'worker')}, {busy} busy, {_count(ctx.jobs_done, 'job')} done,"
             f" state {ctx.state.value};"
             f" pools: {ctx.pools.describe()}"
+            + (f"; paused queues: {', '.join(ctx.paused_queues)}" if ctx.paused_queues else "")
         )
 
 

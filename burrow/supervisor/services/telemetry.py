@@ -14,4 +14,5 @@ class TelemetryRefresh:
         return ctx.config.supervisor.heartbeat_interval_s
 
     def run(self, ctx: Context, now: float) -> None:
-        ctx.telemetry.refresh(ctx.queue, {pool.name: len(pool.workers) for pool in ctx.pools.all()})
+        ctx.paused_queues = ctx.backend.paused_queues()
+        ctx.telemetry.refresh(ctx.queue, {pool.name: len(pool.workers) for pool in ctx.pools.all()}, ctx.paused_queues)
