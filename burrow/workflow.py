@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from burrow.tasks import TaskDefinition
 
 MAX_NAME_LENGTH = 200
-# The longest chain of steps a workflow may hold. A failure's cancellations cascade
-# through the database's triggers, one nested trigger call per step of the chain:
-# PostgreSQL (max_stack_depth 2MB) and SQLite (1,000 levels) refuse a few hundred
-# more, and the write that ends the failed parent would fail with them.
+# The longest chain of steps a workflow may hold. On PostgreSQL a failure's
+# cancellations cascade through the triggers, one nested trigger call per step of the
+# chain, and its stack (max_stack_depth 2MB) refuses about 500; the write that ends
+# the failed parent would fail with it. (SQLite's cascade is one recursive statement.)
 MAX_DEPTH = 250
 
 

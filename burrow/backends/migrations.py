@@ -364,39 +364,13 @@ BEGIN
 END
 $$"""
 
-# SQLite runs the same two statements in its triggers (no WITH in a trigger, no locks
-# needed: one writer at a time); the cascade recurses through the triggers, which
-# every burrow connection turns on (PRAGMA recursive_triggers). Times are
-# SQLAlchemy's fixed-width text: strftime's milliseconds padded to microseconds (its
-# rounding may land a millisecond late, so no delay keeps the parent's end as it is).
-_V12_SQLITE_SETTLE = """
-    UPDATE burrow_jobs SET state = 'cancelled', finished_at = {at},
-        last_error = CASE WHEN {ended} = 'cancelled' AND {row}.last_error LIKE 'parent job % %'
-                          THEN {row}.last_error ELSE 'parent job ' || {row}.id || ' ' || {ended} END
-    WHERE {ended} <> 'succeeded' AND state = 'waiting'
-      AND id IN (SELECT child_id FROM burrow_deps WHERE parent_id = {row}.id AND NOT ignore_failure);
-    UPDATE burrow_jobs
-    SET state = 'queued',
-        run_at = max(run_at, (
-            SELECT CASE WHEN max(delay_s) > 0
-                        THEN strftime('%Y-%m-%d %H:%M:%f', {at}, '+' || max(delay_s) || ' seconds') || '000'
-                        ELSE {at} END
-            FROM burrow_deps WHERE child_id = burrow_jobs.id))
-    WHERE state = 'waiting'
-      AND id IN (SELECT child_id FROM burrow_deps WHERE parent_id = {row}.id)
-      AND NOT EXISTS (
-          SELECT 1 FROM burrow_deps AS d LEFT JOIN burrow_jobs AS p ON p.id = d.parent_id
-          WHERE d.child_id = burrow_jobs.id
-            AND NOT (coalesce(p.state = 'succeeded', 0)
-                     OR (d.ignore_failure AND (p.id IS NULL OR p.state IN ('failed', 'cancelled')))));"""
-_SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
 _ENDED = "('succeeded', 'failed', 'cancelled')"
 
 
 def _v12(dialect: str) -> list[str]:
     """Workflows (burrow.Workflow): jobs that wait for other jobs. A waiting step is in
     the new state ``waiting``, never claimed; its edges are rows of ``burrow_deps``;
-    triggers release or cancel it when its parents end (see above)."""
+    on PostgreSQL, triggers release or cancel it when its parents end (see above)."""
     time = _V1_TYPES[dialect]["time"]
     ident = _V1_TYPES[dialect]["id"]
     if dialect == "sqlite":
@@ -446,16 +420,9 @@ def _v12(dialect: str) -> list[str]:
             "CREATE TRIGGER burrow_jobs_settle_deleted AFTER DELETE ON burrow_jobs FOR EACH ROW"
             " WHEN (OLD.workflow_id IS NOT NULL) EXECUTE FUNCTION burrow_settle()",
         ]
-    ended = _V12_SQLITE_SETTLE.format(row="NEW", ended="NEW.state", at=f"coalesce(NEW.finished_at, {_SQLITE_NOW})")
-    deleted = _V12_SQLITE_SETTLE.format(row="OLD", ended="'deleted'", at=_SQLITE_NOW)
-    return [
-        *statements,
-        "CREATE TRIGGER burrow_jobs_settle AFTER UPDATE OF state ON burrow_jobs FOR EACH ROW"
-        f" WHEN NEW.workflow_id IS NOT NULL AND NEW.state IN {_ENDED} AND OLD.state IS NOT NEW.state"
-        f" BEGIN{ended}\nEND",
-        "CREATE TRIGGER burrow_jobs_settle_deleted AFTER DELETE ON burrow_jobs FOR EACH ROW"
-        f" WHEN OLD.workflow_id IS NOT NULL BEGIN{deleted}\n    DELETE FROM burrow_deps WHERE child_id = OLD.id;\nEND",
-    ]
+    # SQLite settles workflows in the statements that end jobs (SQLiteBackend._settle):
+    # a row trigger would cost every finish, workflow or not.
+    return statements
 
 
 # -- 13: operators' second round: paused queues, the audit trail, progress -----------

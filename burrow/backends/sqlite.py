@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from burrow.backends.records import CLAIM_COLUMNS, ClaimRequest, Outcome, SchemaStatus, owner_host_pid
@@ -106,8 +107,6 @@ def create_engine(path: Path, timeouts: Timeouts) -> sa.Engine:
         cursor.execute(f"PRAGMA busy_timeout = {int(timeouts.call_s * 1000)}")
         _enable_wal(cursor, timeouts.call_s)
         cursor.execute("PRAGMA synchronous = NORMAL")
-        # A workflow's cancellations cascade through the triggers of migration 12.
-        cursor.execute("PRAGMA recursive_triggers = ON")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -134,6 +133,25 @@ class SQLiteBackend(SQLBackend):
         # Hot-path writes wait for the lock in _begin_immediate; its only other use,
         # ping's SELECT 1, reads no table and so takes no lock.
         connection.execute("PRAGMA busy_timeout = 0")
+
+    def _settle(
+        self, execute: Callable[[str, tuple[Any, ...]], Any], ended_ids: Sequence[int], *, deleted: bool = False
+    ) -> None:
+        """Workflows on SQLite: what PostgreSQL's triggers do (migration 12), done by the
+        statements that end jobs, in their transaction (SQLite's one writer needs no
+        locks). Not a trigger here: SQLite runs a row trigger's program for every row an
+        UPDATE touches before it reads the trigger's WHEN, and that cost every finish
+        about a tenth of its CPU, workflows or not. The cheap test first: with no step
+        waiting anywhere (one probe of the state index), there is nothing to settle."""
+        ids = (orjson.dumps(list(ended_ids)).decode(),)
+        if deleted:
+            execute(_UNLINK_DELETED, ids)
+        if execute(_ANY_WAITING, ()).fetchone() is None:
+            return
+        now = (_stamp(self.now()),)
+        cancelled = [row[0] for row in execute(_CASCADE_CANCEL, now + ids).fetchall()]
+        everything = (orjson.dumps([*ended_ids, *cancelled]).decode(),)
+        execute(_RELEASE, now + now + everything)
 
     def schema_status(self) -> SchemaStatus:
         """A missing file is reported, not created (opening it would create it)."""
@@ -278,6 +296,7 @@ class SQLiteBackend(SQLBackend):
                     entries.append((o.id, o.attempt, event, o.error, stamp, *owner_host_pid(o.owner), o.duration_s))
             if entries:
                 conn.executemany(_INSERT_HISTORY, entries)
+            self._settle(conn.execute, [outcomes[i].id for i in written])
             conn.execute("COMMIT")
             return [outcomes[i].id for i in written]
 
@@ -456,6 +475,54 @@ WHERE {_FENCE}
 
 
 _EXTEND = f"UPDATE burrow_jobs SET lease_expires_at = ? WHERE {_FENCE}"
+
+# Workflows (SQLiteBackend._settle). The ids come as one JSON array (json_each), so no
+# number of them meets SQLite's limit on variables.
+_UNLINK_DELETED = """DELETE FROM burrow_deps WHERE child_id IN (SELECT value FROM json_each(?1))"""
+# The listing index's own condition spelled out, or SQLite's planner cannot use that
+# partial index and scans the table (a probe per finish batch: it must stay a seek).
+_ANY_WAITING = "SELECT 1 FROM burrow_jobs WHERE state = 'waiting' AND state NOT IN ('succeeded', 'running') LIMIT 1"
+# Every waiting step downstream of a parent that failed, was cancelled or is gone,
+# through edges that do not ignore a failure: cancelled, naming the first cause.
+_CASCADE_CANCEL = """
+WITH RECURSIVE doomed(id, cause) AS (
+    SELECT d.child_id,
+           CASE WHEN p.state = 'cancelled' AND p.last_error LIKE 'parent job % %' THEN p.last_error
+                ELSE 'parent job ' || d.parent_id || ' ' || coalesce(p.state, 'deleted') END
+    FROM burrow_deps AS d
+    JOIN burrow_jobs AS c ON c.id = d.child_id AND c.state = 'waiting'
+    LEFT JOIN burrow_jobs AS p ON p.id = d.parent_id
+    WHERE d.parent_id IN (SELECT value FROM json_each(?2)) AND NOT d.ignore_failure
+      AND (p.id IS NULL OR p.state IN ('failed', 'cancelled'))
+    UNION
+    SELECT d.child_id, doomed.cause
+    FROM doomed JOIN burrow_deps AS d ON d.parent_id = doomed.id
+    JOIN burrow_jobs AS c ON c.id = d.child_id AND c.state = 'waiting'
+    WHERE NOT d.ignore_failure
+)
+UPDATE burrow_jobs SET state = 'cancelled', finished_at = ?1,
+    last_error = (SELECT min(cause) FROM doomed WHERE doomed.id = burrow_jobs.id)
+WHERE state = 'waiting' AND id IN (SELECT id FROM doomed)
+RETURNING id
+"""
+# Waiting children of the jobs that ended whose parents have all ended as they need:
+# queued, due now plus their delay (strftime's milliseconds padded to microseconds).
+_RELEASE = """
+UPDATE burrow_jobs
+SET state = 'queued',
+    run_at = max(run_at, (
+        SELECT CASE WHEN max(delay_s) > 0
+                    THEN strftime('%Y-%m-%d %H:%M:%f', ?1, '+' || max(delay_s) || ' seconds') || '000'
+                    ELSE ?2 END
+        FROM burrow_deps WHERE child_id = burrow_jobs.id))
+WHERE state = 'waiting'
+  AND id IN (SELECT child_id FROM burrow_deps WHERE parent_id IN (SELECT value FROM json_each(?3)))
+  AND NOT EXISTS (
+      SELECT 1 FROM burrow_deps AS d LEFT JOIN burrow_jobs AS p ON p.id = d.parent_id
+      WHERE d.child_id = burrow_jobs.id
+        AND NOT (coalesce(p.state = 'succeeded', 0)
+                 OR (d.ignore_failure AND (p.id IS NULL OR p.state IN ('failed', 'cancelled')))))
+"""
 _INSERT_HISTORY = (
     "INSERT INTO burrow_job_history (job_id, attempt, event, error, at, host, pid, duration_s)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

@@ -212,6 +212,7 @@ class JobsSQL(SQLConnection):
             if conn.execute(statement).rowcount != 1:
                 return False
             record_audit(conn, self._now(), audit, 1)
+            self._settle(conn.exec_driver_sql, [job_id])
             self._ended(conn, [job_id])
             return True
 
@@ -496,6 +497,14 @@ class JobsSQL(SQLConnection):
 
         return self._write("requeue", requeue)
 
+    def _settle(
+        self, execute: Callable[[str, tuple[Any, ...]], Any], ended_ids: Sequence[int], *, deleted: bool = False
+    ) -> None:
+        """In the transaction that ended ``ended_ids`` (or ``deleted`` them): their waiting
+        workflow children released or cancelled. PostgreSQL's triggers do it (migration
+        12), so this does nothing there; SQLite does it here (sqlite.py says why).
+        ``execute(sql, params)`` runs a statement on that transaction's connection."""
+
     def _requeued(self, conn: sa.Connection, job_ids: Sequence[int]) -> None:
         """In the requeue's transaction: what else a requeue changes (workflows.py)."""
 
@@ -532,6 +541,7 @@ class JobsSQL(SQLConnection):
             self._retire_ids(conn)
             delete_history(conn, [job_id])
             conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+            self._settle(conn.exec_driver_sql, [job_id], deleted=True)
             record_audit(conn, self._now(), audit, 1)
             return True
 
@@ -569,6 +579,7 @@ class JobsSQL(SQLConnection):
                 ids = list(conn.execute(sa.delete(jobs).where(jobs.c.id.in_(picked)).returning(jobs.c.id)).scalars())
                 if ids:
                     delete_history(conn, ids)
+                    self._settle(conn.exec_driver_sql, ids, deleted=True)
                     record_audit(conn, self._now(), audit, len(ids))
                 return len(ids)
 

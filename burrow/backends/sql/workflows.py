@@ -80,7 +80,9 @@ class WorkflowsSQL(JobsSQL):
             if edges:
                 self._insert_edges(run, edges)
             held = [ids[i] for i, s in enumerate(steps) if s.job.unique_key is not None and not s.parents]
-            if held:
+            if held and self.dialect == "sqlite":
+                self._settle(c.exec_driver_sql, held)  # settles only those that have ended
+            elif held:
                 self._settle_held(run, held)
             return ids
 
@@ -110,9 +112,9 @@ class WorkflowsSQL(JobsSQL):
         run(sa.insert(deps), [dict(zip(keys, edge)) for edge in edges])
 
     def _settle_held(self, run: Callable[..., Any], roots: Sequence[int]) -> None:
-        """Children of roots that had already ended when they joined (a unique key's
-        holder that finished before this transaction locked it), settled by the rule
-        the triggers follow: cancelled for a failure they do not ignore, queued once
+        """PostgreSQL: children of roots that had already ended when they joined (a unique
+        key's holder that finished before this transaction locked it), settled by the rule
+        the triggers follow (their own cascade then runs through the triggers): cancelled for a failure they do not ignore, queued once
         every parent has ended as they need."""
         ended = dict(run(sa.select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(roots), jobs.c.state.in_(_ENDED))).all())
         if not ended:
