@@ -350,6 +350,13 @@ class Worker:
                 cancel_check=self.cancel_check.for_job(job.id), results_of=self.queue.backend.parent_results,
                 progress=self.keep_progress,
             )
+            if self.cancel_check.seen and outcome.kind is not OutcomeKind.CANCELLED:
+                # Its handler saw the cancel (and, most likely, stopped for it) before the
+                # supervisor did: the job ends cancelled, as the supervisor would write it.
+                outcome = Outcome(
+                    job.id, job.owner, job.attempt, OutcomeKind.CANCELLED,
+                    error="cancelled at an operator's request (q.cancel)", duration_s=outcome.duration_s,
+                )
             self.jobs_done += 1
             self.report(outcome, job)
             if (now := time.monotonic()) >= next_poll:
