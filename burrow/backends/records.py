@@ -62,6 +62,9 @@ class HistoryEvent(StrEnum):
 # The NOTIFY payload of a cancel request: no task is named so (task names cannot
 # start with "!"), and supervisors look for requests among their jobs at once.
 CANCEL_NOTICE = "!cancel"
+# The error of a running job ended at an operator's request, whoever writes it first:
+# the supervisor that saw the request, or the worker whose handler saw it.
+CANCELLED_BY_OPERATOR = "cancelled at an operator's request (q.cancel)"
 
 
 @dataclass(frozen=True, slots=True)

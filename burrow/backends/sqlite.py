@@ -143,11 +143,12 @@ class SQLiteBackend(SQLBackend):
         UPDATE touches before it reads the trigger's WHEN, and that cost every finish
         about a tenth of its CPU, workflows or not. The cheap test first: with no step
         waiting anywhere (one probe of the state index), there is nothing to settle."""
-        ids = (orjson.dumps(list(ended_ids)).decode(),)
+        ids = (orjson.dumps(list(ended_ids)).decode(),) if deleted else ()
         if deleted:
             execute(_UNLINK_DELETED, ids)
         if execute(_ANY_WAITING, ()).fetchone() is None:
-            return
+            return  # the usual finish: nothing more than the probe
+        ids = ids or (orjson.dumps(list(ended_ids)).decode(),)
         now = (_stamp(self.now()),)
         cancelled = [row[0] for row in execute(_CASCADE_CANCEL, now + ids).fetchall()]
         everything = (orjson.dumps([*ended_ids, *cancelled]).decode(),)

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import psutil
 import structlog
 
-from burrow.backends.records import ALL_QUEUES, ClaimedJob, Outcome, OutcomeKind, QueueFilter
+from burrow.backends.records import ALL_QUEUES, CANCELLED_BY_OPERATOR, ClaimedJob, Outcome, OutcomeKind, QueueFilter
 from burrow.config import SupervisorConfig
 from burrow.errors import BackendError, ProtocolError
 from burrow.execution import CancelCheck, RetryDefaults, execute, released
@@ -355,7 +355,7 @@ class Worker:
                 # supervisor did: the job ends cancelled, as the supervisor would write it.
                 outcome = Outcome(
                     job.id, job.owner, job.attempt, OutcomeKind.CANCELLED,
-                    error="cancelled at an operator's request (q.cancel)", duration_s=outcome.duration_s,
+                    error=CANCELLED_BY_OPERATOR, duration_s=outcome.duration_s,
                 )
             self.jobs_done += 1
             self.report(outcome, job)

@@ -78,13 +78,17 @@ def block(gate: Gate) -> str:
     signal at exactly that moment.
     """
     attempt = _announce(gate)
-    directory = Path(gate.directory)
+    _wait_to_go(gate)
+    return f"{gate.name} done on attempt {attempt}"
+
+
+def _wait_to_go(gate: Gate) -> None:
+    """Until the test writes "<name>.go" (at most GATE_TIMEOUT_S)."""
     deadline = time.monotonic() + GATE_TIMEOUT_S
-    while not (directory / f"{gate.name}.go").exists():
+    while not (Path(gate.directory) / f"{gate.name}.go").exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"gate {gate.name} was never opened")
         time.sleep(0.01)
-    return f"{gate.name} done on attempt {attempt}"
 
 
 def _announce(gate: Gate) -> int:
@@ -229,12 +233,7 @@ def progressing(gate: Gate) -> str:
         job.progress(n / 25_000, f"{n} of 25000")
     job.progress(0.4, "340 of 850 rows")
     _announce(gate)
-    directory = Path(gate.directory)
-    deadline = time.monotonic() + GATE_TIMEOUT_S
-    while not (directory / f"{gate.name}.go").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {gate.name} was never opened")
-        time.sleep(0.01)
+    _wait_to_go(gate)
     job.progress(1.0)
     return "done"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import structlog
 
-from burrow.backends.records import Outcome, OutcomeKind
+from burrow.backends.records import CANCELLED_BY_OPERATOR, Outcome, OutcomeKind
 from burrow.supervisor import protocol
 from burrow.supervisor.context import Context
 
@@ -40,7 +40,7 @@ class Cancels:
             handle.inflight.remove(flight)
             handle.cancelled.add(job_id)
             duration_s = now - flight.started_mono if running and flight.started_mono is not None else None
-            error = "cancelled at an operator's request (q.cancel)" + ("" if running else " before it started")
+            error = CANCELLED_BY_OPERATOR + ("" if running else " before it started")
             job = flight.job
             ctx.outbox.settle(
                 Outcome(job.id, job.owner, job.attempt, OutcomeKind.CANCELLED, error=error, duration_s=duration_s), job.task
