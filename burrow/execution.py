@@ -291,11 +291,6 @@ class CancelCheck:
         self._requested = False
         return self
 
-    @property
-    def seen(self) -> bool:
-        """Whether the running job's handler has been told of a cancel request."""
-        return self._requested
-
     def __call__(self) -> bool:
         now = time.monotonic()
         if not self._requested and now - self._asked_mono >= self.INTERVAL_S:

@@ -62,8 +62,7 @@ class HistoryEvent(StrEnum):
 # The NOTIFY payload of a cancel request: no task is named so (task names cannot
 # start with "!"), and supervisors look for requests among their jobs at once.
 CANCEL_NOTICE = "!cancel"
-# The error of a running job ended at an operator's request, whoever writes it first:
-# the supervisor that saw the request, or the worker whose handler saw it.
+# The error of a running job its supervisor ended at an operator's request.
 CANCELLED_BY_OPERATOR = "cancelled at an operator's request (q.cancel)"
 
 

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import psutil
 import structlog
 
-from burrow.backends.records import ALL_QUEUES, CANCELLED_BY_OPERATOR, ClaimedJob, Outcome, OutcomeKind, QueueFilter
+from burrow.backends.records import ALL_QUEUES, ClaimedJob, Outcome, OutcomeKind, QueueFilter
 from burrow.config import SupervisorConfig
 from burrow.errors import BackendError, ProtocolError
 from burrow.execution import CancelCheck, RetryDefaults, execute, released
@@ -350,13 +350,6 @@ class Worker:
                 cancel_check=self.cancel_check.for_job(job.id), results_of=self.queue.backend.parent_results,
                 progress=self.keep_progress,
             )
-            if self.cancel_check.seen and outcome.kind is not OutcomeKind.CANCELLED:
-                # Its handler saw the cancel (and, most likely, stopped for it) before the
-                # supervisor did: the job ends cancelled, as the supervisor would write it.
-                outcome = Outcome(
-                    job.id, job.owner, job.attempt, OutcomeKind.CANCELLED,
-                    error=CANCELLED_BY_OPERATOR, duration_s=outcome.duration_s,
-                )
             self.jobs_done += 1
             self.report(outcome, job)
             if (now := time.monotonic()) >= next_poll:
