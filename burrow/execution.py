@@ -301,6 +301,11 @@ class CancelCheck:
                 return False  # the database is away: keep working, the supervisor decides
         return self._requested
 
+    def seen(self, job_id: int) -> bool:
+        """Whether job ``job_id``'s handler was told of a cancel request: it stopped when
+        asked, so its outcome is the cancel's, whatever it returned."""
+        return self._requested and self._job_id == job_id
+
 
 def released(job: ClaimedJob) -> Outcome:
     """Give a claimed, never started job back to the queue, with its attempt."""

@@ -19,6 +19,7 @@ import ctypes
 import enum
 import faulthandler
 import os
+import select
 import signal
 import tempfile
 import time
@@ -172,6 +173,15 @@ class WorkerHandle:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def has_unread(self) -> bool:
+        """Whether frames wait in our end of its pipe. A worker is silent only if it sent
+        nothing, not if the supervisor was away (a stalled host, a frozen process: Python's
+        select, resumed past its timeout, returns no fd at all) while they piled up."""
+        if self.eof:
+            return False
+        readable, _, _ = select.select([self.read_fd], [], [], 0)
+        return bool(readable)
 
     def running(self) -> InFlight | None:
         return self.inflight[0] if self.inflight else None

@@ -112,6 +112,9 @@ class Inbox:
         outcome = protocol.decode_result(message, flight.job.owner)
         if not flight.lease_lost:  # else another process owns the job: its outcome is that one's to write
             self.outbox.settle(outcome, flight.job.task)
+            if outcome.kind is OutcomeKind.CANCELLED:  # its handler saw the request before we did
+                job = flight.job
+                log.info("job_cancelled", job_id=job.id, task=job.task, attempt=job.attempt, worker_pid=handle.pid, running=True)
         self._next_started(handle, now)
         if outcome.kind is not OutcomeKind.RELEASED:
             handle.jobs_done += 1

@@ -15,7 +15,8 @@ Messages (docs/architecture.md). Worker -> supervisor: ``hello`` (first, with
 ``"v"`` and ``"pid"``), ``ready``, ``claimed`` (the claim's ``"owner"``, its
 ``"jobs"``, and ``"since"``: the monotonic time the claim began, from which the
 outage guard ages the leases), ``heartbeat``, ``progress`` (the latest
-``current_job().progress`` of a running job, sent before a heartbeat), ``result``.
+``current_job().progress`` of a running job, sent before a heartbeat), ``result``
+(with ``"cancel_seen"`` when the handler was told of a cancel request).
 Supervisor -> worker: ``wake``, ``stop``, ``cancel``.
 
 Every message is made and read here, in both directions, so that the two ends
@@ -36,7 +37,7 @@ from typing import Any, Final
 
 import orjson
 
-from burrow.backends.records import ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.records import CANCELLED_BY_OPERATOR, ClaimedJob, Outcome, OutcomeKind
 from burrow.errors import ProtocolError
 
 __all__ = [
@@ -279,8 +280,12 @@ def progress_of(message: Mapping[str, Any]) -> tuple[int, int, float, str | None
     return job_id, attempt, float(fraction), text
 
 
-def outcome_frame(outcome: Outcome) -> dict[str, Any]:
+def outcome_frame(outcome: Outcome, *, cancel_seen: bool = False) -> dict[str, Any]:
     """The ``result`` frame of an outcome (read back by decode_result).
+
+    ``cancel_seen``: the handler was told of an operator's cancel request before it
+    ended. The supervisor then writes the job cancelled, as it would have had it seen
+    the request first; a worker never reports a cancelled outcome itself.
 
     A small UTF-8 result goes as a JSON string, which costs nothing to make. Any
     other goes as base64 (``result_b64``), 4/3 of its size whatever its bytes: as
@@ -311,6 +316,8 @@ def outcome_frame(outcome: Outcome) -> dict[str, Any]:
         frame["retry_in_s"] = outcome.retry_in_s
     if outcome.duration_s is not None:
         frame["duration"] = outcome.duration_s
+    if cancel_seen:
+        frame["cancel_seen"] = True
     return frame
 
 
@@ -342,6 +349,11 @@ def decode_result(message: dict[str, Any], owner: str) -> Outcome:
     if kind not in _WORKER_OUTCOMES:
         raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
     duration = message.get("duration")
+    if message.get("cancel_seen") is True and kind is not OutcomeKind.RELEASED:
+        return Outcome(
+            message["id"], owner, message["attempt"], OutcomeKind.CANCELLED, error=CANCELLED_BY_OPERATOR,
+            duration_s=float(duration) if duration is not None else None,
+        )
     return Outcome(
         message["id"],
         owner,

@@ -188,7 +188,7 @@ class Worker:
         short, so this is the last guard, for whatever slips past them.
         """
         try:
-            data = protocol.encode_frame(outcome_frame(outcome))
+            data = protocol.encode_frame(outcome_frame(outcome, cancel_seen=self.cancel_check.seen(outcome.id)))
         except ProtocolError as exc:
             error = f"the job's outcome could not be sent to the supervisor: {exc}"
             with contextlib.suppress(Exception):  # as in execute(): a log line must not kill us either

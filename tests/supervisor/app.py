@@ -220,6 +220,7 @@ def polite(gate: Gate) -> str:
     deadline = time.monotonic() + GATE_TIMEOUT_S
     while time.monotonic() < deadline:
         if burrow.current_job().cancel_requested:
+            (Path(gate.directory) / f"{gate.name}.saw").touch()
             return "stopped when asked"
         time.sleep(0.05)
     return "never asked"

@@ -3,14 +3,17 @@ cancelling running jobs, and a concurrency limit across two supervisors."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from burrow.backends.records import HistoryEvent
+from burrow.backends.records import CANCELLED_BY_OPERATOR, HistoryEvent
 from burrow.job import JobState
 from burrow.queue import JobQueue
 from tests.conftest import Database
+from tests.helpers import wait_until
 from tests.supervisor.app import (
     Gate,
     Mark,
@@ -93,6 +96,29 @@ def test_a_handler_that_looks_stops_by_itself(database: Database, launcher: Laun
         supervisor.wait(lambda: q.job(square).state is JobState.SUCCEEDED, 5, "the next job")
         assert alive(pid) and supervisor.worker_pids() == {pid}, supervisor.tail()  # it stopped in time: no kill
         assert q.job(job_id).result is None  # its late "stopped when asked" was dropped
+
+
+def test_a_handler_that_sees_the_cancel_before_its_supervisor_ends_cancelled(
+    database: Database, launcher: Launcher, gates: Path, tmp_path: Path
+) -> None:
+    """The supervisor frozen (SIGSTOP) while the cancel is asked: the handler sees it
+    first and returns, and its result reaches a supervisor that has not polled for
+    cancels yet. The job still ends cancelled, never succeeded with its result; and
+    the worker, whose heartbeats piled up in the pipe meanwhile, is not taken for silent."""
+    with database.connect() as q:
+        job_id, supervisor, pid = _running_alone(q, polite_task, Gate(str(gates), "p"), launcher, tmp_path, database)
+        os.kill(supervisor.pid, signal.SIGSTOP)
+        try:
+            assert q.cancel(job_id) is True
+            wait_until(lambda: (gates / "p.saw").exists(), 5, "the handler to see the cancel")
+        finally:
+            os.kill(supervisor.pid, signal.SIGCONT)
+        supervisor.wait(lambda: q.job(job_id).state is JobState.CANCELLED, 5, "the job to be cancelled")
+        info = q.job(job_id)
+        assert (info.result, info.attempts) == (None, 1)
+        [entry] = q.history(job_id)
+        assert (entry.event, entry.error) == (HistoryEvent.CANCELLED, CANCELLED_BY_OPERATOR)
+        assert alive(pid) and supervisor.worker_pids() == {pid}, supervisor.tail()  # it stopped in time: no kill
 
 
 def test_a_concurrency_limit_holds_across_two_supervisors(database: Database, launcher: Launcher, tmp_path: Path) -> None:

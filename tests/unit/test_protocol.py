@@ -215,3 +215,22 @@ def test_progress_frames_are_checked() -> None:
     ):
         with pytest.raises(ProtocolError):
             progress_of(bad)
+
+
+def test_a_handler_that_saw_a_cancel_reports_a_cancelled_job() -> None:
+    """A handler told of a cancel request stopped when asked: however it returned, the
+    supervisor writes the cancel (its result dropped), and a worker still cannot name
+    a cancelled outcome itself."""
+    from burrow.backends.records import CANCELLED_BY_OPERATOR, Outcome, OutcomeKind
+    from burrow.supervisor.protocol import decode_result, outcome_frame
+
+    done = Outcome(7, "w", 2, OutcomeKind.SUCCEEDED, result=b'"stopped when asked"', duration_s=0.25)
+    assert decode_result(outcome_frame(done), "w") == done
+    cancelled = decode_result(outcome_frame(done, cancel_seen=True), "w")
+    assert (cancelled.kind, cancelled.result, cancelled.error, cancelled.attempt) == (
+        OutcomeKind.CANCELLED, None, CANCELLED_BY_OPERATOR, 2
+    )
+    released = Outcome(7, "w", 2, OutcomeKind.RELEASED)
+    assert decode_result(outcome_frame(released, cancel_seen=True), "w").kind is OutcomeKind.RELEASED
+    with pytest.raises(ProtocolError):
+        decode_result({"t": "result", "id": 7, "attempt": 2, "kind": "cancelled"}, "w")

@@ -44,7 +44,7 @@ class Deadlines:
                 handle.terminate(f"cancelled: the job did not stop within {CANCEL_GRACE_S:g}s of the request", sigkill_at)
             elif not handle.booted and now - handle.spawned_mono > _BOOT_TIMEOUT_S:
                 handle.kill(f"worker did not boot within {_BOOT_TIMEOUT_S:g}s")
-            elif now - handle.last_heard_mono > silence_s:
+            elif now - handle.last_heard_mono > silence_s and not handle.has_unread():
                 handle.terminate(f"worker silent for {now - handle.last_heard_mono:.1f}s (no heartbeat)", sigkill_at)
             elif (running := handle.running()) is not None and running.started_mono is not None:
                 timeout_s = ctx.job_config(running.job.task).timeout_s
