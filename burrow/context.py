@@ -105,6 +105,11 @@ def current_job() -> JobContext:
     return job
 
 
+def running_job() -> JobContext | None:
+    """The context of the job this code runs in, None outside one (for log lines)."""
+    return _current_job.get()
+
+
 @contextlib.contextmanager
 def job_context(job: JobContext) -> Iterator[JobContext]:
     """Bind ``job`` as the current job for the duration of the block."""

@@ -67,8 +67,8 @@ def execute(
     capture = ResultCapture()
     started = time.perf_counter()
     # Plain set/reset rather than context managers: this runs once per job, and
-    # per-job overhead is what caps a worker's throughput on short jobs.
-    log_tokens = structlog.contextvars.bind_contextvars(job_id=job.id, task=job.task, attempt=job.attempt)
+    # per-job overhead is what caps a worker's throughput on short jobs. A handler's
+    # log lines get the job's fields from burrow.logging.add_job_fields.
     job_tokens = enter_job(
         JobContext(job.id, job.task, job.attempt, job.max_retries, cancel_check, results_of, progress), capture
     )
@@ -80,7 +80,6 @@ def execute(
         return _not_recorded(job, registration, defaults, exc, started)
     finally:
         leave_job(job_tokens)
-        structlog.contextvars.reset_contextvars(**log_tokens)
 
 
 def _execute(
@@ -92,7 +91,8 @@ def _execute(
     interruptible: bool,
     max_result_bytes: int | None,
 ) -> Outcome:
-    logger = log.bind()  # once: each call through structlog's lazy proxy resolves it again
+    # Bound once: each call through structlog's lazy proxy resolves it again.
+    logger = log.bind(job_id=job.id, task=job.task, attempt=job.attempt)
     logger.info("job_started")
     try:
         _run(registration.handler, job.payload)
@@ -218,7 +218,7 @@ def _failed(
     job: ClaimedJob, registration: Registration, defaults: RetryDefaults, exc: BaseException, started: float
 ) -> Outcome:
     duration_s = time.perf_counter() - started
-    log.debug("job_errored", duration_ms=round(duration_s * 1000, 3))
+    log.debug("job_errored", job_id=job.id, task=job.task, attempt=job.attempt, duration_ms=round(duration_s * 1000, 3))
     permanent = isinstance(exc, PermanentError)
     return failure_outcome(
         job, registration.config, defaults, describe_error(exc), permanent=permanent, duration_s=duration_s

@@ -139,3 +139,31 @@ def test_a_log_line_that_fails_is_the_jobs_failure_not_an_exception() -> None:
     assert outcome.kind is OutcomeKind.FAILED
     assert outcome.error is not None
     assert outcome.error.startswith("burrow could not record the job's outcome: OSError: the log stream is gone")
+
+
+def test_a_handlers_own_log_lines_carry_the_job() -> None:
+    """burrow's logging adds job_id, task and attempt to whatever a handler logs, and
+    to nothing logged outside a job; a field the line names itself is kept."""
+    from burrow.logging import configure_logging
+
+    stream = io.StringIO()
+    configure_logging(format="json", level="info", stream=stream)
+    try:
+        logger = structlog.get_logger("app")
+
+        def handler(_: bytes) -> None:
+            logger.info("resizing", width=640)
+            logger.info("for another job", job_id=99)
+
+        outcome = execute(_job(), _registration(handler), interruptible=False)
+        logger.info("outside")
+    finally:
+        structlog.reset_defaults()
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    lines = {line["event"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    assert {k: lines["resizing"][k] for k in ("job_id", "task", "attempt", "width")} == {
+        "job_id": 7, "task": "t.job", "attempt": 1, "width": 640
+    }
+    assert lines["for another job"]["job_id"] == 99
+    assert (lines["job_started"]["job_id"], lines["job_succeeded"]["task"]) == (7, "t.job")
+    assert "job_id" not in lines["outside"]
