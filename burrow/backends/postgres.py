@@ -324,7 +324,7 @@ class PostgresBackend(SQLBackend):
             "ids": arrays.ints([o.id for o in outcomes]),
             "owners": arrays.texts([o.owner for o in outcomes]),
             "attempts": arrays.ints([o.attempt for o in outcomes]),
-            "results": [o.result for o in outcomes],
+            "results": arrays.byteas([o.result for o in outcomes]),
             "errors": arrays.texts([o.error for o in outcomes]),
             "now": self._clock_now(),
             # Jobs that end wake the clients awaiting them (one notification a statement).

@@ -31,5 +31,12 @@ def texts(values: Iterable[str | None]) -> str:
     return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
 
 
+def byteas(values: Iterable[bytes | None]) -> str:
+    """``{"\\\\x6869",NULL}``: each value in bytea's hex form, its backslash escaped for the
+    array. psycopg dumps a list of bytes element by element in Python: 100 results of
+    1 KB took 3.1 ms a statement that way, 1.05 ms as this literal (benchmarks/README.md)."""
+    return "{" + ",".join("NULL" if v is None else '"\\\\x' + v.hex() + '"' for v in values) + "}"
+
+
 def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -880,13 +880,16 @@ def test_a_consumer_whose_listen_connection_drops_wakes_and_listens_again(
     texts=st.lists(st.one_of(st.none(), st.text(st.characters(codec="utf-8", exclude_characters="\x00"))), max_size=8),
     numbers=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=8),
     floats=st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)), max_size=8),
+    blobs=st.lists(st.one_of(st.none(), st.binary(max_size=64)), max_size=8),
 )
-def test_array_literals_reach_postgresql_as_the_values_they_were(texts, numbers, floats) -> None:
+def test_array_literals_reach_postgresql_as_the_values_they_were(texts, numbers, floats, blobs) -> None:
     """The batched statements send their columns as literals: any text (quotes, commas,
-    braces, backslashes, the word NULL) and any int or float comes back unchanged."""
+    braces, backslashes, the word NULL), any int or float, and any bytes (a result)
+    comes back unchanged."""
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         got = conn.execute(
-            "SELECT %s::text[], %s::bigint[], %s::float8[], %s::bool[]",
-            (arrays.texts(texts), arrays.numbers(numbers), arrays.numbers(floats), arrays.booleans([True, False])),
+            "SELECT %s::text[], %s::bigint[], %s::float8[], %s::bool[], %s::bytea[]",
+            (arrays.texts(texts), arrays.numbers(numbers), arrays.numbers(floats), arrays.booleans([True, False]),
+             arrays.byteas(blobs)),
         ).fetchone()
-    assert got == (texts, numbers, floats, [True, False])
+    assert got == (texts, numbers, floats, [True, False], blobs)
