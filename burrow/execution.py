@@ -12,8 +12,9 @@ import contextlib
 import inspect
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import CodeType, TracebackType
 from typing import Any
 
 import structlog
@@ -153,13 +154,44 @@ def describe_error(exc: BaseException) -> str:
     return f"{text[:keep]}\n... ({len(text) - 2 * keep} characters cut) ...\n{text[-keep:]}"
 
 
+# The stack part of recent tracebacks, by where each frame stood (see _traceback_text).
+_STACKS: dict[tuple[tuple[CodeType, int], ...], str] = {}
+_STACKS_MAX = 256
+
+
 def _traceback_text(exc: BaseException) -> str:
     """The traceback as Python prints it, without the ``^^^^`` lines under each frame.
 
     Placing the carets re-parses every frame's source line: it was a third of a
     worker's time in the retry benchmark (benchmarks/README.md), and the frame's
-    line already says where the error is.
+    line already says where the error is. Jobs that fail alike (a dependency down)
+    fail at the same lines: the stack's text, which reading the source makes the
+    dearest part (about 35 us of a failure's 68), is kept by the code and line of
+    every frame, and only the last line, the exception's own, is written anew. An
+    exception with a cause or a context, or a group, is written whole every time.
     """
+    if exc.__cause__ is not None or exc.__context__ is not None or isinstance(exc, BaseExceptionGroup):
+        return _full_traceback_text(exc)
+    key = tuple((tb.tb_frame.f_code, tb.tb_lineno) for tb in _tracebacks(exc.__traceback__))
+    stack = _STACKS.get(key)
+    if stack is not None:
+        return stack + "".join(traceback.format_exception_only(exc))
+    text = _full_traceback_text(exc)
+    last = "".join(traceback.format_exception_only(exc))
+    if text.endswith(last):
+        if len(_STACKS) >= _STACKS_MAX:
+            _STACKS.clear()
+        _STACKS[key] = text[: len(text) - len(last)]
+    return text
+
+
+def _tracebacks(tb: TracebackType | None) -> Iterator[TracebackType]:
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
+def _full_traceback_text(exc: BaseException) -> str:
     top = traceback.TracebackException.from_exception(exc)
     pending, seen = [top], set()
     while pending:

@@ -167,3 +167,44 @@ def test_a_handlers_own_log_lines_carry_the_job() -> None:
     assert lines["for another job"]["job_id"] == 99
     assert (lines["job_started"]["job_id"], lines["job_succeeded"]["task"]) == (7, "t.job")
     assert "job_id" not in lines["outside"]
+
+
+def _raise_at_one_place(message: str, note: str | None = None) -> None:
+    exc = KeyError(message)
+    if note is not None:
+        exc.add_note(note)
+    raise exc
+
+
+def _raise_chained(message: str) -> None:
+    try:
+        _raise_at_one_place(message)
+    except KeyError as inner:
+        raise RuntimeError(f"wrapped {message}") from inner
+
+
+def _raise_group(message: str) -> None:
+    raise ExceptionGroup("several", [ValueError(message), TypeError("t")])
+
+
+def test_a_failure_at_a_known_place_reads_as_a_fresh_one() -> None:
+    """Failures at the same lines reuse their stack's text (a retry storm formats it
+    once); every error still reads exactly as Python would write it, with its own
+    message and notes, and chained errors and groups are written whole."""
+    from burrow.execution import _full_traceback_text, _traceback_text
+
+    for raiser, messages in (
+        (_raise_at_one_place, ["order 1", "order 2", "ordre\u00e9 3"]),
+        (lambda m: _raise_at_one_place(m, note=f"note for {m}"), ["a", "b"]),
+        (_raise_chained, ["x", "y"]),
+        (_raise_group, ["g1", "g2"]),
+    ):
+        texts = []
+        for message in messages:
+            try:
+                raiser(message)
+            except BaseException as exc:  # noqa: BLE001 - any of the shapes above
+                texts.append((_traceback_text(exc), _full_traceback_text(exc)))
+        for cached, full in texts:
+            assert cached == full
+        assert len({cached for cached, _ in texts}) == len(messages)  # each names its own message
