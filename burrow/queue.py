@@ -40,6 +40,7 @@ from burrow.backends.records import (
     ReapedJob,
     ScheduleInfo,
     StepRow,
+    stopped_when_asked,
     new_owner,
 )
 from burrow.job import (
@@ -392,13 +393,12 @@ class JobQueue:
                     renew_at = self.backend.now() + dt.timedelta(seconds=self.lease_s / 2)
                 if job.id in lost:
                     continue
-                pending.append(
-                    execute(
-                        job, self._registry[job.task], self.retry_defaults,
-                        cancel_check=self._cancel_check.for_job(job.id), results_of=self.backend.parent_results,
-                        progress=self._progress_writer(job),
-                    )
+                outcome = execute(
+                    job, self._registry[job.task], self.retry_defaults,
+                    cancel_check=self._cancel_check.for_job(job.id), results_of=self.backend.parent_results,
+                    progress=self._progress_writer(job),
                 )
+                pending.append(stopped_when_asked(outcome) if self._cancel_check.seen(job.id) else outcome)
                 produced.add(job.id)
         finally:
             unstarted = [released(job) for job in batch if job.id not in produced and job.id not in lost]

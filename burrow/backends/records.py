@@ -140,6 +140,16 @@ class Outcome(NamedTuple):
     duration_s: float | None = None  # how long the handler ran; None if it never started
 
 
+def stopped_when_asked(outcome: Outcome) -> Outcome:
+    """The outcome of a job whose handler saw its cancel request (CancelCheck.seen) and
+    ended: cancelled, whatever the handler returned, as if whoever writes it (the
+    supervisor, or a drain) had seen the request first."""
+    return Outcome(
+        outcome.id, outcome.owner, outcome.attempt, OutcomeKind.CANCELLED, error=CANCELLED_BY_OPERATOR,
+        duration_s=outcome.duration_s,
+    )
+
+
 def new_owner(role: str) -> str:
     """A lease owner name no other process, here or on another host, will ever use."""
     return f"{socket.gethostname()}:{os.getpid()}:{role}:{secrets.token_hex(4)}"

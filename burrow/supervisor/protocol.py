@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import orjson
 
-from burrow.backends.records import CANCELLED_BY_OPERATOR, ClaimedJob, Outcome, OutcomeKind
+from burrow.backends.records import ClaimedJob, Outcome, OutcomeKind, stopped_when_asked
 from burrow.errors import ProtocolError
 
 __all__ = [
@@ -349,12 +349,7 @@ def decode_result(message: dict[str, Any], owner: str) -> Outcome:
     if kind not in _WORKER_OUTCOMES:
         raise ProtocolError(f"a worker cannot report a {kind.value!r} outcome")
     duration = message.get("duration")
-    if message.get("cancel_seen") is True and kind is not OutcomeKind.RELEASED:
-        return Outcome(
-            message["id"], owner, message["attempt"], OutcomeKind.CANCELLED, error=CANCELLED_BY_OPERATOR,
-            duration_s=float(duration) if duration is not None else None,
-        )
-    return Outcome(
+    outcome = Outcome(
         message["id"],
         owner,
         message["attempt"],
@@ -364,6 +359,9 @@ def decode_result(message: dict[str, Any], owner: str) -> Outcome:
         retry_in_s=float(message.get("retry_in_s", 0.0)),
         duration_s=float(duration) if duration is not None else None,
     )
+    if message.get("cancel_seen") is True and kind is not OutcomeKind.RELEASED:
+        return stopped_when_asked(outcome)
+    return outcome
 
 
 def _result_bytes(message: dict[str, Any]) -> bytes | None:

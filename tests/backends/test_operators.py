@@ -181,6 +181,27 @@ def test_cancel_of_queued_running_finished_and_unknown(queue: JobQueue) -> None:
         queue.cancel(10_000_000)
 
 
+def test_a_drained_handler_that_stops_when_asked_ends_its_job_cancelled(queue: JobQueue, database: Database) -> None:
+    """As under a supervisor: a handler that sees its cancel request and returns has
+    stopped when asked, so the drain writes the cancel, not a success with its result."""
+    operator = database.connect()
+    try:
+        def polite(data: bytes) -> None:
+            assert operator.cancel(burrow.current_job().id) is True  # an operator, meanwhile
+            assert burrow.current_job().cancel_requested
+            burrow.capture_result(b'"stopped when asked"')
+
+        queue.handle("polite.task", polite)
+        job_id = queue.enqueue("polite.task", {})
+        assert queue.drain() == 1
+        info = queue.job(job_id)
+        assert (info.state, info.result, info.attempts) == (JobState.CANCELLED, None, 1)
+        [entry] = queue.history(job_id)
+        assert (entry.event, entry.error) == (HistoryEvent.CANCELLED, "cancelled at an operator's request (q.cancel)")
+    finally:
+        operator.close()
+
+
 def test_delete_removes_the_job_and_its_history(queue: JobQueue, database: Database) -> None:
     ids = _fill(queue)
     failed = ids["bad"][0]
