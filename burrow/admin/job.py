@@ -1,12 +1,19 @@
 """``/jobs/{id}``: one job. Its fields, error with traceback, payload and result
 shown safely whatever their bytes, and every attempt with where it ran and how it
 ended; an unknown id is the 404 page.
+
+Everything below the crumbs is one fragment (``/parts/jobs/{id}``) that the refresh
+script fetches again every few seconds while the job is not finished: its state and
+actions, progress bar and message, times, error, result and attempts (and the
+payload, which sits among them). The fragment of a finished job carries no refresh
+attribute, so the page stops asking.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -15,7 +22,7 @@ from starlette.routing import Route
 
 from burrow.admin import paths, web
 from burrow.backends.records import HistoryEntry, HistoryEvent, owner_host_pid
-from burrow.job import FIELDS, JobInfo, JobState
+from burrow.job import FIELDS, FINISHED_STATES, JobInfo, JobState
 
 SHOWN_CHARS = 64 * 1024  # beyond this a payload is cut: a page is no place for a blob
 HEX_BYTES = 1024
@@ -89,24 +96,35 @@ def attempts(job: JobInfo, history: list[HistoryEntry]) -> list[Attempt]:
     return rows
 
 
-def job_page(request: Request) -> Response:
+def job_view(request: Request) -> dict[str, Any]:
+    """The job's data, read through JobQueue (the job, then its history): what the
+    page and its live fragment render."""
     q = web.queue(request)
     job_id = web.job_id(request)
     job = q.job(job_id)  # JobNotFound: the 404 page
-    return web.render(
-        request,
-        "job.html",
-        {
-            "nav": "jobs",
-            "job": job,
-            "fields": FIELDS,
-            "payload": show_bytes(job.payload),
-            "result": None if job.result is None else show_bytes(job.result),
-            "attempts": attempts(job, q.history(job_id)),
-            "back": paths.relative(request, "job", job_id=job_id),
-            "list": paths.relative(request, "jobs", {"task": job.task}),
-        },
-    )
+    return {
+        "job": job,
+        # A finished job does not change by itself any more: its fragment stops the refresh.
+        "finished": job.state in FINISHED_STATES,
+        "fields": FIELDS,
+        "payload": show_bytes(job.payload),
+        "result": None if job.result is None else show_bytes(job.result),
+        "attempts": attempts(job, q.history(job_id)),
+        # Where the forms come back to: the page, also when the fragment rendered them.
+        "back": paths.relative(request, "job", job_id=job_id),
+        "list": paths.relative(request, "jobs", {"task": job.task}),
+    }
 
 
-routes = [Route("/jobs/{job_id:int}", job_page, name="job")]
+def job_page(request: Request) -> Response:
+    return web.render(request, "job.html", {"nav": "jobs", **job_view(request)})
+
+
+def job_part(request: Request) -> Response:
+    return web.render(request, "job_body.html", job_view(request), whole=False)
+
+
+routes = [
+    Route("/jobs/{job_id:int}", job_page, name="job"),
+    Route("/parts/jobs/{job_id:int}", job_part, name="job_part"),
+]

@@ -172,7 +172,8 @@ def test_delete_and_bulk_retry_act_only_when_confirmed(client: TestClient, q: Jo
 
 
 def test_every_page_renders_with_a_strict_policy_and_no_inline_script(client: TestClient, jobs: Jobs) -> None:
-    for path in ("/", "/jobs", "/jobs?state=failed&task=emails.send", f"/jobs/{jobs.xss}", "/parts/overview", "/parts/jobs"):
+    paths = ("/", "/jobs", "/jobs?state=failed&task=emails.send", f"/jobs/{jobs.xss}", "/parts/overview", "/parts/jobs")
+    for path in (*paths, f"/parts/jobs/{jobs.xss}", f"/parts/jobs/{jobs.running}"):
         response = client.get(path)
         assert response.status_code == 200, path
         policy = response.headers["content-security-policy"]
@@ -209,6 +210,64 @@ def test_the_job_page_shows_every_field_of_the_job(client: TestClient, q: JobQue
     assert job.cancel_requested_at is not None
     assert f"<dt>queue</dt><dd>{job.queue}</dd>" in page
     assert f'<dt>cancel request</dt><dd><time datetime="{job.cancel_requested_at.isoformat()}"' in page
+
+
+REFRESH_RE = re.compile(r'<div class="region job-live" data-swap="outer"( data-refresh="([^"]*)" data-interval="(\d+)")?>')
+
+
+def test_the_job_part_serves_a_running_jobs_fields_and_progress_and_refreshes_only_until_it_ends(
+    client: TestClient, q: JobQueue, jobs: Jobs
+) -> None:
+    running = q.job(jobs.running)
+    assert running.owner is not None
+    q.backend.record_progress([(running.id, running.owner, running.attempts, 0.3, "3 of 10 <rows>")])
+    part = client.get(f"/parts/jobs/{running.id}")
+    assert part.status_code == 200 and part.headers["cache-control"] == "no-store"
+    region = REFRESH_RE.match(part.text)
+    assert region is not None and region.group(2, 3) == (f"/parts/jobs/{running.id}", "5")
+    assert '<span class="badge s-running">running</span>' in part.text
+    assert "<dt>attempts</dt><dd>1 of at most 4</dd>" in part.text
+    # The bar, with its message beside it (escaped), and no row of its own for the message.
+    assert '<progress class="progress" max="1" value="0.3">30%</progress>' in part.text
+    assert '<span class="progress-text">30% · 3 of 10 &lt;rows&gt;</span>' in part.text
+    assert "<dt>progress message</dt>" not in part.text
+    # Its forms work as the page's: the browser's CSRF token, and back to the page.
+    assert f'action="/jobs/{running.id}/cancel"' in part.text and f'name="next" value="/jobs/{running.id}"' in part.text
+    assert TOKEN_RE.findall(part.text) == [client.cookies["burrow_csrf"]]
+    # The page holds the same region, refreshing; the part is the region alone (no layout).
+    on_page = REFRESH_RE.search(client.get(f"/jobs/{running.id}").text)
+    assert on_page is not None and on_page[2] == f"/parts/jobs/{running.id}"
+    assert "<html" not in part.text and '<nav class="crumbs">' not in part.text
+
+    q.backend.record_progress([(running.id, running.owner, running.attempts, 0.8, "8 of 10")])
+    assert '<span class="progress-text">80% · 8 of 10</span>' in client.get(f"/parts/jobs/{running.id}").text
+
+    # Finished jobs: the part and the page carry no refresh attribute, so the page stops asking.
+    for finished in (jobs.failed[0], jobs.succeeded[0], jobs.retried_then_failed):
+        for path in (f"/parts/jobs/{finished}", f"/jobs/{finished}"):
+            text = client.get(path).text
+            region = REFRESH_RE.search(text)
+            assert region is not None and region[1] is None, path
+            assert "data-refresh" not in text, path
+    # Waiting and queued jobs are not finished: they refresh.
+    wf = burrow.Workflow("live")
+    a = wf.add("wf.a", {})
+    b = wf.add("wf.b", {}, after=[a])
+    ids = wf.enqueue(q)
+    for unfinished in (ids[b], jobs.queued[0]):
+        assert 'data-refresh="/parts/jobs/' in client.get(f"/parts/jobs/{unfinished}").text
+    assert client.get("/parts/jobs/999999").status_code == 404
+
+
+def test_the_job_part_is_behind_the_same_auth_as_its_page(q: JobQueue, jobs: Jobs) -> None:
+    path = f"/parts/jobs/{jobs.running}"
+    with TestClient(create_app(q, auth=lambda request: request.headers.get("x-role", False))) as c:
+        assert c.get(path).status_code == 403
+        viewer = c.get(path, headers={"x-role": "viewer"})
+        assert viewer.status_code == 200 and "data-refresh" in viewer.text
+        assert 'method="post"' not in viewer.text and "Cancel</button>" not in viewer.text
+        admin = c.get(path, headers={"x-role": "admin"})
+        assert admin.status_code == 200 and f'action="/jobs/{jobs.running}/cancel"' in admin.text
 
 
 def test_a_workflow_steps_page_links_its_parents_and_children(client: TestClient, q: JobQueue) -> None:

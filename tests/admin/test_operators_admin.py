@@ -8,11 +8,14 @@ import base64
 import datetime as dt
 import re
 
+import pytest
 from playwright.sync_api import Page, expect
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from burrow.admin import Identity, basic_auth, create_app
+from burrow.backends.records import Outcome, OutcomeKind
+from burrow.errors import JobNotFound
 from burrow.job import JobState
 from burrow.queue import JobQueue
 from tests.admin.conftest import Jobs, serve
@@ -199,3 +202,41 @@ def test_a_running_jobs_progress_bar_refreshes_itself(page: Page, admin_queue: J
         admin_queue.backend.record_progress([(running.id, running.owner, running.attempts, 0.7, "7 of 10")])
         expect(bar).to_have_attribute("value", "0.7", timeout=12_000)  # two refresh periods
         expect(page.locator(f"#job-{running.id}")).to_contain_text("7 of 10")
+
+
+def test_a_running_jobs_page_refreshes_itself_until_the_job_ends(page: Page, admin_queue: JobQueue, jobs: Jobs) -> None:
+    running = admin_queue.job(jobs.running)
+    assert running.owner is not None
+    admin_queue.backend.record_progress([(running.id, running.owner, running.attempts, 0.2, "2 of 10")])
+    with serve(create_app(admin_queue)) as base:
+        page.goto(f"{base}/jobs/{running.id}")
+        region = page.locator(".job-live")
+        bar = region.locator("progress")
+        expect(bar).to_have_attribute("value", "0.2")
+        expect(region.locator(".progress-text")).to_have_text("20% · 2 of 10")
+        expect(region).to_have_attribute("data-refresh", f"/parts/jobs/{running.id}")
+        page.evaluate("window.notReloaded = true")  # gone if the page were loaded again
+
+        admin_queue.backend.record_progress([(running.id, running.owner, running.attempts, 0.7, "7 of 10")])
+        expect(bar).to_have_attribute("value", "0.7", timeout=12_000)  # two refresh periods
+        expect(region.locator(".progress-text")).to_have_text("70% · 7 of 10")
+        assert page.evaluate("window.notReloaded") is True
+
+        # It ends: the state, times, result and attempts follow, and the page stops asking.
+        lost = admin_queue.backend.finish(
+            [Outcome(running.id, running.owner, running.attempts, OutcomeKind.SUCCEEDED, b'{"rows": 10}', None, 0, 1.5)]
+        )
+        assert lost == []
+        expect(region.locator(".job-head .badge")).to_have_text("succeeded", timeout=12_000)
+        expect(region).not_to_have_attribute("data-refresh", re.compile(".*"))
+        expect(region.locator("table.attempts tbody .badge")).to_have_text(["succeeded"])
+        expect(region.locator("pre.data").last).to_contain_text('"rows": 10')
+        expect(page.locator(".live")).to_be_hidden()
+        assert page.evaluate("window.notReloaded") is True
+
+        # The forms the refresh brought in post with the browser's CSRF token.
+        region.locator("summary", has_text="Delete").click()
+        region.get_by_role("button", name=f"Delete {running.id}").click()
+        expect(page.locator(".flash.ok")).to_have_text(f"Job {running.id} is deleted.")
+    with pytest.raises(JobNotFound):
+        admin_queue.job(running.id)
