@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Protocol, Unpack
 
 from burrow.backends import async_backend_for
-from burrow.backends.records import Audit
+from burrow.backends.records import Audit, StepRow
 from burrow.backends.sql.connection import Clock
 from burrow.errors import JobNotFound, WaitTimeout
 from burrow.job import FINISHED_STATES, EnqueueKeywords, EnqueueOptions, JobInfo, ManyKeywords, NewJob, keyed_payloads
@@ -38,6 +38,8 @@ class AsyncBackend(Protocol):
     def now(self) -> dt.datetime: ...
 
     async def enqueue(self, new_jobs: Sequence[NewJob], conn: Any = None) -> list[int]: ...
+
+    async def enqueue_workflow(self, name: str | None, steps: Sequence[StepRow], conn: Any = None) -> list[int]: ...
 
     async def get(self, job_id: int) -> JobInfo | None: ...
 
@@ -97,11 +99,26 @@ class AsyncJobQueue:
         """``JobQueue.enqueue_options`` on the loop; ``config`` is the task's definition (a
         typed task passes its own; default: the options a supervisor that handles the task
         registered, else burrow's: this queue registers no handlers)."""
+        return await self.backend.enqueue(await self.job_rows(type_name, payloads, options, keys, config=config), conn)
+
+    async def job_rows(
+        self,
+        type_name: str,
+        payloads: Sequence[Any],
+        options: EnqueueOptions,
+        keys: Sequence[str | None] | None = None,
+        *,
+        config: JobConfig | None = None,
+    ) -> list[NewJob]:
+        """The rows :meth:`enqueue_options` stores (a workflow's steps are made here too)."""
         if config is None:
             check_task_name(type_name)  # before a round trip for its options
             config = await self._registered_config(type_name)
-        rows = enqueue_rows(type_name, payloads, options, keys, config, self.max_payload_bytes, self.backend.now)
-        return await self.backend.enqueue(rows, conn)
+        return enqueue_rows(type_name, payloads, options, keys, config, self.max_payload_bytes, self.backend.now)
+
+    async def enqueue_steps(self, name: str | None, steps: Sequence[StepRow], *, conn: Any = None) -> list[int]:
+        """Store a workflow's steps (``burrow.Workflow.aenqueue`` makes them) in one transaction."""
+        return await self.backend.enqueue_workflow(name, steps, conn)
 
     async def _registered_config(self, type_name: str) -> JobConfig:
         """``JobQueue._registered_config``, awaited."""

@@ -18,6 +18,7 @@ from burrow.backends.records import StepRow
 from burrow.job import UNSET, EnqueueKeywords, _Unset, EnqueueOptions, delay_seconds, unique_keys
 
 if TYPE_CHECKING:
+    from burrow.aqueue import AsyncJobQueue
     from burrow.queue import JobQueue
     from burrow.tasks import TaskDefinition
 
@@ -104,13 +105,31 @@ class Workflow:
         """Store the whole workflow in one transaction (inside ``conn``'s, when given), or
         nothing; returns each step's job id."""
         rows = []
-        for step in self._steps:
-            options = step.options
-            delay_s = 0.0
-            if step.parents and options.delay is not None:
-                delay_s, options = delay_seconds(options.delay), options._replace(delay=None)
-            keys = None if step.unique_key is UNSET else [step.unique_key]
+        for step, options, keys, delay_s in self._planned():
             job = q.job_rows(step.task, [step.payload], options, keys, config=step.config)[0]
             rows.append(StepRow(job, step.parents, step.ignore_parent_failure, delay_s))
         ids = q.enqueue_steps(self.name, rows, conn=conn)
         return dict(zip(self._steps, ids, strict=True))
+
+    async def aenqueue(self, aq: AsyncJobQueue, *, conn: Any = None) -> Mapping[Step, int]:
+        """:meth:`enqueue` from an event loop, on the async client: the same rows and the
+        same transaction; ``conn`` a SQLAlchemy ``AsyncConnection`` on the same database."""
+        rows = []
+        for step, options, keys, delay_s in self._planned():
+            job = (await aq.job_rows(step.task, [step.payload], options, keys, config=step.config))[0]
+            rows.append(StepRow(job, step.parents, step.ignore_parent_failure, delay_s))
+        ids = await aq.enqueue_steps(self.name, rows, conn=conn)
+        return dict(zip(self._steps, ids, strict=True))
+
+    def _planned(self) -> list[tuple[Step, EnqueueOptions, list[str | None] | None, float]]:
+        """Each step with the options its row is made with, its unique key as a row key
+        list (None: computed from the task's options) and its delay after release: a
+        step with parents counts its delay from then, not from now."""
+        planned = []
+        for step in self._steps:
+            options, delay_s = step.options, 0.0
+            if step.parents and options.delay is not None:
+                delay_s, options = delay_seconds(options.delay), options._replace(delay=None)
+            keys = None if step.unique_key is UNSET else [step.unique_key]
+            planned.append((step, options, keys, delay_s))
+        return planned

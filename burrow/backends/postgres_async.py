@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from burrow.backends.postgres import PostgresBackend, done_notice
-from burrow.backends.records import CANCEL_NOTICE, JOB_COLUMNS, Audit
+from burrow.backends.records import CANCEL_NOTICE, JOB_COLUMNS, Audit, StepRow
 from burrow.backends.schema import UTC, tasks
 from burrow.backends.schema import audit as audit_table
 from burrow.backends.sql.connection import first_line
@@ -204,6 +204,23 @@ UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
             if not pending:
                 return [job_id for job_id in ids if job_id is not None]
         raise BackendError(f"postgresql: enqueue failed: unique keys kept changing hands ({len(pending)} jobs)")
+
+    async def enqueue_workflow(self, name: str | None, steps: Sequence[StepRow], conn: Any = None) -> list[int]:
+        """The sync dialect's workflow insert (several statements in one transaction): on
+        the caller's ``AsyncConnection`` through ``run_sync``, else in a thread on the
+        sync backend's own connection (opened on a client's first workflow)."""
+        if conn is None:
+            return await asyncio.to_thread(self.sync.enqueue_workflow, name, steps)
+        run_sync = getattr(conn, "run_sync", None)
+        if run_sync is None:
+            raise BurrowError(f"conn= takes a SQLAlchemy AsyncConnection, got {type(conn).__name__}")
+        ids: list[int] = await run_sync(self._workflow_on, name, steps)
+        return ids
+
+    def _workflow_on(self, conn: Any, name: str | None, steps: Sequence[StepRow]) -> list[int]:
+        if conn.dialect.name != "postgresql":
+            raise BurrowError(f"conn= is a {conn.dialect.name} connection, not one to this queue's database")
+        return self.sync.enqueue_workflow(name, steps, conn)
 
     async def get(self, job_id: int) -> JobInfo | None:
         async with self._call("get") as conn:

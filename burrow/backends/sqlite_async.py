@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from burrow.backends.records import Audit
+from burrow.backends.records import Audit, StepRow
+from burrow.backends.sql.connection import driver_of
 from burrow.backends.sqlite import SQLiteBackend
 from burrow.errors import BurrowError
 from burrow.job import JobInfo, NewJob
@@ -64,7 +65,22 @@ class AsyncSQLite:
         if conn.dialect.name != "sqlite":
             raise BurrowError(f"conn= is a {conn.dialect.name} connection, not one to this queue's database")
         with self.sync._errors("enqueue"), self.sync._driver_errors("enqueue"):
-            return self.sync._insert(_Executing(conn.connection.dbapi_connection), new_jobs, own_transaction=False)
+            return self.sync._insert(driver_of(conn), new_jobs, own_transaction=False)
+
+    async def enqueue_workflow(self, name: str | None, steps: Sequence[StepRow], conn: Any = None) -> list[int]:
+        """The sync dialect's workflow insert: in a thread, or on the caller's connection."""
+        if conn is None:
+            return await self._thread(self.sync.enqueue_workflow, name, steps)
+        run_sync = getattr(conn, "run_sync", None)
+        if run_sync is None:
+            raise BurrowError(f"conn= takes a SQLAlchemy AsyncConnection, got {type(conn).__name__}")
+        ids: list[int] = await run_sync(self._workflow_on, name, steps)
+        return ids
+
+    def _workflow_on(self, conn: Any, name: str | None, steps: Sequence[StepRow]) -> list[int]:
+        if conn.dialect.name != "sqlite":
+            raise BurrowError(f"conn= is a {conn.dialect.name} connection, not one to this queue's database")
+        return self.sync.enqueue_workflow(name, steps, conn)
 
     async def get(self, job_id: int) -> JobInfo | None:
         return await self._thread(self.sync.get, job_id)
@@ -96,15 +112,3 @@ class Pause:
     async def wait(self, timeout: float) -> None:
         await asyncio.sleep(min(self._pause, timeout))
         self._pause = min(self._pause * 2, _MAX_PAUSE_S)
-
-
-class _Executing:
-    """A DBAPI connection with sqlite3's ``execute`` shortcut, which the dialect's insert uses."""
-
-    def __init__(self, dbapi_connection: Any) -> None:
-        self._connection = dbapi_connection
-
-    def execute(self, statement: str, params: Any = ()) -> Any:
-        cursor = self._connection.cursor()
-        cursor.execute(statement, params)
-        return cursor

@@ -304,6 +304,58 @@ def test_a_transactional_enqueue_exists_iff_its_transaction_commits(database: Da
     assert q.drain() == 3  # raw.echo has no handler here
 
 
+def _order_workflow(name: str, first: int) -> tuple[burrow.Workflow, list[burrow.Step]]:
+    """a -> b, and c after both (whatever they end as)."""
+    wf = burrow.Workflow(name)
+    a = wf.add(add_task, Pair(first, 1))
+    b = wf.add(add_task, Pair(first, 2), after=[a])
+    c = wf.add(add_task, Pair(first, 3), after=[a, b], ignore_parent_failure=True)
+    return wf, [a, b, c]
+
+
+def test_a_workflow_from_the_loop_is_stored_as_the_sync_one(database: Database, q: JobQueue) -> None:
+    """Workflow.aenqueue: the same rows, edges and states as enqueue, all in one
+    transaction: the client's own, or the caller's (nothing of it after a rollback)."""
+
+    async def body(aq: burrow.AsyncJobQueue) -> tuple[list[int], list[int], list[int]]:
+        own, own_steps = _order_workflow("async-own", 10)
+        ids = await own.aenqueue(aq)
+        engine = _async_engine(database)
+        try:
+            committed, committed_steps = _order_workflow("async-committed", 20)
+            async with engine.begin() as conn:
+                in_transaction = await committed.aenqueue(aq, conn=conn)
+                assert await aq.backend.get(in_transaction[committed_steps[0]]) is None  # not before the commit
+            rolled_back, rolled_back_steps = _order_workflow("async-rolled-back", 30)
+            gone: dict[burrow.Step, int] = {}
+            with pytest.raises(RuntimeError, match="abort"):
+                async with engine.begin() as conn:
+                    gone.update(await rolled_back.aenqueue(aq, conn=conn))
+                    raise RuntimeError("abort")
+            with pytest.raises(BurrowError, match="AsyncConnection"):
+                await _order_workflow("async-bad", 40)[0].aenqueue(aq, conn=object())
+        finally:
+            await engine.dispose()
+        return (
+            [ids[s] for s in own_steps],
+            [in_transaction[s] for s in committed_steps],
+            [gone[s] for s in rolled_back_steps],
+        )
+
+    own, committed, rolled_back = run(database, body)
+    for name, ids in (("async-own", own), ("async-committed", committed)):
+        jobs = q.workflow(name)
+        assert [j.id for j in jobs] == ids
+        assert [j.state for j in jobs] == [JobState.QUEUED, JobState.WAITING, JobState.WAITING]
+        assert [j.parents for j in jobs] == [(), (ids[0],), (ids[0], ids[1])]
+        assert {(j.priority, j.queue) for j in jobs} == {(3, "math")}  # the typed task's options
+    for job_id in rolled_back:
+        with pytest.raises(JobNotFound):
+            q.job(job_id)
+    assert q.drain() == 6  # each step released by its parents, in order
+    assert [q.job(i).result for i in own] == [b"11", b"12", b"13"]
+
+
 # -- 4. PostgreSQL: the loop, the pool, cancellation --------------------------------
 
 

@@ -397,3 +397,26 @@ def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
+
+class Executing:
+    """A DBAPI connection with the ``execute`` shortcut the dialects' own inserts use
+    (sqlite3's and psycopg's): for SQLAlchemy's adapter of an async driver, under a
+    caller's ``AsyncConnection.run_sync``, whose cursor awaits for us."""
+
+    def __init__(self, dbapi_connection: Any) -> None:
+        self._connection = dbapi_connection
+
+    def execute(self, statement: str, params: Any = ()) -> Any:
+        cursor = self._connection.cursor()
+        cursor.execute(statement, params)
+        return cursor
+
+
+def driver_of(conn: sa.Connection) -> Any:
+    """The connection a dialect's own statements run on, under ``conn``: the driver's,
+    or, when the driver is an async one (a caller's ``AsyncConnection``, through
+    ``run_sync``), SQLAlchemy's adapter of it."""
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is not conn.connection.driver_connection:  # an adapter: the driver is async
+        return Executing(dbapi)
+    return dbapi

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 
 from burrow.backends.records import JOB_COLUMNS, StepRow
 from burrow.backends.schema import deps, jobs, workflows
+from burrow.backends.sql.connection import driver_of
 from burrow.backends.sql.jobs import JobsSQL, job_info
 from burrow.job import FINISHED_STATES, JobInfo, JobState
 
@@ -61,7 +62,7 @@ class WorkflowsSQL(JobsSQL):
             workflow_id = run(
                 sa.insert(workflows).values(name=name, created_at=self._now()).returning(workflows.c.id)
             ).scalar_one()
-            ids = self._insert(c.connection.driver_connection, [s.job for s in steps], own_transaction=False)
+            ids = self._insert(driver_of(c), [s.job for s in steps], own_transaction=False)
             waiting = [ids[i] for i, s in enumerate(steps) if s.parents]
             # One pass over the new rows: they join the workflow, and those with parents wait.
             for chunk in self._id_chunks(ids):
