@@ -211,16 +211,7 @@ UNION ALL SELECT id, NULL FROM {jobs} WHERE id = %(id)s AND state = 'running'"""
         sync backend's own connection (opened on a client's first workflow)."""
         if conn is None:
             return await asyncio.to_thread(self.sync.enqueue_workflow, name, steps)
-        run_sync = getattr(conn, "run_sync", None)
-        if run_sync is None:
-            raise BurrowError(f"conn= takes a SQLAlchemy AsyncConnection, got {type(conn).__name__}")
-        ids: list[int] = await run_sync(self._workflow_on, name, steps)
-        return ids
-
-    def _workflow_on(self, conn: Any, name: str | None, steps: Sequence[StepRow]) -> list[int]:
-        if conn.dialect.name != "postgresql":
-            raise BurrowError(f"conn= is a {conn.dialect.name} connection, not one to this queue's database")
-        return self.sync.enqueue_workflow(name, steps, conn)
+        return await self.sync.enqueue_workflow_on(conn, name, steps)
 
     async def get(self, job_id: int) -> JobInfo | None:
         async with self._call("get") as conn:

@@ -71,16 +71,7 @@ class AsyncSQLite:
         """The sync dialect's workflow insert: in a thread, or on the caller's connection."""
         if conn is None:
             return await self._thread(self.sync.enqueue_workflow, name, steps)
-        run_sync = getattr(conn, "run_sync", None)
-        if run_sync is None:
-            raise BurrowError(f"conn= takes a SQLAlchemy AsyncConnection, got {type(conn).__name__}")
-        ids: list[int] = await run_sync(self._workflow_on, name, steps)
-        return ids
-
-    def _workflow_on(self, conn: Any, name: str | None, steps: Sequence[StepRow]) -> list[int]:
-        if conn.dialect.name != "sqlite":
-            raise BurrowError(f"conn= is a {conn.dialect.name} connection, not one to this queue's database")
-        return self.sync.enqueue_workflow(name, steps, conn)
+        return await self.sync.enqueue_workflow_on(conn, name, steps)
 
     async def get(self, job_id: int) -> JobInfo | None:
         return await self._thread(self.sync.get, job_id)

@@ -20,6 +20,7 @@ from burrow.backends.records import JOB_COLUMNS, StepRow
 from burrow.backends.schema import deps, jobs, workflows
 from burrow.backends.sql.connection import driver_of
 from burrow.backends.sql.jobs import JobsSQL, job_info
+from burrow.errors import BurrowError
 from burrow.job import FINISHED_STATES, JobInfo, JobState
 
 _ENDED = [s.value for s in FINISHED_STATES]
@@ -91,6 +92,21 @@ class WorkflowsSQL(JobsSQL):
             with self._errors("enqueue_workflow"):
                 return store(conn)
         return self._write("enqueue_workflow", store, retry=False)
+
+    async def enqueue_workflow_on(self, conn: Any, name: str | None, steps: Sequence[StepRow]) -> list[int]:
+        """:meth:`enqueue_workflow` in the caller's SQLAlchemy ``AsyncConnection`` (the
+        async client's ``conn=``): this same code, through ``run_sync``."""
+        run_sync = getattr(conn, "run_sync", None)
+        if run_sync is None:
+            raise BurrowError(f"conn= takes a SQLAlchemy AsyncConnection, got {type(conn).__name__}")
+
+        def store(c: sa.Connection) -> list[int]:
+            if c.dialect.name != self.dialect:
+                raise BurrowError(f"conn= is a {c.dialect.name} connection, not one to this queue's database")
+            return self.enqueue_workflow(name, steps, c)
+
+        ids: list[int] = await run_sync(store)
+        return ids
 
     def _id_chunks(self, ids: Sequence[int]) -> list[Sequence[int]]:
         """PostgreSQL takes any number of ids as one array; SQLite as variables, 5,000 at most."""
