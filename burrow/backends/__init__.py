@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 from sqlalchemy.exc import ArgumentError
 
 from burrow.backends.contract import Backend
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
-from burrow.backends.sql.connection import Clock
+from burrow.backends.sql.connection import Clock, first_line
 from burrow.errors import BackendError
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def backend_for(
@@ -36,32 +30,23 @@ def backend_for(
     """
     scheme = dsn.split(":", 1)[0].split("+", 1)[0].lower()
     try:
-        if scheme == "sqlite" and (pooled or listen_dsn is not None):
-            raise BackendError("pooled and listen_dsn are PostgreSQL's: leave them unset with SQLite")
+        if scheme == "sqlite":
+            if pooled or listen_dsn is not None:
+                raise BackendError("pooled and listen_dsn are PostgreSQL's: leave them unset with SQLite")
+            if schema is not None:
+                raise BackendError("SQLite has no schemas: leave schema unset, or use another database file")
+            from burrow.backends.sqlite import SQLiteBackend
+
+            return SQLiteBackend(dsn, clock=clock, timeouts=timeouts)
         if scheme in ("postgresql", "postgres"):
             from burrow.backends.postgres import PostgresBackend
 
             return PostgresBackend(
                 dsn, schema=schema, clock=clock, timeouts=timeouts, pooled=pooled, listen_dsn=listen_dsn
             )
-        return _backend(scheme, dsn, schema, clock, timeouts)
     except (ValueError, ArgumentError) as exc:  # SQLAlchemy's URL parser: a bad port, a bad form
-        raise BackendError(f"not a database URL burrow can read: {_first_line(exc)}") from None
-
-
-def _backend(scheme: str, dsn: str, schema: str | None, clock: Clock | None, timeouts: Timeouts) -> Backend:
-    if scheme == "sqlite":
-        if schema is not None:
-            raise BackendError("SQLite has no schemas: leave schema unset, or use another database file")
-        from burrow.backends.sqlite import SQLiteBackend
-
-        return SQLiteBackend(dsn, clock=clock, timeouts=timeouts)
-    if scheme in ("postgresql", "postgres"):
-        from burrow.backends.postgres import PostgresBackend
-
-        return PostgresBackend(dsn, schema=schema, clock=clock, timeouts=timeouts)
+        raise BackendError(f"not a database URL burrow can read: {first_line(exc)}") from None
     raise BackendError(f"unsupported DSN scheme {scheme!r}: use sqlite:///path.db or postgresql://user@host/db")
-
 
 
 async def async_backend_for(

@@ -398,7 +398,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class Executing:
+class _Executing:
     """A DBAPI connection with the ``execute`` shortcut the dialects' own inserts use
     (sqlite3's and psycopg's): for SQLAlchemy's adapter of an async driver, under a
     caller's ``AsyncConnection.run_sync``, whose cursor awaits for us."""
@@ -418,5 +418,5 @@ def driver_of(conn: sa.Connection) -> Any:
     ``run_sync``), SQLAlchemy's adapter of it."""
     dbapi = conn.connection.dbapi_connection
     if dbapi is not conn.connection.driver_connection:  # an adapter: the driver is async
-        return Executing(dbapi)
+        return _Executing(dbapi)
     return dbapi
