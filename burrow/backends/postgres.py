@@ -246,7 +246,7 @@ class PostgresBackend(SQLBackend):
             statement = self.claim_sql(limit, queues)
 
             def claim(conn: psycopg.Connection[Any]) -> list[Any]:
-                return conn.execute(statement, params).fetchall()  # unprepared: see _configure_held
+                return conn.execute(statement, params).fetchall()
 
         else:
             statement = self.limited_claim_sql(limit, queues)
@@ -279,12 +279,13 @@ class PostgresBackend(SQLBackend):
         and lock (and claim) more than n rows. A method of its own so that the
         plan can be inspected (``EXPLAIN``) on exactly the statement claims run.
 
-        The state and the limit are literals in the text, not parameters, and the
-        statement is sent unprepared: a generic plan can use the partial index only
-        if ``state = 'queued'`` is visible to the planner, and it sizes the join by
-        a guess of a tenth of the table for a parameter limit (a hash join over all
-        of it: batch-1000 claims fell from about 37,000 to 2,000 jobs/s when the raw
-        baseline let psycopg prepare this statement).
+        The state and the limit are literals in the text, not parameters, and no
+        run is planned generically (see _configure_held): a generic plan can use
+        the partial index only if ``state = 'queued'`` is visible to the planner,
+        and it sizes the join by a guess of a tenth of the table for a parameter
+        limit (a hash join over all of it: batch-1000 claims fell from about 37,000
+        to 2,000 jobs/s when the raw baseline let psycopg prepare this statement
+        under the server's default plan cache mode).
         """
         return self._claim_text(_CLAIM, limit, queues)
 
@@ -399,18 +400,30 @@ class PostgresBackend(SQLBackend):
         return self._on_held("cancel_requests", read)
 
     def _configure_held(self, connection: Any) -> None:
-        """Autocommit, and no server-side prepared statements.
+        """Autocommit; prepared statements, each run planned with its own values.
 
         Each hot-path write is one statement, atomic on its own; in a transaction
         psycopg sends BEGIN, the statement, then COMMIT: three round trips where
-        one does (one commit either way). psycopg prepares a statement after five
-        runs, and after five more the server may switch to a generic plan; for
-        these joins against ``unnest`` of a batch that plan scans the table (a
-        finish of 1,000 outcomes went from 14 ms to 313 ms at the eleventh run),
-        so every statement here is planned with its real values.
+        one does (one commit either way).
+
+        psycopg prepares a statement after five runs, which saves the server its
+        parse and analysis at every run after (server CPU per no-op job, claim and
+        finish in one process: 25.0 -> 23.0 us; benchmarks/README.md, "prepared").
+        But after five more runs the server may switch a prepared statement to a
+        generic plan, and for these joins against ``unnest`` of a batch that plan
+        scans the table (a finish of 1,000 outcomes went from 14 ms to 313 ms at
+        the eleventh run): ``plan_cache_mode = force_custom_plan`` plans every run
+        with its real values, as an unprepared statement is.
+
+        Through a pooler in transaction mode nothing may rest on the session, a
+        prepared statement or a setting: there nothing is prepared.
         """
         connection.autocommit = True
-        connection.prepare_threshold = None
+        if self.pooled:
+            connection.prepare_threshold = None
+            return
+        connection.execute("SET plan_cache_mode = force_custom_plan")
+        connection.prepare_threshold = _PREPARE_AFTER_RUNS
 
     def _clock_now(self) -> dt.datetime | None:
         """The injected clock's time for ``%(now)s``; None (unused) on the server's clock."""
@@ -558,6 +571,10 @@ class Listener:
         with contextlib.suppress(psycopg.Error):
             self._conn.close()
 
+
+# The held connection prepares a statement on its sixth run (psycopg's default), so a
+# claim of a size seldom asked for stays unprepared: its limit is a literal in the text.
+_PREPARE_AFTER_RUNS = 5
 
 # Hot-path statements: {jobs} and {history} are the quoted table names in the
 # backend's schema; {now} is now() (the server's clock) or a test's clock.
