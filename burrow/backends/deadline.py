@@ -60,6 +60,10 @@ class Timeouts:
         the ``options`` startup parameter, and would in any case hand the session it
         sets to other clients' transactions: no server-side statement timeout then
         (the client-side deadline still bounds every call; README, "PgBouncer").
+
+        ``plan_cache_mode``: a prepared statement is planned with its values at every
+        run, never generically (PostgresBackend._configure_held: the held connection
+        prepares only once the server shows this setting arrived).
         """
         idle_s = max(1, math.ceil(min(self.call_s, 10.0)))
         args: dict[str, Any] = {
@@ -71,10 +75,11 @@ class Timeouts:
             "tcp_user_timeout": int(self.call_s * 1000),
         }
         if not pooled:
-            args["options"] = f"-c statement_timeout={int(self.statement_s * 1000)}"
+            args["options"] = f"-c statement_timeout={int(self.statement_s * 1000)} -c plan_cache_mode={CUSTOM_PLANS}"
         return args
 
 
+CUSTOM_PLANS = "force_custom_plan"
 DEFAULT_TIMEOUTS = Timeouts()
 MIN_CALL_S = 1.0
 MIN_CONNECT_S = 2  # psycopg (as libpq) raises a shorter connect_timeout to two seconds

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql as pg
 from burrow.backends.records import ALL_QUEUES, CLAIM_COLUMNS, ClaimRequest, Outcome, QueueFilter, owner_host_pid
 from burrow.job import NewJob
 from burrow.backends import postgres_arrays as arrays
-from burrow.backends.deadline import DEFAULT_TIMEOUTS, Timeouts
+from burrow.backends.deadline import CUSTOM_PLANS, DEFAULT_TIMEOUTS, Timeouts
 from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs, queues
 from burrow.backends.sql.backend import SQLBackend
@@ -406,24 +406,25 @@ class PostgresBackend(SQLBackend):
         psycopg sends BEGIN, the statement, then COMMIT: three round trips where
         one does (one commit either way).
 
-        psycopg prepares a statement after five runs, which saves the server its
-        parse and analysis at every run after (server CPU per no-op job, claim and
-        finish in one process: 25.0 -> 23.0 us; benchmarks/README.md, "prepared").
-        But after five more runs the server may switch a prepared statement to a
+        psycopg prepares a statement on its sixth run, which saves the server its
+        parse and analysis at every run after (a no-op job's claim and finish, in
+        one process: 25.0 -> 23.0 us of server CPU; benchmarks/README.md). But
+        after five more runs the server may switch a prepared statement to a
         generic plan, and for these joins against ``unnest`` of a batch that plan
         scans the table (a finish of 1,000 outcomes went from 14 ms to 313 ms at
-        the eleventh run): ``plan_cache_mode = force_custom_plan`` plans every run
-        with its real values, as an unprepared statement is.
-
-        Through a pooler in transaction mode nothing may rest on the session, a
-        prepared statement or a setting: there nothing is prepared.
+        the eleventh run). So statements are prepared only on a session that shows
+        ``plan_cache_mode = force_custom_plan`` (sent in the startup ``options``,
+        see Timeouts.postgres_connect_args), where every run is planned with its
+        real values, as an unprepared statement is. A pooler in transaction mode
+        never shows it (it refuses the startup options, or drops them), and there
+        nothing may rest on the session: nothing is prepared through it.
         """
         connection.autocommit = True
-        if self.pooled:
-            connection.prepare_threshold = None
-            return
-        connection.execute("SET plan_cache_mode = force_custom_plan")
-        connection.prepare_threshold = _PREPARE_AFTER_RUNS
+        connection.prepare_threshold = None
+        if not self.pooled:
+            row = connection.execute("SHOW plan_cache_mode").fetchone()
+            if row is not None and row[0] == CUSTOM_PLANS:
+                connection.prepare_threshold = _PREPARE_AFTER_RUNS
 
     def _clock_now(self) -> dt.datetime | None:
         """The injected clock's time for ``%(now)s``; None (unused) on the server's clock."""

@@ -63,6 +63,7 @@ class PgBouncer:
         *,
         listen: Sequence[str] = ("127.0.0.1",),
         pool_size: int = 20,
+        ignore_startup_parameters: Sequence[str] = ("extra_float_digits",),
     ) -> None:
         if not os.path.exists(PGBOUNCER):
             raise Refused(f"{PGBOUNCER} is not installed (apt-get install pgbouncer)")
@@ -92,7 +93,7 @@ class PgBouncer:
                     "pool_mode = transaction",
                     f"default_pool_size = {pool_size}",
                     "max_client_conn = 1000",
-                    "ignore_startup_parameters = extra_float_digits",
+                    f"ignore_startup_parameters = {','.join(ignore_startup_parameters)}",
                     "log_connections = 0",
                     "log_disconnections = 0",
                     f"logfile = {workdir / 'pgbouncer.log'}",

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 import burrow
 from burrow.backends.postgres import PostgresBackend
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from tests.conftest import POSTGRES_DSN
 from tests.helpers import wait_until
 from tests.scaleout.infra import PgBouncer
@@ -84,6 +85,29 @@ def test_the_pooler_is_found_out_when_it_refuses_the_options_parameter(
         assert square_task.enqueue(q, Numbers(2, 1)) > 0
     finally:
         q.close()
+
+
+def test_nothing_is_prepared_through_a_pooler_that_drops_the_options_parameter(postgres_schema: str) -> None:
+    """A PgBouncer told to ignore libpq's options, and no pooled = true: burrow cannot
+    tell it is pooled, but the session does not show the plan cache mode its options
+    set, so the hot path prepares nothing (a prepared statement would be missing on
+    the next transaction's server connection), and its claims and finishes work."""
+    bouncer = PgBouncer(None, POSTGRES_DSN, ignore_startup_parameters=("extra_float_digits", "options"))
+    q = burrow.connect(bouncer.dsn(), schema=postgres_schema)
+    try:
+        backend = q.backend
+        assert isinstance(backend, PostgresBackend) and not backend.pooled
+        square_task.register(q)
+        square_task.enqueue_many(q, [Numbers(i, 0) for i in range(40)])
+        for _ in range(20):  # each hot-path statement far more than five times
+            jobs = backend.claim(ClaimRequest(["sv.square"], 2, "owner", 30.0))
+            assert backend.finish([Outcome(j.id, j.owner, j.attempt, OutcomeKind.SUCCEEDED) for j in jobs]) == []
+        mode = backend._on_held("mode", lambda c: (c.prepare_threshold, c.execute("SHOW plan_cache_mode").fetchone()[0]))
+        assert mode == (None, "auto")
+        assert q.counts()[burrow.JobState.SUCCEEDED] == 40
+    finally:
+        q.close()
+        bouncer.stop()
 
 
 def test_async_producer_through_pgbouncer(pgbouncer: PgBouncer, postgres_schema: str) -> None:

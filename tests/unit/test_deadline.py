@@ -65,7 +65,7 @@ def test_a_supervisor_waits_a_heartbeat_but_at_least_a_second() -> None:
     assert Timeouts.for_supervisor(0.2).call_s == 1.0
     args = Timeouts(connect_s=3, statement_s=2.5, call_s=4).postgres_connect_args()
     assert (args["connect_timeout"], args["tcp_user_timeout"]) == (3, 4000)
-    assert args["options"] == "-c statement_timeout=2500"
+    assert args["options"] == "-c statement_timeout=2500 -c plan_cache_mode=force_custom_plan"
     # Through PgBouncer in transaction mode: no startup parameter (it refuses it), no session setting.
     assert "options" not in Timeouts(statement_s=2.5).postgres_connect_args(pooled=True)
 
