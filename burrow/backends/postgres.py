@@ -581,6 +581,10 @@ _PREPARE_AFTER_RUNS = 5
 # backend's schema; {now} is now() (the server's clock) or a test's clock.
 _FENCED = "j.id = v.id AND j.owner = v.owner AND j.attempts = v.attempt AND j.state = 'running'"
 
+# The claims mark their picks through ``id = ANY(ARRAY(...))``, an index scan of the
+# key whatever the planner guesses: joined to the picks instead (FROM picked WHERE
+# j.id = picked.id), a claim of 400 on a table of 30,000 rows was planned as a hash
+# join over a scan of the whole table.
 _CLAIM = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM {jobs}
@@ -592,7 +596,7 @@ WITH picked AS MATERIALIZED (
 UPDATE {jobs} AS j
 SET state = 'running', attempts = j.attempts + 1, owner = %(owner)s, started_at = {now},
     lease_expires_at = {now} + make_interval(secs => %(lease_s)s)
-FROM picked WHERE j.id = picked.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING {returning}
 """
 
@@ -632,7 +636,7 @@ WITH running AS MATERIALIZED (
 UPDATE {jobs} AS j
 SET state = 'running', attempts = j.attempts + 1, owner = %(owner)s, started_at = {now},
     lease_expires_at = {now} + make_interval(secs => %(lease_s)s)
-FROM picked WHERE j.id = picked.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING {returning}
 """
 

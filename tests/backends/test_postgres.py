@@ -286,6 +286,25 @@ def test_claim_uses_the_queued_partial_index_not_a_table_scan(
         assert any(n["Node Type"] == "LockRows" for n in nodes), f"{label} plan: {summary}"
 
 
+def test_a_large_claim_on_a_small_table_marks_its_picks_by_the_key(
+    connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """A claim of 1,000 among 3,000 queued jobs: the planner would rather hash-join the
+    picks to a scan of the whole table than look each up by its key; the claim leaves
+    it no join to choose (plain and limited claims alike)."""
+    q = connect()
+    q.enqueue_many("explain.big", list(range(3000)))
+    postgres_admin.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(postgres_schema, "burrow_jobs")))
+    params = {"tasks": ["explain.big"], "owner": "explainer", "lease_s": 30.0, "limited": [], "maxes": []}
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        for text in (backend(q).claim_sql(1000), backend(q).limited_claim_sql(1000)):
+            [[plan]] = conn.execute("EXPLAIN (FORMAT JSON) " + text, params).fetchall()
+            nodes = list(plan_nodes(plan[0]["Plan"]))
+            summary = [(n["Node Type"], n.get("Index Name") or n.get("Relation Name") or "") for n in nodes]
+            assert ("Seq Scan", "burrow_jobs") not in summary, summary
+    assert len(q.backend.claim(ClaimRequest(["explain.big"], 1000, "explainer", 30.0))) == 1000
+
+
 # -- 3. claim limits and concurrent claimers -----------------------------------------
 
 
