@@ -2,7 +2,7 @@
 
 Workers report each job as it ends; writing each report in its own transaction
 would make commits, not jobs, the limit. The outbox gathers them for a few
-milliseconds (``flush_interval``) and writes them in one round trip, keeps them
+milliseconds (one write per ``flush_interval`` at most) and writes them in one round trip, keeps them
 when the database is away, and gives back what exited workers still hold once
 their reported outcomes are in. It knows nothing of workers or the loop: the inbox,
 the exit handling and the services put outcomes in (:meth:`Outbox.settle`), the
@@ -26,7 +26,7 @@ _RETRY_S = 0.5  # after a failed write
 
 
 class Outbox:
-    __slots__ = ("backend", "telemetry", "flush_interval_s", "pending", "dead_owners", "retry_mono", "pending_since_mono")
+    __slots__ = ("backend", "telemetry", "flush_interval_s", "pending", "dead_owners", "retry_mono", "last_flush_mono")
 
     def __init__(self, backend: Backend, telemetry: Telemetry, flush_interval_s: float) -> None:
         self.backend = backend
@@ -35,7 +35,7 @@ class Outbox:
         self.pending: list[Outcome] = []
         self.dead_owners: list[str] = []  # exited workers whose leftover claims to give back
         self.retry_mono = 0.0
-        self.pending_since_mono: float | None = None  # when the oldest unwritten outcome was seen
+        self.last_flush_mono = float("-inf")  # when the last write began
 
     def settle(self, outcome: Outcome, task: str) -> None:
         """An outcome to write with the next flush (and to count once written)."""
@@ -55,10 +55,9 @@ class Outbox:
         """
         if not (self.pending or self.dead_owners):
             return
-        if self.pending_since_mono is None:
-            self.pending_since_mono = now
         if not force and now < self.due_mono(now):
             return
+        self.last_flush_mono = now
         batch, self.pending = self.pending, []
         owners, self.dead_owners = self.dead_owners, []
         try:
@@ -69,7 +68,6 @@ class Outbox:
             self.retry_mono = now + _RETRY_S
             log.error("results_not_written", jobs=len(batch), error=str(exc))
             return
-        self.pending_since_mono = None
         self.retry_mono = 0.0  # written: the next outcomes need not wait out an old retry time
         self.telemetry.written(batch, lost, self.backend.now())
         for job_id in lost:
@@ -86,14 +84,19 @@ class Outbox:
                 log.warning("unannounced_claims_released", owner=owner, job_ids=released)
 
     def due_mono(self, now: float) -> float:
-        """When pending outcomes should be written: ``flush_interval`` after the oldest.
-
-        Gathering them for a few milliseconds turns a drain's flushes from a few
-        dozen outcomes into hundreds (measured: benchmarks/README.md), while a
-        job's result still lands within milliseconds. After a failed write, not
+        """When pending outcomes should be written: ``flush_interval`` after the last
+        write began, at once with FLUSH_AT_OUTCOMES waiting; after a failed write, not
         before the retry time.
+
+        One write per interval turns a drain's flushes from a few dozen outcomes
+        into hundreds (measured: benchmarks/README.md), while a job's result still
+        lands within milliseconds, and the first one after a quiet spell at once.
+        Counted from the start of the last write, not from the first outcome seen
+        after it: on a distant database a write takes longer than the interval,
+        the outcomes read after it have waited that long already, and waiting the
+        interval again capped a 7 ms round trip's drain at one write per 15 ms
+        (benchmarks/README.md, the remote rows).
         """
         if len(self.pending) >= FLUSH_AT_OUTCOMES:
             return self.retry_mono
-        since = now if self.pending_since_mono is None else self.pending_since_mono
-        return max(self.retry_mono, since + self.flush_interval_s)
+        return max(self.retry_mono, self.last_flush_mono + self.flush_interval_s)

@@ -86,19 +86,30 @@ def claim(queue: JobQueue, count: int) -> list[ClaimedJob]:
 
 
 def test_the_outbox_writes_settled_outcomes_in_one_flush_when_due(ctx: Context, queue: JobQueue) -> None:
-    jobs = claim(queue, 3)
+    """At most one write per flush_interval, counted from the last write's start: the
+    first outcomes after a quiet spell go at once, the next ones wait out the rest of
+    the interval (gathered into one write), then go together."""
+    first, *rest = claim(queue, 3)
     outbox = ctx.outbox
-    for job in jobs:
+    interval = ctx.config.supervisor.flush_interval_s
+
+    def settle(job: ClaimedJob) -> None:
         outbox.settle(Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"1", duration_s=0.01), job.task)
+
+    settle(first)
     now = time.monotonic()
-    outbox.flush(now)  # the oldest outcome was seen now: not due for flush_interval
-    assert len(outbox.pending) == 3
-    assert all(queue.job(job.id).state is JobState.RUNNING for job in jobs)
-    assert outbox.due_mono(now) == now + ctx.config.supervisor.flush_interval_s
+    outbox.flush(now)  # nothing written for a while: due at once
+    assert outbox.pending == [] and queue.job(first.id).state is JobState.SUCCEEDED
+    for job in rest:
+        settle(job)
+    outbox.flush(now + interval / 2)  # within the interval of the last write: not due
+    assert len(outbox.pending) == 2
+    assert all(queue.job(job.id).state is JobState.RUNNING for job in rest)
+    assert outbox.due_mono(now + interval / 2) == now + interval
     outbox.flush(outbox.due_mono(now))
     assert outbox.pending == [] and not outbox.waiting()
-    assert [queue.job(job.id).state for job in jobs] == [JobState.SUCCEEDED] * 3
-    assert queue.job(jobs[0].id).result == b"1"
+    assert [queue.job(job.id).state for job in rest] == [JobState.SUCCEEDED] * 2
+    assert queue.job(first.id).result == b"1"
 
 
 def test_the_reaper_writes_our_outcomes_first_through_the_runner(ctx: Context, queue: JobQueue) -> None:
