@@ -47,6 +47,14 @@ _STOP_CHECK_S = 0.005
 # A batch claimed ahead (see Prefetcher) that the job loop has not taken after this
 # long is handed back: a job of the current batch turned out slow.
 _PREFETCH_HOLD_S = 10 * _CLAIM_SECONDS_OF_WORK
+# Where a claim's round trip outlasts a batch of short jobs (a distant database), the
+# batch claimed ahead grows, up to this many times the claim size (see next_ahead_factor).
+MOST_AHEAD = 4
+# The job loop waited for its batch claimed ahead: by more than this share of the
+# batch before it, the claim was the slower of the two.
+_WAIT_SHARE = 0.1
+# With no such wait, the factor falls back towards 1 by this much a batch.
+_AHEAD_DECAY = 0.9
 
 
 def next_claim_size(ran: int, elapsed_s: float, batch_size: int) -> int:
@@ -58,6 +66,24 @@ def next_claim_size(ran: int, elapsed_s: float, batch_size: int) -> int:
     if ran <= 0 or elapsed_s <= 0:
         return batch_size
     return max(1, int(min(batch_size, _CLAIM_SECONDS_OF_WORK * ran / elapsed_s)))
+
+
+def next_ahead_factor(factor: float, ran_s: float, waited_s: float) -> float:
+    """How many times the claim size to claim ahead next, 1 to MOST_AHEAD.
+
+    ``waited_s`` is how long the job loop waited for the batch claimed ahead after
+    running the batch before it in ``ran_s``. A wait says the claim's round trip is
+    longer than a batch runs (a database a few milliseconds away, or jobs of a few
+    microseconds): claiming ``(ran_s + waited_s) / ran_s`` times as much covers it,
+    and a larger claim costs the server less per job (benchmarks/README.md). With
+    no wait the factor decays back towards 1: jobs that outlast their claim (a
+    millisecond or more next to the database) never wait and are claimed
+    ``batch_size`` at most. Bounded either way: at most MOST_AHEAD times a claim of
+    about 0.1 s of work, one batch ahead of the one running.
+    """
+    if ran_s > 0 and waited_s > _WAIT_SHARE * ran_s:
+        return min(float(MOST_AHEAD), factor * (ran_s + waited_s) / ran_s)
+    return max(1.0, factor * _AHEAD_DECAY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +102,9 @@ class Prefetcher:
     On a remote database a claim is a round trip the job loop would otherwise wait
     out between batches (benchmarks/README.md, the remote rows). At most one batch
     is claimed ahead, and the job loop asks for one only when its jobs are short
-    (:meth:`Worker.run`). The thread announces the batch (``claimed``) as soon as the
+    (:meth:`Worker.run`); when the loop has to wait for it, the claim's round trip
+    being longer than a batch runs, the next one is larger, up to MOST_AHEAD claim
+    sizes (:func:`next_ahead_factor`), a one-statement claim all the same. The thread announces the batch (``claimed``) as soon as the
     claim returns, before any of it runs, so the supervisor extends its leases and,
     the batch coming after the current one, still takes its oldest unreported job
     for the running one (docs/architecture.md, "How a job flows"). A batch not
@@ -271,6 +299,8 @@ class Worker:
         # network round trip (its claim is a local transaction), so only PostgreSQL does.
         prefetcher = Prefetcher(self) if self.queue.backend.dialect == "postgresql" else None
         ahead = False  # a batch was asked of the prefetcher and not taken yet
+        ahead_factor = 1.0  # the batch claimed ahead, in claim sizes (next_ahead_factor)
+        ran_s = 0.0  # how long the last batch ran
         try:
             while not self.stopping:
                 self.poll_messages(0)
@@ -282,7 +312,10 @@ class Worker:
                 batch: list[ClaimedJob] = []
                 if ahead and prefetcher is not None:
                     ahead = False
+                    waiting_since = time.perf_counter()
                     batch = prefetcher.take()  # announced by the prefetcher already
+                    if batch:
+                        ahead_factor = next_ahead_factor(ahead_factor, ran_s, time.perf_counter() - waiting_since)
                 if not batch:
                     batch = self.claim(tasks, claim_size)
                     if not batch:
@@ -292,11 +325,12 @@ class Worker:
                 # Jobs of 100 ms or more (claim size 1) are never claimed ahead, so
                 # no slow job keeps claimed jobs waiting behind it.
                 if prefetcher is not None and claim_size > 1:
-                    prefetcher.request(claim_size)
+                    prefetcher.request(int(claim_size * ahead_factor))
                     ahead = True
                 started = time.perf_counter()
                 ran = self.run_batch(batch)
-                claim_size = next_claim_size(ran, time.perf_counter() - started, self.settings.batch_size)
+                ran_s = time.perf_counter() - started
+                claim_size = next_claim_size(ran, ran_s, self.settings.batch_size)
         finally:
             if ahead and prefetcher is not None:
                 prefetcher.give_back()

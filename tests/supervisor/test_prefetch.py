@@ -12,12 +12,15 @@ import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
+from benchmarks.delay_proxy import DelayProxy
 from burrow.job import JobState
 from burrow.queue import JobQueue
+from burrow.supervisor.worker import MOST_AHEAD
 from tests.conftest import Database, make_database
 from tests.supervisor.app import slow_task
 from tests.supervisor.helpers import Launcher, write_config
@@ -35,6 +38,18 @@ def pg_queue(pg: Database) -> Any:
     q = pg.connect()
     yield q
     q.close()
+
+
+class Far:
+    """The test's database, reached through a proxy that delays every round trip."""
+
+    def __init__(self, dsn: str, schema: str | None) -> None:
+        self.dsn, self.schema = dsn, schema
+
+
+def pg_address(dsn: str) -> tuple[str, int]:
+    url = urlsplit(dsn)
+    return url.hostname or "127.0.0.1", url.port or 5432
 
 
 def running_claims(admin: psycopg.Connection[Any], database: Database) -> Counter[str]:
@@ -72,6 +87,26 @@ def test_short_jobs_have_the_next_batch_claimed_while_one_runs(
     assert any(nxt - when < count * 0.01 / 2 for (when, count), (nxt, _) in zip(made, made[1:])), made
     # Never more than one batch ahead: the claim after next waits for this batch to run.
     assert all(after - when >= count * 0.0095 for (when, count), (after, _) in zip(made, made[2:])), made
+    # A claim returns long before a batch of 100 ms has run: never more than batch_size.
+    assert all(count <= BATCH for _, count in made), made
+
+
+def test_a_distant_database_gets_larger_claims_ahead_and_no_more(
+    pg: Database, pg_queue: JobQueue, postgres_admin: psycopg.Connection[Any], launcher: Launcher, tmp_path: Path
+) -> None:
+    """Through a 30 ms round trip a batch of 10 near-instant jobs runs long before the
+    claim ahead returns: the job loop waits for it, so the claims ahead grow, up to
+    MOST_AHEAD times the claim size, and every job still runs once."""
+    ids = slow_task.enqueue_many(pg_queue, [0.0] * 1500)
+    with DelayProxy(pg_address(pg.dsn), rtt_ms=30) as proxy:
+        far = Far(proxy.dsn(pg.dsn), pg.schema)
+        supervisor = launcher.start(write_config(tmp_path / "jobs.toml", far, workers=1, batch_size=BATCH))
+        supervisor.wait(lambda: states(pg_queue, ids) == Counter({(JobState.SUCCEEDED, 1): 1500}), 60, "every job once")
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
+    counts = [count for _, count in claims(postgres_admin, pg)]
+    assert max(counts) > BATCH, counts
+    assert max(counts) <= MOST_AHEAD * BATCH, counts
 
 
 def test_a_stopping_worker_hands_back_the_batch_it_claimed_ahead(
