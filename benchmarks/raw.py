@@ -4,7 +4,8 @@ No burrow code runs here, only sqlite3 or psycopg. The statements are the ones
 burrow's backends issue (docs/architecture.md, "Storage"), written out by hand:
 
 - PostgreSQL claim: ``WITH picked AS MATERIALIZED (SELECT id ... ORDER BY ... LIMIT n
-  FOR UPDATE SKIP LOCKED) UPDATE ... FROM picked ... RETURNING``, one transaction;
+  FOR UPDATE SKIP LOCKED) UPDATE ... WHERE id = ANY(ARRAY(SELECT id FROM picked))
+  RETURNING``, one transaction;
   completion: one ``UPDATE ... FROM unnest(arrays)`` per batch, fenced on (id, owner,
   attempts). Each is a single statement sent in autocommit mode, one round trip
   and one commit, as burrow sends them (no BEGIN/COMMIT round trips around
@@ -46,7 +47,7 @@ WITH picked AS MATERIALIZED (
 UPDATE {t} AS j
 SET state = 'running', attempts = j.attempts + 1, owner = %s, started_at = now(),
     lease_expires_at = now() + make_interval(secs => %s)
-FROM picked WHERE j.id = picked.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task, j.payload, j.priority, j.attempts, j.max_retries, j.run_at, j.snoozes
 """
 
