@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import resource
 import select
@@ -325,7 +326,8 @@ class Worker:
                 # Jobs of 100 ms or more (claim size 1) are never claimed ahead, so
                 # no slow job keeps claimed jobs waiting behind it.
                 if prefetcher is not None and claim_size > 1:
-                    prefetcher.request(int(claim_size * ahead_factor))
+                    # Whole claim sizes: a few statement texts, prepared and reused, not one per size.
+                    prefetcher.request(claim_size * math.ceil(ahead_factor))
                     ahead = True
                 started = time.perf_counter()
                 ran = self.run_batch(batch)
