@@ -29,6 +29,7 @@ from burrow.queue import JobQueue, new_owner
 from burrow.supervisor.apps import register_apps
 from burrow.supervisor.children import HANDLED_SIGNALS, WorkerHandle, become_subreaper, spawn
 from burrow.supervisor.context import Context, ExitCode, State, retry_defaults
+from burrow.supervisor.memory import prepare_to_fork
 from burrow.supervisor.exits import kill_strays, reap_children
 from burrow.supervisor.inbox import Inbox
 from burrow.supervisor.metrics import Metrics
@@ -155,6 +156,7 @@ class Supervisor:
             backend=ctx.backend.dialect,
         )
         ctx.state = State.RUNNING
+        prepare_to_fork()
         ctx.pools.top_up(time.monotonic(), self._spawn)
 
     def _cleanup(self, previous: dict[int, Any]) -> None:
