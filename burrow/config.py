@@ -308,7 +308,8 @@ class PoolConfig:
         metadata=declare("workers", _int_between(1, MAX_WORKERS), "its worker processes", absent="required")
     )
     batch_size: int | None = setting(
-        "batch_size", _int_between(1, MAX_BATCH_SIZE), None, "most jobs one of its workers claims per round trip (and ahead, as `[supervisor] batch_size`)",
+        "batch_size", _int_between(1, MAX_BATCH_SIZE), None,
+        "most jobs one of its workers claims per round trip (and ahead, as `[supervisor] batch_size`)",
         absent="`[supervisor] batch_size`",
     )
 
@@ -366,7 +367,8 @@ class SupervisorConfig:
     apps: tuple[str, ...] = setting("apps", _apps, (), '`"module:attribute"` objects with `register_jobs(q)`')
     batch_size: int = setting(
         "batch_size", _int_between(1, MAX_BATCH_SIZE), 100,
-        "most jobs a worker claims per round trip (fewer when jobs are slow; up to 4 times as many ahead when its claims come back slower than its batches run, see above)",
+        "most jobs a worker claims per round trip (fewer when jobs are slow; up to 4 times as many ahead when its"
+        " claims come back slower than its batches run, see above)",
     )
     heartbeat_interval_s: float = setting(
         "heartbeat_interval", _positive_duration, 2.0, "worker heartbeats, lease extension, process row, systemd watchdog"

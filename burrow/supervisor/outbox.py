@@ -2,9 +2,9 @@
 
 Workers report each job as it ends; writing each report in its own transaction
 would make commits, not jobs, the limit. The outbox gathers them for a few
-milliseconds (one write per ``flush_interval`` at most) and writes them in one round trip, keeps them
-when the database is away, and gives back what exited workers still hold once
-their reported outcomes are in. It knows nothing of workers or the loop: the inbox,
+milliseconds (one write per ``flush_interval`` at most) and writes them in one
+round trip, keeps them when the database is away, and gives back what exited
+workers still hold once their reported outcomes are in. It knows nothing of workers or the loop: the inbox,
 the exit handling and the services put outcomes in (:meth:`Outbox.settle`), the
 loop asks when it is due and flushes.
 """

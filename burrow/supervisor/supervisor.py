@@ -29,9 +29,9 @@ from burrow.queue import JobQueue, new_owner
 from burrow.supervisor.apps import register_apps
 from burrow.supervisor.children import HANDLED_SIGNALS, WorkerHandle, become_subreaper, spawn
 from burrow.supervisor.context import Context, ExitCode, State, retry_defaults
-from burrow.supervisor.memory import prepare_to_fork
 from burrow.supervisor.exits import kill_strays, reap_children
 from burrow.supervisor.inbox import Inbox
+from burrow.supervisor.memory import prepare_to_fork
 from burrow.supervisor.metrics import Metrics
 from burrow.supervisor.outbox import Outbox
 from burrow.supervisor.pool import Pool, Pools
