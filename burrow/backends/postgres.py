@@ -426,6 +426,12 @@ class PostgresBackend(SQLBackend):
             if row is not None and row[0] == CUSTOM_PLANS:
                 connection.prepare_threshold = _PREPARE_AFTER_RUNS
 
+    def _held_is_stale(self, exc: Exception) -> bool:
+        """A statement prepared before a migration changed the columns it returns
+        (a rolling upgrade: another version migrated the schema): PostgreSQL refuses
+        every later run of it, on this session, until the session ends."""
+        return getattr(exc, "sqlstate", None) == _FEATURE_NOT_SUPPORTED and "cached plan must not change" in str(exc)
+
     def _clock_now(self) -> dt.datetime | None:
         """The injected clock's time for ``%(now)s``; None (unused) on the server's clock."""
         return self._clock() if self._clock is not None else None
@@ -576,6 +582,7 @@ class Listener:
 # The held connection prepares a statement on its sixth run (psycopg's default), so a
 # claim of a size seldom asked for stays unprepared: its limit is a literal in the text.
 _PREPARE_AFTER_RUNS = 5
+_FEATURE_NOT_SUPPORTED = "0A000"  # SQLSTATE of "cached plan must not change result type"
 
 # Hot-path statements: {jobs} and {history} are the quoted table names in the
 # backend's schema; {now} is now() (the server's clock) or a test's clock.

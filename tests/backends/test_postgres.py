@@ -638,6 +638,31 @@ def test_hot_path_statements_are_prepared_but_never_planned_generically(connect:
     assert all(generic == 0 and custom >= 10 for _, generic, custom in rows), rows
 
 
+def test_prepared_statements_survive_a_migration_that_changes_what_they_return(
+    connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """A rolling upgrade: another version's migration changes a column the claim and
+    the finish return, while this backend holds them prepared. PostgreSQL refuses
+    each later run of them on that session ("cached plan must not change result
+    type"); the backend takes a fresh connection and runs the statement again, once,
+    and loses nothing."""
+    q = connect()
+    b = q.backend
+    ids = q.enqueue_many("stale.plan", list(range(40)))
+    for _ in range(8):  # past psycopg's fifth run: prepared
+        jobs = b.claim(ClaimRequest(["stale.plan"], 2, "owner", 30.0))
+        assert b.finish([Outcome(j.id, j.owner, j.attempt, OutcomeKind.SUCCEEDED) for j in jobs]) == []
+    assert backend(q)._on_held("count", lambda c: c.execute("SELECT count(*) FROM pg_prepared_statements").fetchone())[0] >= 2
+    postgres_admin.execute(
+        sql.SQL("ALTER TABLE {} ALTER COLUMN task TYPE varchar(250)").format(sql.Identifier(postgres_schema, "burrow_jobs"))
+    )
+    for _ in range(12):  # the claim of 2 whose plan returns the task's old type
+        jobs = b.claim(ClaimRequest(["stale.plan"], 2, "owner", 30.0))
+        assert len(jobs) == 2
+        assert b.finish([Outcome(j.id, j.owner, j.attempt, OutcomeKind.SUCCEEDED) for j in jobs]) == []
+    assert [q.job(i).state for i in ids] == [JobState.SUCCEEDED] * 40
+
+
 def test_a_rolled_back_enqueue_sends_no_notification(
     connect: Connect, listen: Callable[[str], psycopg.Connection[Any]], app_engine: sa.Engine
 ) -> None:

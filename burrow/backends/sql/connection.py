@@ -285,6 +285,15 @@ class SQLConnection:
                         self._base_engine.dispose()
                         if attempt == 1 and retry and not timed_out:
                             continue
+                    elif self._held_is_stale(exc):
+                        # Its prepared statements no longer fit the schema (another
+                        # version migrated it): a fresh connection prepares them anew.
+                        # The statement failed before it ran, so running it again is
+                        # safe even for an insert.
+                        self._held.invalidate()
+                        self._held = None
+                        if attempt == 1:
+                            continue
                     if timed_out:
                         raise self._timed_out(operation) from exc
                     raise BackendError(f"{self.dialect}: {doing(operation)} failed: {first_line(exc)}") from exc
@@ -310,6 +319,11 @@ class SQLConnection:
 
     def _configure_held(self, connection: Any) -> None:
         """Adjust a newly held DBAPI connection for the hot path (see PostgresBackend)."""
+
+    def _held_is_stale(self, exc: Exception) -> bool:
+        """Whether ``exc`` says the held connection's session state (its prepared
+        statements) no longer fits the database: then it is replaced (see PostgresBackend)."""
+        return False
 
     def _read(self, operation: str, fn: Callable[[sa.Connection], T]) -> T:
         """Reads change nothing, so one retry after a dropped connection is always safe."""
