@@ -35,6 +35,7 @@ from burrow.job import JobState
 from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
 from burrow.backends import postgres_arrays as arrays
 from burrow.backends.postgres import PostgresBackend
+from burrow.backends.transitions import change, uniform_change
 from burrow.backends.migrations import MIGRATIONS
 from burrow.errors import BackendError
 from burrow.queue import JobQueue
@@ -303,6 +304,41 @@ def test_a_large_claim_on_a_small_table_marks_its_picks_by_the_key(
             summary = [(n["Node Type"], n.get("Index Name") or n.get("Relation Name") or "") for n in nodes]
             assert ("Seq Scan", "burrow_jobs") not in summary, summary
     assert len(q.backend.claim(ClaimRequest(["explain.big"], 1000, "explainer", 30.0))) == 1000
+
+
+def test_a_finish_finds_its_rows_by_the_key_whatever_the_statistics(
+    connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """Statistics taken while nothing ran, then 3,000 jobs running: the finish and the
+    lease extension of 500 look their rows up by the key, not by walking the index of
+    running jobs the statistics say holds one."""
+    q = connect()
+    b = q.backend
+    q.enqueue_many("explain.finish", list(range(4000)))
+    postgres_admin.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(postgres_schema, "burrow_jobs")))
+    held = [job for _ in range(6) for job in b.claim(ClaimRequest(["explain.finish"], 500, "explainer", 300.0))]
+    assert len(held) == 3000
+    batch = held[:500]
+    fences = {
+        "ids": arrays.ints([j.id for j in batch]),
+        "owners": arrays.texts([j.owner for j in batch]),
+        "attempts": arrays.ints([j.attempt for j in batch]),
+    }
+    finish = {**fences, "results": arrays.byteas([None] * 500), "errors": arrays.texts([None] * 500), "now": None,
+              "done_channel": "explain", "done_ids": ""}
+    outcome = Outcome(batch[0].id, batch[0].owner, batch[0].attempt, OutcomeKind.SUCCEEDED)
+    statements = [
+        (backend(q)._uniform_finish_sql(uniform_change([change(outcome)])), finish),
+        (backend(q)._extend_sql, {**fences, "lease_s": 30.0, "now": None}),
+    ]
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        for text, params in statements:
+            [[plan]] = conn.execute("EXPLAIN (FORMAT JSON) " + text, params).fetchall()
+            scans = [n for n in plan_nodes(plan[0]["Plan"]) if "Scan" in n["Node Type"]]
+            used = {n.get("Index Name") for n in scans if n.get("Relation Name") == "burrow_jobs"}
+            assert used == {"burrow_jobs_pkey"}, used
+    assert b.finish([Outcome(j.id, j.owner, j.attempt, OutcomeKind.SUCCEEDED) for j in batch]) == []
+    assert b.extend_leases([(j.id, j.owner, j.attempt) for j in held[500:]], 30.0) == []
 
 
 # -- 3. claim limits and concurrent claimers -----------------------------------------
