@@ -319,16 +319,17 @@ def test_a_finish_finds_its_rows_by_the_key_whatever_the_statistics(
     held = [job for _ in range(6) for job in b.claim(ClaimRequest(["explain.finish"], 500, "explainer", 300.0))]
     assert len(held) == 3000
     batch = held[:500]
-    fences = {
+    fences: dict[str, Any] = {
         "ids": arrays.ints([j.id for j in batch]),
         "owners": arrays.texts([j.owner for j in batch]),
         "attempts": arrays.ints([j.attempt for j in batch]),
     }
     finish = {**fences, "results": arrays.byteas([None] * 500), "errors": arrays.texts([None] * 500), "now": None,
               "done_channel": "explain", "done_ids": ""}
-    outcome = Outcome(batch[0].id, batch[0].owner, batch[0].attempt, OutcomeKind.SUCCEEDED)
-    statements = [
-        (backend(q)._uniform_finish_sql(uniform_change([change(outcome)])), finish),
+    succeeded = uniform_change([change(Outcome(batch[0].id, batch[0].owner, batch[0].attempt, OutcomeKind.SUCCEEDED))])
+    assert succeeded is not None
+    statements: list[tuple[str, dict[str, Any]]] = [
+        (backend(q)._uniform_finish_sql(succeeded), finish),
         (backend(q)._extend_sql, {**fences, "lease_s": 30.0, "now": None}),
     ]
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
