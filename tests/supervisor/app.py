@@ -54,10 +54,13 @@ async def async_square(numbers: Numbers) -> int:
 class Mark:
     ledger: str
     key: str
+    seconds: float = 0.0  # how long the job takes before it records
 
 
 def record(mark: Mark) -> None:
     """Append "<key> <pid>" to the ledger; O_APPEND keeps lines whole across processes."""
+    if mark.seconds:
+        time.sleep(mark.seconds)
     fd = os.open(mark.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{mark.key} {os.getpid()}\n".encode())

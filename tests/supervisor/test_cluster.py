@@ -41,8 +41,12 @@ def test_two_supervisors_run_every_job_exactly_once(database, queue: JobQueue, l
 
 
 def test_a_killed_supervisors_jobs_are_finished_by_the_other(database, queue: JobQueue, launcher: Launcher, tmp_path: Path) -> None:
+    """Jobs of 2 ms: each supervisor's workers claim about 0.1 s of work at a time, so
+    the two share the queue and the victim is mid-run when killed. (Jobs of
+    microseconds are claimed hundreds at a time, several claim sizes ahead: one
+    supervisor could take nearly all 2,000 before the other's first claim.)"""
     ledger = tmp_path / "ledger"
-    ids = record_task.enqueue_many(queue, [Mark(str(ledger), str(i)) for i in range(JOBS)])
+    ids = record_task.enqueue_many(queue, [Mark(str(ledger), str(i), seconds=0.002) for i in range(JOBS)])
     config = write_config(tmp_path / "jobs.toml", database, workers=2)
     victim = launcher.start(config, name="victim")
     survivor = launcher.start(config, name="survivor")
