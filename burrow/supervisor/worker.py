@@ -106,8 +106,8 @@ class Prefetcher:
     (:meth:`Worker.run`); when the loop has to wait for it, the claim's round trip
     being longer than a batch runs, the next one is larger, up to MOST_AHEAD claim
     sizes (:func:`next_ahead_factor`), a one-statement claim all the same. The
-    thread announces the batch (``claimed``) as soon as the
-    claim returns, before any of it runs, so the supervisor extends its leases and,
+    thread announces the batch (``claimed``) as soon as the claim returns, before
+    any of it runs, so the supervisor extends its leases and,
     the batch coming after the current one, still takes its oldest unreported job
     for the running one (docs/architecture.md, "How a job flows"). A batch not
     taken within ``_PREFETCH_HOLD_S`` (a job of the current batch turned out slow)
