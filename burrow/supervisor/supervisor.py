@@ -79,6 +79,8 @@ class Supervisor:
         self.inbox = Inbox(ctx)
         self.http: HealthServer | None = None
         self.signal_r, self.signal_w = os.pipe()
+        if ctx.outbox.wake_fd is not None:
+            ctx.selector.register(ctx.outbox.wake_fd, selectors.EVENT_READ, ctx.outbox.on_wake)
 
     # -- the loop -----------------------------------------------------------------
 
@@ -169,6 +171,7 @@ class Supervisor:
             time.sleep(0.01)
         kill_strays(ctx.pools)
         ctx.outbox.flush(time.monotonic(), force=True)
+        ctx.outbox.close()
         try:
             ctx.telemetry.write_stats(ctx.queue)
         except BackendError as exc:
@@ -272,8 +275,8 @@ class Supervisor:
         return handle
 
     def _inherited_fds(self) -> list[int]:
-        """What a new child must close: our signal pipe, the selector, other workers' pipes,
-        our LISTEN socket.
+        """What a new child must close: our signal pipe, the selector, the outbox's wake
+        pipe, other workers' pipes, our LISTEN socket.
 
         The LISTEN socket above all: while a worker held a copy, closing ours after
         the connection dropped did not take it out of our epoll set, which went on
@@ -281,7 +284,7 @@ class Supervisor:
         (a spurious second on_notify in one turn) or for nothing (a busy loop).
         """
         ctx = self.ctx
-        fds = [self.signal_r, self.signal_w, ctx.selector.fileno()]
+        fds = [self.signal_r, self.signal_w, ctx.selector.fileno(), *ctx.outbox.own_fds()]
         if ctx.listener is not None:
             fds.append(ctx.listener.fileno())
         if self.http is not None:

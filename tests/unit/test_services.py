@@ -1,11 +1,13 @@
 """The supervisor's services (burrow.supervisor.services): each in SERVICES keeps to the
 Service interface under a name of its own; and, driven by a Context over a real SQLite
-file, the outbox writes outcomes, the reaper writes ours before it reaps, and the lease
-and cancel services act on the in-flight table."""
+file and a real PostgreSQL schema, the outbox writes outcomes (on PostgreSQL from a
+thread of its own, waking the loop when done), the reaper writes ours before it reaps,
+and the lease and cancel services act on the in-flight table."""
 
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import time
 from collections.abc import Iterator
@@ -33,6 +35,8 @@ from burrow.supervisor.services.registry import SERVICES
 from burrow.supervisor.services.runner import Runner
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.telemetry import Telemetry
+from tests.conftest import Database
+from tests.proxy import proxy_to
 
 
 def nothing(payload: dict[str, int]) -> None:
@@ -40,8 +44,8 @@ def nothing(payload: dict[str, int]) -> None:
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    q = burrow.connect(f"sqlite:///{tmp_path / 'jobs.db'}")
+def queue(database: Database) -> Iterator[JobQueue]:
+    q = database.connect()
     burrow.define_task("svc.nothing", nothing).register(q)
     yield q
     q.close()
@@ -64,6 +68,7 @@ def ctx(queue: JobQueue) -> Iterator[Context]:
         guard_after_s=guard_after_s(config.supervisor),
     )
     yield context
+    context.outbox.close()
     context.selector.close()
 
 
@@ -85,6 +90,19 @@ def claim(queue: JobQueue, count: int) -> list[ClaimedJob]:
     return queue.claim(["svc.nothing"], count, 30.0)
 
 
+def settled(outbox: Outbox, now: float) -> None:
+    """Wait (bounded) for a write under way to end, as the loop would on the wake fd, and settle it."""
+    if outbox.wake_fd is not None:
+        readable, _, _ = select.select([outbox.wake_fd], [], [], 10.0)
+        assert readable, "the outbox's background write did not end within 10 s"
+        outbox.on_wake()
+    outbox.flush(now)
+
+
+def succeed(outbox: Outbox, job: ClaimedJob) -> None:
+    outbox.settle(Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"1", duration_s=0.01), job.task)
+
+
 def test_the_outbox_writes_settled_outcomes_in_one_flush_when_due(ctx: Context, queue: JobQueue) -> None:
     """At most one write per flush_interval, counted from the last write's start: the
     first outcomes after a quiet spell go at once, the next ones wait out the rest of
@@ -92,24 +110,111 @@ def test_the_outbox_writes_settled_outcomes_in_one_flush_when_due(ctx: Context, 
     first, *rest = claim(queue, 3)
     outbox = ctx.outbox
     interval = ctx.config.supervisor.flush_interval_s
+    assert (outbox.wake_fd is not None) == (queue.backend.dialect == "postgresql")
 
-    def settle(job: ClaimedJob) -> None:
-        outbox.settle(Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"1", duration_s=0.01), job.task)
-
-    settle(first)
+    succeed(outbox, first)
     now = time.monotonic()
     outbox.flush(now)  # nothing written for a while: due at once
+    settled(outbox, now)
     assert outbox.pending == [] and queue.job(first.id).state is JobState.SUCCEEDED
     for job in rest:
-        settle(job)
+        succeed(outbox, job)
     outbox.flush(now + interval / 2)  # within the interval of the last write: not due
     assert len(outbox.pending) == 2
     assert all(queue.job(job.id).state is JobState.RUNNING for job in rest)
     assert outbox.due_mono(now + interval / 2) == now + interval
     outbox.flush(outbox.due_mono(now))
+    settled(outbox, now + interval)
     assert outbox.pending == [] and not outbox.waiting()
     assert [queue.job(job.id).state for job in rest] == [JobState.SUCCEEDED] * 2
     assert queue.job(first.id).result == b"1"
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_outcomes_settled_during_a_background_write_go_in_the_next(ctx: Context, queue: JobQueue) -> None:
+    """The loop does not wait for a write: what arrives meanwhile waits for the next one,
+    which is never due while a write is under way (its end wakes the loop instead);
+    a forced flush waits for it, then writes the rest at once."""
+    jobs = claim(queue, 4)
+    outbox = ctx.outbox
+    succeed(outbox, jobs[0])
+    now = time.monotonic()
+    outbox.flush(now)
+    succeed(outbox, jobs[1])
+    outbox.flush(now + 1.0)  # due by the clock, but one write at a time
+    assert outbox.due_mono(now + 1.0) == float("inf")
+    settled(outbox, now + 1.0)  # settles the first and, due, sends the second
+    settled(outbox, now + 2.0)
+    assert [queue.job(job.id).state for job in jobs[:2]] == [JobState.SUCCEEDED] * 2
+    succeed(outbox, jobs[2])
+    outbox.flush(now + 3.0)
+    succeed(outbox, jobs[3])
+    outbox.flush(now + 3.0, force=True)  # as the reaper and shutdown do
+    assert not outbox.waiting()
+    assert [queue.job(job.id).state for job in jobs] == [JobState.SUCCEEDED] * 4
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_background_write_that_fails_keeps_its_outcomes_for_the_next(
+    database: Database, ctx: Context, queue: JobQueue
+) -> None:
+    """The database goes away under a write on the writer thread: its outcomes go back
+    in front of those settled since, wait out the retry time, and are written once
+    the database answers again."""
+    jobs = claim(queue, 3)
+    with proxy_to(("127.0.0.1", 5432)) as proxy:
+        away = burrow.connect(proxy.dsn(database.dsn), schema=database.schema)
+        try:
+            outbox = Outbox(away.backend, ctx.telemetry, 0.0)
+            succeed(outbox, jobs[0])
+            away.backend.ping()  # the held connection is open, through the proxy
+            proxy.cut()
+            now = time.monotonic()
+            outbox.flush(now)
+            succeed(outbox, jobs[1])
+            settled(outbox, now)
+            assert [o.id for o in outbox.pending] == [jobs[0].id, jobs[1].id]
+            assert outbox.due_mono(now) > now  # the retry time
+            proxy.restore()
+            succeed(outbox, jobs[2])
+            outbox.flush(outbox.due_mono(now), force=True)
+            assert not outbox.waiting()
+            assert [queue.job(job.id).state for job in jobs] == [JobState.SUCCEEDED] * 3
+            outbox.close()
+        finally:
+            away.close()
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_bug_on_the_writer_thread_is_raised_on_the_loop(ctx: Context, queue: JobQueue) -> None:
+    """Not the database's failure but burrow's (here a finish that raises TypeError): the
+    loop raises it, as it would have written in the loop, and keeps the outcomes for
+    the shutdown's flush; the writer is never left busy, so that flush does not hang."""
+    (job,) = claim(queue, 1)
+    backend = queue.backend
+
+    class Broken:
+        dialect = backend.dialect
+
+        def finish(self, outcomes: object) -> list[int]:
+            raise TypeError("a bug")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(backend, name)
+
+    outbox = Outbox(Broken(), ctx.telemetry, 0.0)  # type: ignore[arg-type]
+    try:
+        succeed(outbox, job)
+        now = time.monotonic()
+        outbox.flush(now)
+        with pytest.raises(TypeError, match="a bug"):
+            settled(outbox, now)
+        assert [o.id for o in outbox.pending] == [job.id]
+        outbox.backend = backend
+        outbox.flush(now, force=True)
+        assert queue.job(job.id).state is JobState.SUCCEEDED
+    finally:
+        outbox.close()
 
 
 def test_the_reaper_writes_our_outcomes_first_through_the_runner(ctx: Context, queue: JobQueue) -> None:
