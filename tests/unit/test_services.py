@@ -23,6 +23,7 @@ from burrow.queue import JobQueue, new_owner
 from burrow.supervisor import protocol
 from burrow.supervisor.children import InFlight, WorkerHandle
 from burrow.supervisor.context import Context
+from burrow.supervisor import outbox as outbox_module
 from burrow.supervisor.outbox import Outbox
 from burrow.supervisor.pool import Pools
 from burrow.supervisor.protocol import FrameDecoder
@@ -152,6 +153,28 @@ def test_outcomes_settled_during_a_background_write_go_in_the_next(ctx: Context,
     outbox.flush(now + 3.0, force=True)  # as the reaper and shutdown do
     assert not outbox.waiting()
     assert [queue.job(job.id).state for job in jobs] == [JobState.SUCCEEDED] * 4
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_backlog_waits_for_the_write_under_way(ctx: Context, queue: JobQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MOST_PENDING_WHILE_WRITING outcomes the loop stops reading on: it waits for
+    the write under way, then hands the backlog to the writer at once, so the heap
+    holds at most about that many outcomes and the pipes hold the rest."""
+    monkeypatch.setattr(outbox_module, "MOST_PENDING_WHILE_WRITING", 2)
+    monkeypatch.setattr(outbox_module, "FLUSH_AT_OUTCOMES", 2)  # below it, as 500 is below 1,000
+    jobs = claim(queue, 3)
+    outbox = ctx.outbox
+    succeed(outbox, jobs[0])
+    now = time.monotonic()
+    outbox.flush(now)
+    succeed(outbox, jobs[1])
+    outbox.flush(now)  # one waits: below the limit, the loop goes on
+    succeed(outbox, jobs[2])
+    outbox.flush(now)  # two wait: the first write is awaited, the two go to the writer
+    assert queue.job(jobs[0].id).state is JobState.SUCCEEDED
+    assert outbox.pending == []
+    settled(outbox, now)
+    assert [queue.job(job.id).state for job in jobs] == [JobState.SUCCEEDED] * 3
 
 
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
