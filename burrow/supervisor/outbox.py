@@ -226,13 +226,11 @@ class Outbox:
 
     def _settle(self, write: _Write, now: float) -> None:
         """What a write's outcome means, on the loop: counts, logs, and what to write again."""
-        if write.crash is not None:
-            self.pending = write.batch + self.pending  # kept for the shutdown's flush
-            self.dead_owners = write.owners + self.dead_owners
-            raise write.crash
-        if not write.written:
+        if write.crash is not None or not write.written:  # kept for the next write (after a crash, the shutdown's)
             self.pending = write.batch + self.pending
             self.dead_owners = write.owners + self.dead_owners
+            if write.crash is not None:
+                raise write.crash
             self.retry_mono = now + _RETRY_S
             log.error("results_not_written", jobs=len(write.batch), error=str(write.error))
             return
