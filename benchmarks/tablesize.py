@@ -22,6 +22,12 @@ as the first drain after a checkpoint does in production, instead of whichever
 round a timed checkpoint happens to fall in. Sides alternate round by round; each
 ratio is to the empty-table rounds of the same rotation.
 
+``new`` (``.new_burst``): a burst of NEW_BURST jobs into a jobs table just migrated,
+never analyzed, the supervisor started once they are in, against the same burst
+analyzed (``VACUUM ANALYZE``) before the start. Statistics of a new table say no
+job is queued; the supervisor's ``statistics`` service analyzes it (burrow 0.2.0
+and before sorted the whole backlog for each claim until autovacuum did).
+
 ``--fillfactor 50,70,90,100`` sweeps the jobs table's fillfactor (``ALTER TABLE
 burrow_jobs SET (fillfactor = N)`` after migrating, before filling): the
 empty-table drain at every value (alternated together, ratios to the largest
@@ -47,6 +53,7 @@ from benchmarks.target import Target
 PRUNE_ALL = '[retention]\nsucceeded = "1h"\nfailed = "1h"\ncancelled = "1h"\n'
 SHAPES = ("tail", "spread")
 WORKERS = 2
+NEW_BURST = 200_000
 MB = 1024 * 1024
 
 
@@ -259,7 +266,34 @@ def bench_table_size(target: Target, plan: Plan, batch_size: int, progress: Prog
     old = plan.tablesize_old or 2_000_000
     if fillfactors:
         return _sweep(plan, batch_size, progress, old, fillfactors)
-    return _as_migrated(target, plan, batch_size, progress, old)
+    return _as_migrated(target, plan, batch_size, progress, old) + _new_table(plan, batch_size, progress)
+
+
+def _new_table(plan: Plan, batch_size: int, progress: Progress) -> list[Row]:
+    """A burst into a jobs table never analyzed, against the same burst analyzed."""
+    kind, n = "postgresql", NEW_BURST
+
+    def burst(analyzed: bool) -> Callable[[], float]:
+        def measure() -> float:
+            target = Target.create(kind)
+            try:
+                target.migrate()
+                target.add_jobs(n)
+                if analyzed:
+                    target.vacuum_analyze()
+                return drain(target, WORKERS, batch_size, n, above_id=0, filled=True).rate
+            finally:
+                target.destroy()
+        return measure
+
+    results = rotate(plan.rounds, {"new": burst(False), "analyzed": burst(True)})
+    ours, analyzed = results["new"], results["analyzed"]
+    progress(f"{kind}.tablesize.new_burst: {median(ours):,.0f} jobs/s, analyzed {median(analyzed):,.0f}")
+    return [Row(f"{kind}.tablesize.new_burst", kind, "tablesize", "new table", median(ours), baseline=median(analyzed),
+                rounds=ours, baseline_rounds=analyzed,
+                note=f"{n:,} jobs into a jobs table never analyzed, supervisor started after them ({WORKERS} workers,"
+                     f" batch {batch_size}); ratio: to the same burst analyzed first",
+                extra={"jobs": n, "workers": WORKERS, "batch_size": batch_size})]
 
 
 def _as_migrated(target: Target, plan: Plan, batch_size: int, progress: Progress, old: int) -> list[Row]:

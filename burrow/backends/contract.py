@@ -27,6 +27,7 @@ from burrow.backends.records import (
     ProcessInfo,
     ScheduleInfo,
     SchemaStatus,
+    StatisticsRefresh,
     StepRow,
     ThroughputRow,
 )
@@ -233,6 +234,11 @@ class Lifecycle(Protocol):
 
     def schema_status(self) -> SchemaStatus:
         """Where the schema stands, without creating or changing anything."""
+
+    def refresh_statistics(self) -> StatisticsRefresh | None:
+        """ANALYZE the jobs table if the planner's statistics of it count a tenth of its
+        rows or fewer (a burst of jobs into a new table); None when they count more,
+        or the database needs none (SQLite)."""
 
     def after_fork(self) -> None:
         """Drop connections inherited from the parent without closing its sockets."""

@@ -24,7 +24,9 @@ import structlog
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from burrow.backends.records import ALL_QUEUES, CLAIM_COLUMNS, ClaimRequest, Outcome, QueueFilter, owner_host_pid
+from burrow.backends.records import (
+    ALL_QUEUES, CLAIM_COLUMNS, ClaimRequest, Outcome, QueueFilter, StatisticsRefresh, owner_host_pid
+)
 from burrow.job import NewJob
 from burrow.backends import postgres_arrays as arrays
 from burrow.backends.deadline import CUSTOM_PLANS, DEFAULT_TIMEOUTS, Timeouts
@@ -217,6 +219,35 @@ class PostgresBackend(SQLBackend):
             apply_migrations(conn, self.now())
 
         self._write("migrate", migrate, bounded=False)
+
+    def refresh_statistics(self) -> StatisticsRefresh | None:
+        """ANALYZE the jobs table when the planner's statistics of it count a tenth of
+        its live rows or fewer (and it holds ANALYZE_MIN_ROWS at least).
+
+        Statistics of a table never analyzed, or analyzed while nearly empty, say the
+        queue is empty, and for a claim's ``task = ANY(...)`` the planner then takes
+        the task index and sorts every queued job of those tasks to find the first
+        few hundred: each claim costs the whole backlog. A burst of 100,000 jobs into
+        a new table drained at 0.55 of the rate of the same burst analyzed, 400,000
+        at 0.22 (benchmarks/README.md, "fifth pass"), until autovacuum got to it, up
+        to a minute later. Analyzed, the claim walks the queued index in claim order.
+        The live rows are the statistics views' count of committed rows, so an
+        ANALYZE that ran while a burst was still being inserted (it counts none of
+        it) is followed by another once the burst is in.
+        """
+
+        def refresh(conn: sa.Connection) -> StatisticsRefresh | None:
+            def counts() -> tuple[int, int]:
+                in_statistics, live = conn.exec_driver_sql(_JOBS_ROWS, {"jobs": self._qualified(jobs.name)}).one()
+                return max(int(in_statistics), 0), int(live)
+
+            in_statistics, live = counts()
+            if not _statistics_behind(in_statistics, live):
+                return None
+            conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {self._jobs}", {})
+            return StatisticsRefresh(in_statistics, live, analyzed=not _statistics_behind(*counts()))
+
+        return self._write("refresh_statistics", refresh)
 
     # -- claim --------------------------------------------------------------------
 
@@ -582,6 +613,23 @@ class Listener:
 # The held connection prepares a statement on its sixth run (psycopg's default), so a
 # claim of a size seldom asked for stays unprepared: its limit is a literal in the text.
 _PREPARE_AFTER_RUNS = 5
+
+# The jobs table's rows as its statistics count them (reltuples: at its last ANALYZE
+# or VACUUM; -1 before either) and as the statistics views count them now.
+_JOBS_ROWS = """
+SELECT c.reltuples, s.n_live_tup FROM pg_class AS c JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid = %(jobs)s::regclass
+"""
+# Statistics are refreshed once the table holds this many times the rows they count,
+# and at least this many (a claim's sort of fewer queued jobs costs a few milliseconds).
+ANALYZE_GROWTH = 10
+ANALYZE_MIN_ROWS = 20_000
+
+
+def _statistics_behind(rows_in_statistics: int, live_rows: int) -> bool:
+    return live_rows >= max(ANALYZE_MIN_ROWS, ANALYZE_GROWTH * rows_in_statistics)
+
+
 _FEATURE_NOT_SUPPORTED = "0A000"  # SQLSTATE of "cached plan must not change result type"
 
 # Hot-path statements: {jobs} and {history} are the quoted table names in the

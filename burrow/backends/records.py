@@ -291,6 +291,20 @@ class SchemaStatus:
         return f"version {self.version}: start will migrate it to version {self.latest}"
 
 
+@dataclass(frozen=True, slots=True)
+class StatisticsRefresh:
+    """The jobs table's planner statistics were far behind it, and an ANALYZE was run.
+
+    ``analyzed`` is False when the ANALYZE left them as they were: another session
+    held the table's lock (SKIP_LOCKED), or the role does not own the table (the
+    server then only warns).
+    """
+
+    rows_in_statistics: int  # the rows its statistics count (0: never analyzed)
+    live_rows: int  # the rows the statistics views count now
+    analyzed: bool
+
+
 class Audit(NamedTuple):
     """An operator action to record with it (burrow_audit), in its own transaction: who
     (``actor``), what (``action``), on which job, queue or filter. The count of jobs is

@@ -32,7 +32,7 @@ from psycopg import sql
 
 import burrow
 from burrow.job import JobState
-from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
+from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind, StatisticsRefresh
 from burrow.backends import postgres_arrays as arrays
 from burrow.backends.postgres import PostgresBackend
 from burrow.backends.transitions import change, uniform_change
@@ -285,6 +285,81 @@ def test_claim_uses_the_queued_partial_index_not_a_table_scan(
         scans = [n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "burrow_jobs"]
         assert not scans, f"{label} plan scans the table: {summary}"
         assert any(n["Node Type"] == "LockRows" for n in nodes), f"{label} plan: {summary}"
+
+
+def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyzed(
+    connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """40,000 jobs of three tasks into a table never analyzed: its statistics say none is
+    queued, and the claim's plan sorts every one of them to pick 400. refresh_statistics
+    analyzes the table; the claim then walks burrow_jobs_queued_idx in claim order."""
+    q = connect()
+    jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
+    postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
+    postgres_admin.execute(
+        sql.SQL(
+            """
+            INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)
+            SELECT 'explain.' || (g % 3), 0, 'queued', '\\x7b7d'::bytea, 0, 3, now(), now()
+            FROM generate_series(1, 40000) AS g
+            """
+        ).format(jobs_table)
+    )
+    text = backend(q).claim_sql(400)
+    tasks = ["explain.0", "explain.1", "explain.2"]
+    params = {"tasks": tasks, "owner": "explainer", "lease_s": 30.0}
+
+    def plan() -> list[tuple[str, str]]:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            [[explained]] = conn.execute("EXPLAIN (FORMAT JSON) " + text, params).fetchall()
+        return [(n["Node Type"], n.get("Index Name") or "") for n in plan_nodes(explained[0]["Plan"])]
+
+    assert ("Sort", "") in plan(), "the planner no longer sorts here: refresh_statistics may be needless"
+    # The insert reaches the statistics views within a second of its commit.
+    deadline = time.monotonic() + 10.0
+    while (refresh := q.backend.refresh_statistics()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=40000, analyzed=True)
+    after = plan()
+    assert ("Index Scan", "burrow_jobs_queued_idx") in after and ("Sort", "") not in after, after
+    assert q.backend.refresh_statistics() is None  # caught up
+    claimed = q.backend.claim(ClaimRequest(tasks, 400, "explainer", 30.0))
+    assert [job.id for job in claimed] == list(range(1, 401))  # the oldest first, as claims go
+
+
+def test_statistics_the_role_may_not_refresh_are_reported_unrefreshed(
+    connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """A role that uses the tables but does not own them: the server skips its ANALYZE
+    with a warning, and refresh_statistics says it analyzed nothing."""
+    connect()  # the tables, owned by the test's own role
+    jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
+    postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
+    postgres_admin.execute(
+        sql.SQL(
+            "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+            " SELECT 'explain.other', 0, 'queued', '\\x7b7d'::bytea, 0, 3, now(), now() FROM generate_series(1, 20000)"
+        ).format(jobs_table)
+    )
+    role = f"burrow_user_{secrets.token_hex(4)}"
+    postgres_admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        postgres_admin.execute(sql.SQL("GRANT USAGE ON SCHEMA {0} TO {1}").format(
+            sql.Identifier(postgres_schema), sql.Identifier(role)))
+        postgres_admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO {1}").format(
+            sql.Identifier(postgres_schema), sql.Identifier(role)))
+        user = PostgresBackend(POSTGRES_DSN.replace("postgres@", f"{role}@", 1), schema=postgres_schema)
+        try:
+            deadline = time.monotonic() + 10.0  # the insert reaches the statistics views within a second
+            while (refresh := user.refresh_statistics()) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            user.close()
+        assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=False)
+    finally:
+        postgres_admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        postgres_admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        postgres_admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_a_large_claim_on_a_small_table_marks_its_picks_by_the_key(

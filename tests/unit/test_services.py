@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 import burrow
+from burrow.backends.postgres import ANALYZE_MIN_ROWS
 from burrow.backends.records import ClaimedJob, Outcome, OutcomeKind
 from burrow.config import Config
 from burrow.job import JobState
@@ -34,8 +36,10 @@ from burrow.supervisor.services.leases import Leases
 from burrow.supervisor.services.reaper import Reaper
 from burrow.supervisor.services.registry import SERVICES
 from burrow.supervisor.services.runner import Runner
+from burrow.supervisor.services.statistics import Statistics
 from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.telemetry import Telemetry
+from tests.backends.helpers import rows
 from tests.conftest import Database
 from tests.proxy import proxy_to
 
@@ -329,3 +333,32 @@ def test_leases_write_the_latest_progress_once(ctx: Context, queue: JobQueue) ->
         assert handle.inflight[0].progress is None  # written: not again next heartbeat
     finally:
         handle.close()
+
+
+def test_a_burst_into_a_new_jobs_table_is_analyzed_once(ctx: Context, queue: JobQueue, database: Database) -> None:
+    """Statistics of a new table say no job is queued, and on PostgreSQL the claim then
+    sorts the whole backlog (PostgresBackend.refresh_statistics): a burst gets the
+    table analyzed, once. SQLite claims well without statistics: nothing is done."""
+    service = Statistics()
+    if database.kind == "postgresql":  # or autovacuum's analyze might come first, now and then
+        rows(database, "ALTER TABLE burrow_jobs SET (autovacuum_enabled = false)")
+    with structlog.testing.capture_logs() as logs:
+        service.run(ctx, time.monotonic())  # a new, empty table: nothing to catch up on
+        queue.enqueue_many("svc.nothing", [{}] * ANALYZE_MIN_ROWS)
+        # The burst reaches the statistics views within a second of its commit.
+        deadline = time.monotonic() + 10.0
+        while database.kind == "postgresql" and not logs and time.monotonic() < deadline:
+            time.sleep(0.05)
+            service.run(ctx, time.monotonic())
+        service.run(ctx, time.monotonic())  # caught up: not again
+    analyzed = [entry for entry in logs if entry["event"] == "jobs_table_analyzed"]
+    if database.kind == "sqlite":
+        assert logs == []
+        return
+    assert [(e["rows_in_statistics"], e["live_rows"]) for e in analyzed] == [(0, ANALYZE_MIN_ROWS)], logs
+    [(analyzes, reltuples)] = rows(
+        database,
+        "SELECT s.analyze_count, c.reltuples FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid"
+        " WHERE s.relid = 'burrow_jobs'::regclass",
+    )
+    assert (analyzes, reltuples) == (1, ANALYZE_MIN_ROWS)

@@ -85,6 +85,7 @@ OPERATION_WORDS: Final = {
     "prune_stats": "deleting old throughput rows",
     "queues": "reading queues",
     "reap_processes": "removing stale processes",
+    "refresh_statistics": "analyzing the jobs table",
     "register_process": "registering the process",
     "register_tasks": "recording the tasks this supervisor handles",
     "release_owner": "releasing a stopped worker's jobs",

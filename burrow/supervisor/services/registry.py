@@ -18,6 +18,7 @@ from burrow.supervisor.services.listener import ListenerKeeper
 from burrow.supervisor.services.reaper import Reaper
 from burrow.supervisor.services.retention import Retention
 from burrow.supervisor.services.schedules import Schedules
+from burrow.supervisor.services.statistics import Statistics
 from burrow.supervisor.services.status import StatusReport
 from burrow.supervisor.services.telemetry import TelemetryRefresh
 from burrow.supervisor.services.unhandled import Unhandled
@@ -33,6 +34,7 @@ SERVICES: tuple[Service, ...] = (
     TelemetryRefresh(),
     Retention(),
     Unhandled(),
+    Statistics(),
     OutageGuard(),  # EVERY_TURN, after the timed ones
     Deadlines(),  # EVERY_TURN
 )
