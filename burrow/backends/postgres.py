@@ -151,6 +151,7 @@ class PostgresBackend(SQLBackend):
         self._key_holders_sql = _KEY_HOLDERS.format(**names)
         self._extend_sql = _EXTEND.format(**names)
         self._cancel_requests_sql = _CANCEL_REQUESTS.format(**names)
+        self._analyze_sql = _ANALYZE_JOBS.format(**names)
 
     def _connect(self, dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
         """Every new connection of the engine: without the ``options`` startup parameter
@@ -244,7 +245,7 @@ class PostgresBackend(SQLBackend):
             in_statistics, live = counts()
             if not _statistics_behind(in_statistics, live):
                 return None
-            conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {self._jobs}", {})
+            conn.exec_driver_sql(self._analyze_sql, {})
             return StatisticsRefresh(in_statistics, live, analyzed=not _statistics_behind(*counts()))
 
         return self._write("refresh_statistics", refresh)
@@ -620,6 +621,8 @@ _JOBS_ROWS = """
 SELECT c.reltuples, s.n_live_tup FROM pg_class AS c JOIN pg_stat_user_tables AS s ON s.relid = c.oid
 WHERE c.oid = %(jobs)s::regclass
 """
+# Another session's ANALYZE (autovacuum's) is under way: that one will do.
+_ANALYZE_JOBS = "ANALYZE (SKIP_LOCKED) {jobs}"
 # Statistics are refreshed once the table holds this many times the rows they count,
 # and at least this many (a claim's sort of fewer queued jobs costs a few milliseconds).
 ANALYZE_GROWTH = 10
