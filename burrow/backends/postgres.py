@@ -238,15 +238,18 @@ class PostgresBackend(SQLBackend):
         """
 
         def refresh(conn: sa.Connection) -> StatisticsRefresh | None:
-            def counts() -> tuple[int, int]:
-                in_statistics, live = conn.exec_driver_sql(_JOBS_ROWS, {"jobs": self._qualified(jobs.name)}).one()
-                return max(int(in_statistics), 0), int(live)
+            def counts() -> tuple[int, int, bool]:
+                in_statistics, live, owner = conn.exec_driver_sql(_JOBS_ROWS, {"jobs": self._qualified(jobs.name)}).one()
+                return max(int(in_statistics), 0), int(live), bool(owner)
 
-            in_statistics, live = counts()
+            in_statistics, live, owner = counts()
             if not _statistics_behind(in_statistics, live):
                 return None
+            if not owner:  # the server would skip it with a warning in its log
+                return StatisticsRefresh(in_statistics, live, analyzed=False, may_analyze=False)
             conn.exec_driver_sql(self._analyze_sql, {})
-            return StatisticsRefresh(in_statistics, live, analyzed=not _statistics_behind(*counts()))
+            after, live_after, _ = counts()
+            return StatisticsRefresh(in_statistics, live, analyzed=not _statistics_behind(after, live_after))
 
         return self._write("refresh_statistics", refresh)
 
@@ -616,9 +619,12 @@ class Listener:
 _PREPARE_AFTER_RUNS = 5
 
 # The jobs table's rows as its statistics count them (reltuples: at its last ANALYZE
-# or VACUUM; -1 before either) and as the statistics views count them now.
+# or VACUUM; -1 before either) and as the statistics views count them now, and
+# whether our role may analyze it (it owns the table, directly or through a role
+# it belongs to; a superuser belongs to every role).
 _JOBS_ROWS = """
-SELECT c.reltuples, s.n_live_tup FROM pg_class AS c JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+SELECT c.reltuples, s.n_live_tup, pg_has_role(c.relowner, 'USAGE')
+FROM pg_class AS c JOIN pg_stat_user_tables AS s ON s.relid = c.oid
 WHERE c.oid = %(jobs)s::regclass
 """
 # Another session's ANALYZE (autovacuum's) is under way: that one will do.

@@ -293,16 +293,18 @@ class SchemaStatus:
 
 @dataclass(frozen=True, slots=True)
 class StatisticsRefresh:
-    """The jobs table's planner statistics were far behind it, and an ANALYZE was run.
+    """The jobs table's planner statistics were far behind it: what came of it.
 
-    ``analyzed`` is False when the ANALYZE left them as they were: another session
-    held the table's lock (SKIP_LOCKED), or the role does not own the table (the
-    server then only warns).
+    ``analyzed`` is False when they are behind still: another session held the
+    table's lock (autovacuum's or another supervisor's ANALYZE, which will do), or
+    the role may not analyze the table (``may_analyze``: it does not own it), in
+    which case no ANALYZE was sent.
     """
 
     rows_in_statistics: int  # the rows its statistics count (0: never analyzed)
     live_rows: int  # the rows the statistics views count now
     analyzed: bool
+    may_analyze: bool = True
 
 
 class Audit(NamedTuple):

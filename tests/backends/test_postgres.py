@@ -287,6 +287,21 @@ def test_claim_uses_the_queued_partial_index_not_a_table_scan(
         assert any(n["Node Type"] == "LockRows" for n in nodes), f"{label} plan: {summary}"
 
 
+def insert_queued(jobs_table: sql.Identifier, n: int, task: str) -> None:
+    """``n`` queued jobs (``task``: an SQL expression of ``g``, 1 to n, ``%`` doubled) from
+    a session that then ends: a session's row counts reach the statistics views when it
+    ends, where one that stays open reports them a second after its last report, or
+    after 10 s idle."""
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+                " SELECT " + task + ", 0, 'queued', '\\x7b7d'::bytea, 0, 3, now(), now() FROM generate_series(1, %s) AS g"
+            ).format(jobs_table),
+            (n,),
+        )
+
+
 def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyzed(
     connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
 ) -> None:
@@ -296,15 +311,7 @@ def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyze
     q = connect()
     jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
     postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
-    postgres_admin.execute(
-        sql.SQL(
-            """
-            INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)
-            SELECT 'explain.' || (g % 3), 0, 'queued', '\\x7b7d'::bytea, 0, 3, now(), now()
-            FROM generate_series(1, 40000) AS g
-            """
-        ).format(jobs_table)
-    )
+    insert_queued(jobs_table, 40000, "'explain.' || (g %% 3)")
     text = backend(q).claim_sql(400)
     tasks = ["explain.0", "explain.1", "explain.2"]
     params = {"tasks": tasks, "owner": "explainer", "lease_s": 30.0}
@@ -315,8 +322,7 @@ def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyze
         return [(n["Node Type"], n.get("Index Name") or "") for n in plan_nodes(explained[0]["Plan"])]
 
     assert ("Sort", "") in plan(), "the planner no longer sorts here: refresh_statistics may be needless"
-    # The insert reaches the statistics views within a second of its commit.
-    deadline = time.monotonic() + 10.0
+    deadline = time.monotonic() + 15.0  # see insert_queued
     while (refresh := q.backend.refresh_statistics()) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=40000, analyzed=True)
@@ -330,17 +336,13 @@ def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyze
 def test_statistics_the_role_may_not_refresh_are_reported_unrefreshed(
     connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
 ) -> None:
-    """A role that uses the tables but does not own them: the server skips its ANALYZE
-    with a warning, and refresh_statistics says it analyzed nothing."""
+    """A role that uses the tables but does not own them may not analyze them:
+    refresh_statistics says so, and sends no ANALYZE (the server would skip it with a
+    warning in its log, every time)."""
     connect()  # the tables, owned by the test's own role
     jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
     postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
-    postgres_admin.execute(
-        sql.SQL(
-            "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
-            " SELECT 'explain.other', 0, 'queued', '\\x7b7d'::bytea, 0, 3, now(), now() FROM generate_series(1, 20000)"
-        ).format(jobs_table)
-    )
+    insert_queued(jobs_table, 20000, "'explain.other'")
     role = f"burrow_user_{secrets.token_hex(4)}"
     postgres_admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     try:
@@ -350,16 +352,41 @@ def test_statistics_the_role_may_not_refresh_are_reported_unrefreshed(
             sql.Identifier(postgres_schema), sql.Identifier(role)))
         user = PostgresBackend(POSTGRES_DSN.replace("postgres@", f"{role}@", 1), schema=postgres_schema)
         try:
-            deadline = time.monotonic() + 10.0  # the insert reaches the statistics views within a second
+            deadline = time.monotonic() + 15.0  # see insert_queued
             while (refresh := user.refresh_statistics()) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             user.close()
-        assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=False)
+        assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=False, may_analyze=False)
+        [(analyzes,)] = postgres_admin.execute(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            (f'"{postgres_schema}"."burrow_jobs"',),
+        ).fetchall()
+        assert analyzes == 0
     finally:
         postgres_admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
         postgres_admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         postgres_admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_statistics_another_session_is_refreshing_are_left_to_it(
+    connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """Another session holds the table as an ANALYZE or VACUUM does (autovacuum, another
+    supervisor): the ANALYZE is skipped, not waited for, and the statistics are still
+    behind until that session is done."""
+    q = connect()
+    jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
+    postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
+    insert_queued(jobs_table, 20000, "'explain.locked'")
+    with psycopg.connect(POSTGRES_DSN) as holder:
+        holder.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(jobs_table))
+        deadline = time.monotonic() + 15.0  # see insert_queued
+        while (refresh := q.backend.refresh_statistics()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=False)
+        holder.rollback()
+    assert q.backend.refresh_statistics() == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=True)
 
 
 def test_a_large_claim_on_a_small_table_marks_its_picks_by_the_key(

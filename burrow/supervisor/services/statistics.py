@@ -19,10 +19,12 @@ from burrow.supervisor.context import Context
 log = structlog.get_logger("burrow.supervisor")
 
 _CHECK_S = 1.0
-# An ANALYZE that left the statistics as they were (the role does not own the table,
-# or another session held its lock) is not retried for this long: the server logs a
-# warning for each try.
-_AFTER_SKIPPED_S = 600.0
+# A role that may not analyze the table is told so once in this long.
+_NOT_OWNER_S = 600.0
+# Another session held the table (autovacuum, which analyzes after its vacuum when the
+# table needs it, or another supervisor): look again later, not every second, as each
+# skipped ANALYZE is a warning in the server's log.
+_LOCKED_S = 30.0
 
 
 class Statistics:
@@ -39,9 +41,14 @@ class Statistics:
         sizes = {"rows_in_statistics": refresh.rows_in_statistics, "live_rows": refresh.live_rows}
         if refresh.analyzed:
             log.info("jobs_table_analyzed", **sizes)
-            return
-        log.warning(
-            "jobs_table_not_analyzed", **sizes, retry_in_s=_AFTER_SKIPPED_S,
-            detail="ANALYZE burrow_jobs changed nothing: is the table owned by another role?",
-        )  # fmt: skip
-        ctx.run_at(self.name, now + _AFTER_SKIPPED_S)
+        elif not refresh.may_analyze:
+            log.warning(
+                "jobs_table_not_analyzed", **sizes, retry_in_s=_NOT_OWNER_S,
+                detail="the role burrow connects as does not own burrow_jobs, so it may not ANALYZE it;"
+                " claims may be slow until autovacuum does",
+            )  # fmt: skip
+            ctx.run_at(self.name, now + _NOT_OWNER_S)
+        else:
+            log.info("jobs_table_analyze_skipped", **sizes, retry_in_s=_LOCKED_S,
+                     detail="another session holds the table (autovacuum, another supervisor)")
+            ctx.run_at(self.name, now + _LOCKED_S)
