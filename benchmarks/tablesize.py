@@ -27,6 +27,9 @@ never analyzed, the supervisor started once they are in, against the same burst
 analyzed (``VACUUM ANALYZE``) before the start. Statistics of a new table say no
 job is queued; the supervisor's ``statistics`` service analyzes it (burrow 0.2.0
 and before sorted the whole backlog for each claim until autovacuum did).
+``.new_burst_live``: the same burst enqueued by an application (``enqueue_many`` on
+a connection it keeps open) while the supervisor runs on the new table, whose row
+counts reach the statistics views only when that session reports them.
 
 ``--fillfactor 50,70,90,100`` sweeps the jobs table's fillfactor (``ALTER TABLE
 burrow_jobs SET (fillfactor = N)`` after migrating, before filling): the
@@ -45,7 +48,7 @@ from psycopg import sql
 
 from benchmarks.report import Row, median
 from benchmarks.suite import Plan, Progress, rotate
-from benchmarks.supervised import drain
+from benchmarks.supervised import SupervisorProcess, drain, wait_finished
 from benchmarks.target import Target
 
 # Every old row is past these ages (they finished 2 to 23 hours ago), none past the
@@ -286,14 +289,40 @@ def _new_table(plan: Plan, batch_size: int, progress: Progress) -> list[Row]:
                 target.destroy()
         return measure
 
-    results = rotate(plan.rounds, {"new": burst(False), "analyzed": burst(True)})
-    ours, analyzed = results["new"], results["analyzed"]
-    progress(f"{kind}.tablesize.new_burst: {median(ours):,.0f} jobs/s, analyzed {median(analyzed):,.0f}")
-    return [Row(f"{kind}.tablesize.new_burst", kind, "tablesize", "new table", median(ours), baseline=median(analyzed),
-                rounds=ours, baseline_rounds=analyzed,
-                note=f"{n:,} jobs into a jobs table never analyzed, supervisor started after them ({WORKERS} workers,"
-                     f" batch {batch_size}); ratio: to the same burst analyzed first",
-                extra={"jobs": n, "workers": WORKERS, "batch_size": batch_size})]
+    def live() -> float:
+        import burrow
+
+        target = Target.create(kind)
+        try:
+            target.migrate()
+            with SupervisorProcess(target, WORKERS, batch_size) as sup:
+                sup.start()
+                app = burrow.connect(target.dsn, schema=target.schema)
+                try:
+                    app.enqueue_many("bench.noop", [{}] * n)
+                    wait_finished(target, sup, timeout_s=60 + n / 500)
+                finally:
+                    app.close()
+            succeeded, seconds, _ = target.span()
+            return succeeded / seconds if seconds > 0 else 0.0
+        finally:
+            target.destroy()
+
+    results = rotate(plan.rounds, {"new": burst(False), "analyzed": burst(True), "live": live})
+    ours, analyzed, running = results["new"], results["analyzed"], results["live"]
+    progress(f"{kind}.tablesize.new_burst: {median(ours):,.0f} jobs/s, enqueued while running {median(running):,.0f},"
+             f" analyzed {median(analyzed):,.0f}")
+    common = {"jobs": n, "workers": WORKERS, "batch_size": batch_size}
+    return [
+        Row(f"{kind}.tablesize.new_burst", kind, "tablesize", "new table", median(ours), baseline=median(analyzed),
+            rounds=ours, baseline_rounds=analyzed,
+            note=f"{n:,} jobs into a jobs table never analyzed, supervisor started after them ({WORKERS} workers,"
+                 f" batch {batch_size}); ratio: to the same burst analyzed first", extra=common),
+        Row(f"{kind}.tablesize.new_burst_live", kind, "tablesize", "new table, live", median(running),
+            baseline=median(analyzed), rounds=running, baseline_rounds=analyzed,
+            note=f"the same {n:,} jobs enqueued by an application (enqueue_many, its connection kept open) while the"
+                 " supervisor runs on the new table; ratio: to the burst analyzed first", extra=common),
+    ]
 
 
 def _as_migrated(target: Target, plan: Plan, batch_size: int, progress: Progress, old: int) -> list[Row]:
