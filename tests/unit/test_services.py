@@ -6,6 +6,7 @@ and the lease and cancel services act on the in-flight table."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import selectors
@@ -398,3 +399,24 @@ def test_statistics_held_by_another_session_are_looked_at_again_later(ctx: Conte
         holder.rollback()
     assert [entry["event"] for entry in logs] == ["jobs_table_analyze_skipped"], logs
     assert runner.next_due_mono() >= now + 29.0
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_failed_statistics_check_is_not_tried_again_for_ten_minutes(ctx: Context, database: Database) -> None:
+    """An ANALYZE that outlasts the supervisor's statement timeout on a large table, or a
+    database away: tried every second, each failure taking the whole deadline, it would
+    keep the leases from being extended."""
+    with proxy_to(("127.0.0.1", 5432)) as proxy:
+        away = burrow.connect(proxy.dsn(database.dsn), schema=database.schema)
+        try:
+            cut_off = dataclasses.replace(ctx, backend=away.backend)
+            runner = Runner(cut_off, [Statistics()], time.monotonic())
+            cut_off.run_at = runner.run_at
+            proxy.cut()
+            with structlog.testing.capture_logs() as logs:
+                now = time.monotonic()
+                assert runner.run(now) == []  # the service's own failure, said once
+        finally:
+            away.close()
+    assert [entry["event"] for entry in logs] == ["jobs_table_analyze_failed"], logs
+    assert runner.next_due_mono() >= now + 599.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import structlog
 
+from burrow.errors import BackendError
 from burrow.supervisor.context import Context
 
 log = structlog.get_logger("burrow.supervisor")
@@ -25,6 +26,12 @@ _NOT_OWNER_S = 600.0
 # table needs it, or another supervisor): look again later, not every second, as each
 # skipped ANALYZE is a warning in the server's log.
 _LOCKED_S = 30.0
+# A failed check or ANALYZE is not tried again for this long. On a large table the
+# ANALYZE may outlast the supervisor's statement timeout (its heartbeat interval), and
+# a call that takes the whole deadline makes the backend fail the next calls at once
+# for as long (SQLConnection._check_quiet): tried every second, it would keep the
+# leases from being extended. Autovacuum analyzes the table meanwhile.
+_FAILED_S = 600.0
 
 
 class Statistics:
@@ -35,7 +42,12 @@ class Statistics:
         return _CHECK_S
 
     def run(self, ctx: Context, now: float) -> None:
-        refresh = ctx.backend.refresh_statistics()
+        try:
+            refresh = ctx.backend.refresh_statistics()
+        except BackendError as exc:
+            log.warning("jobs_table_analyze_failed", error=str(exc), retry_in_s=_FAILED_S)
+            ctx.run_at(self.name, now + _FAILED_S)
+            return
         if refresh is None:
             return
         sizes = {"rows_in_statistics": refresh.rows_in_statistics, "live_rows": refresh.live_rows}
