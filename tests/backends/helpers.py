@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, TypedDict
 
 import psycopg
+from psycopg import sql
 
 from burrow.queue import JobQueue
 from tests.conftest import POSTGRES_DSN, Database
@@ -163,3 +164,18 @@ def race(target: Callable[..., Any], *args: Any, processes: int = 4) -> list[Any
         p.join(30)
         assert p.exitcode == 0
     return values
+
+
+def insert_queued(schema: str, n: int, task: str) -> None:
+    """``n`` queued jobs in ``schema``'s jobs table (``task``: an SQL expression of ``g``,
+    1 to n, ``%`` doubled), from a PostgreSQL session that then ends: a session's row
+    counts reach the statistics views when it ends, where one that stays open reports
+    them a second after its last report, or after 10 s idle."""
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
+                " SELECT " + task + ", 0, 'queued', '\\x7b7d'::bytea, 0, 3, now(), now() FROM generate_series(1, %s) AS g"
+            ).format(sql.Identifier(schema, "burrow_jobs")),
+            (n,),
+        )

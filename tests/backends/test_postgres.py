@@ -39,6 +39,7 @@ from burrow.backends.transitions import change, uniform_change
 from burrow.backends.migrations import MIGRATIONS
 from burrow.errors import BackendError
 from burrow.queue import JobQueue
+from tests.backends.helpers import insert_queued
 from tests.conftest import POSTGRES_DSN, FakeClock
 from tests.helpers import release, wait_until
 
@@ -287,21 +288,6 @@ def test_claim_uses_the_queued_partial_index_not_a_table_scan(
         assert any(n["Node Type"] == "LockRows" for n in nodes), f"{label} plan: {summary}"
 
 
-def insert_queued(jobs_table: sql.Identifier, n: int, task: str) -> None:
-    """``n`` queued jobs (``task``: an SQL expression of ``g``, 1 to n, ``%`` doubled) from
-    a session that then ends: a session's row counts reach the statistics views when it
-    ends, where one that stays open reports them a second after its last report, or
-    after 10 s idle."""
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (task, priority, state, payload, attempts, max_retries, run_at, created_at)"
-                " SELECT " + task + ", 0, 'queued', '\\x7b7d'::bytea, 0, 3, now(), now() FROM generate_series(1, %s) AS g"
-            ).format(jobs_table),
-            (n,),
-        )
-
-
 def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyzed(
     connect: Connect, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
 ) -> None:
@@ -311,7 +297,7 @@ def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyze
     q = connect()
     jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
     postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
-    insert_queued(jobs_table, 40000, "'explain.' || (g %% 3)")
+    insert_queued(postgres_schema, 40000, "'explain.' || (g %% 3)")
     text = backend(q).claim_sql(400)
     tasks = ["explain.0", "explain.1", "explain.2"]
     params = {"tasks": tasks, "owner": "explainer", "lease_s": 30.0}
@@ -342,7 +328,7 @@ def test_statistics_the_role_may_not_refresh_are_reported_unrefreshed(
     connect()  # the tables, owned by the test's own role
     jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
     postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
-    insert_queued(jobs_table, 20000, "'explain.other'")
+    insert_queued(postgres_schema, 20000, "'explain.other'")
     role = f"burrow_user_{secrets.token_hex(4)}"
     postgres_admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     try:
@@ -378,7 +364,7 @@ def test_statistics_another_session_is_refreshing_are_left_to_it(
     q = connect()
     jobs_table = sql.Identifier(postgres_schema, "burrow_jobs")
     postgres_admin.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(jobs_table))
-    insert_queued(jobs_table, 20000, "'explain.locked'")
+    insert_queued(postgres_schema, 20000, "'explain.locked'")
     with psycopg.connect(POSTGRES_DSN) as holder:
         holder.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(jobs_table))
         deadline = time.monotonic() + 15.0  # see insert_queued
