@@ -308,9 +308,7 @@ def test_a_burst_into_a_new_table_is_claimed_along_the_queued_index_once_analyze
         return [(n["Node Type"], n.get("Index Name") or "") for n in plan_nodes(explained[0]["Plan"])]
 
     assert ("Sort", "") in plan(), "the planner no longer sorts here: refresh_statistics may be needless"
-    deadline = time.monotonic() + 15.0  # see insert_queued
-    while (refresh := q.backend.refresh_statistics()) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    refresh = wait_until(q.backend.refresh_statistics, 15.0, "the burst in the statistics views (insert_queued)")
     assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=40000, analyzed=True)
     after = plan()
     assert ("Index Scan", "burrow_jobs_queued_idx") in after and ("Sort", "") not in after, after
@@ -338,9 +336,7 @@ def test_statistics_the_role_may_not_refresh_are_reported_unrefreshed(
             sql.Identifier(postgres_schema), sql.Identifier(role)))
         user = PostgresBackend(POSTGRES_DSN.replace("postgres@", f"{role}@", 1), schema=postgres_schema)
         try:
-            deadline = time.monotonic() + 15.0  # see insert_queued
-            while (refresh := user.refresh_statistics()) is None and time.monotonic() < deadline:
-                time.sleep(0.05)
+            refresh = wait_until(user.refresh_statistics, 15.0, "the burst in the statistics views (insert_queued)")
         finally:
             user.close()
         assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=False, may_analyze=False)
@@ -367,9 +363,7 @@ def test_statistics_another_session_is_refreshing_are_left_to_it(
     insert_queued(postgres_schema, 20000, "'explain.locked'")
     with psycopg.connect(POSTGRES_DSN) as holder:
         holder.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(jobs_table))
-        deadline = time.monotonic() + 15.0  # see insert_queued
-        while (refresh := q.backend.refresh_statistics()) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        refresh = wait_until(q.backend.refresh_statistics, 15.0, "the burst in the statistics views (insert_queued)")
         assert refresh == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=False)
         holder.rollback()
     assert q.backend.refresh_statistics() == StatisticsRefresh(rows_in_statistics=0, live_rows=20000, analyzed=True)

@@ -43,6 +43,7 @@ from burrow.supervisor.systemd import Notifier
 from burrow.supervisor.telemetry import Telemetry
 from tests.backends.helpers import insert_queued, rows
 from tests.conftest import POSTGRES_DSN, Database
+from tests.helpers import wait_until
 from tests.proxy import proxy_to
 
 
@@ -110,6 +111,17 @@ def succeed(outbox: Outbox, job: ClaimedJob) -> None:
     outbox.settle(Outcome(job.id, job.owner, job.attempt, OutcomeKind.SUCCEEDED, result=b"1", duration_s=0.01), job.task)
 
 
+def a_write_under_way(ctx: Context, queue: JobQueue, n: int) -> tuple[list[ClaimedJob], float]:
+    """``n`` claimed jobs: the first one's outcome handed to the outbox's writer at the
+    returned time, the second's settled behind it."""
+    jobs = claim(queue, n)
+    succeed(ctx.outbox, jobs[0])
+    now = time.monotonic()
+    ctx.outbox.flush(now)
+    succeed(ctx.outbox, jobs[1])
+    return jobs, now
+
+
 def test_the_outbox_writes_settled_outcomes_in_one_flush_when_due(ctx: Context, queue: JobQueue) -> None:
     """At most one write per flush_interval, counted from the last write's start: the
     first outcomes after a quiet spell go at once, the next ones wait out the rest of
@@ -142,12 +154,8 @@ def test_outcomes_settled_during_a_background_write_go_in_the_next(ctx: Context,
     """The loop does not wait for a write: what arrives meanwhile waits for the next one,
     which is never due while a write is under way (its end wakes the loop instead);
     a forced flush waits for it, then writes the rest at once."""
-    jobs = claim(queue, 4)
+    jobs, now = a_write_under_way(ctx, queue, 4)
     outbox = ctx.outbox
-    succeed(outbox, jobs[0])
-    now = time.monotonic()
-    outbox.flush(now)
-    succeed(outbox, jobs[1])
     outbox.flush(now + 1.0)  # due by the clock, but one write at a time
     assert outbox.due_mono(now + 1.0) == float("inf")
     settled(outbox, now + 1.0)  # settles the first and, due, sends the second
@@ -168,12 +176,8 @@ def test_a_backlog_waits_for_the_write_under_way(ctx: Context, queue: JobQueue, 
     holds at most about that many outcomes and the pipes hold the rest."""
     monkeypatch.setattr(outbox_module, "MOST_PENDING_WHILE_WRITING", 2)
     monkeypatch.setattr(outbox_module, "FLUSH_AT_OUTCOMES", 2)  # below it, as 500 is below 1,000
-    jobs = claim(queue, 3)
+    jobs, now = a_write_under_way(ctx, queue, 3)
     outbox = ctx.outbox
-    succeed(outbox, jobs[0])
-    now = time.monotonic()
-    outbox.flush(now)
-    succeed(outbox, jobs[1])
     outbox.flush(now)  # one waits: below the limit, the loop goes on
     succeed(outbox, jobs[2])
     outbox.flush(now)  # two wait: the first write is awaited, the two go to the writer
@@ -356,10 +360,13 @@ def test_a_burst_into_a_new_jobs_table_is_analyzed_once(ctx: Context, queue: Job
     with structlog.testing.capture_logs() as logs:
         service.run(ctx, time.monotonic())  # a new, empty table: nothing to catch up on
         burst(database, queue, ANALYZE_MIN_ROWS)
-        deadline = time.monotonic() + 15.0  # see burst
-        while database.kind == "postgresql" and not logs and time.monotonic() < deadline:
-            time.sleep(0.05)
-            service.run(ctx, time.monotonic())
+        if database.kind == "postgresql":
+
+            def analyzed_yet() -> bool:
+                service.run(ctx, time.monotonic())
+                return bool(logs)
+
+            wait_until(analyzed_yet, 15.0, "the burst analyzed (see burst)", interval=0.05)
         service.run(ctx, time.monotonic())  # caught up: not again
     analyzed = [entry for entry in logs if entry["event"] == "jobs_table_analyzed"]
     if database.kind == "sqlite":
@@ -384,14 +391,17 @@ def test_statistics_held_by_another_session_are_looked_at_again_later(ctx: Conte
     ctx.run_at = runner.run_at
     with psycopg.connect(POSTGRES_DSN) as holder, structlog.testing.capture_logs() as logs:
         holder.execute(f'LOCK TABLE "{database.schema}".burrow_jobs IN SHARE UPDATE EXCLUSIVE MODE')
-        deadline = time.monotonic() + 15.0  # see burst
-        while not logs and time.monotonic() < deadline:
-            now = time.monotonic()
-            assert runner.run(now) == []
-            time.sleep(0.05)
+        turns: list[float] = []
+
+        def skipped_yet() -> bool:
+            turns.append(time.monotonic())
+            assert runner.run(turns[-1]) == []
+            return bool(logs)
+
+        wait_until(skipped_yet, 15.0, "the ANALYZE skipped (see burst)", interval=0.05)
         holder.rollback()
     assert [entry["event"] for entry in logs] == ["jobs_table_analyze_skipped"], logs
-    assert runner.next_due_mono() >= now + 29.0
+    assert runner.next_due_mono() >= turns[-1] + 29.0
 
 
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
