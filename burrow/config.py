@@ -23,12 +23,11 @@ A DSN may carry a password, so every message that could show one goes through
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, TypeVar
@@ -201,12 +200,20 @@ def _is_app_ref(text: str) -> bool:
     return bool(sep) and all(part.isidentifier() for part in (*module.split("."), *attribute.split(".")))
 
 
+def _closest(word: str, options: Iterable[str]) -> str | None:
+    """The option a misspelt ``word`` was likely meant to be, for an error's hint."""
+    import difflib  # only for an error: every forked worker would carry it
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return close[0] if close else None
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if isinstance(value, str) and value.lower() in options:
             return value.lower()
-        close = difflib.get_close_matches(value.lower(), options, n=1) if isinstance(value, str) else []
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = _closest(value.lower(), options) if isinstance(value, str) else None
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise ValueError(f"must be one of {', '.join(options)}, got {show(value)}{hint}")
 
     return convert
@@ -657,8 +664,8 @@ def _check_layout(where: str, data: Mapping[str, Any]) -> None:
             hint = f"did you mean [{owner}] {name}?" if owner else f"keys belong in {_known_sections()}"
             raise _error(f"{where}: {_key(name)}: unknown key outside any section ({hint})")
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean [{close[0]}]?" if close else f"known: {_known_sections()}"
+            close = _closest(name, known)
+            hint = f"did you mean [{close}]?" if close else f"known: {_known_sections()}"
             raise _error(f"{where}: [{_key(name)}]: unknown section ({hint})")
         if not isinstance(table, dict):
             raise _error(f"{where}: [{name}]: must be a table, got {show(table)}")
@@ -679,8 +686,8 @@ def _unknown_key(table: Mapping[str, Any], known: Sequence[str]) -> str | None:
     """The first key of ``table`` not in ``known``, as "key: unknown key (did you mean ...)"."""
     for name in table:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            close = _closest(name, known)
+            hint = f" (did you mean {close!r}?)" if close else f" (known: {', '.join(known)})"
             return f"{_key(name)}: unknown key{hint}"
     return None
 

@@ -481,6 +481,9 @@ class PostgresBackend(SQLBackend):
         """What a finish sends for the jobs it ended, for a job ended elsewhere (a queued cancel)."""
         conn.execute(sa.select(sa.func.pg_notify(self.done_channel, done_notice(job_ids))))
 
+    def _dialect_insert(self, table: sa.Table) -> Any:
+        return pg.insert(table)
+
     def _insert(self, connection: Any, new_jobs: Sequence[NewJob], *, own_transaction: bool) -> list[int]:
         """The jobs and their NOTIFY in one statement, each job's id returned with its position.
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from burrow.backends.records import CLAIM_COLUMNS, ClaimRequest, Outcome, SchemaStatus, StatisticsRefresh, owner_host_pid
 from burrow.job import NewJob
@@ -170,6 +171,9 @@ class SQLiteBackend(SQLBackend):
     def migrate(self) -> None:
         """BEGIN IMMEDIATE is the lock: a second process waits, then finds nothing to do."""
         self._write("migrate", lambda conn: apply_migrations(conn, self.now()))
+
+    def _dialect_insert(self, table: sa.Table) -> Any:
+        return sqlite_dialect.insert(table)
 
     def _insert(self, connection: Any, new_jobs: Sequence[NewJob], *, own_transaction: bool) -> list[int]:
         """Multi-row INSERTs with ids we choose, so each job's id is known by its position.

@@ -13,7 +13,6 @@ import contextlib
 import os
 import time
 
-import psutil
 import structlog
 
 from burrow.backends.records import Outcome, OutcomeKind
@@ -153,6 +152,8 @@ def kill_strays(pools: Pools) -> None:
     daemon that left its worker's process group with setsid (so killing
     the group missed it); nothing would ever stop it after we are gone.
     """
+    import psutil  # only at exit: imported at start, every forked worker would carry its 0.75 MB
+
     try:
         workers = pools.pids()
         children = [p for p in psutil.Process().children() if p.pid not in workers]

@@ -18,9 +18,8 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import psutil
 import structlog
 
 from burrow.backends.records import ALL_QUEUES, ClaimedJob, Outcome, OutcomeKind, QueueFilter
@@ -31,6 +30,9 @@ from burrow.queue import JobQueue, new_owner
 from burrow.supervisor import protocol
 from burrow.supervisor.children import WorkerExit
 from burrow.supervisor.protocol import outcome_frame
+
+if TYPE_CHECKING:
+    import psutil
 
 log = structlog.get_logger("burrow.worker")
 
@@ -196,7 +198,7 @@ class Worker:
         self.write_lock = threading.Lock()
         self.stopping = False
         self.jobs_done = 0
-        self.process = psutil.Process()
+        self.process: psutil.Process | None = None  # for max_worker_memory, once the peak passed it
         self.cancel_check = CancelCheck(queue.cancel_requested)
         self.cancelled: set[int] = set()  # claimed jobs the supervisor says not to start
         # The latest current_job().progress(...) of the running job, sent with the next
@@ -288,6 +290,10 @@ class Worker:
         # current one, so the exact reading (psutil, 8.8 us, more than a short
         # job's whole overhead) is only taken once the peak has passed the cap.
         if cap is not None and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 > cap:
+            if self.process is None:
+                import psutil  # here, not at the top: only a worker with a cap pays its memory
+
+                self.process = psutil.Process()
             rss = self.process.memory_info().rss
             if rss > cap:
                 return f"memory {rss} bytes over max_worker_memory ({cap})"

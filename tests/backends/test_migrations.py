@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from burrow.job import JobState
 from burrow.backends.migrations import LATEST_VERSION, MIGRATIONS
-from burrow.backends.schema import metadata, sqlite_metadata
+from burrow.backends.schema import declare_predicates, metadata, sqlite_metadata
 from burrow.queue import JobQueue
 from tests.backends.helpers import rows
 from tests.conftest import POSTGRES_DSN, Database
@@ -128,6 +128,7 @@ def test_migrations_build_the_declared_schema(database: Database, postgres_admin
     created directly: same tables, columns, types, nullability, defaults, indexes (with
     their WHERE) and checks."""
     database.connect().close()
+    declare_predicates(database.kind)
     if database.kind == "sqlite":
         declared = tmp_path / "declared.db"
         engine = sa.create_engine(f"sqlite:///{declared}")

@@ -123,6 +123,29 @@ def test_the_core_import_stays_light() -> None:
     assert done.stdout.strip() == "[]"
 
 
+# What a supervisor and the workers it forks must not carry: each module one loads before
+# its first fork is counted again in every worker's RSS (benchmarks/README.md, "sixth pass").
+NOT_BEFORE_FORK = {
+    "sqlite": ("sqlalchemy.dialects.postgresql", "psycopg"),
+    "postgresql": ("sqlalchemy.dialects.sqlite", "sqlite3"),
+}
+ONLY_WHEN_NEEDED = ("psutil", "difflib")  # a memory cap and the exit's stray check; a config error's hint
+
+
+def test_a_supervisor_loads_only_its_own_database_driver(database) -> None:
+    """The supervisor's modules, connected to one database, have not loaded the other
+    database's SQLAlchemy dialect or driver, nor modules needed only at exit, for a
+    memory cap or for an error message."""
+    code = (
+        "import sys, burrow, burrow.supervisor.__main__, burrow.supervisor.worker\n"
+        f"burrow.connect({database.dsn!r}, schema={database.schema!r}).close()\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({NOT_BEFORE_FORK[database.kind] + ONLY_WHEN_NEEDED!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_the_version_has_one_source() -> None:
     """burrow.__version__ is the distribution's (pyproject.toml's, in a checkout)."""
     import tomllib

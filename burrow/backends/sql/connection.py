@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as postgresql_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from burrow.backends.deadline import DEFAULT_TIMEOUTS, WATCHDOG, Call, Timeouts
 from burrow.backends.migrations import LATEST_VERSION, stored_version
@@ -376,9 +374,9 @@ class SQLConnection:
         """Tell clients awaiting these jobs that they ended; SQLite's clients poll instead."""
 
     def _dialect_insert(self, table: sa.Table) -> Any:
-        """An INSERT with ON CONFLICT clauses, which SQLAlchemy has only per dialect."""
-        dialect = sqlite_dialect if self.dialect == "sqlite" else postgresql_dialect
-        return dialect.insert(table)
+        """An INSERT with ON CONFLICT clauses, which SQLAlchemy has only per dialect
+        (each backend's module imports its own: a process never loads the other's)."""
+        raise NotImplementedError
 
     # -- lifecycle ----------------------------------------------------------------
 

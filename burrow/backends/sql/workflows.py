@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from burrow.backends.records import JOB_COLUMNS, StepRow
 from burrow.backends.schema import deps, jobs, workflows
@@ -114,7 +113,7 @@ class WorkflowsSQL(JobsSQL):
 
     def _among(self, column: Any, ids: Sequence[int]) -> Any:
         if self.dialect == "postgresql":
-            return column == sa.any_(sa.literal(list(ids), postgresql.ARRAY(sa.BigInteger)))
+            return column == sa.any_(sa.literal(list(ids), sa.ARRAY(sa.BigInteger)))
         return column.in_(list(ids))
 
     def _insert_edges(self, run: Callable[..., Any], edges: Sequence[tuple[int, int, bool, float]]) -> None:
@@ -122,7 +121,7 @@ class WorkflowsSQL(JobsSQL):
         if self.dialect == "postgresql":
             columns = list(zip(*edges))
             types = (sa.BigInteger, sa.BigInteger, sa.Boolean, sa.Float)
-            arrays = [sa.func.unnest(sa.literal(list(col), postgresql.ARRAY(t))) for col, t in zip(columns, types)]
+            arrays = [sa.func.unnest(sa.literal(list(col), sa.ARRAY(t))) for col, t in zip(columns, types)]
             run(sa.insert(deps).from_select(["child_id", "parent_id", "ignore_failure", "delay_s"], sa.select(*arrays)))
             return
         keys = ("child_id", "parent_id", "ignore_failure", "delay_s")
