@@ -152,6 +152,27 @@ def app_dir(where: Path) -> Path:
     return directory
 
 
+_COMPILED: set[Path] = set()
+
+
+def byte_compile(python: str, package: Path) -> None:
+    """Byte-compile a version's package once a run, as ``pip install`` does.
+
+    Where ``PYTHONDONTWRITEBYTECODE`` is set (this machine sets it), every
+    supervisor would otherwise compile each burrow module from source as it starts:
+    0.1 s of the checkout's start here and less of an older release's, fewer
+    modules, a cost no installed burrow pays, in a drain timed from the process's
+    start (benchmarks/README.md, "sixth pass"). The compiled files go in the
+    package's ``__pycache__`` (ignored by git), checked against the sources' times.
+    """
+    if package in _COMPILED:
+        return
+    done = subprocess.run([python, "-m", "compileall", "-q", str(package)], capture_output=True, check=False)
+    if done.returncode != 0:
+        raise VersionError(f"byte-compiling {package} failed: {done.stdout.decode().strip()[-300:]}")
+    _COMPILED.add(package)
+
+
 @dataclass(frozen=True)
 class Version:
     """How to run one burrow: interpreter and the ``sys.path`` entries before site-packages."""
@@ -177,8 +198,16 @@ class Version:
     def is_checkout(self) -> bool:
         return self.commit is None
 
+    @property
+    def package(self) -> Path:
+        """This version's ``burrow`` directory."""
+        if self.is_checkout:
+            return REPO_ROOT / "burrow"
+        return next(Path(self.python).parent.parent.glob("lib/python*/site-packages/burrow"))
+
     def env(self, app: Path, base: dict[str, str] | None = None) -> dict[str, str]:
         """The environment for this version's processes, the app importable from ``app``."""
+        byte_compile(self.python, self.package)
         env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("BURROW_DATABASE")}
         env["PYTHONPATH"] = os.pathsep.join((str(app), *self.path))
         return env
