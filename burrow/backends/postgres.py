@@ -388,7 +388,7 @@ class PostgresBackend(SQLBackend):
             params.update(hosts=arrays.texts([h for h, _ in hosts_pids]), pids=arrays.numbers([p for _, p in hosts_pids]))
 
         def write(conn: psycopg.Connection[Any]) -> set[int]:
-            return {row[0] for row in conn.execute(statement, params) if row[0] is not None}
+            return {row[0] for row in conn.execute(statement, params).fetchall() if row[0] is not None}
 
         written = self._on_held("finish", write)
         return [o.id for o in outcomes if o.id not in written]
@@ -417,7 +417,7 @@ class PostgresBackend(SQLBackend):
         }
 
         def extend(conn: psycopg.Connection[Any]) -> set[int]:
-            return {row[0] for row in conn.execute(self._extend_sql, params)}
+            return {row[0] for row in conn.execute(self._extend_sql, params).fetchall()}
 
         written = self._on_held("extend_leases", extend)
         return [job_id for job_id, _, _ in fences if job_id not in written]
@@ -430,7 +430,7 @@ class PostgresBackend(SQLBackend):
         params = {"ids": arrays.ints(job_ids)}
 
         def read(conn: psycopg.Connection[Any]) -> list[int]:
-            return [row[0] for row in conn.execute(self._cancel_requests_sql, params)]
+            return [row[0] for row in conn.execute(self._cancel_requests_sql, params).fetchall()]
 
         return self._on_held("cancel_requests", read)
 
