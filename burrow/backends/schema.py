@@ -96,8 +96,8 @@ def _partial_index(
 
     The predicate waits in ``info`` until :func:`declare_predicates` names the dialect:
     ``postgresql_where=`` and ``sqlite_where=`` here would import both SQLAlchemy
-    dialects into every process (the other one is 0.6 MB, counted again in each
-    forked worker). The migrations write their own DDL, so only a ``create_all``
+    dialects into every process (SQLite's is 0.6 MB, PostgreSQL's 2.3 MB, counted again
+    in each forked worker). The migrations write their own DDL, so only a ``create_all``
     from this file needs them."""
     return sa.Index(name, *columns, unique=unique, info={_WHERE: dict.fromkeys(dialects, where)})
 

@@ -152,7 +152,7 @@ def kill_strays(pools: Pools) -> None:
     daemon that left its worker's process group with setsid (so killing
     the group missed it); nothing would ever stop it after we are gone.
     """
-    import psutil  # only at exit: imported at start, every forked worker would carry its 0.75 MB
+    import psutil  # only at exit: imported at start, every forked worker would carry its 0.8 MB
 
     try:
         workers = pools.pids()

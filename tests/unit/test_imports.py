@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import burrow
+from tests.conftest import Database
 
 PACKAGE = Path(burrow.__file__).parent
 
@@ -132,7 +133,7 @@ NOT_BEFORE_FORK = {
 ONLY_WHEN_NEEDED = ("psutil", "difflib")  # a memory cap and the exit's stray check; a config error's hint
 
 
-def test_a_supervisor_loads_only_its_own_database_driver(database) -> None:
+def test_a_supervisor_loads_only_its_own_database_driver(database: Database) -> None:
     """The supervisor's modules, connected to one database, have not loaded the other
     database's SQLAlchemy dialect or driver, nor modules needed only at exit, for a
     memory cap or for an error message."""
