@@ -18,6 +18,7 @@ import collections
 import ctypes
 import enum
 import faulthandler
+import fcntl
 import os
 import select
 import signal
@@ -36,6 +37,35 @@ _PR_SET_CHILD_SUBREAPER = 36
 # much holds that, even with long paths.
 _STACK_READ_MAX_BYTES = 4 << 20
 STACK_MAX_CHARS = 20_000  # of stack in a job's error: enough for the frames that matter
+
+# A worker's report pipe holds what the supervisor has not read yet. Linux's default,
+# 64 KiB, is 58 results of 1 KB: a worker stalled on it while the supervisor spent
+# milliseconds writing a batch of outcomes (on SQLite in its own loop), and the 1 KB
+# mix drained at 0.67 of the raw loop; at 1 MiB, 0.79 (benchmarks/README.md, "sixth
+# pass"). The capacity counts against the user's pipe budget (Linux's default soft
+# limit is 64 MiB, past which new pipes of every program of the user get a minimal
+# one), so all report pipes together ask for at most a quarter of it.
+_REPORT_PIPE_MAX_BYTES = 1 << 20  # also Linux's default ceiling for unprivileged users
+_REPORT_PIPE_MIN_BYTES = 64 << 10  # Linux's default
+_REPORT_PIPES_BUDGET_BYTES = 16 << 20
+
+
+def report_pipe_bytes(workers: int) -> int:
+    """The capacity to ask for each worker's report pipe, with ``workers`` of them."""
+    return max(_REPORT_PIPE_MIN_BYTES, min(_REPORT_PIPE_MAX_BYTES, _REPORT_PIPES_BUDGET_BYTES // max(1, workers)))
+
+
+def _enlarge_pipe(fd: int, size: int) -> None:
+    """Ask for ``size`` bytes of pipe capacity; keep what the pipe has if refused (not
+    Linux, or past the user's pipe budget or the system's ceiling)."""
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setter is None:
+        return
+    try:
+        fcntl.fcntl(fd, setter, size)
+    except OSError:
+        pass
+
 
 # Everything the supervisor handles; blocked across fork, reset in the child.
 HANDLED_SIGNALS = (
@@ -217,10 +247,13 @@ def spawn(
     generation: int,
     inherited_fds: Iterable[int],
     child_main: Callable[[int, int], NoReturn],
+    report_pipe_bytes: int = _REPORT_PIPE_MIN_BYTES,
 ) -> WorkerHandle:
-    """Fork a worker that runs ``child_main(read_fd, write_fd)`` and never returns."""
+    """Fork a worker that runs ``child_main(read_fd, write_fd)`` and never returns;
+    its report pipe (``write_fd``) holds ``report_pipe_bytes`` if the system allows."""
     stack_file = tempfile.TemporaryFile()
     to_parent_r, to_parent_w = os.pipe()
+    _enlarge_pipe(to_parent_w, report_pipe_bytes)
     to_child_r, to_child_w = os.pipe()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:

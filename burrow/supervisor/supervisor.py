@@ -27,7 +27,7 @@ from burrow.config import Config
 from burrow.errors import BackendError, BurrowError, ConfigError
 from burrow.queue import JobQueue, new_owner
 from burrow.supervisor.apps import register_apps
-from burrow.supervisor.children import HANDLED_SIGNALS, WorkerHandle, become_subreaper, spawn
+from burrow.supervisor.children import HANDLED_SIGNALS, WorkerHandle, become_subreaper, report_pipe_bytes, spawn
 from burrow.supervisor.context import Context, ExitCode, State, retry_defaults
 from burrow.supervisor.exits import kill_strays, reap_children
 from burrow.supervisor.inbox import Inbox
@@ -267,7 +267,10 @@ class Supervisor:
             batch_size=pool.batch_size or ctx.config.supervisor.batch_size,
         )
         queue = ctx.queue
-        handle = spawn(pool.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w))
+        pipe_bytes = report_pipe_bytes(sum(p.target for p in ctx.pools.all()))
+        handle = spawn(
+            pool.generation, self._inherited_fds(), lambda r, w: worker_main(queue, settings, r, w), pipe_bytes
+        )
         handle.role = pool.role
         on_readable = self.inbox.on_readable
         ctx.selector.register(handle.read_fd, selectors.EVENT_READ, lambda: on_readable(handle))
