@@ -15,6 +15,7 @@ whether consumers are woken. A new outcome kind is one new row in the table.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -136,9 +137,22 @@ def uniform_change(changes: Sequence[Change]) -> Change | None:
     CTEs to plan, which is most of a small batch's cost.
     """
     first = changes[0]
-    if first.delay_s is not None or first.event is not None or first.wakes or first.expired_only or first.snooze:
+    if not _plain(first):
         return None
     return first if all(c == first for c in changes) else None
+
+
+def plain_change(changes: Sequence[Change]) -> Change | None:
+    """The change most of a mixed batch shares, when it is one :func:`uniform_change`
+    would take alone (the successes beside a few retries): on PostgreSQL those rows
+    take the uniform UPDATE beside the general one, in the same statement."""
+    counts = Counter(c for c in changes if _plain(c))
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _plain(c: Change) -> bool:
+    """No delay, history, wake-up, expiry check or snooze: values the SQL text can hold."""
+    return c.delay_s is None and c.event is None and not c.wakes and not c.expired_only and not c.snooze
 
 
 def uniform_assignments(c: Change, now: str) -> str:

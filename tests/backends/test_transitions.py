@@ -10,7 +10,7 @@ import pytest
 
 from burrow.job import JobState
 from burrow.backends.records import ClaimRequest, Outcome, OutcomeKind
-from burrow.backends.transitions import TRANSITIONS, Wake
+from burrow.backends.transitions import TRANSITIONS, Wake, change, plain_change
 from burrow.queue import JobQueue
 from tests.conftest import Database, FakeClock
 
@@ -87,6 +87,16 @@ def test_a_reapers_write_needs_the_lease_still_expired(clocked: JobQueue, clock:
     job_id, attempt, _ = _running_job(clocked, clock, f"e.{kind.value}")
     assert clocked.backend.finish([_outcome(kind, job_id, attempt, "reaped")]) == [job_id]
     assert clocked.job(job_id).state is JobState.RUNNING
+
+
+def test_a_mixed_batch_names_the_change_most_of_it_shares() -> None:
+    """PostgreSQL writes the rows of that change with the uniform UPDATE, beside the
+    general one for the rest; only a change the uniform UPDATE can write is named."""
+    ok = change(Outcome(1, "o", 1, OutcomeKind.SUCCEEDED))
+    retry = change(Outcome(2, "o", 1, OutcomeKind.RETRY, error="boom"))
+    failed = change(Outcome(3, "o", 1, OutcomeKind.FAILED, error="boom"))
+    assert plain_change([retry, ok, failed, ok]) == ok
+    assert plain_change([retry, retry, failed]) is None
 
 
 def test_the_table_is_complete() -> None:
