@@ -367,15 +367,19 @@ class PostgresBackend(SQLBackend):
             "done_channel": self.done_channel,
             "done_ids": done_notice([o.id for o in outcomes]),
         }
-        uniform = uniform_change(changes)
-        plain = None if uniform is not None else plain_change(changes)
-        if uniform is not None:
+        if (uniform := uniform_change(changes)) is not None:
             statement = self._uniform_finish_sql(uniform)
             params.update(_fenced_arrays(outcomes))
-        elif plain is not None:
+        elif (plain := plain_change(changes)) is not None:
             statement = self._split_finish_sql(plain)
-            rest = [(o, c) for o, c in zip(outcomes, changes) if c != plain]
-            params.update(_fenced_arrays([o for o, c in zip(outcomes, changes) if c == plain], prefix="p_"))
+            plain_rows: list[Outcome] = []
+            rest: list[tuple[Outcome, Change]] = []
+            for o, c in zip(outcomes, changes):
+                if c == plain:
+                    plain_rows.append(o)
+                else:
+                    rest.append((o, c))
+            params.update(_fenced_arrays(plain_rows, prefix="p_"))
             params.update(self._general_arrays([o for o, _ in rest], [c for _, c in rest]))
         else:
             statement = self._finish_sql
@@ -407,6 +411,7 @@ class PostgresBackend(SQLBackend):
         }
 
     def _split_finish_sql(self, plain: Change) -> str:
+        """A mixed batch's statement, its ``plain`` rows' change written into the text."""
         statement = self._split_finishes.get(plain)
         if statement is None:
             statement = self._split_finishes[plain] = self._finish_split.replace(

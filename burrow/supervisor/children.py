@@ -247,13 +247,13 @@ def spawn(
     generation: int,
     inherited_fds: Iterable[int],
     child_main: Callable[[int, int], NoReturn],
-    report_pipe_bytes: int = _REPORT_PIPE_MIN_BYTES,
+    pipe_bytes: int = _REPORT_PIPE_MIN_BYTES,
 ) -> WorkerHandle:
     """Fork a worker that runs ``child_main(read_fd, write_fd)`` and never returns;
-    its report pipe (``write_fd``) holds ``report_pipe_bytes`` if the system allows."""
+    its report pipe (``write_fd``) holds ``pipe_bytes`` if the system allows."""
     stack_file = tempfile.TemporaryFile()
     to_parent_r, to_parent_w = os.pipe()
-    _enlarge_pipe(to_parent_w, report_pipe_bytes)
+    _enlarge_pipe(to_parent_w, pipe_bytes)
     to_child_r, to_child_w = os.pipe()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
