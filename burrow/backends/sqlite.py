@@ -30,7 +30,7 @@ from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, UTC, jobs
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
-from burrow.backends.transitions import Change, change, uniform_assignments, uniform_change
+from burrow.backends.transitions import Change, change, plain_change, uniform_assignments
 from burrow.errors import BackendError
 
 _INSERT_ROWS = 500  # 9 parameters a row (NewJob's fields, id, created_at); SQLite allows 32,766 in a statement
@@ -268,39 +268,47 @@ class SQLiteBackend(SQLBackend):
         return claim
 
     def _finish(self, outcomes: Sequence[Outcome]) -> list[int]:
-        """One fenced executemany for the whole batch, whatever the kinds, in one transaction.
+        """Fenced executemanys for the whole batch, whatever its kinds, in one transaction.
 
         SQLite has no network round trip to save, so per-row statements run at C
         speed through executemany; what each kind writes comes from
-        ``transitions.change``. When every row matched (the usual case) that is
-        all; when some fence failed the transaction is redone row by row, to learn
-        which outcomes were written.
+        ``transitions.change``. The rows of the batch's plain change (its successes)
+        take the uniform UPDATE, the rest the general one: on a batch with 1 in 10
+        retried the general UPDATE for every row cost 2 us a row more
+        (benchmarks/README.md, "seventh pass"). When every row matched (the usual
+        case) that is all; when some fence failed the transaction is redone row by
+        row, to learn which outcomes were written.
         """
         if not outcomes:
             return []
         now = self.now()
         stamp = _stamp(now)
         changes = [change(o) for o in outcomes]
-        uniform = uniform_change(changes)
         # change() has capped every delay, so no row below can overflow a timestamp; a
         # value SQLite cannot bind is refused in _on_held, like any other call's.
-        if uniform is not None:
-            statement = _uniform_finish_sql(uniform)
-            head = (stamp,) if uniform.finishes else ()
-            rows = [(*head, o.result, o.error, o.id, o.owner, o.attempt) for o in outcomes]
-        else:
-            statement = _FINISH
-            rows = [_finish_params(o, c, now, stamp) for o, c in zip(outcomes, changes)]
+        plain = plain_change(changes)  # the whole batch's change, usually
+        picked: list[int] = []
+        rest: list[int] = []
+        for i, c in enumerate(changes):
+            (picked if c == plain else rest).append(i)
+        groups: list[tuple[str, list[int], list[tuple[Any, ...]]]] = []
+        if plain is not None:
+            head = (stamp,) if plain.finishes else ()
+            groups.append((_uniform_finish_sql(plain), picked, [_fenced(outcomes[i], head) for i in picked]))
+        if rest:
+            groups.append((_FINISH, rest, [_finish_params(outcomes[i], changes[i], now, stamp) for i in rest]))
 
         def write(conn: sqlite3.Connection) -> list[int]:
             _begin_immediate(conn, self.timeouts.call_s)
-            written: Sequence[int]
-            if conn.executemany(statement, rows).rowcount == len(rows):
-                written = range(len(rows))
+            if all(conn.executemany(statement, rows).rowcount == len(rows) for statement, _, rows in groups):
+                written = [i for _, indices, _ in groups for i in indices]
             else:
                 conn.rollback()
                 _begin_immediate(conn, self.timeouts.call_s)
-                written = [i for i, row in enumerate(rows) if conn.execute(statement, row).rowcount == 1]
+                written = [
+                    i for statement, indices, rows in groups
+                    for i, row in zip(indices, rows) if conn.execute(statement, row).rowcount == 1
+                ]
             entries = []
             for i in written:
                 if (event := changes[i].event) is not None:
@@ -449,6 +457,12 @@ def _count_running_sql(task_count: int) -> str:
         "SELECT task, count(*) FROM burrow_jobs WHERE state = 'running'"
         f" AND task IN ({', '.join('?' * task_count)}) GROUP BY task"
     )
+
+
+def _fenced(outcome: Outcome, head: tuple[str, ...]) -> tuple[Any, ...]:
+    """A uniform finish's parameters for ``outcome``: the stamp if it finishes, its
+    result and error, then its fence."""
+    return (*head, outcome.result, outcome.error, outcome.id, outcome.owner, outcome.attempt)
 
 
 def _finish_params(outcome: Outcome, c: Change, now: dt.datetime, stamp: str) -> tuple[Any, ...]:

@@ -327,3 +327,34 @@ def test_drain_does_not_run_or_count_a_job_whose_lease_was_lost(database: Databa
     finally:
         q.close()
         reaper.close()
+
+
+@pytest.mark.parametrize("lost_kind", [OutcomeKind.SUCCEEDED, OutcomeKind.RETRY])
+def test_a_mixed_batch_writes_all_but_the_lost_whichever_part_they_are_in(
+    clocked: JobQueue, clock: FakeClock, lost_kind: OutcomeKind
+) -> None:
+    """A batch of successes with a few retries is written in two parts (the successes by
+    the uniform UPDATE, the rest by the general one); an outcome whose fence fails in
+    either part is reported, and every other is written as its kind says."""
+    backend = clocked.backend
+    ids = clocked.enqueue_many("fence.mixed", [{} for _ in range(20)], max_retries=5)
+    claimed = backend.claim(ClaimRequest(["fence.mixed"], 20, "me", 30))
+    kinds = [OutcomeKind.RETRY if i % 5 == 0 else OutcomeKind.SUCCEEDED for i in range(20)]
+    lost = next(i for i, kind in enumerate(kinds) if kind is lost_kind and i > 0)
+    outcomes = [
+        Outcome(job.id, "someone else" if i == lost else "me", job.attempt, kind,
+                result=b"r" if kind is OutcomeKind.SUCCEEDED else None,
+                error="again" if kind is OutcomeKind.RETRY else None)
+        for i, (job, kind) in enumerate(zip(claimed, kinds))
+    ]
+    assert backend.finish(outcomes) == [ids[lost]]
+    states = [clocked.job(job_id) for job_id in ids]
+    expected = [
+        JobState.RUNNING if i == lost else JobState.QUEUED if kind is OutcomeKind.RETRY else JobState.SUCCEEDED
+        for i, kind in enumerate(kinds)
+    ]
+    assert [s.state for s in states] == expected
+    retried = [i for i, kind in enumerate(kinds) if kind is OutcomeKind.RETRY and i != lost]
+    assert all(states[i].last_error == "again" and states[i].result is None for i in retried)
+    assert [len(clocked.history(ids[i])) for i in retried] == [1] * len(retried)
+    assert all(states[i].result == b"r" for i, kind in enumerate(kinds) if kind is OutcomeKind.SUCCEEDED and i != lost)
