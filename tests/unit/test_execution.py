@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -187,6 +188,27 @@ def _raise_group(message: str) -> None:
     raise ExceptionGroup("several", [ValueError(message), TypeError("t")])
 
 
+class _AppError(Exception):
+    """An application's own error: its name is written with its module."""
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+def _raise_shaped(shape: str) -> None:
+    """Errors whose last line traceback writes each its own way, all from one line."""
+    errors: dict[str, Callable[[], object]] = {
+        "empty": RuntimeError,
+        "app": lambda: _AppError("in the app"),
+        "unprintable": _Unprintable,
+        "os": lambda: OSError(2, "no such file"),
+        "syntax": lambda: compile("def broken(:\n", "job.py", "exec"),
+    }
+    raise errors[shape]()  # type: ignore[misc]  # "syntax" raises while building it
+
+
 def test_a_failure_at_a_known_place_reads_as_a_fresh_one() -> None:
     """Failures at the same lines reuse their stack's text (a retry storm formats it
     once); every error still reads exactly as Python would write it, with its own
@@ -208,3 +230,23 @@ def test_a_failure_at_a_known_place_reads_as_a_fresh_one() -> None:
         for cached, full in texts:
             assert cached == full
         assert len({cached for cached, _ in texts}) == len(messages)  # each names its own message
+
+
+def test_a_cached_stack_ends_with_the_line_python_writes() -> None:
+    """The error's own line, written without the traceback module on a cached stack,
+    reads as Python writes it for every kind of error: an empty message, an
+    application's class (named with its module), a __str__ that raises, an OSError's
+    errno, a syntax error's lines."""
+    from burrow.execution import _full_traceback_text, _traceback_text
+
+    shapes = ["empty", "app", "unprintable", "os", "syntax"]
+    texts = []
+    for shape in shapes * 2:  # the second round finds each stack cached
+        try:
+            _raise_shaped(shape)
+        except BaseException as exc:  # noqa: BLE001 - any of the shapes above
+            texts.append((_traceback_text(exc), _full_traceback_text(exc)))
+    for cached, full in texts:
+        assert cached == full
+    assert "test_execution._AppError: in the app" in texts[1][0]
+    assert texts[2][0].endswith("_Unprintable: <exception str() failed>\n")
