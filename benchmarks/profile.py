@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.split import MIXES
 from benchmarks.supervised import REPO_ROOT, SupervisorProcess, wait_finished
 from benchmarks.target import Target
 
@@ -62,14 +63,6 @@ def _py_spy() -> str:
     if exe is None:
         sys.exit("py-spy is not installed: pip install py-spy")
     return exe
-
-
-# The drain's jobs, as the suite's mixes fill them (benchmarks/suite.py, bench_mixes).
-MIXES: dict[str, dict[str, Any]] = {
-    "noop": {},
-    "retry10": {"task": "bench.flaky", "payload": b'{"fail":false}', "special": b'{"fail":true}', "every": 10},
-    "result1k": {"task": "bench.result"},
-}
 
 
 def profile_claim(args: argparse.Namespace, out: Path) -> None:

@@ -30,10 +30,13 @@ from benchmarks.supervised import SupervisorProcess, wait_finished
 from benchmarks.target import Target
 from benchmarks.versions import Version
 
+# The drain's jobs, as the suite's mixes fill them (benchmarks/suite.py, bench_mixes).
 MIXES: dict[str, dict[str, Any]] = {
     "noop": {},
     "retry10": {"task": "bench.flaky", "payload": b'{"fail":false}', "special": b'{"fail":true}', "every": 10},
     "result1k": {"task": "bench.result"},
+    # retry10's task and payloads without the failures: what the failures alone cost
+    "flaky0": {"task": "bench.flaky", "payload": b'{"fail":false}'},
 }
 
 
