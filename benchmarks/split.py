@@ -2,6 +2,7 @@
 
     python -m benchmarks.split --jobs 200000 --rounds 3 --against b1b8523
     python -m benchmarks.split --backend sqlite --jobs 30000 --mix retry10
+    python -m benchmarks.split --without-index burrow_jobs_finished_idx
 
 Each round drains ``--jobs`` pre-filled no-op jobs (or a mix) through a real
 supervisor, 2 workers by default, in a fresh schema or file, for the checkout and
@@ -11,7 +12,8 @@ time from ``/proc`` at READY and when the last job is done: the supervisor's own
 its workers' (live and reaped) and, on a PostgreSQL server on this host, the
 backends serving them (benchmarks/cpu.py). The rate is given twice: from READY,
 and from the process's start to the last job's ``finished_at``, issue 27's measure,
-which also charges the start-up. Medians of the rounds; the suite's drain rows give
+which also charges the start-up. ``--without-index`` adds the checkout with those
+indexes dropped from its fresh schema: what they cost a drain. Medians of the rounds; the suite's drain rows give
 throughput only, this says which process a change moved.
 """
 
@@ -21,6 +23,7 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -67,10 +70,12 @@ def _tree_seconds(pid: int) -> tuple[float, float]:
     return times.user + times.system, workers
 
 
-def one_drain(kind: str, version: Version, jobs: int, workers: int, batch_size: int, mix: str) -> Split:
+def one_drain(kind: str, version: Version, jobs: int, workers: int, batch_size: int, mix: str,
+              without: Sequence[str] = ()) -> Split:
     target = Target.create(kind)
     try:
         version.migrate(target)
+        target.drop_indexes(without)
         target.reset(jobs, **MIXES[mix])
         if kind == "postgresql":
             target.vacuum_analyze()
@@ -106,13 +111,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--mix", choices=sorted(MIXES), default="noop")
     parser.add_argument("--against", nargs="*", default=[], metavar="REF", help="earlier versions to alternate with")
+    parser.add_argument("--without-index", nargs="*", default=[], metavar="NAME",
+                        help="also the checkout with these indexes of its schema dropped: what they cost a drain")
     args = parser.parse_args()
 
-    versions = {"checkout": Version.checkout(), **{ref: Version.of(ref) for ref in args.against}}
+    checkout = Version.checkout()
+    versions: dict[str, tuple[Version, Sequence[str]]] = {"checkout": (checkout, ())}
+    if args.without_index:
+        versions["checkout without " + ", ".join(args.without_index)] = (checkout, args.without_index)
+    versions.update({ref: (Version.of(ref), ()) for ref in args.against})
     rounds: dict[str, list[Split]] = {name: [] for name in versions}
     for number in range(1, args.rounds + 1):
-        for name, version in versions.items():
-            split = one_drain(args.backend, version, args.jobs, args.workers, args.batch_size, args.mix)
+        for name, (version, without) in versions.items():
+            split = one_drain(args.backend, version, args.jobs, args.workers, args.batch_size, args.mix, without)
             rounds[name].append(split)
             print(f"[round {number}] {name}: {split.from_start:,.0f} jobs/s from start, {split.total_us:.1f} us/job", flush=True)
 

@@ -16,7 +16,7 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,15 @@ class Target:
         import burrow
 
         burrow.connect(self.dsn, schema=self.schema).close()
+
+    def drop_indexes(self, names: Sequence[str]) -> None:
+        """What an index costs: the benchmark's schema without it (benchmarks.split)."""
+        with self.admin() as conn:
+            for name in names:
+                if self.kind == "postgresql":
+                    conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(self.schema or "public", name)))
+                else:
+                    conn.execute(f'DROP INDEX "{name}"')
 
     def destroy(self) -> None:
         if self.kind == "postgresql":
