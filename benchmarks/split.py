@@ -71,7 +71,7 @@ def _tree_seconds(pid: int) -> tuple[float, float]:
 
 
 def one_drain(kind: str, version: Version, jobs: int, workers: int, batch_size: int, mix: str,
-              without: Sequence[str] = ()) -> Split:
+              without: Sequence[str] = (), log_level: str = "warning") -> Split:
     target = Target.create(kind)
     try:
         version.migrate(target)
@@ -79,7 +79,7 @@ def one_drain(kind: str, version: Version, jobs: int, workers: int, batch_size: 
         target.reset(jobs, **MIXES[mix])
         if kind == "postgresql":
             target.vacuum_analyze()
-        with SupervisorProcess(target, workers, batch_size, version=version) as sup:
+        with SupervisorProcess(target, workers, batch_size, version=version, log_level=log_level) as sup:
             sup.start()
             assert sup.proc is not None
             before, own_before = cpu.snapshot(sup.proc.pid, target), _tree_seconds(sup.proc.pid)
@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--against", nargs="*", default=[], metavar="REF", help="earlier versions to alternate with")
     parser.add_argument("--without-index", nargs="*", default=[], metavar="NAME",
                         help="also the checkout with these indexes of its schema dropped: what they cost a drain")
+    parser.add_argument("--log-level", default="warning",
+                        help="the supervisor's [logging] level (burrow's default, info, writes two lines a job)")
     args = parser.parse_args()
 
     checkout = Version.checkout()
@@ -123,7 +125,8 @@ def main() -> None:
     rounds: dict[str, list[Split]] = {name: [] for name in versions}
     for number in range(1, args.rounds + 1):
         for name, (version, without) in versions.items():
-            split = one_drain(args.backend, version, args.jobs, args.workers, args.batch_size, args.mix, without)
+            split = one_drain(args.backend, version, args.jobs, args.workers, args.batch_size, args.mix, without,
+                              args.log_level)
             rounds[name].append(split)
             print(f"[round {number}] {name}: {split.from_start:,.0f} jobs/s from start, {split.total_us:.1f} us/job", flush=True)
 

@@ -53,7 +53,8 @@ class SupervisorProcess:
     command = ("-m", "burrow.supervisor")
 
     def __init__(self, target: Target, workers: int, batch_size: int, *, env: dict[str, str] | None = None,
-                 config: str = "", version: Version | None = None, dsn: str | None = None) -> None:
+                 config: str = "", version: Version | None = None, dsn: str | None = None,
+                 log_level: str = "warning") -> None:
         SupervisorProcess._count += 1
         self.name = f"sup{SupervisorProcess._count}"
         self.target = target
@@ -67,6 +68,7 @@ class SupervisorProcess:
         self.extra_config = config  # TOML appended to the generated file (e.g. a [retention] table)
         self.version = version or Version.checkout()
         self.dsn = dsn or target.dsn  # another address of the same database (a proxy's)
+        self.log_level = log_level  # "warning": no line per job; burrow's default, "info", writes two
         self.app = app_dir(self.dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify: socket.socket | None = None
@@ -87,7 +89,7 @@ class SupervisorProcess:
             'shutdown_timeout = "10s"\n'
             "[logging]\n"
             'format = "json"\n'
-            'level = "warning"\n'
+            f'level = "{self.log_level}"\n'
             f"{self.extra_config}"
         )
 
