@@ -3,6 +3,7 @@
     python -m benchmarks.split --jobs 200000 --rounds 3 --against b1b8523
     python -m benchmarks.split --backend sqlite --jobs 30000 --mix retry10
     python -m benchmarks.split --without-index burrow_jobs_finished_idx
+    python -m benchmarks.split --log-level warning info
 
 Each round drains ``--jobs`` pre-filled no-op jobs (or a mix) through a real
 supervisor, 2 workers by default, in a fresh schema or file, for the checkout and
@@ -13,7 +14,9 @@ its workers' (live and reaped) and, on a PostgreSQL server on this host, the
 backends serving them (benchmarks/cpu.py). The rate is given twice: from READY,
 and from the process's start to the last job's ``finished_at``, issue 27's measure,
 which also charges the start-up. ``--without-index`` adds the checkout with those
-indexes dropped from its fresh schema: what they cost a drain. Medians of the rounds; the suite's drain rows give
+indexes dropped from its fresh schema: what they cost a drain; a second
+``--log-level`` adds the checkout at that level (the suite runs at ``warning``,
+burrow's default is ``info``: two lines a job). Medians of the rounds; the suite's drain rows give
 throughput only, this says which process a change moved.
 """
 
@@ -102,6 +105,16 @@ def one_drain(kind: str, version: Version, jobs: int, workers: int, batch_size: 
         target.destroy()
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One side of the alternation: a version, the indexes dropped from its schema, its log level."""
+
+    name: str
+    version: Version
+    without: Sequence[str]
+    log_level: str
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
@@ -113,22 +126,25 @@ def main() -> None:
     parser.add_argument("--against", nargs="*", default=[], metavar="REF", help="earlier versions to alternate with")
     parser.add_argument("--without-index", nargs="*", default=[], metavar="NAME",
                         help="also the checkout with these indexes of its schema dropped: what they cost a drain")
-    parser.add_argument("--log-level", default="warning",
-                        help="the supervisor's [logging] level (burrow's default, info, writes two lines a job)")
+    parser.add_argument("--log-level", nargs="+", default=["warning"], metavar="LEVEL",
+                        help="the supervisors' [logging] level (burrow's default, info, writes two lines a job);"
+                             " each further level adds the checkout at that level")
     args = parser.parse_args()
 
-    checkout = Version.checkout()
-    versions: dict[str, tuple[Version, Sequence[str]]] = {"checkout": (checkout, ())}
+    checkout, level = Version.checkout(), args.log_level[0]
+    variants = [Variant("checkout", checkout, (), level)]
     if args.without_index:
-        versions["checkout without " + ", ".join(args.without_index)] = (checkout, args.without_index)
-    versions.update({ref: (Version.of(ref), ()) for ref in args.against})
-    rounds: dict[str, list[Split]] = {name: [] for name in versions}
+        variants.append(Variant("checkout without " + ", ".join(args.without_index), checkout, args.without_index, level))
+    variants += [Variant(f"checkout at {other}", checkout, (), other) for other in args.log_level[1:]]
+    variants += [Variant(ref, Version.of(ref), (), level) for ref in args.against]
+    rounds: dict[str, list[Split]] = {v.name: [] for v in variants}
     for number in range(1, args.rounds + 1):
-        for name, (version, without) in versions.items():
-            split = one_drain(args.backend, version, args.jobs, args.workers, args.batch_size, args.mix, without,
-                              args.log_level)
-            rounds[name].append(split)
-            print(f"[round {number}] {name}: {split.from_start:,.0f} jobs/s from start, {split.total_us:.1f} us/job", flush=True)
+        for v in variants:
+            split = one_drain(args.backend, v.version, args.jobs, args.workers, args.batch_size, args.mix, v.without,
+                              v.log_level)
+            rounds[v.name].append(split)
+            print(f"[round {number}] {v.name}: {split.from_start:,.0f} jobs/s from start, {split.total_us:.1f} us/job",
+                  flush=True)
 
     print(f"\n{args.backend}, {args.jobs:,} {args.mix} jobs, {args.workers} workers, batch {args.batch_size},"
           f" medians of {args.rounds} rounds alternated; CPU per job")
