@@ -43,7 +43,9 @@ NO_AGAINST = "none"
 # megabytes and percents ("value": the row's own figure).
 TARGETS: tuple[tuple[str, str, float], ...] = (
     ("postgresql.drain.w2", "fixed", 0.9),
-    ("sqlite.drain.w2", "fixed", 0.8),
+    # "SQLite drain at least 0.8x of its raw loop" (the issue), where PostgreSQL's is
+    # "of the fixed raw loop": the table shows SQLite's fixed ratio too.
+    ("sqlite.drain.w2", "raw", 0.8),
     ("postgresql.drain.w2", "0.1.0", 1.15),
     ("postgresql.mix.retry10", "raw", 0.6),
     ("postgresql.mix.result1k", "raw", 0.8),

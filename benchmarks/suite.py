@@ -353,6 +353,8 @@ def bench_drain(claims: ClaimBench, plan: Plan, batch_size: int, progress: Progr
                                 "pairs_below": comparison.pairs_below, "below": comparison.below()}
         rows.append(row)
         progress(row_line(row))
+    rows.append(_drain_at_info(target, plan, batch_size))
+    progress(row_line(rows[-1]))
     for batch in plan.drain_batches:
         if batch == batch_size:
             continue
@@ -364,6 +366,23 @@ def bench_drain(claims: ClaimBench, plan: Plan, batch_size: int, progress: Progr
                         note=f"batch-size sweep, {jobs:,} jobs, 1 round", extra={"jobs": jobs, "batch_size": batch}))
         progress(row_line(rows[-1]))
     return rows
+
+
+def _drain_at_info(target: Target, plan: Plan, batch_size: int) -> Row:
+    """The drain at burrow's default log level, info, where each job writes two lines
+    (job_started, job_succeeded): the suite's other drains run at warning, which
+    hides what those lines cost. Alternated with the same drain at warning."""
+    jobs, rounds = plan.drain_jobs, 1 if plan.quick else plan.drain_rounds
+
+    def at(level: str) -> Callable[[], float]:
+        return lambda: drain(target, 2, batch_size, jobs, log_level=level).rate
+
+    ours, theirs = _alternate(rounds, at("info"), at("warning"))
+    return Row(f"{target.kind}.drain.w2.info", target.kind, "drain", f"2 workers, batch {batch_size}, log level info",
+               median(ours), baseline=median(theirs), rounds=ours, baseline_rounds=theirs,
+               note=f"two log lines a job (burrow's default level) to a file; {jobs:,} jobs, {rounds} rounds;"
+                    " ratio: to the same drain at warning",
+               extra={"jobs": jobs, "batch_size": batch_size, "log_level": "info"})
 
 
 # -- d. steady state ------------------------------------------------------------

@@ -216,7 +216,7 @@ def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = 
           payload: bytes = b"{}", special: bytes | None = None, every: int = 0,
           above_id: int | None = None, config: str = "",
           fill_when: Callable[[], bool] | None = None, filled: bool = False,
-          version: Version | None = None, dsn: str | None = None) -> DrainResult:
+          version: Version | None = None, dsn: str | None = None, log_level: str = "warning") -> DrainResult:
     """Pre-fill ``n`` jobs, start a supervisor, wait until every one succeeded.
 
     ``above_id``: keep the jobs up to that id (old finished rows) and drain ``n``
@@ -226,7 +226,8 @@ def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = 
     to time a drain beside something the supervisor does only after its start.
     ``filled``: the caller put the ``n`` jobs in already (above ``above_id``).
     ``version``: which burrow's supervisor (default: the checkout's); ``dsn``:
-    where it connects, if not to ``target.dsn`` (a proxy in front of it).
+    where it connects, if not to ``target.dsn`` (a proxy in front of it); ``log_level``:
+    the supervisor's (``info``, burrow's default, writes two lines a job).
     """
     if filled:
         pass
@@ -236,7 +237,8 @@ def drain(target: Target, workers: int, batch_size: int, n: int, *, task: str = 
         target.refill(n, above_id, task=task)
     else:
         target.refill(0, above_id, task=task)
-    with SupervisorProcess(target, workers, batch_size, config=config, version=version, dsn=dsn) as sup:
+    with SupervisorProcess(target, workers, batch_size, config=config, version=version, dsn=dsn,
+                           log_level=log_level) as sup:
         sup.start()
         assert sup.proc is not None
         cpu_before = cpu.snapshot(sup.proc.pid, target)
