@@ -16,8 +16,8 @@ and from the process's start to the last job's ``finished_at``, issue 27's measu
 which also charges the start-up. ``--without-index`` adds the checkout with those
 indexes dropped from its fresh schema: what they cost a drain; a second
 ``--log-level`` adds the checkout at that level (the suite runs at ``warning``,
-burrow's default is ``info``: two lines a job). Medians of the rounds; the suite's drain rows give
-throughput only, this says which process a change moved.
+burrow's default is ``info``: two lines a job). Medians of the rounds; the suite's
+drain rows give throughput only, this says which process a change moved.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psutil

@@ -146,18 +146,24 @@ def json_line(logger: Any, method_name: str, event_dict: EventDict) -> str:
 # As structlog's add_log_level names them: warn is the stdlib's old alias, and
 # exception() is error() with the traceback.
 _LEVEL_OF = {"warn": "warning", "exception": "error"}
-_second: list[Any] = [None, ""]  # the second last stamped, and its text up to the seconds
 
 
 def _utc_stamp() -> str:
     return utc_stamp_of(time.time_ns() // 1000)
 
 
+# The second last stamped and its text up to the seconds: one tuple, replaced whole, so
+# that a thread reading it as another stamps the next second never mixes the two.
+_second: tuple[int, str] = (-1, "")
+
+
 def utc_stamp_of(micros_since_epoch: int) -> str:
     """That time as ``datetime.fromtimestamp(t, timezone.utc).isoformat()`` writes it,
     with ``Z`` for ``+00:00`` (and, like it, no fraction on a whole second): structlog's
     ``TimeStamper(fmt="iso", utc=True)``."""
+    global _second
     seconds, micros = divmod(micros_since_epoch, 1_000_000)
-    if seconds != _second[0]:
-        _second[:] = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{_second[1]}.{micros:06d}Z" if micros else f"{_second[1]}Z"
+    cached = _second
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{micros:06d}Z" if micros else f"{cached[1]}Z"
