@@ -30,7 +30,7 @@ from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, UTC, jobs
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
-from burrow.backends.transitions import Change, change, plain_change, uniform_assignments
+from burrow.backends.transitions import Change, change, plain_change, uniform_assignments, uniform_change
 from burrow.errors import BackendError
 
 _INSERT_ROWS = 500  # 9 parameters a row (NewJob's fields, id, created_at); SQLite allows 32,766 in a statement
@@ -286,16 +286,18 @@ class SQLiteBackend(SQLBackend):
         changes = [change(o) for o in outcomes]
         # change() has capped every delay, so no row below can overflow a timestamp; a
         # value SQLite cannot bind is refused in _on_held, like any other call's.
-        plain = plain_change(changes)  # the whole batch's change, usually
-        picked: list[int] = []
-        rest: list[int] = []
-        for i, c in enumerate(changes):
-            (picked if c == plain else rest).append(i)
-        groups: list[tuple[str, list[int], list[tuple[Any, ...]]]] = []
-        if plain is not None:
-            head = (stamp,) if plain.finishes else ()
-            groups.append((_uniform_finish_sql(plain), picked, [_fenced(outcomes[i], head) for i in picked]))
-        if rest:
+        groups: list[tuple[str, Sequence[int], list[tuple[Any, ...]]]]
+        if (uniform := uniform_change(changes)) is not None:  # the usual batch: no partition
+            groups = [(_uniform_finish_sql(uniform), range(len(outcomes)), _fenced(outcomes, uniform, stamp))]
+        else:
+            plain = plain_change(changes)
+            picked: list[int] = []
+            rest: list[int] = []
+            for i, c in enumerate(changes):
+                (picked if c == plain else rest).append(i)
+            groups = []
+            if plain is not None:
+                groups.append((_uniform_finish_sql(plain), picked, _fenced([outcomes[i] for i in picked], plain, stamp)))
             groups.append((_FINISH, rest, [_finish_params(outcomes[i], changes[i], now, stamp) for i in rest]))
 
         def write(conn: sqlite3.Connection) -> list[int]:
@@ -459,10 +461,11 @@ def _count_running_sql(task_count: int) -> str:
     )
 
 
-def _fenced(outcome: Outcome, head: tuple[str, ...]) -> tuple[Any, ...]:
-    """A uniform finish's parameters for ``outcome``: the stamp if it finishes, its
-    result and error, then its fence."""
-    return (*head, outcome.result, outcome.error, outcome.id, outcome.owner, outcome.attempt)
+def _fenced(outcomes: Sequence[Outcome], c: Change, stamp: str) -> list[tuple[Any, ...]]:
+    """A uniform finish's parameters for each outcome of change ``c``: the stamp if it
+    finishes, the result and error, then the fence."""
+    head = (stamp,) if c.finishes else ()
+    return [(*head, o.result, o.error, o.id, o.owner, o.attempt) for o in outcomes]
 
 
 def _finish_params(outcome: Outcome, c: Change, now: dt.datetime, stamp: str) -> tuple[Any, ...]:
