@@ -439,7 +439,10 @@ class LoggingConfig:
     format: LogFormat | None = setting(
         "format", _log_format, None, "`console` or `json` (JSON lines)", absent="console on a TTY, else `json`"
     )
-    level: str = setting("level", _choice(LOG_LEVELS), "info", ", ".join(f"`{level}`" for level in LOG_LEVELS))
+    level: str = setting(
+        "level", _choice(LOG_LEVELS), "info",
+        ", ".join(f"`{level}`" for level in LOG_LEVELS) + "; `info` writes two lines a job (`job_started`, `job_succeeded`)",
+    )
 
     def effective_format(self, isatty: bool) -> LogFormat:
         """The format to use when the log stream is (or is not) a terminal."""

@@ -213,23 +213,30 @@ def test_a_failure_at_a_known_place_reads_as_a_fresh_one() -> None:
     """Failures at the same lines reuse their stack's text (a retry storm formats it
     once); every error still reads exactly as Python would write it, with its own
     message and notes, and chained errors and groups are written whole."""
-    from burrow.execution import _full_traceback_text, _traceback_text
-
     for raiser, messages in (
         (_raise_at_one_place, ["order 1", "order 2", "ordre\u00e9 3"]),
         (lambda m: _raise_at_one_place(m, note=f"note for {m}"), ["a", "b"]),
         (_raise_chained, ["x", "y"]),
         (_raise_group, ["g1", "g2"]),
     ):
-        texts = []
-        for message in messages:
-            try:
-                raiser(message)
-            except BaseException as exc:  # noqa: BLE001 - any of the shapes above
-                texts.append((_traceback_text(exc), _full_traceback_text(exc)))
+        texts = _texts(raiser, messages)
         for cached, full in texts:
             assert cached == full
         assert len({cached for cached, _ in texts}) == len(messages)  # each names its own message
+
+
+def _texts(raiser: Callable[[str], object], arguments: list[str]) -> list[tuple[str, str]]:
+    """For each argument, the text of what ``raiser`` raised: through the stack cache,
+    and written whole."""
+    from burrow.execution import _full_traceback_text, _traceback_text
+
+    texts = []
+    for argument in arguments:
+        try:
+            raiser(argument)
+        except BaseException as exc:  # noqa: BLE001 - any of the shapes the tests raise
+            texts.append((_traceback_text(exc), _full_traceback_text(exc)))
+    return texts
 
 
 def test_a_cached_stack_ends_with_the_line_python_writes() -> None:
@@ -237,15 +244,8 @@ def test_a_cached_stack_ends_with_the_line_python_writes() -> None:
     reads as Python writes it for every kind of error: an empty message, an
     application's class (named with its module), a __str__ that raises, an OSError's
     errno, a syntax error's lines."""
-    from burrow.execution import _full_traceback_text, _traceback_text
-
     shapes = ["empty", "app", "unprintable", "os", "syntax"]
-    texts = []
-    for shape in shapes * 2:  # the second round finds each stack cached
-        try:
-            _raise_shaped(shape)
-        except BaseException as exc:  # noqa: BLE001 - any of the shapes above
-            texts.append((_traceback_text(exc), _full_traceback_text(exc)))
+    texts = _texts(_raise_shaped, shapes * 2)  # the second round finds each stack cached
     for cached, full in texts:
         assert cached == full
     assert "test_execution._AppError: in the app" in texts[1][0]
