@@ -380,7 +380,8 @@ def _drain_at_info(target: Target, plan: Plan, batch_size: int) -> Row:
     ours, theirs = _alternate(rounds, at("info"), at("warning"))
     return Row(f"{target.kind}.drain.w2.info", target.kind, "drain", f"2 workers, batch {batch_size}, log level info",
                median(ours), baseline=median(theirs), rounds=ours, baseline_rounds=theirs,
-               note=f"two log lines a job (burrow's default level) to a file; {jobs:,} jobs, {rounds} rounds;"
+               note=f"two log lines a job (burrow's default level) to a file; {jobs:,} jobs,"
+                    f" {rounds} round{'s' if rounds > 1 else ''};"
                     " ratio: to the same drain at warning",
                extra={"jobs": jobs, "batch_size": batch_size, "log_level": "info"})
 
