@@ -34,7 +34,7 @@ from burrow.backends.migrations import apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, Timestamp, history, jobs, queues
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
-from burrow.backends.transitions import Change, change, plain_change, uniform_assignments, uniform_change
+from burrow.backends.transitions import Change, change, split_batch, uniform_assignments
 from burrow.errors import BackendError
 
 log = structlog.get_logger("burrow")
@@ -367,20 +367,14 @@ class PostgresBackend(SQLBackend):
             "done_channel": self.done_channel,
             "done_ids": done_notice([o.id for o in outcomes]),
         }
-        if (uniform := uniform_change(changes)) is not None:
-            statement = self._uniform_finish_sql(uniform)
+        split = split_batch(changes)
+        if split.plain is not None and not split.rest:
+            statement = self._uniform_finish_sql(split.plain)
             params.update(_fenced_arrays(outcomes))
-        elif (plain := plain_change(changes)) is not None:
-            statement = self._split_finish_sql(plain)
-            plain_rows: list[Outcome] = []
-            rest: list[tuple[Outcome, Change]] = []
-            for o, c in zip(outcomes, changes):
-                if c == plain:
-                    plain_rows.append(o)
-                else:
-                    rest.append((o, c))
-            params.update(_fenced_arrays(plain_rows, prefix="p_"))
-            params.update(self._general_arrays([o for o, _ in rest], [c for _, c in rest]))
+        elif split.plain is not None:
+            statement = self._split_finish_sql(split.plain)
+            params.update(_fenced_arrays([outcomes[i] for i in split.picked], prefix="p_"))
+            params.update(self._general_arrays([outcomes[i] for i in split.rest], [changes[i] for i in split.rest]))
         else:
             statement = self._finish_sql
             params.update(self._general_arrays(outcomes, changes))

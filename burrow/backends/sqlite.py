@@ -30,7 +30,7 @@ from burrow.backends.migrations import LATEST_VERSION, apply_migrations
 from burrow.backends.schema import UNIQUE_WHERE, UTC, jobs
 from burrow.backends.sql.backend import SQLBackend
 from burrow.backends.sql.connection import Clock
-from burrow.backends.transitions import Change, change, plain_change, uniform_assignments, uniform_change
+from burrow.backends.transitions import Change, change, split_batch, uniform_assignments
 from burrow.errors import BackendError
 
 _INSERT_ROWS = 500  # 9 parameters a row (NewJob's fields, id, created_at); SQLite allows 32,766 in a statement
@@ -273,9 +273,8 @@ class SQLiteBackend(SQLBackend):
         SQLite has no network round trip to save, so per-row statements run at C
         speed through executemany; what each kind writes comes from
         ``transitions.change``. The rows of the batch's plain change (its successes)
-        take the uniform UPDATE, the rest the general one: on a batch with 1 in 10
-        retried the general UPDATE for every row cost 2 us a row more
-        (benchmarks/README.md, "seventh pass"). When every row matched (the usual
+        take the uniform UPDATE, the rest the general one (``transitions.split_batch``).
+        When every row matched (the usual
         case) that is all; when some fence failed the transaction is redone row by
         row, to learn which outcomes were written.
         """
@@ -286,19 +285,14 @@ class SQLiteBackend(SQLBackend):
         changes = [change(o) for o in outcomes]
         # change() has capped every delay, so no row below can overflow a timestamp; a
         # value SQLite cannot bind is refused in _on_held, like any other call's.
-        groups: list[tuple[str, Sequence[int], list[tuple[Any, ...]]]]
-        if (uniform := uniform_change(changes)) is not None:  # the usual batch: no partition
-            groups = [(_uniform_finish_sql(uniform), range(len(outcomes)), _fenced(outcomes, uniform, stamp))]
-        else:
-            plain = plain_change(changes)
-            picked: list[int] = []
-            rest: list[int] = []
-            for i, c in enumerate(changes):
-                (picked if c == plain else rest).append(i)
-            groups = []
-            if plain is not None:
-                groups.append((_uniform_finish_sql(plain), picked, _fenced([outcomes[i] for i in picked], plain, stamp)))
-            groups.append((_FINISH, rest, [_finish_params(outcomes[i], changes[i], now, stamp) for i in rest]))
+        split = split_batch(changes)
+        groups: list[tuple[str, Sequence[int], list[tuple[Any, ...]]]] = []
+        if split.plain is not None:
+            picked = outcomes if not split.rest else [outcomes[i] for i in split.picked]
+            groups.append((_uniform_finish_sql(split.plain), split.picked, _fenced(picked, split.plain, stamp)))
+        if split.rest:
+            rows = [_finish_params(outcomes[i], changes[i], now, stamp) for i in split.rest]
+            groups.append((_FINISH, split.rest, rows))
 
         def write(conn: sqlite3.Connection) -> list[int]:
             _begin_immediate(conn, self.timeouts.call_s)
