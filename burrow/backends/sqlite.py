@@ -274,9 +274,8 @@ class SQLiteBackend(SQLBackend):
         speed through executemany; what each kind writes comes from
         ``transitions.change``. The rows of the batch's plain change (its successes)
         take the uniform UPDATE, the rest the general one (``transitions.split_batch``).
-        When every row matched (the usual
-        case) that is all; when some fence failed the transaction is redone row by
-        row, to learn which outcomes were written.
+        When every row matched (the usual case) that is all; when some fence failed
+        the transaction is redone row by row, to learn which outcomes were written.
         """
         if not outcomes:
             return []
