@@ -1,8 +1,9 @@
 """``python -m benchmarks [--quick] [--json PATH] [--backend sqlite|postgresql|all] [--against REF]``.
 
 Exit status: 0, or 1 in ``--quick`` when a figure with a floor (benchmarks/floors.py)
-measured a burrow/raw ratio below it, or a drain fell below AGAINST_FLOOR of the
-release it was compared with; 2 when a benchmark could not run.
+measured a burrow/raw ratio below it, one with a ceiling (there too) measured above it,
+or a drain fell below AGAINST_FLOOR of the release it was compared with; 2 when a
+benchmark could not run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from benchmarks import postgres_dsn
 from benchmarks.claimers import ClaimPool
-from benchmarks.floors import AGAINST_FLOOR, AGAINST_KEYS, FLOORS
+from benchmarks.floors import AGAINST_FLOOR, AGAINST_KEYS, CEILINGS, FLOORS
 from benchmarks.remote import bench_remote
 from benchmarks.report import Row, machine, table, versions
 from benchmarks.suite import (
@@ -173,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor = FLOORS.get(row.key)
         if floor is not None and row.ratio is not None and row.ratio < floor:
             below.append(f"{row.key}: ratio {row.ratio:.2f} is below its floor {floor:.2f}")
+        ceiling = CEILINGS.get(row.key)
+        if ceiling is not None and row.value > ceiling:
+            below.append(f"{row.key}: {row.value:.2f} {row.unit} is above its ceiling {ceiling:g} {row.unit}")
         release = row.extra.get("against") or {}
         if row.key in AGAINST_KEYS and release.get("below"):
             below.append(f"{row.key}: below {AGAINST_FLOOR:.2f} of release {row.against_label}: {release['below']}")
@@ -204,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "versions": versions(postgres_server),
             "settings": settings,
             "floors": FLOORS,
+            "ceilings": CEILINGS,
             "below_floor": below,
             "failed": failed,
             "raw_best": best,

@@ -15,7 +15,7 @@ from benchmarks.claimers import BURROW, FIXED, RAW, ClaimPool
 from benchmarks.floors import AGAINST_FLOOR, AGAINST_KEYS, AGAINST_PAIRS_SHARE
 from benchmarks.raw import RawQueue
 from benchmarks.report import Row, median
-from benchmarks.supervised import SupervisorProcess, drain, fresh_drain, wait_finished
+from benchmarks.supervised import SupervisorProcess, TreeMemory, drain, fresh_drain, wait_finished
 from benchmarks.target import Target
 from benchmarks.versions import Version
 
@@ -518,30 +518,43 @@ def bench_memory(target: Target, plan: Plan, batch_size: int, progress: Progress
     kind = target.kind
     target.reset(0)
     mb = 1024 * 1024
+    first_half = plan.memory_jobs // 2
     with SupervisorProcess(target, 2, batch_size) as sup:
         sup.start()
         time.sleep(1.0)
         idle = sup.memory()
-        left = plan.memory_jobs
-        while left > 0:
-            chunk = min(left, 50_000)
-            target.add_jobs(chunk)
-            left -= chunk
-            wait_finished(target, sup, timeout_s=120 + chunk / 200)
-        time.sleep(2.5)  # a heartbeat tick, so the supervisor's steady-state buffers are in
-        after = sup.memory()
+        half = _memory_after(target, sup, first_half)
+        after = _memory_after(target, sup, plan.memory_jobs - first_half)
     growth = 100.0 * (after.rss - idle.rss) / idle.rss
+    # A leak grows with the jobs run; a warm-up (buffers sized by the first big claims
+    # and writes, library pages first run) is over by half-way.
+    second_half = 100.0 * (after.rss - half.rss) / half.rss
     jobs = f"{plan.memory_jobs:,} jobs" + (" (quick mode: not the 200,000 of the full run)" if plan.quick else "")
-    extra = {"idle": idle.__dict__, "after": after.__dict__, "jobs": plan.memory_jobs, "workers": 2}
+    extra = {"idle": idle.__dict__, "half": half.__dict__, "after": after.__dict__, "jobs": plan.memory_jobs, "workers": 2}
     rows = [
         Row(f"{kind}.memory.idle", kind, "memory", "idle", idle.rss / mb, unit="MB",
             note=f"RSS sum, supervisor + 2 workers ({idle.processes} processes); PSS {idle.pss / mb:.1f} MB", extra=extra),
         Row(f"{kind}.memory.after", kind, "memory", "after", after.rss / mb, unit="MB",
             note=f"RSS sum after {jobs}; PSS {after.pss / mb:.1f} MB"),
         Row(f"{kind}.memory.growth", kind, "memory", "growth", growth, unit="%", note=f"RSS growth after {jobs}"),
+        Row(f"{kind}.memory.growth.second_half", kind, "memory", "growth.second_half", second_half, unit="%",
+            note=f"RSS growth over the second half of the {jobs}, from {half.rss / mb:.1f} MB: a leak shows here"),
     ]
-    progress(f"{kind} memory: idle {idle.rss / mb:.1f} MB, after {after.rss / mb:.1f} MB ({growth:+.1f}%), {jobs}")
+    progress(f"{kind} memory: idle {idle.rss / mb:.1f} MB, half-way {half.rss / mb:.1f} MB, after {after.rss / mb:.1f} MB"
+             f" ({growth:+.1f}%; second half {second_half:+.1f}%), {jobs}")
     return rows
+
+
+def _memory_after(target: Target, sup: SupervisorProcess, jobs: int) -> TreeMemory:
+    """The tree's memory once ``jobs`` more jobs have run, fed 50,000 at a time."""
+    left = jobs
+    while left > 0:
+        chunk = min(left, 50_000)
+        target.add_jobs(chunk)
+        left -= chunk
+        wait_finished(target, sup, timeout_s=120 + chunk / 200)
+    time.sleep(2.5)  # a heartbeat tick, so the supervisor's steady-state buffers are in
+    return sup.memory()
 
 
 def row_line(row: Row) -> str:
