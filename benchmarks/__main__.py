@@ -169,14 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if row.bench == "drain" and best.get(row.backend):
             row.extra["ratio_to_raw_best"] = row.value / best[row.backend]  # type: ignore[operator]
 
-    below = []
+    below, above = [], []
     for row in rows:
         floor = FLOORS.get(row.key)
         if floor is not None and row.ratio is not None and row.ratio < floor:
             below.append(f"{row.key}: ratio {row.ratio:.2f} is below its floor {floor:.2f}")
         ceiling = CEILINGS.get(row.key)
         if ceiling is not None and row.value > ceiling:
-            below.append(f"{row.key}: {row.value:.2f} {row.unit} is above its ceiling {ceiling:g} {row.unit}")
+            above.append(f"{row.key}: {row.value:.2f} {row.unit} is above its ceiling {ceiling:g} {row.unit}")
         release = row.extra.get("against") or {}
         if row.key in AGAINST_KEYS and release.get("below"):
             below.append(f"{row.key}: below {AGAINST_FLOOR:.2f} of release {row.against_label}: {release['below']}")
@@ -197,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{plan.memory_jobs:,} jobs, not 200,000; fewer claim configurations and one drain worker count")
     for line in below:
         print(f"FLOOR: {line}")
+    for line in above:
+        print(f"CEILING: {line}")
     for line in failed:
         print(f"FAILED: {line}")
 
@@ -210,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "floors": FLOORS,
             "ceilings": CEILINGS,
             "below_floor": below,
+            "above_ceiling": above,
             "failed": failed,
             "raw_best": best,
             "results": [row.as_dict() for row in rows],
@@ -218,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(document, f, indent=2, default=str)
     if failed:
         return 2
-    if below and args.quick:
+    if (below or above) and args.quick:
         return 1
     return 0
 
