@@ -143,12 +143,10 @@ class PostgresBackend(SQLBackend):
         # one server do not share their limits' locks.
         self._lock_key = int.from_bytes(hashlib.sha256(self.channel.encode()).digest()[:4], "big", signed=True)
         self._finish_sql = _FINISH.format(**names)
-        self._uniform_finishes: dict[Change, str] = {}
-        # {uniform_set} stays a placeholder, filled per change (_split_finish_sql).
-        self._finish_split = _FINISH_SPLIT.format(
-            **names, plain_fenced=_FENCED.replace("%(ids)s", "%(p_ids)s"), uniform_set="{uniform_set}"
-        )
-        self._split_finishes: dict[Change, str] = {}
+        # {uniform_set} stays a placeholder in both, filled per change (_with_change).
+        self._finish_uniform = _FINISH_UNIFORM.format(uniform=_uniform_update(names["jobs"], ""))
+        self._finish_split = _FINISH_SPLIT.format(**names, plain=_uniform_update(names["jobs"], "p_"))
+        self._changed_finishes: dict[tuple[bool, Change], str] = {}
         self._enqueue_sql = {
             False: _ENQUEUE.format(**names, on_conflict=""),
             True: _ENQUEUE.format(**names, on_conflict=_ON_UNIQUE_CONFLICT),
@@ -406,22 +404,22 @@ class PostgresBackend(SQLBackend):
 
     def _split_finish_sql(self, plain: Change) -> str:
         """A mixed batch's statement, its ``plain`` rows' change written into the text."""
-        statement = self._split_finishes.get(plain)
-        if statement is None:
-            statement = self._split_finishes[plain] = self._finish_split.replace(
-                "{uniform_set}", uniform_assignments(plain, self._now_sql)
-            )
-        return statement
+        return self._with_change(split=True, c=plain)
 
     def _uniform_finish_sql(self, c: Change) -> str:
         """A batch whose outcomes all change their row alike (see transitions.uniform_change):
         the change written into the text, and one CTE only, for the done notification
         (the mixed statement's CTEs plan in several times its cost)."""
-        statement = self._uniform_finishes.get(c)
+        return self._with_change(split=False, c=c)
+
+    def _with_change(self, *, split: bool, c: Change) -> str:
+        """The split or the uniform finish with the uniform UPDATE's change ``c`` written
+        in; a few changes occur, so each text is built once."""
+        statement = self._changed_finishes.get((split, c))
         if statement is None:
-            statement = self._uniform_finishes[c] = _FINISH_UNIFORM.format(
-                jobs=self._jobs, fenced=_FENCED, set=uniform_assignments(c, self._now_sql)
-            )
+            template = self._finish_split if split else self._finish_uniform
+            statement = template.replace("{uniform_set}", uniform_assignments(c, self._now_sql))
+            self._changed_finishes[split, c] = statement
         return statement
 
     def extend_leases(self, fences: Sequence[tuple[int, str, int]], lease_s: float) -> list[int]:
@@ -780,22 +778,33 @@ SELECT id FROM written UNION ALL SELECT NULL FROM notified UNION ALL SELECT NULL
 """.replace("{ended}", _ENDED)
 )
 
+# The uniform UPDATE: the rows of the {p}-prefixed arrays all change alike, and the
+# change, {uniform_set}, is written into the text (transitions.uniform_assignments).
+_UNIFORM_UPDATE = """UPDATE {jobs} AS j
+    SET {uniform_set}, result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL,
+        lease_expires_at = NULL
+    FROM unnest(%({p}ids)s::bigint[], %({p}owners)s::text[], %({p}attempts)s::int[], %({p}results)s::bytea[],
+                %({p}errors)s::text[])
+         AS v(id, owner, attempt, result, error)
+    WHERE {fenced}
+    RETURNING j.id, j.state AS new_state"""
+
+
+def _uniform_update(jobs: str, prefix: str) -> str:
+    """The uniform UPDATE over the arrays named with ``prefix``; {uniform_set} left to fill."""
+    fenced = _FENCED.replace("%(ids)s", f"%({prefix}ids)s")
+    return _UNIFORM_UPDATE.format(jobs=jobs, p=prefix, fenced=fenced, uniform_set="{uniform_set}")
+
+
 # A mixed batch whose outcomes mostly change their row alike (successes beside a few
 # retries): those rows (the p_ arrays) take the uniform UPDATE, the rest the general
 # one, in one statement, one round trip. The general UPDATE cost 14.4-15.0 us a row
 # against 11.3 for the uniform one (benchmarks/README.md, "sixth pass"). The two touch
-# different rows. {uniform_set} is filled per change (uniform_assignments).
+# different rows. {plain} is _uniform_update's text.
 _FINISH_SPLIT = (
     """
 WITH plain AS (
-    UPDATE {jobs} AS j
-    SET {uniform_set}, result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL,
-        lease_expires_at = NULL
-    FROM unnest(%(p_ids)s::bigint[], %(p_owners)s::text[], %(p_attempts)s::int[], %(p_results)s::bytea[],
-                %(p_errors)s::text[])
-         AS v(id, owner, attempt, result, error)
-    WHERE {plain_fenced}
-    RETURNING j.id, j.state AS new_state
+    {plain}
 ), """
     + _FINISH_CTES
     + """, done AS (
@@ -807,24 +816,18 @@ SELECT id FROM written UNION ALL SELECT id FROM plain UNION ALL SELECT NULL FROM
 """.replace("{ended}", _ENDED)
 )
 
-# A batch whose outcomes all change their row alike: {set} holds the change's values.
-# The rows it ended notify the done channel, once. In a CTE of its own: with pg_notify
-# in the UPDATE's RETURNING list instead, the finish's new row versions often left
-# their pages (tests/backends/test_postgres.py, the page test, failed 3 runs in 7).
+# A batch whose outcomes all change their row alike: {uniform} is _uniform_update's
+# text. The rows it ended notify the done channel, once. In a CTE of its own: with
+# pg_notify in the UPDATE's RETURNING list instead, the finish's new row versions often
+# left their pages (tests/backends/test_postgres.py, the page test, failed 3 runs in 7).
 _FINISH_UNIFORM = """
 WITH written AS (
-    UPDATE {jobs} AS j
-    SET {set}, result = v.result, last_error = coalesce(v.error, j.last_error), owner = NULL, lease_expires_at = NULL
-    FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(attempts)s::int[], %(results)s::bytea[], %(errors)s::text[])
-         AS v(id, owner, attempt, result, error)
-    WHERE {fenced}
-    RETURNING j.id, j.state
+    {uniform}
 ), done AS (
-    SELECT pg_notify(%(done_channel)s, %(done_ids)s) FROM written
-    WHERE state IN ('succeeded', 'failed', 'cancelled') LIMIT 1
+    SELECT pg_notify(%(done_channel)s, %(done_ids)s) FROM written WHERE {ended} LIMIT 1
 )
 SELECT id FROM written UNION ALL SELECT NULL FROM done
-"""
+""".replace("{ended}", _ENDED)
 
 
 def _fenced_arrays(outcomes: Sequence[Outcome], prefix: str = "") -> dict[str, str]:
